@@ -1,0 +1,121 @@
+//! Wiring: open the store, build the shared state, serve, and stop in order.
+//!
+//! Stop order, when the shutdown token fires: stop accepting → `/health` answers 503 → each
+//! connection finishes its in-flight request and closes → the writer commits what is queued
+//! and stops. The whole drain is bounded by `server.shutdown_timeout`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::TokenVerifier;
+use crate::config::Config;
+use crate::secrets::Secrets;
+use crate::store::{Store, StoreError};
+
+/// Everything request handlers share, behind one `Arc`.
+#[derive(Debug)]
+pub struct AppState {
+    /// The effective configuration (limits, auth options, …).
+    pub config: Config,
+    /// The store handle: readers, the writer queue, the keyring.
+    pub store: Store,
+    /// Checks access tokens.
+    pub verifier: TokenVerifier,
+    /// For `uptime_seconds`.
+    pub started: Instant,
+    /// Fired when the daemon starts to stop; handlers answer 503 from then on.
+    shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// True once a stop has begun.
+    pub fn is_draining(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}
+
+/// Why the daemon could not run or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("`auth.jwt_public_key_file`: {0}")]
+    PublicKey(String),
+    #[error("graceful stop exceeded server.shutdown_timeout ({0:?})")]
+    ShutdownTimeout(std::time::Duration),
+}
+
+/// Runs the daemon on `listener` until `shutdown` fires, then stops in order.
+pub async fn run(
+    config: Config,
+    secrets: Secrets,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    let started = Instant::now();
+    let data_dir = config.storage.data_dir.clone();
+    let batch_max = config.storage.commit_batch_max;
+    let keyring = Arc::new(secrets.keyring);
+    // Opening may run a crash repair over the whole file: keep it off the async threads.
+    let (store, writer_thread) =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, keyring, batch_max))
+            .await
+            .map_err(|e| StoreError::Storage(format!("open task failed: {e}")))??;
+    let verifier = TokenVerifier::new(
+        &secrets.verify_key,
+        &config.auth.user_id_claim,
+        config.auth.issuer.as_deref(),
+        config.auth.audience.as_deref(),
+    )
+    .map_err(AppError::PublicKey)?;
+    let shutdown_timeout = config.server.shutdown_timeout;
+    let writer = store.writer().clone();
+    let state = Arc::new(AppState {
+        config,
+        store,
+        verifier,
+        started,
+        shutdown: shutdown.clone(),
+    });
+
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
+    tracing::info!(
+        listen = %addr,
+        data_dir = %state.config.storage.data_dir.display(),
+        version = crate::VERSION,
+        "indaba listening on http://{addr}"
+    );
+    tracing::info!("get a test token with `indaba token --user-id 1` (same --config/--data-dir)");
+
+    let tracker = TaskTracker::new();
+    crate::http::server::accept_loop(listener, state.clone(), tracker.clone(), shutdown).await;
+
+    let deadline = Instant::now() + shutdown_timeout;
+    tracker.close();
+    drop(state);
+    let drained = tokio::time::timeout_at(deadline.into(), tracker.wait()).await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = tracker.len(),
+            "connections still open at shutdown_timeout"
+        );
+    }
+    // Commit whatever is still queued; anything acknowledged is already durable.
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let finished = tokio::time::timeout(
+        remaining.max(std::time::Duration::from_secs(1)),
+        writer_thread.finish(&writer),
+    )
+    .await;
+    if finished.is_err() || drained.is_err() {
+        return Err(AppError::ShutdownTimeout(shutdown_timeout));
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

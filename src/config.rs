@@ -1,0 +1,562 @@
+//! The daemon's configuration: one typed [`Config`], read from an optional TOML file and
+//! overridden by `INDABA_<SECTION>__<KEY>` environment variables.
+//!
+//! Every field has a default, so the daemon starts with no file at all ("dev mode"). Unknown keys
+//! and bad values are errors that name the key; `config.toml.example` is checked against this
+//! struct by a test, so the two cannot drift apart.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment overrides: `INDABA_SERVER__LISTEN` sets `server.listen`.
+pub const ENV_PREFIX: &str = "INDABA_";
+
+/// The whole configuration. Sections mirror `config.toml.example`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    pub service: ServiceConfig,
+    pub queues: QueuesConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Where the daemon listens and how it stops.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the HTTP and WebSocket listener.
+    pub listen: SocketAddr,
+    /// How long a graceful stop may take before the daemon exits anyway.
+    #[serde(with = "duration_str")]
+    pub shutdown_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` header is believed (the nginx in front).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8765)),
+            shutdown_timeout: Duration::from_secs(10),
+            trusted_proxies: vec![IpAddr::from([127, 0, 0, 1])],
+        }
+    }
+}
+
+/// The redb file and the at-rest encryption keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory holding `indaba.redb` (and, in dev mode, the generated secrets).
+    pub data_dir: PathBuf,
+    /// File with the current 256-bit key (hex or base64), mode 0600.
+    pub encryption_key_file: Option<PathBuf>,
+    /// The current key inline (hex or base64); meant for `INDABA_STORAGE__ENCRYPTION_KEY`.
+    pub encryption_key: Option<Secret>,
+    /// Retired keys that still decrypt old values; new writes always use the current key.
+    pub old_encryption_key_files: Vec<PathBuf>,
+    /// Upper bound on write requests folded into one commit.
+    pub commit_batch_max: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./indaba-data"),
+            encryption_key_file: None,
+            encryption_key: None,
+            old_encryption_key_files: Vec::new(),
+            commit_batch_max: 4096,
+        }
+    }
+}
+
+/// Access tokens: the host app's JWTs and local accounts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 secret shared with the host app (SimpleJWT's `SIGNING_KEY`).
+    pub jwt_secret: Option<Secret>,
+    /// PEM public key for RS256/ES256/EdDSA tokens, instead of `jwt_secret`.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Claim holding the user id (an integer or a decimal string).
+    pub user_id_claim: String,
+    /// Required `iss` claim, if set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    pub audience: Option<String>,
+    /// Whether `POST /api/v1/auth/register/` creates local accounts.
+    pub allow_registration: bool,
+    /// First id handed to a local account, far above the host app's ids.
+    pub local_id_base: u64,
+    /// Lifetime of access tokens minted by Indaba itself.
+    #[serde(with = "duration_str")]
+    pub access_token_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            user_id_claim: "user_id".to_owned(),
+            issuer: None,
+            audience: None,
+            allow_registration: true,
+            local_id_base: 1_000_000_000_000,
+            access_token_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The backend service API of seed 001.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Enables the service API; every call must present it.
+    pub shared_secret: Option<Secret>,
+}
+
+/// Per-user delivery queues.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueuesConfig {
+    /// Entries kept per user before the oldest lowest-priority ones are dead-lettered.
+    pub message_queue_max_size: u64,
+    /// Entries older than this many days are dead-lettered.
+    pub message_retention_days: u32,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        Self {
+            message_queue_max_size: 100_000,
+            message_retention_days: 30,
+        }
+    }
+}
+
+/// Limits enforced at the edge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open connections (HTTP and WebSocket) accepted at once.
+    pub max_connections: usize,
+    /// Largest HTTP request body; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Largest WebSocket frame; larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Largest message text in bytes; larger gets 400.
+    pub max_text_bytes: usize,
+    /// Events buffered per socket before it is closed with 4008.
+    pub outbound_buffer: usize,
+    /// Sustained sends per user per second (REST and WebSocket).
+    pub messages_per_second: u32,
+    /// Sends a user may burst above the sustained rate.
+    pub messages_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_body_bytes: 1_048_576,
+            max_frame_bytes: 65_536,
+            max_text_bytes: 16_384,
+            outbound_buffer: 1024,
+            messages_per_second: 20,
+            messages_burst: 100,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Level or filter directive (`info`, `indaba=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` for people, `json` for log shippers.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without the service secret (for a private scrape network).
+    pub public: bool,
+}
+
+/// A secret string: never printed by `Debug`, serialized as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// Why a configuration could not be loaded. Each variant names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`{origin}: {message}")]
+    Key {
+        key: String,
+        origin: String,
+        message: String,
+    },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads `path` (if any), applies environment overrides from `env`, and validates.
+    ///
+    /// `env` is passed in rather than read here so tests can supply their own.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (mut table, file_label) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: e.message().to_owned(),
+                    })?;
+                (table, format!(" in {}", path.display()))
+            }
+            None => (toml::Table::new(), String::new()),
+        };
+        let origins = apply_env(&mut table, env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let origin = origins
+                    .get(&key)
+                    .map(|var| format!(" (from {var})"))
+                    .unwrap_or_else(|| file_label.clone());
+                ConfigError::Key {
+                    key,
+                    origin,
+                    message: e.into_inner().message().trim().to_owned(),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and combinations of options.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.server.shutdown_timeout.is_zero() {
+            return invalid("server.shutdown_timeout", "must be greater than zero");
+        }
+        if self.storage.encryption_key.is_some() && self.storage.encryption_key_file.is_some() {
+            return invalid(
+                "storage.encryption_key",
+                "set either storage.encryption_key or storage.encryption_key_file, not both",
+            );
+        }
+        if self.storage.commit_batch_max == 0 {
+            return invalid("storage.commit_batch_max", "must be at least 1");
+        }
+        if self.auth.jwt_secret.is_some() && self.auth.jwt_public_key_file.is_some() {
+            return invalid(
+                "auth.jwt_secret",
+                "set either auth.jwt_secret or auth.jwt_public_key_file, not both",
+            );
+        }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.expose().len() < 16
+        {
+            return invalid("auth.jwt_secret", "must be at least 16 characters");
+        }
+        if self.auth.user_id_claim.is_empty() {
+            return invalid("auth.user_id_claim", "must not be empty");
+        }
+        if self.auth.local_id_base == 0 || self.auth.local_id_base >= crate::MAX_ID {
+            return invalid("auth.local_id_base", "must be between 1 and 2^53");
+        }
+        if self.auth.access_token_ttl.is_zero() {
+            return invalid("auth.access_token_ttl", "must be greater than zero");
+        }
+        if let Some(secret) = &self.service.shared_secret
+            && secret.expose().len() < 16
+        {
+            return invalid("service.shared_secret", "must be at least 16 characters");
+        }
+        if self.queues.message_queue_max_size == 0 {
+            return invalid("queues.message_queue_max_size", "must be at least 1");
+        }
+        if self.queues.message_retention_days == 0 {
+            return invalid("queues.message_retention_days", "must be at least 1");
+        }
+        let limits = &self.limits;
+        for (key, value) in [
+            ("limits.max_connections", limits.max_connections),
+            ("limits.max_body_bytes", limits.max_body_bytes),
+            ("limits.max_frame_bytes", limits.max_frame_bytes),
+            ("limits.max_text_bytes", limits.max_text_bytes),
+            ("limits.outbound_buffer", limits.outbound_buffer),
+            (
+                "limits.messages_per_second",
+                limits.messages_per_second as usize,
+            ),
+            ("limits.messages_burst", limits.messages_burst as usize),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return invalid(
+                "log.level",
+                &format!("not a level or filter directive: {e}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets replaced by `<redacted>`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Path of the redb file inside the data dir.
+    pub fn database_path(&self) -> PathBuf {
+        self.storage.data_dir.join(crate::store::DATABASE_FILE)
+    }
+}
+
+/// Folds `INDABA_<SECTION>__<KEY>` variables into `table`.
+///
+/// Values are read as TOML literals where the option is a number, boolean or list (so
+/// `INDABA_LIMITS__MAX_CONNECTIONS=500` is a number) and as plain strings otherwise (so a secret
+/// of digits stays a string). Returns which variable set which key, for error messages.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    let mut origins = BTreeMap::new();
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let default = defaults
+            .get(&section)
+            .and_then(|s| s.get(&key))
+            .filter(|v| !v.is_str());
+        let value = match default {
+            Some(_) => parse_literal(&raw).ok_or_else(|| ConfigError::Key {
+                key: format!("{section}.{key}"),
+                origin: format!(" (from {var})"),
+                message: format!("`{raw}` is not a valid value"),
+            })?,
+            None => toml::Value::String(raw),
+        };
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(section_table) = entry else {
+            return Err(ConfigError::Key {
+                key: section,
+                origin: String::new(),
+                message: "must be a table".to_owned(),
+            });
+        };
+        section_table.insert(key.clone(), value);
+        origins.insert(format!("{section}.{key}"), var);
+    }
+    Ok(origins)
+}
+
+fn parse_literal(raw: &str) -> Option<toml::Value> {
+    let doc: toml::Table = toml::from_str(&format!("v = {raw}")).ok()?;
+    doc.get("v").cloned()
+}
+
+/// Durations written the human way: `"10s"`, `"1h 30m"`, `"500ms"`.
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration like \"10s\" or \"1h\": {e}"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn no_file_gives_defaults() {
+        let config = Config::load(None, env(&[])).expect("defaults load");
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8765");
+        assert_eq!(config.server.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.max_frame_bytes, 65_536);
+    }
+
+    #[test]
+    fn env_overrides_by_type() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("INDABA_SERVER__LISTEN", "0.0.0.0:9000"),
+                ("INDABA_LIMITS__MAX_CONNECTIONS", "500"),
+                ("INDABA_AUTH__JWT_SECRET", "12345678901234567890"),
+                ("INDABA_AUTH__ALLOW_REGISTRATION", "false"),
+                ("INDABA_SERVER__TRUSTED_PROXIES", "[\"10.0.0.1\"]"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .expect("env overrides apply");
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.limits.max_connections, 500);
+        assert_eq!(
+            config.auth.jwt_secret.as_ref().map(Secret::expose),
+            Some("12345678901234567890")
+        );
+        assert!(!config.auth.allow_registration);
+        assert_eq!(config.server.trusted_proxies.len(), 1);
+    }
+
+    #[test]
+    fn unknown_env_key_is_named() {
+        let err = Config::load(None, env(&[("INDABA_SERVER__LISTN", "x")]))
+            .expect_err("unknown key must fail");
+        let text = err.to_string();
+        assert!(text.contains("INDABA_SERVER__LISTN"), "{text}");
+        assert!(text.contains("listn"), "{text}");
+    }
+
+    #[test]
+    fn bad_env_number_is_named() {
+        let err = Config::load(None, env(&[("INDABA_LIMITS__MAX_CONNECTIONS", "lots")]))
+            .expect_err("bad number must fail");
+        assert!(err.to_string().contains("limits.max_connections"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_key_and_bad_value_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").expect("write");
+        let err = Config::load(Some(&path), env(&[])).expect_err("unknown key");
+        assert!(err.to_string().contains("server.bogus"), "{err}");
+
+        std::fs::write(&path, "[server]\nshutdown_timeout = \"soon\"\n").expect("write");
+        let err = Config::load(Some(&path), env(&[])).expect_err("bad duration");
+        assert!(err.to_string().contains("server.shutdown_timeout"), "{err}");
+
+        std::fs::write(&path, "[limits]\nmax_body_bytes = 0\n").expect("write");
+        let err = Config::load(Some(&path), env(&[])).expect_err("zero limit");
+        assert!(err.to_string().contains("limits.max_body_bytes"), "{err}");
+
+        std::fs::write(&path, "[log]\nformat = \"xml\"\n").expect("write");
+        let err = Config::load(Some(&path), env(&[])).expect_err("bad format");
+        assert!(err.to_string().contains("log.format"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("INDABA_AUTH__JWT_SECRET", "super-secret-value-123"),
+                ("INDABA_SERVICE__SHARED_SECRET", "another-secret-value-456"),
+            ]),
+        )
+        .expect("load");
+        let shown = format!("{}\n{:?}", config.to_redacted_toml(), config);
+        assert!(!shown.contains("super-secret-value-123"), "{shown}");
+        assert!(!shown.contains("another-secret-value-456"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,142 @@
+//! The one place errors become wire responses.
+//!
+//! Lower layers have their own enums ([`crate::store::StoreError`], [`crate::store::WriteError`],
+//! [`crate::auth::AuthError`]); [`ApiError`] is what a handler returns, and
+//! [`ApiError::into_response`] turns it into the contract's `{"error", "detail"}` body with the
+//! right status. Our own faults are logged here at `error` and shown to clients without detail;
+//! client mistakes are logged at `debug`.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+
+use crate::auth::AuthError;
+use crate::store::{StoreError, WriteError};
+
+/// Every response the HTTP layer sends.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A request that could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Unauthorized(AuthError::Missing) => {
+                (StatusCode::UNAUTHORIZED, "not_authenticated")
+            }
+            ApiError::Unauthorized(AuthError::Expired) => {
+                (StatusCode::UNAUTHORIZED, "token_expired")
+            }
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "token_invalid"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+
+    /// The contract's error response for this error.
+    pub fn into_response(self) -> HttpResponse {
+        let (status, code) = self.status_and_code();
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "request failed"),
+            other => {
+                tracing::debug!(status = status.as_u16(), code, detail = %other, "request refused")
+            }
+        }
+        let body = serde_json::json!({"error": code, "detail": self.to_string()});
+        let mut response = json_response(status, &body);
+        let headers = response.headers_mut();
+        match self {
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::ShuttingDown => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+                headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Closed => ApiError::ShuttingDown,
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::ConversationNotFound => ApiError::NotFound("conversation not found"),
+            WriteError::ReceiverNotParticipant(_) => {
+                ApiError::bad_request("invalid_receiver", e.to_string())
+            }
+            WriteError::TooFewParticipants => {
+                ApiError::bad_request("invalid_participants", e.to_string())
+            }
+            WriteError::Store(store) => store.into(),
+        }
+    }
+}
+
+/// A JSON response with `status`.
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,156 @@
+//! `/api/v1/messaging/conversations/…`: list, create (de-duplicated), detail, unread count.
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+
+use super::request::{Ctx, Query, read_json};
+use super::views::{ConversationJson, Paginated};
+use crate::error::{ApiError, HttpResponse, json_response};
+use crate::store::writer::NewConversation;
+
+/// Most participants a conversation may have.
+pub const MAX_PARTICIPANTS: usize = 100;
+/// Longest subject, in bytes.
+pub const MAX_SUBJECT_BYTES: usize = 1024;
+const DEFAULT_PAGE_SIZE: usize = 20;
+const MAX_PAGE_SIZE: usize = 100;
+
+/// `POST /conversations/` body. Unknown fields are ignored, as Django REST framework does.
+#[derive(Debug, Deserialize)]
+struct CreateBody {
+    participants: Vec<u64>,
+    #[serde(default)]
+    property: Option<u64>,
+    #[serde(default)]
+    booking: Option<u64>,
+    #[serde(default)]
+    subject: Option<String>,
+}
+
+/// `GET /conversations/?archived=&page=&page_size=`
+pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(req.uri().query());
+    let archived = query.flag("archived")?.unwrap_or(false);
+    let page = query.count("page", usize::MAX)?.unwrap_or(1);
+    let page_size = query
+        .count("page_size", MAX_PAGE_SIZE)?
+        .unwrap_or(DEFAULT_PAGE_SIZE);
+    let user = ctx.user.user_id;
+    let (count, results) = ctx
+        .state
+        .store
+        .read(move |r| {
+            let all = r.user_conversations(user, archived)?;
+            let mut results = Vec::new();
+            for (conv, _) in all
+                .iter()
+                .skip((page - 1).saturating_mul(page_size))
+                .take(page_size)
+            {
+                if let Some(view) = r.conversation_view(user, *conv)? {
+                    results.push(ConversationJson::from(view));
+                }
+            }
+            Ok((all.len() as u64, results))
+        })
+        .await?;
+    let path = req.uri().path();
+    let link = |p: usize| {
+        format!(
+            "{}{}?{}",
+            ctx.base_url,
+            path,
+            query.with(&[("page", Some(p.to_string()))])
+        )
+    };
+    let has_next = (page as u64).saturating_mul(page_size as u64) < count;
+    Ok(json_response(
+        StatusCode::OK,
+        &Paginated {
+            count,
+            next: has_next.then(|| link(page + 1)),
+            previous: (page > 1).then(|| link(page - 1)),
+            results,
+        },
+    ))
+}
+
+/// `POST /conversations/`: 201 when created, 200 with the existing one when the same
+/// participants, property and booking already have a conversation.
+pub async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let body: CreateBody = read_json(req, ctx.state.config.limits.max_body_bytes).await?;
+    if body.participants.is_empty() || body.participants.len() > MAX_PARTICIPANTS {
+        return Err(ApiError::bad_request(
+            "invalid_participants",
+            format!("participants must list 1 to {MAX_PARTICIPANTS} user ids"),
+        ));
+    }
+    let all_ids = body
+        .participants
+        .iter()
+        .chain(body.property.iter())
+        .chain(body.booking.iter());
+    if let Some(bad) = all_ids.clone().find(|id| !(1..crate::MAX_ID).contains(*id)) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("id {bad} is out of range (1 to 2^53-1)"),
+        ));
+    }
+    if let Some(subject) = &body.subject
+        && subject.len() > MAX_SUBJECT_BYTES
+    {
+        return Err(ApiError::bad_request(
+            "subject_too_long",
+            format!("subject is longer than {MAX_SUBJECT_BYTES} bytes"),
+        ));
+    }
+    let store = &ctx.state.store;
+    let subject = body
+        .subject
+        .filter(|s| !s.is_empty())
+        .map(|s| store.keyring().seal(s.as_bytes()));
+    let created = store
+        .writer()
+        .create_conversation(NewConversation {
+            creator: ctx.user.user_id,
+            participants: body.participants,
+            property: body.property,
+            booking: body.booking,
+            subject,
+        })
+        .await?;
+    let user = ctx.user.user_id;
+    let view = store
+        .read(move |r| r.conversation_view(user, created.id))
+        .await?
+        .ok_or(ApiError::NotFound("conversation not found"))?;
+    let status = if created.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(status, &ConversationJson::from(view)))
+}
+
+/// `GET /conversations/{id}/`
+pub async fn get(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
+    let user = ctx.user.user_id;
+    let view = ctx
+        .state
+        .store
+        .read(move |r| r.conversation_view(user, id))
+        .await?
+        .ok_or(ApiError::NotFound("conversation not found"))?;
+    Ok(json_response(StatusCode::OK, &ConversationJson::from(view)))
+}
+
+/// `GET /conversations/unread_count/`
+pub async fn unread_count(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
+    let user = ctx.user.user_id;
+    let total = ctx.state.store.read(move |r| r.unread_total(user)).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"unread_count": total}),
+    ))
+}

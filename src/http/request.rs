@@ -1,0 +1,248 @@
+//! Reading requests: the caller's token, JSON bodies and query strings, each failing with a
+//! precise 4xx.
+
+use http_body_util::{BodyExt, Limited};
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::auth::{AuthError, Identity};
+use crate::error::ApiError;
+
+/// The caller named by `Authorization: Bearer <jwt>`.
+pub fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Identity, ApiError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::Invalid("Authorization header is not text".into()))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| AuthError::Invalid("expected `Authorization: Bearer <token>`".into()))?;
+    Ok(state.verifier.verify(token.trim())?)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413.
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<(bool, bytes::Bytes), ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let mime = v.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+        });
+    let body = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::bad_request("invalid_body", "the request body could not be read")
+            }
+        })?
+        .to_bytes();
+    Ok((is_json.unwrap_or(false), body))
+}
+
+/// Parses a JSON body into `T`; errors name the field at fault.
+pub async fn read_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let (is_json, body) = read_body(req, limit).await?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "a JSON object body is required",
+        ));
+    }
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    parse_json(&body)
+}
+
+/// Reads a body that may be absent or `{}` (action endpoints); anything else is refused.
+pub async fn read_empty(req: Request<Incoming>, limit: usize) -> Result<(), ApiError> {
+    let (is_json, body) = read_body(req, limit).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let value: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
+    if value.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_request",
+            "this action takes no parameters; send no body or {}",
+        ))
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let code = if inner.is_syntax() || inner.is_eof() {
+            "invalid_json"
+        } else {
+            "invalid_request"
+        };
+        let detail = if path == "." || inner.is_syntax() || inner.is_eof() {
+            format!("invalid JSON: {inner}")
+        } else {
+            format!("field `{path}`: {inner}")
+        };
+        ApiError::bad_request(code, detail)
+    })
+}
+
+/// Decoded query parameters, in order.
+#[derive(Debug, Default)]
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(query: Option<&str>) -> Self {
+        Self(
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An id-like parameter: a positive integer below 2^53.
+    pub fn id(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
+        self.get(name)
+            .map(|v| parse_id(v).ok_or_else(|| bad_param(name, "a positive integer id")))
+            .transpose()
+    }
+
+    /// A count parameter in `1..=max`.
+    pub fn count(&self, name: &'static str, max: usize) -> Result<Option<usize>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| bad_param(name, &format!("an integer from 1 to {max}")))
+            })
+            .transpose()
+    }
+
+    /// `true`/`false` (also `1`/`0`, any case).
+    pub fn flag(&self, name: &'static str) -> Result<Option<bool>, ApiError> {
+        self.get(name)
+            .map(|v| match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(bad_param(name, "true or false")),
+            })
+            .transpose()
+    }
+
+    /// This query with `updates` applied (`None` removes), encoded.
+    pub fn with(&self, updates: &[(&str, Option<String>)]) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.0 {
+            if !updates.iter().any(|(name, _)| name == k) {
+                out.append_pair(k, v);
+            }
+        }
+        for (name, value) in updates {
+            if let Some(value) = value {
+                out.append_pair(name, value);
+            }
+        }
+        out.finish()
+    }
+}
+
+/// Parses a path or query id: decimal, 1 ≤ id < 2^53.
+pub fn parse_id(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u64>()
+        .ok()
+        .filter(|id| (1..crate::MAX_ID).contains(id))
+}
+
+fn bad_param(name: &str, expected: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_query",
+        format!("query parameter `{name}` must be {expected}"),
+    )
+}
+
+/// `scheme://host` of this request, for absolute pagination links.
+pub fn base_url(req_headers: &hyper::HeaderMap, via_trusted_proxy: bool) -> String {
+    let host = req_headers
+        .get("x-forwarded-host")
+        .filter(|_| via_trusted_proxy)
+        .or_else(|| req_headers.get(hyper::header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let scheme = req_headers
+        .get("x-forwarded-proto")
+        .filter(|_| via_trusted_proxy)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
+/// What every authenticated handler needs: the daemon's state, the caller, and this
+/// request's base URL for absolute links.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    pub state: &'a AppState,
+    pub user: Identity,
+    pub base_url: String,
+}
+
+impl<'a> Ctx<'a> {
+    /// Authenticates the request; 401 if its token is missing or bad.
+    pub fn new(
+        state: &'a AppState,
+        peer: std::net::SocketAddr,
+        req: &Request<Incoming>,
+    ) -> Result<Self, ApiError> {
+        let user = authenticate(state, req)?;
+        let trusted = state.config.server.trusted_proxies.contains(&peer.ip());
+        Ok(Self {
+            state,
+            user,
+            base_url: base_url(req.headers(), trusted),
+        })
+    }
+}

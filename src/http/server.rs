@@ -1,0 +1,128 @@
+//! The accept loop and per-connection tasks.
+//!
+//! Every connection runs in a task tracked by a [`TaskTracker`], so shutdown can wait for them.
+//! When the shutdown token fires the loop stops accepting (the listener is dropped) and every
+//! connection is told to finish its in-flight request and close.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::AppState;
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections until `shutdown` fires. Returns once the listener is closed; the
+/// connections live on in `tracker` until they finish.
+pub async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let guard = ConnectionGuard::new(open.clone());
+        if guard.count > state.config.limits.max_connections {
+            tracker.spawn(refuse_over_limit(stream, guard));
+            continue;
+        }
+        tracker.spawn(serve_connection(
+            stream,
+            peer,
+            state.clone(),
+            shutdown.clone(),
+            guard,
+        ));
+    }
+    tracing::info!("listener closed: no new connections");
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    _guard: ConnectionGuard,
+) {
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(super::router::dispatch(state, peer, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Answers a connection over `limits.max_connections` with 503 and closes it.
+async fn refuse_over_limit(mut stream: TcpStream, _guard: ConnectionGuard) {
+    const BODY: &str =
+        r#"{"error":"too_many_connections","detail":"the server is at its connection limit"}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    tracing::debug!("connection refused: at max_connections");
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Counts a connection while it is open.
+struct ConnectionGuard {
+    open: Arc<AtomicUsize>,
+    /// Open connections including this one, when it was accepted.
+    count: usize,
+}
+
+impl ConnectionGuard {
+    fn new(open: Arc<AtomicUsize>) -> Self {
+        let count = open.fetch_add(1, Ordering::Relaxed) + 1;
+        Self { open, count }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,39 @@
+//! # Indaba
+//!
+//! A single-binary messaging daemon: REST and WebSocket in one process, per-user priority
+//! queues, presence, read receipts and unread counts, everything in one embedded redb file,
+//! sealed at rest.
+//!
+//! # Layout
+//!
+//! Follow a message from the socket to the disk:
+//!
+//! * [`http`] accepts connections ([`http::server`]), routes them ([`http::router`]) and serves
+//!   one module per resource; [`error`] turns every failure into the contract's JSON error.
+//! * [`auth`] says who is calling (JWTs from the host app, or our own).
+//! * [`store`] makes it durable: [`store::writer`] folds concurrent writes into one commit,
+//!   [`store::reader`] answers queries off the async runtime, [`store::tables`] lists every
+//!   table and the schema version.
+//! * [`crypto`] seals what users wrote before it reaches the store.
+//!
+//! Around that: [`config`] (one typed struct), [`secrets`] (keys from config, or generated in
+//! dev mode), [`logging`], [`shutdown`] (signals) and [`app`], which wires it all and stops it in
+//! order. `main.rs` only parses the command line.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod secrets;
+pub mod shutdown;
+pub mod store;
+pub mod time;
+
+/// This build's version, as `/health` and `--version` report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Ids stay below 2^53 so JavaScript clients read them exactly.
+pub const MAX_ID: u64 = 1 << 53;

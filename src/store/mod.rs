@@ -1,0 +1,267 @@
+//! Durable storage: one redb file, one group-commit writer, many readers.
+//!
+//! * [`tables`] defines every table and the schema version.
+//! * [`records`] defines what the tables hold.
+//! * [`writer`] owns the only write path: a dedicated thread that folds every pending request
+//!   into one transaction and answers each only after the commit is durable.
+//! * [`reader`] answers queries on a snapshot, off the async runtime.
+//!
+//! [`Store`] is the cheap, cloneable handle the rest of the daemon holds.
+
+pub mod reader;
+pub mod records;
+pub mod tables;
+pub mod writer;
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::crypto::Keyring;
+use tables::{KEY_CHECKS, META, SCHEMA_VERSION, meta};
+pub use writer::{WriteError, WriterHandle};
+
+/// File name of the database inside the data dir.
+pub const DATABASE_FILE: &str = "indaba.redb";
+
+/// Plaintext of the per-key canary in [`tables::KEY_CHECKS`].
+const KEY_CHECK_PLAINTEXT: &[u8] = b"indaba key check v1";
+
+/// Why the store failed. Open-time variants name the file; run-time ones are our fault, never
+/// the client's, and map to 500/503.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use data directory {path}: {message}")]
+    DataDir { path: PathBuf, message: String },
+    #[error("cannot open data file {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("data file {path} is already in use by another process (is indaba already running?)")]
+    AlreadyOpen { path: PathBuf },
+    #[error(
+        "data file {path} has schema version {found}, newer than this indaba supports ({supported}); upgrade indaba"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    #[error(
+        "the encryption key does not match data file {path}: its data was sealed with key id(s) {stored}, the configured key(s) are {configured}; configure the right storage.encryption_key_file (retired keys go in storage.old_encryption_key_files)"
+    )]
+    WrongKey {
+        path: PathBuf,
+        stored: String,
+        configured: String,
+    },
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("stored record cannot be decoded: {0}")]
+    Encoding(String),
+    #[error("stored value cannot be decrypted: {0}")]
+    Sealed(#[from] crate::crypto::OpenError),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+macro_rules! storage_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_error_from!(
+    redb::Error,
+    redb::StorageError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::CommitError
+);
+
+/// Handle to the store: the database for readers, the writer's queue, the keys.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Arc<Database>,
+    writer: WriterHandle,
+    keyring: Arc<Keyring>,
+}
+
+impl Store {
+    /// Opens (or creates) the data file in `data_dir`, checks its schema version and keys, and
+    /// starts the writer thread. The returned [`writer::WriterThread`] must be joined on
+    /// shutdown so pending writes are committed.
+    pub fn open(
+        data_dir: &Path,
+        keyring: Arc<Keyring>,
+        commit_batch_max: usize,
+    ) -> Result<(Store, writer::WriterThread), StoreError> {
+        let db = open_database(data_dir)?;
+        let path = data_dir.join(DATABASE_FILE);
+        check_schema_and_keys(&db, &path, &keyring)?;
+        let db = Arc::new(db);
+        let (handle, thread) = writer::spawn(db.clone(), commit_batch_max)?;
+        Ok((
+            Store {
+                db,
+                writer: handle,
+                keyring,
+            },
+            thread,
+        ))
+    }
+
+    /// The queue of the group-commit writer.
+    pub fn writer(&self) -> &WriterHandle {
+        &self.writer
+    }
+
+    /// The keys that seal and open user content.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Runs a read-only query on a consistent snapshot, on the blocking pool.
+    pub async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&reader::Reader<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        let keyring = self.keyring.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read()?;
+            let reader = reader::Reader::new(&txn, &keyring);
+            query(&reader)
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
+    }
+}
+
+fn open_database(data_dir: &Path) -> Result<Database, StoreError> {
+    let dir_error = |message: String| StoreError::DataDir {
+        path: data_dir.to_owned(),
+        message,
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| dir_error(e.to_string()))?;
+    if !data_dir.is_dir() {
+        return Err(dir_error("not a directory".to_owned()));
+    }
+    let path = data_dir.join(DATABASE_FILE);
+    // An empty file is one a crash left between creating and initialising it.
+    let initialised = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+    let result = if initialised {
+        // `open` never creates or truncates: a file that is not a redb database stays as it was.
+        Database::builder().open(&path)
+    } else {
+        probe_writable(data_dir).map_err(|e| dir_error(format!("not writable: {e}")))?;
+        // Only the daemon's user may read the file, sealed or not.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| dir_error(format!("cannot create {}: {e}", path.display())))?;
+        Database::builder().create(&path)
+    };
+    result.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen { path: path.clone() },
+        other => StoreError::Open {
+            path: path.clone(),
+            message: other.to_string(),
+        },
+    })
+}
+
+/// Creates and removes a file, so an unwritable directory fails with a clear message before redb
+/// reports something vaguer.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(".indaba-write-probe");
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(probe)
+}
+
+/// Refuses a newer schema and a key that did not seal the existing data; records the current
+/// key's canary so the next start can check it.
+fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Result<(), StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
+    {
+        let mut meta_table = txn.open_table(META)?;
+        let found = meta_table.get(meta::SCHEMA_VERSION)?.map(|v| v.value());
+        match found {
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema {
+                    path: path.to_owned(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+            None => {
+                meta_table.insert(meta::SCHEMA_VERSION, SCHEMA_VERSION)?;
+            }
+        }
+
+        // Create every table up front, so readers never meet a missing one.
+        txn.open_table(tables::USERS)?;
+        txn.open_table(tables::CONVERSATIONS)?;
+        txn.open_table(tables::CONVERSATION_KEYS)?;
+        txn.open_table(tables::MESSAGES)?;
+        txn.open_table(tables::CONVERSATION_MESSAGES)?;
+        txn.open_table(tables::MEMBERSHIPS)?;
+        txn.open_table(tables::CLIENT_IDS)?;
+
+        let mut checks = txn.open_table(KEY_CHECKS)?;
+        let mut stored = Vec::new();
+        for entry in checks.iter()? {
+            let (id, canary) = entry?;
+            let id = id.value();
+            stored.push(id);
+            let known = keyring.key_ids().any(|k| k == id);
+            if !known || keyring.open(canary.value()).is_err() {
+                let configured: Vec<String> =
+                    keyring.key_ids().map(|k| format!("{k:08x}")).collect();
+                let stored_ids: Vec<String> = checks
+                    .iter()?
+                    .filter_map(|e| e.ok().map(|(k, _)| format!("{:08x}", k.value())))
+                    .collect();
+                return Err(StoreError::WrongKey {
+                    path: path.to_owned(),
+                    stored: stored_ids.join(", "),
+                    configured: configured.join(", "),
+                });
+            }
+        }
+        let current = keyring.current_key_id();
+        if !stored.contains(&current) {
+            checks.insert(current, keyring.seal(KEY_CHECK_PLAINTEXT).as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// A reply slot for one write request.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
+
+/// Sends `command` to the writer and waits for its durable answer.
+pub(crate) async fn request<T>(
+    tx: &mpsc::Sender<writer::Command>,
+    make: impl FnOnce(Reply<T>) -> writer::Command,
+) -> Result<T, WriteError> {
+    let (reply, answer) = oneshot::channel();
+    tx.send(make(reply))
+        .await
+        .map_err(|_| WriteError::Store(StoreError::Closed))?;
+    answer
+        .await
+        .map_err(|_| WriteError::Store(StoreError::Closed))?
+}

@@ -1,0 +1,269 @@
+//! Queries on one read snapshot. Runs on the blocking pool via [`super::Store::read`].
+//!
+//! Everything here answers from indexes kept by the writer: listing a user's conversations
+//! ranges over their memberships, a history page ranges over one conversation's index.
+
+use redb::{ReadOnlyTable, ReadTransaction};
+
+use super::StoreError;
+use super::records::{ConversationRecord, MembershipRecord, MessageBody, MessageRecord, decode};
+use super::tables::{CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES};
+use crate::crypto::Keyring;
+
+/// A read snapshot plus the keys to open what it holds.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    txn: &'a ReadTransaction,
+    keyring: &'a Keyring,
+}
+
+/// A message as one user sees it.
+#[derive(Debug, Clone)]
+pub struct MessageView {
+    pub id: u64,
+    pub record: MessageRecord,
+    pub body: MessageBody,
+    /// For a recipient: they have read it. For the sender: every recipient has.
+    pub is_read: bool,
+}
+
+/// A conversation as one user sees it.
+#[derive(Debug, Clone)]
+pub struct ConversationView {
+    pub id: u64,
+    pub record: ConversationRecord,
+    pub subject: Option<String>,
+    pub membership: MembershipRecord,
+    pub last_message: Option<MessageView>,
+}
+
+/// One page of a conversation's history, oldest first.
+#[derive(Debug, Clone)]
+pub struct MessagePage {
+    pub messages: Vec<MessageView>,
+    /// Messages in the whole conversation.
+    pub total: u64,
+    /// Whether older messages exist before the first of this page.
+    pub has_older: bool,
+    /// Whether newer messages exist after the last of this page.
+    pub has_newer: bool,
+}
+
+/// Where a history page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// The newest messages.
+    Latest,
+    /// The newest messages with ids below this one.
+    Before(u64),
+    /// The oldest messages with ids above this one.
+    After(u64),
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(txn: &'a ReadTransaction, keyring: &'a Keyring) -> Self {
+        Self { txn, keyring }
+    }
+
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: redb::TableDefinition<K, V>,
+    ) -> Result<ReadOnlyTable<K, V>, StoreError> {
+        Ok(self.txn.open_table(def)?)
+    }
+
+    pub fn conversation(&self, id: u64) -> Result<Option<ConversationRecord>, StoreError> {
+        match self.table(CONVERSATIONS)?.get(id)? {
+            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn membership(&self, user: u64, conv: u64) -> Result<Option<MembershipRecord>, StoreError> {
+        match self.table(MEMBERSHIPS)?.get((user, conv))? {
+            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn message(&self, id: u64) -> Result<Option<MessageRecord>, StoreError> {
+        match self.table(MESSAGES)?.get(id)? {
+            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens a message's sealed text and metadata.
+    pub fn open_body(&self, record: &MessageRecord) -> Result<MessageBody, StoreError> {
+        decode(&self.keyring.open(&record.body)?)
+    }
+
+    /// Opens a sealed conversation subject.
+    pub fn open_subject(&self, sealed: Option<&[u8]>) -> Result<Option<String>, StoreError> {
+        sealed
+            .map(|s| {
+                String::from_utf8(self.keyring.open(s)?)
+                    .map_err(|e| StoreError::Encoding(e.to_string()))
+            })
+            .transpose()
+    }
+
+    /// The conversation as `user` sees it, or `None` if it does not exist or `user` is not in it.
+    pub fn conversation_view(
+        &self,
+        user: u64,
+        conv: u64,
+    ) -> Result<Option<ConversationView>, StoreError> {
+        let Some(membership) = self.membership(user, conv)? else {
+            return Ok(None);
+        };
+        let Some(record) = self.conversation(conv)? else {
+            return Ok(None);
+        };
+        let subject = self.open_subject(record.subject.as_deref())?;
+        let last_message = match record.last_message_id {
+            Some(id) => match self.message(id)? {
+                Some(msg) => Some(self.message_view(user, id, msg, &record)?),
+                None => None,
+            },
+            None => None,
+        };
+        Ok(Some(ConversationView {
+            id: conv,
+            record,
+            subject,
+            membership,
+            last_message,
+        }))
+    }
+
+    /// The user's conversations (archived or not), most recently active first.
+    pub fn user_conversations(
+        &self,
+        user: u64,
+        archived: bool,
+    ) -> Result<Vec<(u64, MembershipRecord)>, StoreError> {
+        let table = self.table(MEMBERSHIPS)?;
+        let mut out = Vec::new();
+        for entry in table.range((user, 0)..=(user, u64::MAX))? {
+            let (key, value) = entry?;
+            let membership: MembershipRecord = decode(value.value())?;
+            if membership.archived == archived {
+                out.push((key.value().1, membership));
+            }
+        }
+        // Newest message first; conversations without messages by creation, newest first.
+        out.sort_by(|(a_id, a), (b_id, b)| {
+            (b.last_message_id, b.joined_at_ms, b_id).cmp(&(
+                a.last_message_id,
+                a.joined_at_ms,
+                a_id,
+            ))
+        });
+        Ok(out)
+    }
+
+    /// Unread messages over all of the user's conversations.
+    pub fn unread_total(&self, user: u64) -> Result<u64, StoreError> {
+        let table = self.table(MEMBERSHIPS)?;
+        let mut total = 0;
+        for entry in table.range((user, 0)..=(user, u64::MAX))? {
+            let (_, value) = entry?;
+            total += decode::<MembershipRecord>(value.value())?.unread;
+        }
+        Ok(total)
+    }
+
+    /// A message as `viewer` sees it: opened, with its read state worked out.
+    pub fn message_view(
+        &self,
+        viewer: u64,
+        id: u64,
+        record: MessageRecord,
+        conversation: &ConversationRecord,
+    ) -> Result<MessageView, StoreError> {
+        let body = self.open_body(&record)?;
+        let is_read = if viewer == record.sender {
+            let mut all = true;
+            for other in conversation.participants.iter().filter(|p| **p != viewer) {
+                let marker = self
+                    .membership(*other, record.conversation)?
+                    .map(|m| m.read_marker);
+                all &= marker.is_some_and(|m| m >= id);
+            }
+            all
+        } else {
+            self.membership(viewer, record.conversation)?
+                .is_some_and(|m| m.read_marker >= id)
+        };
+        Ok(MessageView {
+            id,
+            record,
+            body,
+            is_read,
+        })
+    }
+
+    /// One page of history of `conv` as `viewer` sees it.
+    pub fn message_page(
+        &self,
+        viewer: u64,
+        conv: u64,
+        conversation: &ConversationRecord,
+        cursor: Cursor,
+        limit: usize,
+    ) -> Result<MessagePage, StoreError> {
+        let index = self.table(CONVERSATION_MESSAGES)?;
+        let mut ids: Vec<u64> = Vec::with_capacity(limit);
+        match cursor {
+            Cursor::Latest | Cursor::Before(_) => {
+                let end = match cursor {
+                    Cursor::Before(b) => b,
+                    _ => u64::MAX,
+                };
+                for entry in index.range((conv, 0)..(conv, end))?.rev().take(limit) {
+                    ids.push(entry?.0.value().1);
+                }
+                ids.reverse();
+            }
+            Cursor::After(a) => {
+                for entry in index
+                    .range((conv, a.saturating_add(1))..=(conv, u64::MAX))?
+                    .take(limit)
+                {
+                    ids.push(entry?.0.value().1);
+                }
+            }
+        }
+        let (has_older, has_newer) = match (ids.first(), ids.last()) {
+            (Some(first), Some(last)) => (
+                index.range((conv, 0)..(conv, *first))?.next().is_some(),
+                index
+                    .range((conv, last.saturating_add(1))..=(conv, u64::MAX))?
+                    .next()
+                    .is_some(),
+            ),
+            // An empty page: whatever lies on the far side of the cursor.
+            _ => match cursor {
+                Cursor::Latest => (false, false),
+                Cursor::Before(b) => (
+                    false,
+                    index.range((conv, b)..=(conv, u64::MAX))?.next().is_some(),
+                ),
+                Cursor::After(a) => (index.range((conv, 0)..=(conv, a))?.next().is_some(), false),
+            },
+        };
+        let mut messages = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.message(id)? {
+                messages.push(self.message_view(viewer, id, record, conversation)?);
+            }
+        }
+        Ok(MessagePage {
+            messages,
+            total: conversation.message_count,
+            has_older,
+            has_newer,
+        })
+    }
+}

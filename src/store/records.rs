@@ -1,0 +1,103 @@
+//! The records stored in the tables of [`super::tables`], and the domain types they carry.
+//!
+//! Records are postcard-encoded. Fields a user wrote travel as `Vec<u8>` sealed by
+//! [`crate::crypto::Keyring`]; the plaintext forms ([`MessageBody`]) exist only in memory.
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// Delivery priority of a message; the order of per-user queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Priority {
+    High,
+    Normal,
+    Low,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "high" => Some(Priority::High),
+            "normal" => Some(Priority::Normal),
+            "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+}
+
+/// A stored message. `body` is a sealed [`MessageBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub conversation: u64,
+    pub sender: u64,
+    pub receiver: Option<u64>,
+    pub message_type: String,
+    pub priority: Priority,
+    pub client_id: Option<String>,
+    /// Unix milliseconds, assigned by the writer at commit.
+    pub created_at_ms: u64,
+    pub body: Vec<u8>,
+}
+
+/// What a user wrote in a message; sealed at rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageBody {
+    pub text: String,
+    /// The `metadata` object as JSON text (postcard cannot carry free-form JSON values).
+    pub metadata_json: String,
+}
+
+/// A stored conversation. `subject` is sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    /// Sorted, without duplicates.
+    pub participants: Vec<u64>,
+    pub property: Option<u64>,
+    pub booking: Option<u64>,
+    pub subject: Option<Vec<u8>>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub last_message_id: Option<u64>,
+    /// Messages in the conversation, kept for `count` in listings.
+    pub message_count: u64,
+}
+
+/// One user's view of one conversation, kept up to date on every write so that listing and
+/// counting cost O(conversations), never a scan of history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipRecord {
+    /// Highest message id the user has read (their own messages count as read).
+    pub read_marker: u64,
+    /// Messages from others above `read_marker`.
+    pub unread: u64,
+    pub archived: bool,
+    /// Id of the newest message, or 0; orders the conversation list.
+    pub last_message_id: u64,
+    /// Creation time of the conversation, the order among conversations without messages.
+    pub joined_at_ms: u64,
+}
+
+/// A user known to the daemon, from a token or a local account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub username: Option<String>,
+    pub display_name: Option<String>,
+    pub created_at_ms: u64,
+}
+
+pub(crate) fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(record).map_err(|e| StoreError::Encoding(e.to_string()))
+}
+
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Encoding(e.to_string()))
+}

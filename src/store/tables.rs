@@ -1,0 +1,54 @@
+//! Every redb table, in one place, with the schema version that describes them.
+//!
+//! Names read `key_value`. Values are postcard-encoded records from [`super::records`]; the
+//! parts a user wrote are sealed by [`crate::crypto`] before they get here. `docs/STORAGE.md`
+//! describes the layout for people.
+//!
+//! Bump [`SCHEMA_VERSION`] whenever a table or record changes shape; a daemon refuses a file
+//! whose version is newer than its own.
+
+use redb::TableDefinition;
+
+/// On-disk schema this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Small named numbers: the schema version and id counters (see [`meta`]).
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("name_value");
+
+/// One sealed canary per key that has ever sealed data, so a wrong key is caught at open.
+pub const KEY_CHECKS: TableDefinition<u32, &[u8]> = TableDefinition::new("keyid_canary");
+
+/// Users seen in tokens or registered locally → [`super::records::UserRecord`].
+pub const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("userid_user");
+
+/// Conversations → [`super::records::ConversationRecord`].
+pub const CONVERSATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("convid_conversation");
+
+/// De-duplication of conversation creation: (sorted participants, property, booking) → id.
+pub const CONVERSATION_KEYS: TableDefinition<&[u8], u64> = TableDefinition::new("convkey_convid");
+
+/// Every message ever accepted → [`super::records::MessageRecord`]. Ids strictly increase.
+pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("msgid_message");
+
+/// Index of a conversation's history, for cursor pagination without scanning other messages.
+pub const CONVERSATION_MESSAGES: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("convid_msgid");
+
+/// Per (user, conversation) state: read marker, unread counter, archive flag
+/// → [`super::records::MembershipRecord`]. Ranging over one user lists their conversations.
+pub const MEMBERSHIPS: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("userid_convid_membership");
+
+/// Idempotent sends: (sender, client_id) → the message first accepted with it.
+pub const CLIENT_IDS: TableDefinition<(u64, &str), u64> =
+    TableDefinition::new("senderid_clientid_msgid");
+
+/// Keys of [`META`].
+pub mod meta {
+    /// Schema version of the file.
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    /// The id the next message gets.
+    pub const NEXT_MESSAGE_ID: &str = "next_message_id";
+    /// The id the next conversation gets.
+    pub const NEXT_CONVERSATION_ID: &str = "next_conversation_id";
+}
