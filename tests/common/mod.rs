@@ -1,0 +1,281 @@
+//! Starts the real `indaba` binary on an ephemeral loopback port with a temp data dir, and
+//! talks to it over real HTTP. Shared by every integration test file.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use indaba::auth::jwt::{TokenMinter, TokenType};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_indaba");
+
+/// A running daemon. Killed on drop if still running.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Every stderr line so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+    secret: Vec<u8>,
+    pub http: reqwest::blocking::Client,
+}
+
+/// How to start a daemon.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// `--config` file; without it the daemon runs in dev mode.
+    pub config: Option<PathBuf>,
+    /// The JWT secret the config file names (dev mode reads it from the data dir).
+    pub secret: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Dev mode on `data_dir`.
+    pub fn start(data_dir: &Path) -> Daemon {
+        Self::start_with(data_dir, Options::default())
+    }
+
+    pub fn start_with(data_dir: &Path, options: Options) -> Daemon {
+        match Self::try_start(data_dir, options) {
+            Ok(d) => d,
+            Err(output) => panic!("daemon did not start:\n{output}"),
+        }
+    }
+
+    /// Starts the daemon; `Err` carries its output if it exited instead of listening.
+    pub fn try_start(data_dir: &Path, options: Options) -> Result<Daemon, String> {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("RUST_LOG")
+            .env_remove("INDABA_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(config) = &options.config {
+            cmd.arg("--config").arg(config);
+        }
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn indaba");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(log.lock().expect("log lock").join("\n"));
+            }
+        };
+        let secret = match options.secret {
+            Some(s) => s.into_bytes(),
+            None => std::fs::read_to_string(data_dir.join("jwt_secret"))
+                .expect("dev-mode jwt_secret")
+                .trim()
+                .as_bytes()
+                .to_vec(),
+        };
+        Ok(Daemon {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+            log,
+            secret,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("client"),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// An access token for `user_id`, signed with the daemon's secret.
+    pub fn token(&self, user_id: u64) -> String {
+        TokenMinter::new(&self.secret, "user_id")
+            .mint(user_id, None, TokenType::Access, Duration::from_secs(600))
+            .expect("mint")
+    }
+
+    pub fn get(&self, user: u64, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(self.token(user))
+            .send()
+            .expect("GET");
+        split(resp)
+    }
+
+    pub fn post(&self, user: u64, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(self.token(user))
+            .json(body)
+            .send()
+            .expect("POST");
+        split(resp)
+    }
+
+    /// Creates (or finds) the conversation of `a` and `b`, as `a`.
+    pub fn conversation(&self, a: u64, b: u64) -> u64 {
+        let (status, body) = self.post(
+            a,
+            "/api/v1/messaging/conversations/",
+            &serde_json::json!({"participants": [a, b]}),
+        );
+        assert!(status == 201 || status == 200, "{status} {body}");
+        body["id"].as_u64().expect("conversation id")
+    }
+
+    /// Sends `text` from `from` into `conversation`; returns the message JSON.
+    pub fn send(&self, from: u64, conversation: u64, text: &str) -> Value {
+        let (status, body) = self.post(
+            from,
+            "/api/v1/messaging/messages/",
+            &serde_json::json!({"conversation": conversation, "text": text}),
+        );
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn crash(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn split(resp: reqwest::blocking::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+/// Runs `indaba` with `args` to completion (for CLI and start-up error tests).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("INDABA_CONFIG")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run indaba");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes a 0600 key file holding a fresh key; returns its path.
+pub fn key_file(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    indaba::crypto::Key::create_file(&path).expect("key file");
+    path
+}
+
+/// A production-style config file (secrets set, no dev-mode generation).
+pub fn config_file(dir: &Path, key: &Path, extra: &str) -> (PathBuf, String) {
+    let secret = "integration-test-secret-0123456789".to_owned();
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[storage]\nencryption_key_file = \"{}\"\n{extra}\n[auth]\njwt_secret = \"{secret}\"\n",
+            key.display()
+        ),
+    )
+    .expect("write config");
+    (path, secret)
+}
