@@ -119,3 +119,47 @@ pub async fn run(
     tracing::info!("stopped cleanly");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::jwt::VerifyKey;
+    use crate::crypto::{Key, Keyring};
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn health_turns_503_once_draining() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
+        let (store, writer) = Store::open(dir.path(), keyring, 16).expect("open");
+        let shutdown = CancellationToken::new();
+        let state = AppState {
+            config: Config::default(),
+            verifier: TokenVerifier::new(
+                &VerifyKey::Secret(b"0123456789abcdef".to_vec()),
+                "user_id",
+                None,
+                None,
+            )
+            .expect("verifier"),
+            store: store.clone(),
+            started: Instant::now(),
+            shutdown: shutdown.clone(),
+        };
+        let ok = crate::http::health::get(&state);
+        assert_eq!(ok.status(), 200);
+
+        shutdown.cancel();
+        let draining = crate::http::health::get(&state);
+        assert_eq!(draining.status(), 503);
+        let body = draining
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json, serde_json::json!({"status": "shutting_down"}));
+        writer.finish(store.writer()).await;
+    }
+}

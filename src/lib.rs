@@ -19,6 +19,24 @@
 //! Around that: [`config`] (one typed struct), [`secrets`] (keys from config, or generated in
 //! dev mode), [`logging`], [`shutdown`] (signals) and [`app`], which wires it all and stops it in
 //! order. `main.rs` only parses the command line.
+//!
+//! # Example
+//!
+//! The pieces are usable on their own; tests and benches drive the same code as the daemon.
+//! Sealing a message body the way the store does:
+//!
+//! ```
+//! use indaba::config::Config;
+//! use indaba::crypto::{Key, Keyring};
+//!
+//! let config = Config::load(None, [("INDABA_LIMITS__MAX_TEXT_BYTES".to_owned(), "4096".to_owned())])?;
+//! assert_eq!(config.limits.max_text_bytes, 4096);
+//!
+//! let ring = Keyring::new(&Key::generate()?, &[])?;
+//! let sealed = ring.seal(b"Hello, I am interested in your property");
+//! assert_eq!(ring.open(&sealed)?, b"Hello, I am interested in your property");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod app;
 pub mod auth;

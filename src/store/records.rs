@@ -94,10 +94,10 @@ pub struct UserRecord {
     pub created_at_ms: u64,
 }
 
-pub(crate) fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
+pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_allocvec(record).map_err(|e| StoreError::Encoding(e.to_string()))
 }
 
-pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError::Encoding(e.to_string()))
 }
