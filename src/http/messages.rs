@@ -151,15 +151,7 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse,
     };
     let user = ctx.user.user_id;
     let view = store
-        .read(move |r| {
-            let Some(record) = r.message(id)? else {
-                return Ok(None);
-            };
-            let Some(conversation) = r.conversation(record.conversation)? else {
-                return Ok(None);
-            };
-            r.message_view(user, id, record, &conversation).map(Some)
-        })
+        .read(move |r| r.visible_message(user, id))
         .await?
         .ok_or(ApiError::NotFound("message not found"))?;
     if status == StatusCode::OK {
@@ -257,18 +249,7 @@ pub async fn get(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
     let view = ctx
         .state
         .store
-        .read(move |r| {
-            let Some(record) = r.message(id)? else {
-                return Ok(None);
-            };
-            if r.membership(user, record.conversation)?.is_none() {
-                return Ok(None);
-            }
-            let Some(conversation) = r.conversation(record.conversation)? else {
-                return Ok(None);
-            };
-            r.message_view(user, id, record, &conversation).map(Some)
-        })
+        .read(move |r| r.visible_message(user, id))
         .await?
         .ok_or(ApiError::NotFound("message not found"))?;
     Ok(json_response(StatusCode::OK, &MessageJson::from(view)))

@@ -204,6 +204,22 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// Message `id` as `viewer` sees it, or `None` if it does not exist or `viewer` is not in
+    /// its conversation.
+    pub fn visible_message(&self, viewer: u64, id: u64) -> Result<Option<MessageView>, StoreError> {
+        let Some(record) = self.message(id)? else {
+            return Ok(None);
+        };
+        if self.membership(viewer, record.conversation)?.is_none() {
+            return Ok(None);
+        }
+        let Some(conversation) = self.conversation(record.conversation)? else {
+            return Ok(None);
+        };
+        self.message_view(viewer, id, record, &conversation)
+            .map(Some)
+    }
+
     /// One page of history of `conv` as `viewer` sees it.
     pub fn message_page(
         &self,
