@@ -11,10 +11,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::TokenVerifier;
+use std::net::IpAddr;
+
+use crate::auth::{TokenMinter, TokenVerifier};
 use crate::config::Config;
+use crate::hub::Presence;
+use crate::limits::RateLimiter;
 use crate::secrets::Secrets;
 use crate::store::{Store, StoreError};
+use crate::users::Directory;
 
 /// Everything request handlers share, behind one `Arc`.
 #[derive(Debug)]
@@ -25,13 +30,67 @@ pub struct AppState {
     pub store: Store,
     /// Checks access tokens.
     pub verifier: TokenVerifier,
+    /// Signs tokens for local accounts; `None` when tokens come from a public-key issuer.
+    pub minter: Option<TokenMinter>,
+    /// Users seen since start, provisioned on first sight.
+    pub users: Directory,
+    /// Who is online.
+    pub presence: Presence,
+    /// Per-user send rate (REST and WebSocket), from `limits.messages_per_second`/`_burst`.
+    pub send_limiter: RateLimiter<u64>,
+    /// Failed logins per client address.
+    pub login_ip_limiter: RateLimiter<IpAddr>,
+    /// Failed logins per username.
+    pub login_name_limiter: RateLimiter<String>,
     /// For `uptime_seconds`.
     pub started: Instant,
     /// Fired when the daemon starts to stop; handlers answer 503 from then on.
     shutdown: CancellationToken,
 }
 
+/// Failed logins allowed per client address before 429, and the refill (one per 6 s).
+const LOGIN_IP_BURST: u32 = 20;
+const LOGIN_IP_PER_SECOND: f64 = 1.0 / 6.0;
+/// Failed logins allowed per username before 429, and the refill (one per 30 s).
+const LOGIN_NAME_BURST: u32 = 10;
+const LOGIN_NAME_PER_SECOND: f64 = 1.0 / 30.0;
+
 impl AppState {
+    /// Builds the shared state around an open store.
+    pub fn new(
+        config: Config,
+        store: Store,
+        secrets_verify: &crate::auth::jwt::VerifyKey,
+        signing_secret: Option<&[u8]>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, AppError> {
+        let verifier = TokenVerifier::new(
+            secrets_verify,
+            &config.auth.user_id_claim,
+            config.auth.issuer.as_deref(),
+            config.auth.audience.as_deref(),
+        )
+        .map_err(AppError::PublicKey)?;
+        let minter = signing_secret.map(|s| TokenMinter::new(s, &config.auth.user_id_claim));
+        let limits = &config.limits;
+        Ok(Self {
+            send_limiter: RateLimiter::new(
+                f64::from(limits.messages_per_second),
+                limits.messages_burst,
+            ),
+            login_ip_limiter: RateLimiter::new(LOGIN_IP_PER_SECOND, LOGIN_IP_BURST),
+            login_name_limiter: RateLimiter::new(LOGIN_NAME_PER_SECOND, LOGIN_NAME_BURST),
+            users: Directory::default(),
+            presence: Presence::default(),
+            minter,
+            verifier,
+            config,
+            store,
+            started: Instant::now(),
+            shutdown,
+        })
+    }
+
     /// True once a stop has begun.
     pub fn is_draining(&self) -> bool {
         self.shutdown.is_cancelled()
@@ -65,22 +124,17 @@ pub async fn run(
         tokio::task::spawn_blocking(move || Store::open(&data_dir, keyring, batch_max))
             .await
             .map_err(|e| StoreError::Storage(format!("open task failed: {e}")))??;
-    let verifier = TokenVerifier::new(
-        &secrets.verify_key,
-        &config.auth.user_id_claim,
-        config.auth.issuer.as_deref(),
-        config.auth.audience.as_deref(),
-    )
-    .map_err(AppError::PublicKey)?;
     let shutdown_timeout = config.server.shutdown_timeout;
     let writer = store.writer().clone();
-    let state = Arc::new(AppState {
+    let mut state = AppState::new(
         config,
         store,
-        verifier,
-        started,
-        shutdown: shutdown.clone(),
-    });
+        &secrets.verify_key,
+        secrets.signing_secret.as_deref(),
+        shutdown.clone(),
+    )?;
+    state.started = started;
+    let state = Arc::new(state);
 
     let addr = listener
         .local_addr()
@@ -133,19 +187,14 @@ mod tests {
         let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
         let (store, writer) = Store::open(dir.path(), keyring, 16).expect("open");
         let shutdown = CancellationToken::new();
-        let state = AppState {
-            config: Config::default(),
-            verifier: TokenVerifier::new(
-                &VerifyKey::Secret(b"0123456789abcdef".to_vec()),
-                "user_id",
-                None,
-                None,
-            )
-            .expect("verifier"),
-            store: store.clone(),
-            started: Instant::now(),
-            shutdown: shutdown.clone(),
-        };
+        let state = AppState::new(
+            Config::default(),
+            store.clone(),
+            &VerifyKey::Secret(b"0123456789abcdef".to_vec()),
+            None,
+            shutdown.clone(),
+        )
+        .expect("state");
         let ok = crate::http::health::get(&state);
         assert_eq!(ok.status(), 200);
 

@@ -24,6 +24,13 @@ pub enum ApiError {
     BadRequest { code: &'static str, detail: String },
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
+    #[error("{detail}")]
+    Forbidden { code: &'static str, detail: String },
+    #[error("{detail}")]
+    RateLimited {
+        detail: &'static str,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     NotFound(&'static str),
     #[error("method not allowed")]
@@ -57,7 +64,12 @@ impl ApiError {
             ApiError::Unauthorized(AuthError::Expired) => {
                 (StatusCode::UNAUTHORIZED, "token_expired")
             }
+            ApiError::Unauthorized(AuthError::BadCredentials) => {
+                (StatusCode::UNAUTHORIZED, "invalid_credentials")
+            }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "token_invalid"),
+            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
@@ -89,6 +101,11 @@ impl ApiError {
         match self {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             ApiError::ShuttingDown => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
@@ -125,6 +142,10 @@ impl From<WriteError> for ApiError {
             WriteError::TooFewParticipants => {
                 ApiError::bad_request("invalid_participants", e.to_string())
             }
+            WriteError::UsernameTaken => ApiError::Conflict {
+                code: "username_taken",
+                detail: e.to_string(),
+            },
             WriteError::Store(store) => store.into(),
         }
     }

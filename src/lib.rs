@@ -44,11 +44,14 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod hub;
+pub mod limits;
 pub mod logging;
 pub mod secrets;
 pub mod shutdown;
 pub mod store;
 pub mod time;
+pub mod users;
 
 /// This build's version, as `/health` and `--version` report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

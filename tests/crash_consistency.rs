@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Daemon;
+use common::{Daemon, Options};
 use serde_json::json;
 
 const ROUNDS: usize = 5;
@@ -24,7 +24,20 @@ fn acknowledged_messages_survive_kill_9() {
     let mut acknowledged: BTreeMap<u64, String> = BTreeMap::new();
     let mut conversations = Vec::new();
     for round in 0..ROUNDS {
-        let daemon = Arc::new(Daemon::start(dir.path()));
+        // Senders go as fast as they are acknowledged: lift the per-user send rate limit.
+        let daemon = Arc::new(Daemon::start_with(
+            dir.path(),
+            Options {
+                env: vec![
+                    (
+                        "INDABA_LIMITS__MESSAGES_PER_SECOND".into(),
+                        "1000000".into(),
+                    ),
+                    ("INDABA_LIMITS__MESSAGES_BURST".into(), "1000000".into()),
+                ],
+                ..Options::default()
+            },
+        ));
         // Everything acknowledged in earlier rounds is still there.
         verify(&daemon, &acknowledged);
         if conversations.is_empty() {

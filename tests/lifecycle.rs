@@ -320,7 +320,13 @@ fn sighup_reloads_the_log_level_from_the_config_file() {
 #[test]
 fn pending_requests_finish_and_data_survives_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(dir.path());
+    let daemon = Daemon::start_with(
+        dir.path(),
+        Options {
+            env: vec![("INDABA_LIMITS__MESSAGES_BURST".into(), "1000000".into())],
+            ..Options::default()
+        },
+    );
     let conv = daemon.conversation(1, 2);
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let daemon = std::sync::Arc::new(daemon);

@@ -35,6 +35,11 @@ pub enum AuthError {
     RefreshToken,
     #[error("token has no usable `{0}` claim (an integer or decimal string between 1 and 2^53)")]
     BadUserId(String),
+    /// Username and password do not match an active local account (SimpleJWT's wording).
+    #[error("No active account found with the given credentials")]
+    BadCredentials,
+    #[error("this is not a refresh token")]
+    NotRefreshToken,
 }
 
 /// Where verification keys come from.
@@ -114,8 +119,17 @@ impl TokenVerifier {
         })
     }
 
-    /// Verifies `token` and reads the caller from it.
+    /// Verifies an access token and reads the caller from it.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_kind(token, TokenType::Access)
+    }
+
+    /// Verifies a refresh token (`token_type: "refresh"`) and reads its user.
+    pub fn verify_refresh(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_kind(token, TokenType::Refresh)
+    }
+
+    fn verify_kind(&self, token: &str, kind: TokenType) -> Result<Identity, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
@@ -131,8 +145,11 @@ impl TokenVerifier {
             _ => AuthError::Invalid("malformed token".into()),
         })?;
         let claims = data.claims;
-        if claims.get("token_type").and_then(Value::as_str) == Some("refresh") {
-            return Err(AuthError::RefreshToken);
+        let is_refresh = claims.get("token_type").and_then(Value::as_str) == Some("refresh");
+        match kind {
+            TokenType::Access if is_refresh => return Err(AuthError::RefreshToken),
+            TokenType::Refresh if !is_refresh => return Err(AuthError::NotRefreshToken),
+            _ => {}
         }
         let user_id = claims
             .get(&self.user_id_claim)
@@ -296,5 +313,10 @@ mod tests {
             .mint(99, None, TokenType::Refresh, Duration::from_secs(60))
             .expect("mint");
         assert_eq!(verifier().verify(&r), Err(AuthError::RefreshToken));
+        assert_eq!(verifier().verify_refresh(&r).expect("refresh").user_id, 99);
+        assert_eq!(
+            verifier().verify_refresh(&t),
+            Err(AuthError::NotRefreshToken)
+        );
     }
 }

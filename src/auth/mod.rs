@@ -1,7 +1,8 @@
 //! Who is calling: access-token verification and minting ([`jwt`]).
 //!
-//! Local accounts with Argon2id passwords arrive with the accounts API.
+//! Local accounts keep Argon2id password hashes ([`password`]).
 
 pub mod jwt;
+pub mod password;
 
 pub use jwt::{AuthError, Identity, TokenMinter, TokenVerifier};

@@ -4,7 +4,7 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
-use super::request::{Ctx, Query, read_json};
+use super::request::{Ctx, Query, read_empty, read_json};
 use super::views::{ConversationJson, Paginated};
 use crate::error::{ApiError, HttpResponse, json_response};
 use crate::store::writer::NewConversation;
@@ -13,6 +13,8 @@ use crate::store::writer::NewConversation;
 pub const MAX_PARTICIPANTS: usize = 100;
 /// Longest subject, in bytes.
 pub const MAX_SUBJECT_BYTES: usize = 1024;
+/// Most users one presence request may ask about.
+pub const MAX_PRESENCE_IDS: usize = 200;
 const DEFAULT_PAGE_SIZE: usize = 20;
 const MAX_PAGE_SIZE: usize = 100;
 
@@ -153,4 +155,77 @@ pub async fn unread_count(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         StatusCode::OK,
         &serde_json::json!({"unread_count": total}),
     ))
+}
+
+/// `POST /conversations/{id}/archive/` and `/unarchive/`: the caller's own view only.
+pub async fn set_archived(
+    ctx: &Ctx<'_>,
+    id: u64,
+    archived: bool,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    read_empty(req, ctx.state.config.limits.max_body_bytes).await?;
+    ctx.state
+        .store
+        .writer()
+        .set_archived(ctx.user.user_id, id, archived)
+        .await?;
+    get(ctx, id).await
+}
+
+/// `POST /conversations/{id}/mark_all_read/`: the caller's read marker moves to the newest message.
+pub async fn mark_all_read(
+    ctx: &Ctx<'_>,
+    id: u64,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    read_empty(req, ctx.state.config.limits.max_body_bytes).await?;
+    ctx.state
+        .store
+        .writer()
+        .mark_read(ctx.user.user_id, id, None)
+        .await?;
+    get(ctx, id).await
+}
+
+/// `GET /presence/?user_ids=1,2`: online state of users who share a conversation with the
+/// caller; other ids are left out, as if unknown.
+pub async fn presence(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(req.uri().query());
+    let raw = query.get("user_ids").ok_or_else(|| {
+        ApiError::bad_request("invalid_query", "query parameter `user_ids` is required")
+    })?;
+    let mut ids = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let id = super::request::parse_id(part).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                "`user_ids` must be a comma-separated list of user ids",
+            )
+        })?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if ids.len() > MAX_PRESENCE_IDS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("at most {MAX_PRESENCE_IDS} user ids at once"),
+        ));
+    }
+    let user = ctx.user.user_id;
+    let contacts = ctx.state.store.read(move |r| r.contacts(user)).await?;
+    let results: Vec<_> = ids
+        .into_iter()
+        .filter(|id| contacts.contains(id))
+        .map(|id| {
+            let status = ctx.state.presence.status(id);
+            serde_json::json!({
+                "user_id": id,
+                "online": status.online,
+                "last_seen": status.last_seen_ms.map(crate::time::rfc3339_ms),
+            })
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &results))
 }

@@ -6,7 +6,7 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
-use super::request::{Ctx, Query, read_json};
+use super::request::{Ctx, Query, read_empty, read_json};
 use super::views::{MessageJson, Paginated};
 use crate::error::{ApiError, HttpResponse, json_response};
 use crate::store::reader::Cursor;
@@ -141,6 +141,13 @@ fn validate(ctx: &Ctx<'_>, body: SendBody) -> Result<ValidSend, ApiError> {
 /// `POST /messages/`: 201 once durable; 200 with the first message for a repeated `client_id`
 /// with the same content, 409 for a repeated `client_id` with different content.
 pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    ctx.state
+        .send_limiter
+        .take(&ctx.user.user_id)
+        .map_err(|wait| ApiError::RateLimited {
+            detail: "sending too fast; slow down",
+            retry_after_secs: crate::limits::retry_after_secs(wait),
+        })?;
     let body: SendBody = read_json(req, ctx.state.config.limits.max_body_bytes).await?;
     let valid = validate(ctx, body)?;
     let request = valid.new.clone();
@@ -253,4 +260,45 @@ pub async fn get(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
         .await?
         .ok_or(ApiError::NotFound("message not found"))?;
     Ok(json_response(StatusCode::OK, &MessageJson::from(view)))
+}
+
+/// `POST /messages/{id}/mark_as_read/`: the caller has read this message and every earlier one
+/// in its conversation.
+pub async fn mark_as_read(
+    ctx: &Ctx<'_>,
+    id: u64,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    read_empty(req, ctx.state.config.limits.max_body_bytes).await?;
+    let user = ctx.user.user_id;
+    let store = &ctx.state.store;
+    let message = store
+        .read(move |r| r.visible_message(user, id))
+        .await?
+        .ok_or(ApiError::NotFound("message not found"))?;
+    store
+        .writer()
+        .mark_read(user, message.record.conversation, Some(id))
+        .await?;
+    get(ctx, id).await
+}
+
+/// `GET /api/v1/messages/unread/?limit=`: the caller's unread messages, oldest first
+/// (seed 002's polling fallback). `count` is every unread message, `results` at most `limit`.
+pub async fn unread(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(req.uri().query());
+    let limit = query.count("limit", MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
+    let user = ctx.user.user_id;
+    let (count, views) = ctx
+        .state
+        .store
+        .read(move |r| r.unread_messages(user, limit))
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "count": count,
+            "results": views.into_iter().map(MessageJson::from).collect::<Vec<_>>(),
+        }),
+    ))
 }

@@ -3,8 +3,10 @@
 //! * [`server`] accepts connections (with a limit) and stops them gracefully.
 //! * [`router`] maps method and path to a handler; paths work with and without a trailing `/`.
 //! * [`request`] reads bodies, JSON, queries and the caller's token, with precise 4xx errors.
-//! * [`health`], [`conversations`], [`messages`] are the resources; [`views`] is their JSON.
+//! * [`health`], [`auth`], [`conversations`], [`messages`] are the resources; [`views`] is
+//!   their JSON.
 
+pub mod auth;
 pub mod conversations;
 pub mod health;
 pub mod messages;

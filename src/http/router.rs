@@ -10,7 +10,7 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 
-use super::{conversations, health, messages};
+use super::{auth, conversations, health, messages};
 use crate::app::AppState;
 use crate::error::{ApiError, HttpResponse};
 use crate::http::request::{Ctx, parse_id};
@@ -19,26 +19,49 @@ use crate::http::request::{Ctx, parse_id};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Health,
+    Register,
+    Token,
+    TokenRefresh,
+    Me,
     ListConversations,
     CreateConversation,
     UnreadCount,
     GetConversation(u64),
+    Archive(u64),
+    Unarchive(u64),
+    MarkAllRead(u64),
     ListMessages,
     SendMessage,
     GetMessage(u64),
+    MarkAsRead(u64),
+    Unread,
+    Presence,
 }
 
 /// Routing table for documentation and tests: method, path pattern.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
     ("GET", "/api/health/"),
+    ("POST", "/api/v1/auth/register/"),
+    ("POST", "/api/v1/auth/token/"),
+    ("POST", "/api/v1/auth/token/refresh/"),
+    ("GET", "/api/v1/auth/me/"),
     ("GET", "/api/v1/messaging/conversations/"),
     ("POST", "/api/v1/messaging/conversations/"),
     ("GET", "/api/v1/messaging/conversations/unread_count/"),
     ("GET", "/api/v1/messaging/conversations/{id}/"),
+    ("POST", "/api/v1/messaging/conversations/{id}/archive/"),
+    ("POST", "/api/v1/messaging/conversations/{id}/unarchive/"),
+    (
+        "POST",
+        "/api/v1/messaging/conversations/{id}/mark_all_read/",
+    ),
     ("GET", "/api/v1/messaging/messages/"),
     ("POST", "/api/v1/messaging/messages/"),
     ("GET", "/api/v1/messaging/messages/{id}/"),
+    ("POST", "/api/v1/messaging/messages/{id}/mark_as_read/"),
+    ("GET", "/api/v1/messages/unread/"),
+    ("GET", "/api/v1/messaging/presence/"),
 ];
 
 impl Route {
@@ -48,34 +71,54 @@ impl Route {
         let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
         let get = *method == Method::GET || *method == Method::HEAD;
         let post = *method == Method::POST;
-        let not_allowed = |allow| Err(ApiError::MethodNotAllowed { allow });
-        match segments.as_slice() {
-            ["health"] | ["api", "health"] => {
-                if get {
-                    Ok(Route::Health)
-                } else {
-                    not_allowed("GET, HEAD")
-                }
+        // One method per resource: pick it, or answer 405 naming it.
+        let only = |ok: bool, route: Route, allow: &'static str| {
+            if ok {
+                Ok(route)
+            } else {
+                Err(ApiError::MethodNotAllowed { allow })
             }
+        };
+        let id_or = |text: &str, what: &'static str| parse_id(text).ok_or(ApiError::NotFound(what));
+        match segments.as_slice() {
+            ["health"] | ["api", "health"] => only(get, Route::Health, "GET, HEAD"),
+            ["api", "v1", "auth", rest @ ..] => match rest {
+                ["register"] => only(post, Route::Register, "POST"),
+                ["token"] => only(post, Route::Token, "POST"),
+                ["token", "refresh"] => only(post, Route::TokenRefresh, "POST"),
+                ["me"] => only(get, Route::Me, "GET, HEAD"),
+                _ => Err(ApiError::NotFound("no such endpoint")),
+            },
+            ["api", "v1", "messages", "unread"] => only(get, Route::Unread, "GET, HEAD"),
             ["api", "v1", "messaging", rest @ ..] => match rest {
-                ["conversations"] if get => Ok(Route::ListConversations),
                 ["conversations"] if post => Ok(Route::CreateConversation),
-                ["conversations"] => not_allowed("GET, POST"),
-                ["conversations", "unread_count"] if get => Ok(Route::UnreadCount),
-                ["conversations", "unread_count"] => not_allowed("GET"),
-                ["conversations", id] => match parse_id(id) {
-                    Some(id) if get => Ok(Route::GetConversation(id)),
-                    Some(_) => not_allowed("GET"),
-                    None => Err(ApiError::NotFound("conversation not found")),
-                },
-                ["messages"] if get => Ok(Route::ListMessages),
+                ["conversations"] => only(get, Route::ListConversations, "GET, HEAD, POST"),
+                ["conversations", "unread_count"] => only(get, Route::UnreadCount, "GET, HEAD"),
+                ["conversations", id] => {
+                    let id = id_or(id, "conversation not found")?;
+                    only(get, Route::GetConversation(id), "GET, HEAD")
+                }
+                ["conversations", id, action] => {
+                    let id = id_or(id, "conversation not found")?;
+                    let route = match *action {
+                        "archive" => Route::Archive(id),
+                        "unarchive" => Route::Unarchive(id),
+                        "mark_all_read" => Route::MarkAllRead(id),
+                        _ => return Err(ApiError::NotFound("no such endpoint")),
+                    };
+                    only(post, route, "POST")
+                }
                 ["messages"] if post => Ok(Route::SendMessage),
-                ["messages"] => not_allowed("GET, POST"),
-                ["messages", id] => match parse_id(id) {
-                    Some(id) if get => Ok(Route::GetMessage(id)),
-                    Some(_) => not_allowed("GET"),
-                    None => Err(ApiError::NotFound("message not found")),
-                },
+                ["messages"] => only(get, Route::ListMessages, "GET, HEAD, POST"),
+                ["messages", id] => {
+                    let id = id_or(id, "message not found")?;
+                    only(get, Route::GetMessage(id), "GET, HEAD")
+                }
+                ["messages", id, "mark_as_read"] => {
+                    let id = id_or(id, "message not found")?;
+                    only(post, Route::MarkAsRead(id), "POST")
+                }
+                ["presence"] => only(get, Route::Presence, "GET, HEAD"),
                 _ => Err(ApiError::NotFound("no such endpoint")),
             },
             _ => Err(ApiError::NotFound("no such endpoint")),
@@ -119,16 +162,33 @@ async fn handle(
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
-    let ctx = Ctx::new(state, peer, &req)?;
+    // Endpoints that need no token.
     match route {
-        Route::Health => Ok(health::get(state)),
+        Route::Register => return auth::register(state, peer, req).await,
+        Route::Token => return auth::token(state, peer, req).await,
+        Route::TokenRefresh => return auth::refresh(state, req).await,
+        _ => {}
+    }
+    let ctx = Ctx::new(state, peer, &req)?;
+    state.users.ensure(&state.store, &ctx.user).await?;
+    match route {
+        Route::Health | Route::Register | Route::Token | Route::TokenRefresh => {
+            Err(ApiError::NotFound("no such endpoint"))
+        }
+        Route::Me => auth::me(&ctx).await,
         Route::ListConversations => conversations::list(&ctx, &req).await,
         Route::CreateConversation => conversations::create(&ctx, req).await,
         Route::UnreadCount => conversations::unread_count(&ctx).await,
         Route::GetConversation(id) => conversations::get(&ctx, id).await,
+        Route::Archive(id) => conversations::set_archived(&ctx, id, true, req).await,
+        Route::Unarchive(id) => conversations::set_archived(&ctx, id, false, req).await,
+        Route::MarkAllRead(id) => conversations::mark_all_read(&ctx, id, req).await,
         Route::ListMessages => messages::list(&ctx, &req).await,
         Route::SendMessage => messages::send(&ctx, req).await,
         Route::GetMessage(id) => messages::get(&ctx, id).await,
+        Route::MarkAsRead(id) => messages::mark_as_read(&ctx, id, req).await,
+        Route::Unread => messages::unread(&ctx, &req).await,
+        Route::Presence => conversations::presence(&ctx, &req).await,
     }
 }
 

@@ -212,6 +212,7 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
 
         // Create every table up front, so readers never meet a missing one.
         txn.open_table(tables::USERS)?;
+        txn.open_table(tables::USERNAMES)?;
         txn.open_table(tables::CONVERSATIONS)?;
         txn.open_table(tables::CONVERSATION_KEYS)?;
         txn.open_table(tables::MESSAGES)?;

@@ -6,8 +6,12 @@
 use redb::{ReadOnlyTable, ReadTransaction};
 
 use super::StoreError;
-use super::records::{ConversationRecord, MembershipRecord, MessageBody, MessageRecord, decode};
-use super::tables::{CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES};
+use super::records::{
+    ConversationRecord, MembershipRecord, MessageBody, MessageRecord, UserRecord, decode,
+};
+use super::tables::{
+    CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES, USERNAMES, USERS,
+};
 use crate::crypto::Keyring;
 
 /// A read snapshot plus the keys to open what it holds.
@@ -70,6 +74,82 @@ impl<'a> Reader<'a> {
         def: redb::TableDefinition<K, V>,
     ) -> Result<ReadOnlyTable<K, V>, StoreError> {
         Ok(self.txn.open_table(def)?)
+    }
+
+    pub fn user(&self, id: u64) -> Result<Option<UserRecord>, StoreError> {
+        match self.table(USERS)?.get(id)? {
+            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The local account called `username`.
+    pub fn account(&self, username: &str) -> Result<Option<(u64, UserRecord)>, StoreError> {
+        let Some(id) = self.table(USERNAMES)?.get(username)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        Ok(self.user(id)?.map(|u| (id, u)))
+    }
+
+    /// Everyone who shares at least one conversation with `user` (not `user` themself).
+    pub fn contacts(&self, user: u64) -> Result<std::collections::HashSet<u64>, StoreError> {
+        let mut contacts = std::collections::HashSet::new();
+        for entry in self
+            .table(MEMBERSHIPS)?
+            .range((user, 0)..=(user, u64::MAX))?
+        {
+            let conv = entry?.0.value().1;
+            if let Some(record) = self.conversation(conv)? {
+                contacts.extend(record.participants.into_iter().filter(|p| *p != user));
+            }
+        }
+        Ok(contacts)
+    }
+
+    /// The user's unread messages, oldest first, at most `limit`; and how many there are in all.
+    /// Reads only the unread tail of each conversation that has one.
+    pub fn unread_messages(
+        &self,
+        user: u64,
+        limit: usize,
+    ) -> Result<(u64, Vec<MessageView>), StoreError> {
+        let index = self.table(CONVERSATION_MESSAGES)?;
+        let mut total = 0;
+        let mut found = Vec::new();
+        for entry in self
+            .table(MEMBERSHIPS)?
+            .range((user, 0)..=(user, u64::MAX))?
+        {
+            let (key, value) = entry?;
+            let membership: MembershipRecord = decode(value.value())?;
+            if membership.unread == 0 {
+                continue;
+            }
+            total += membership.unread;
+            let conv = key.value().1;
+            for item in index.range((conv, membership.read_marker + 1)..=(conv, u64::MAX))? {
+                let id = item?.0.value().1;
+                if let Some(record) = self.message(id)?
+                    && record.sender != user
+                {
+                    found.push((id, record, conv));
+                }
+            }
+            // Keep memory bounded: only the oldest `limit` can be returned.
+            if found.len() > limit * 2 {
+                found.sort_by_key(|(id, _, _)| *id);
+                found.truncate(limit);
+            }
+        }
+        found.sort_by_key(|(id, _, _)| *id);
+        found.truncate(limit);
+        let mut views = Vec::with_capacity(found.len());
+        for (id, record, conv) in found {
+            if let Some(conversation) = self.conversation(conv)? {
+                views.push(self.message_view(user, id, record, &conversation)?);
+            }
+        }
+        Ok((total, views))
     }
 
     pub fn conversation(&self, id: u64) -> Result<Option<ConversationRecord>, StoreError> {

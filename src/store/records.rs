@@ -77,6 +77,8 @@ pub struct ConversationRecord {
 pub struct MembershipRecord {
     /// Highest message id the user has read (their own messages count as read).
     pub read_marker: u64,
+    /// When the read marker last moved (Unix ms), 0 if never.
+    pub read_at_ms: u64,
     /// Messages from others above `read_marker`.
     pub unread: u64,
     pub archived: bool,
@@ -89,8 +91,11 @@ pub struct MembershipRecord {
 /// A user known to the daemon, from a token or a local account.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
+    /// The account name, or the token's `username` claim for external users.
     pub username: Option<String>,
     pub display_name: Option<String>,
+    /// Argon2id PHC string; only local accounts have one.
+    pub password_hash: Option<String>,
     pub created_at_ms: u64,
 }
 

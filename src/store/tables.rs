@@ -21,6 +21,9 @@ pub const KEY_CHECKS: TableDefinition<u32, &[u8]> = TableDefinition::new("keyid_
 /// Users seen in tokens or registered locally → [`super::records::UserRecord`].
 pub const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("userid_user");
 
+/// Local account names → user id (external users are not in here: their names are claims).
+pub const USERNAMES: TableDefinition<&str, u64> = TableDefinition::new("username_userid");
+
 /// Conversations → [`super::records::ConversationRecord`].
 pub const CONVERSATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("convid_conversation");
 
@@ -51,4 +54,6 @@ pub mod meta {
     pub const NEXT_MESSAGE_ID: &str = "next_message_id";
     /// The id the next conversation gets.
     pub const NEXT_CONVERSATION_ID: &str = "next_conversation_id";
+    /// The id the next local account gets (starts at `auth.local_id_base`).
+    pub const NEXT_LOCAL_USER_ID: &str = "next_local_user_id";
 }

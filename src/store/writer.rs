@@ -18,11 +18,11 @@ use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::mpsc;
 
 use super::records::{
-    ConversationRecord, MembershipRecord, MessageRecord, Priority, decode, encode,
+    ConversationRecord, MembershipRecord, MessageRecord, Priority, UserRecord, decode, encode,
 };
 use super::tables::{
     CLIENT_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES,
-    META, meta,
+    META, USERNAMES, USERS, meta,
 };
 use super::{Reply, StoreError, request};
 
@@ -41,6 +41,9 @@ pub enum WriteError {
     /// A conversation needs someone besides its creator.
     #[error("a conversation needs at least one participant besides you")]
     TooFewParticipants,
+    /// A local account with this name exists.
+    #[error("this username is taken")]
+    UsernameTaken,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -92,11 +95,53 @@ pub enum MessageAppended {
     Duplicate { id: u64 },
 }
 
+/// A local account to create.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub username: String,
+    pub display_name: Option<String>,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// `auth.local_id_base`: where local ids start.
+    pub id_base: u64,
+}
+
+/// Result of [`WriterHandle::mark_read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkedRead {
+    /// The read marker after the request (never moves backwards).
+    pub read_marker: u64,
+    /// Whether the marker moved.
+    pub advanced: bool,
+    /// The reader's unread messages left in the conversation.
+    pub unread: u64,
+}
+
 /// One request to the writer.
 #[derive(Debug)]
 pub enum Command {
     CreateConversation(NewConversation, Reply<ConversationCreated>),
     AppendMessage(NewMessage, Reply<MessageAppended>),
+    /// Record a user seen in a token (and their `username` claim), if new or renamed.
+    EnsureUser {
+        id: u64,
+        username: Option<String>,
+        reply: Reply<()>,
+    },
+    RegisterAccount(NewAccount, Reply<u64>),
+    /// Move `user`'s read marker in `conversation` up to `up_to` (the newest message if `None`).
+    MarkRead {
+        user: u64,
+        conversation: u64,
+        up_to: Option<u64>,
+        reply: Reply<MarkedRead>,
+    },
+    SetArchived {
+        user: u64,
+        conversation: u64,
+        archived: bool,
+        reply: Reply<()>,
+    },
     /// Commit everything queued before this, then stop. Sent by [`WriterThread::finish`].
     Stop,
 }
@@ -117,6 +162,49 @@ impl WriterHandle {
 
     pub async fn append_message(&self, new: NewMessage) -> Result<MessageAppended, WriteError> {
         request(&self.tx, |reply| Command::AppendMessage(new, reply)).await
+    }
+
+    pub async fn ensure_user(&self, id: u64, username: Option<String>) -> Result<(), WriteError> {
+        request(&self.tx, |reply| Command::EnsureUser {
+            id,
+            username,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn register_account(&self, new: NewAccount) -> Result<u64, WriteError> {
+        request(&self.tx, |reply| Command::RegisterAccount(new, reply)).await
+    }
+
+    pub async fn mark_read(
+        &self,
+        user: u64,
+        conversation: u64,
+        up_to: Option<u64>,
+    ) -> Result<MarkedRead, WriteError> {
+        request(&self.tx, |reply| Command::MarkRead {
+            user,
+            conversation,
+            up_to,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn set_archived(
+        &self,
+        user: u64,
+        conversation: u64,
+        archived: bool,
+    ) -> Result<(), WriteError> {
+        request(&self.tx, |reply| Command::SetArchived {
+            user,
+            conversation,
+            archived,
+            reply,
+        })
+        .await
     }
 }
 
@@ -229,19 +317,34 @@ fn commit_batch(
     // Requests not reached because an earlier one hit a storage error fail with it too.
     let failure = outcome.as_ref().err().cloned();
     for command in pending {
-        let err = failure.clone().unwrap_or(StoreError::Closed);
-        completions.push(match command {
-            Command::CreateConversation(_, reply) => complete(reply, Err(err.into())),
-            Command::AppendMessage(_, reply) => complete(reply, Err(err.into())),
-            Command::Stop => continue,
-        });
+        let err = WriteError::Store(failure.clone().unwrap_or(StoreError::Closed));
+        if let Some(done) = command.fail(err) {
+            completions.push(done);
+        }
     }
     (completions, outcome)
+}
+
+impl Command {
+    /// Answers this command with `err` without applying it.
+    fn fail(self, err: WriteError) -> Option<Completion> {
+        Some(match self {
+            Command::CreateConversation(_, reply) => complete(reply, Err(err)),
+            Command::AppendMessage(_, reply) => complete(reply, Err(err)),
+            Command::EnsureUser { reply, .. } => complete(reply, Err(err)),
+            Command::RegisterAccount(_, reply) => complete(reply, Err(err)),
+            Command::MarkRead { reply, .. } => complete(reply, Err(err)),
+            Command::SetArchived { reply, .. } => complete(reply, Err(err)),
+            Command::Stop => return None,
+        })
+    }
 }
 
 /// The tables of one write transaction, plus the id counters it advances.
 struct Tables<'txn> {
     meta: Table<'txn, &'static str, u64>,
+    users: Table<'txn, u64, &'static [u8]>,
+    usernames: Table<'txn, &'static str, u64>,
     conversations: Table<'txn, u64, &'static [u8]>,
     conversation_keys: Table<'txn, &'static [u8], u64>,
     messages: Table<'txn, u64, &'static [u8]>,
@@ -250,6 +353,8 @@ struct Tables<'txn> {
     client_ids: Table<'txn, (u64, &'static str), u64>,
     next_message_id: u64,
     next_conversation_id: u64,
+    /// `None` until the first local account is registered.
+    next_local_user_id: Option<u64>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -263,8 +368,11 @@ impl<'txn> Tables<'txn> {
             .get(meta::NEXT_CONVERSATION_ID)?
             .map(|v| v.value())
             .unwrap_or(1);
+        let next_local_user_id = meta.get(meta::NEXT_LOCAL_USER_ID)?.map(|v| v.value());
         Ok(Self {
             meta,
+            users: txn.open_table(USERS)?,
+            usernames: txn.open_table(USERNAMES)?,
             conversations: txn.open_table(CONVERSATIONS)?,
             conversation_keys: txn.open_table(CONVERSATION_KEYS)?,
             messages: txn.open_table(MESSAGES)?,
@@ -273,6 +381,7 @@ impl<'txn> Tables<'txn> {
             client_ids: txn.open_table(CLIENT_IDS)?,
             next_message_id,
             next_conversation_id,
+            next_local_user_id,
         })
     }
 
@@ -281,6 +390,9 @@ impl<'txn> Tables<'txn> {
             .insert(meta::NEXT_MESSAGE_ID, self.next_message_id)?;
         self.meta
             .insert(meta::NEXT_CONVERSATION_ID, self.next_conversation_id)?;
+        if let Some(next) = self.next_local_user_id {
+            self.meta.insert(meta::NEXT_LOCAL_USER_ID, next)?;
+        }
         Ok(())
     }
 
@@ -296,9 +408,171 @@ impl<'txn> Tables<'txn> {
                 let result = self.append_message(new, now_ms);
                 complete(reply, lift(result)?)
             }
+            Command::EnsureUser {
+                id,
+                username,
+                reply,
+            } => {
+                let result = self.ensure_user(id, username, now_ms);
+                complete(reply, lift(result)?)
+            }
+            Command::RegisterAccount(new, reply) => {
+                let result = self.register_account(new, now_ms);
+                complete(reply, lift(result)?)
+            }
+            Command::MarkRead {
+                user,
+                conversation,
+                up_to,
+                reply,
+            } => {
+                let result = self.mark_read(user, conversation, up_to, now_ms);
+                complete(reply, lift(result)?)
+            }
+            Command::SetArchived {
+                user,
+                conversation,
+                archived,
+                reply,
+            } => {
+                let result = self.set_archived(user, conversation, archived);
+                complete(reply, lift(result)?)
+            }
             // Never batched: the collecting loop takes it out.
             Command::Stop => Box::new(|_| {}),
         })
+    }
+
+    fn ensure_user(
+        &mut self,
+        id: u64,
+        username: Option<String>,
+        now_ms: u64,
+    ) -> Result<(), WriteError> {
+        let existing: Option<UserRecord> = match self.users.get(id).map_err(se)? {
+            Some(bytes) => Some(decode(bytes.value())?),
+            None => None,
+        };
+        let record = match existing {
+            // Local accounts keep their own name; external users follow their token's claim.
+            Some(r)
+                if r.password_hash.is_some() || username.is_none() || r.username == username =>
+            {
+                return Ok(());
+            }
+            Some(r) => UserRecord { username, ..r },
+            None => UserRecord {
+                username,
+                created_at_ms: now_ms,
+                ..UserRecord::default()
+            },
+        };
+        self.users
+            .insert(id, encode(&record)?.as_slice())
+            .map_err(se)?;
+        Ok(())
+    }
+
+    fn register_account(&mut self, new: NewAccount, now_ms: u64) -> Result<u64, WriteError> {
+        if self
+            .usernames
+            .get(new.username.as_str())
+            .map_err(se)?
+            .is_some()
+        {
+            return Err(WriteError::UsernameTaken);
+        }
+        let id = self
+            .next_local_user_id
+            .unwrap_or(new.id_base)
+            .max(new.id_base);
+        self.next_local_user_id = Some(id + 1);
+        let record = UserRecord {
+            username: Some(new.username.clone()),
+            display_name: new.display_name,
+            password_hash: Some(new.password_hash),
+            created_at_ms: now_ms,
+        };
+        self.users
+            .insert(id, encode(&record)?.as_slice())
+            .map_err(se)?;
+        self.usernames
+            .insert(new.username.as_str(), id)
+            .map_err(se)?;
+        Ok(id)
+    }
+
+    fn membership(&self, user: u64, conversation: u64) -> Result<MembershipRecord, WriteError> {
+        match self.memberships.get((user, conversation)).map_err(se)? {
+            Some(bytes) => Ok(decode(bytes.value())?),
+            None => Err(WriteError::ConversationNotFound),
+        }
+    }
+
+    fn mark_read(
+        &mut self,
+        user: u64,
+        conversation: u64,
+        up_to: Option<u64>,
+        now_ms: u64,
+    ) -> Result<MarkedRead, WriteError> {
+        let mut membership = self.membership(user, conversation)?;
+        let target = match up_to {
+            Some(id) => id.min(membership.last_message_id),
+            None => membership.last_message_id,
+        };
+        if target <= membership.read_marker {
+            return Ok(MarkedRead {
+                read_marker: membership.read_marker,
+                advanced: false,
+                unread: membership.unread,
+            });
+        }
+        membership.read_marker = target;
+        membership.read_at_ms = now_ms;
+        // Only the unread tail is counted again, never the whole history.
+        membership.unread = if target >= membership.last_message_id {
+            0
+        } else {
+            let mut unread = 0;
+            for entry in self
+                .conversation_messages
+                .range((conversation, target + 1)..=(conversation, u64::MAX))
+                .map_err(se)?
+            {
+                let (key, _) = entry.map_err(se)?;
+                let id = key.value().1;
+                if let Some(bytes) = self.messages.get(id).map_err(se)? {
+                    let record: MessageRecord = decode(bytes.value())?;
+                    unread += u64::from(record.sender != user);
+                }
+            }
+            unread
+        };
+        self.memberships
+            .insert((user, conversation), encode(&membership)?.as_slice())
+            .map_err(se)?;
+        Ok(MarkedRead {
+            read_marker: membership.read_marker,
+            advanced: true,
+            unread: membership.unread,
+        })
+    }
+
+    fn set_archived(
+        &mut self,
+        user: u64,
+        conversation: u64,
+        archived: bool,
+    ) -> Result<(), WriteError> {
+        let mut membership = self.membership(user, conversation)?;
+        if membership.archived != archived {
+            membership.archived = archived;
+            self.memberships
+                .insert((user, conversation), encode(&membership)?.as_slice())
+                .map_err(se)?;
+        }
+        Ok(())
     }
 
     fn create_conversation(
@@ -427,6 +701,7 @@ impl<'txn> Tables<'txn> {
             if *user == new.sender {
                 // Your own message is read by you, and everything before it too.
                 membership.read_marker = id;
+                membership.read_at_ms = now_ms;
                 membership.unread = 0;
             } else {
                 membership.unread += 1;

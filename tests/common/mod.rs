@@ -75,11 +75,15 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                let addr = line
+                    .split("listening on http://")
+                    .nth(1)
+                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned());
+                // Record the line before announcing it, so the log already holds it.
+                sink.lock().expect("log lock").push(line);
+                if let Some(addr) = addr {
                     let _ = tx.send(addr);
                 }
-                sink.lock().expect("log lock").push(line);
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {
@@ -278,4 +282,24 @@ pub fn config_file(dir: &Path, key: &Path, extra: &str) -> (PathBuf, String) {
     )
     .expect("write config");
     (path, secret)
+}
+
+impl Daemon {
+    /// A request as `user` (any method), for the cases the helpers above do not cover.
+    pub fn request(
+        &self,
+        method: &str,
+        user: u64,
+        path: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(self.token(user))
+    }
+
+    /// The JWT secret the daemon verifies with.
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
 }

@@ -1,0 +1,59 @@
+//! Users the daemon has seen: provisioned on first sight, names remembered for events.
+//!
+//! The host app owns its users; Indaba learns about them from tokens. The first request of a
+//! user (per process) records them in the store; later requests cost a map lookup.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::auth::Identity;
+use crate::store::{Store, WriteError};
+
+/// In-memory directory over the `userid_user` table.
+#[derive(Debug, Default)]
+pub struct Directory {
+    /// User id → username (the token's claim or the account's name), for users seen since start.
+    known: Mutex<HashMap<u64, Option<String>>>,
+}
+
+impl Directory {
+    /// Makes sure the caller is recorded; returns the name events should carry.
+    pub async fn ensure(
+        &self,
+        store: &Store,
+        who: &Identity,
+    ) -> Result<Option<String>, WriteError> {
+        if let Some(name) = self.lookup(who.user_id)
+            && (who.username.is_none() || name == who.username)
+        {
+            return Ok(name);
+        }
+        let id = who.user_id;
+        let stored = store.read(move |r| r.user(id)).await?;
+        let name = match stored {
+            // A local account's own name wins over any claim.
+            Some(record) if record.password_hash.is_some() => record.username,
+            Some(record) if who.username.is_none() || record.username == who.username => {
+                record.username
+            }
+            _ => {
+                store.writer().ensure_user(id, who.username.clone()).await?;
+                who.username.clone()
+            }
+        };
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, name.clone());
+        Ok(name)
+    }
+
+    /// The remembered name of `user_id`, if seen since start.
+    pub fn lookup(&self, user_id: u64) -> Option<Option<String>> {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&user_id)
+            .cloned()
+    }
+}
