@@ -71,7 +71,12 @@ impl AppState {
             config.auth.audience.as_deref(),
         )
         .map_err(AppError::PublicKey)?;
-        let minter = signing_secret.map(|s| TokenMinter::new(s, &config.auth.user_id_claim));
+        let minter = signing_secret.map(|s| {
+            TokenMinter::new(s, &config.auth.user_id_claim).with_claims(
+                config.auth.issuer.as_deref(),
+                config.auth.audience.as_deref(),
+            )
+        });
         let limits = &config.limits;
         Ok(Self {
             send_limiter: RateLimiter::new(
@@ -147,6 +152,8 @@ pub async fn run(
     );
     tracing::info!("get a test token with `indaba token --user-id 1` (same --config/--data-dir)");
 
+    // Build the dummy password hash now, so the first unknown-user login is not the slow one.
+    tokio::task::spawn_blocking(crate::auth::password::warm_up);
     let tracker = TaskTracker::new();
     crate::http::server::accept_loop(listener, state.clone(), tracker.clone(), shutdown).await;
 

@@ -154,6 +154,9 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Largest HTTP request body; larger gets 413.
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request body; slower gets 408.
+    #[serde(with = "duration_str")]
+    pub body_timeout: Duration,
     /// Largest WebSocket frame; larger closes with 1009.
     pub max_frame_bytes: usize,
     /// Largest message text in bytes; larger gets 400.
@@ -171,6 +174,7 @@ impl Default for LimitsConfig {
         Self {
             max_connections: 100_000,
             max_body_bytes: 1_048_576,
+            body_timeout: Duration::from_secs(30),
             max_frame_bytes: 65_536,
             max_text_bytes: 16_384,
             outbound_buffer: 1024,
@@ -348,6 +352,9 @@ impl Config {
             && secret.expose().len() < 16
         {
             return invalid("service.shared_secret", "must be at least 16 characters");
+        }
+        if self.limits.body_timeout.is_zero() {
+            return invalid("limits.body_timeout", "must be greater than zero");
         }
         if self.queues.message_queue_max_size == 0 {
             return invalid("queues.message_queue_max_size", "must be at least 1");

@@ -217,8 +217,9 @@ impl Keyring {
                     aad: &header,
                 },
             )
-            // Only fails for plaintexts over 256 GiB, far beyond any body limit.
-            .unwrap_or_default();
+            // Only fails for plaintexts over 256 GiB, far beyond any body limit: never store an
+            // empty ciphertext in its place.
+            .expect("XChaCha20-Poly1305 seals any plaintext under 256 GiB");
         let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
         out.extend_from_slice(&header);
         out.extend_from_slice(&nonce);

@@ -43,6 +43,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the request body was not received in time")]
+    RequestTimeout,
     #[error("internal error")]
     Internal(String),
 }
@@ -82,6 +84,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -91,8 +94,9 @@ impl ApiError {
         let (status, code) = self.status_and_code();
         match &self {
             ApiError::Internal(cause) => tracing::error!(%cause, "request failed"),
-            other => {
-                tracing::debug!(status = status.as_u16(), code, detail = %other, "request refused")
+            // The code only: a detail can quote what the client sent (message text included).
+            _ => {
+                tracing::debug!(status = status.as_u16(), code, "request refused")
             }
         }
         let body = serde_json::json!({"error": code, "detail": self.to_string()});
@@ -107,7 +111,7 @@ impl ApiError {
             } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
-            ApiError::ShuttingDown => {
+            ApiError::ShuttingDown | ApiError::RequestTimeout => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
                 headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -136,7 +140,7 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::ConversationNotFound => ApiError::NotFound("conversation not found"),
-            WriteError::ReceiverNotParticipant(_) => {
+            WriteError::ReceiverNotParticipant(_) | WriteError::ReceiverIsSender => {
                 ApiError::bad_request("invalid_receiver", e.to_string())
             }
             WriteError::TooFewParticipants => {

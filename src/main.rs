@@ -131,7 +131,10 @@ fn token(
     let secret = secrets.signing_secret.ok_or(
         "auth.jwt_public_key_file is set: tokens come from your issuer, Indaba cannot sign them",
     )?;
-    let minter = TokenMinter::new(&secret, &config.auth.user_id_claim);
+    let minter = TokenMinter::new(&secret, &config.auth.user_id_claim).with_claims(
+        config.auth.issuer.as_deref(),
+        config.auth.audience.as_deref(),
+    );
     let token = minter.mint(user_id, username, TokenType::Access, ttl)?;
     println!("{token}");
     Ok(())

@@ -215,13 +215,25 @@ fn conversation_list_pagination_order_and_archive_filter() {
         (200, Some(false))
     );
 
-    for bad in ["?page=0", "?page_size=101", "?archived=maybe", "?page=x"] {
+    for bad in ["?page=0", "?archived=maybe", "?page=x", "?page_size=0"] {
         let (status, body) = d.get(1, &format!("{CONV}{bad}"));
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["error"], "invalid_query");
     }
-    let (status, _) = d.get(1, &format!("{CONV}?page=9"));
-    assert_eq!(status, 200, "a page past the end is empty, not an error");
+    // As Django REST framework: an oversized page_size is capped, a page past the end is 404.
+    let (status, all) = d.get(1, &format!("{CONV}?page_size=500"));
+    assert_eq!(status, 200);
+    assert_eq!(all["results"].as_array().expect("results").len(), 25);
+    let (status, body) = d.get(1, &format!("{CONV}?page=9"));
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (404, Some("Invalid page."))
+    );
+
+    // A brand-new conversation is the most recently active one, even without messages.
+    let fresh = d.conversation(1, 999);
+    let (_, page) = d.get(1, CONV);
+    assert_eq!(page["results"][0]["id"], fresh);
 }
 
 #[test]
@@ -298,13 +310,38 @@ fn message_pagination_edges() {
 
     for bad in [
         "&limit=0",
-        "&limit=201",
         "&before=1&after=2",
         "&before=-1",
         "&after=x",
+        "&after=9007199254740993",
     ] {
         let (status, body) = list(bad);
         assert_eq!(status, 400, "{bad}: {body}");
+    }
+    // An oversized limit is capped, as Django REST framework caps page sizes.
+    let (status, capped) = list("&limit=500");
+    assert_eq!(status, 200);
+    assert_eq!(page_ids(&capped).len(), 120);
+    // Links from an empty page at either end of the history are still valid requests.
+    for edge in [
+        format!("&before={}", ids[0]),
+        format!("&after={}", ids[119]),
+    ] {
+        let (_, empty) = list(&edge);
+        assert!(page_ids(&empty).is_empty(), "{edge}");
+        for link in ["previous", "next"] {
+            if let Some(url) = empty[link].as_str() {
+                let (status, page) = split(
+                    d.http
+                        .get(url)
+                        .bearer_auth(d.token(2))
+                        .send()
+                        .expect("link"),
+                );
+                assert_eq!(status, 200, "{edge} {link}: {url} -> {page}");
+                assert!(!page_ids(&page).is_empty(), "{edge} {link} leads somewhere");
+            }
+        }
     }
     let (status, body) = d.get(2, MSGS);
     assert_eq!(
@@ -583,7 +620,23 @@ fn bad_requests_get_precise_4xx() {
         "x".repeat(5000)
     );
     expect(raw(&big, "application/json"), 413, "payload_too_large");
-    // An action endpoint refuses parameters it does not take.
+    expect(
+        raw(
+            &format!(r#"{{"conversation": {conv}, "text": "x", "receiver": 1}}"#),
+            "application/json",
+        ),
+        400,
+        "invalid_receiver",
+    );
+    // An action endpoint takes no body or `{}` (also as `curl -d '{}'` sends it, form-encoded)...
+    let resp = d
+        .request("POST", 1, &format!("{CONV}{conv}/archive/"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("{}")
+        .send()
+        .expect("POST");
+    assert_eq!(resp.status().as_u16(), 200);
+    // ...and refuses parameters it does not take.
     let (status, body) = d.post(1, &format!("{CONV}{conv}/archive/"), &json!({"x": 1}));
     assert_eq!(
         (status, body["error"].as_str()),

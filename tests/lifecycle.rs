@@ -318,6 +318,45 @@ fn sighup_reloads_the_log_level_from_the_config_file() {
 }
 
 #[test]
+fn a_stalled_upload_gets_408_and_does_not_hold_up_a_stop() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start_with(
+        dir.path(),
+        Options {
+            env: vec![("INDABA_LIMITS__BODY_TIMEOUT".into(), "1s".into())],
+            ..Options::default()
+        },
+    );
+    let head = format!(
+        "POST /api/v1/messaging/messages/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        daemon.token(1)
+    );
+    let mut stream = std::net::TcpStream::connect(daemon.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut response = vec![0u8; 4096];
+    let n = stream.read(&mut response).expect("a response, not a hang");
+    let text = String::from_utf8_lossy(&response[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+
+    // Another stalled client while stopping: the stop still completes, cleanly.
+    let mut stalled = std::net::TcpStream::connect(daemon.addr).expect("connect");
+    stalled.write_all(head.as_bytes()).expect("write");
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    assert!(daemon.stop().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn pending_requests_finish_and_data_survives_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start_with(

@@ -102,7 +102,11 @@ impl TokenVerifier {
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
         validation.leeway = LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience must be present, not merely right when present.
+        let mut required = vec!["exp"];
+        required.extend(issuer.map(|_| "iss"));
+        required.extend(audience.map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         validation.validate_exp = true;
         validation.validate_nbf = true;
         match audience {
@@ -179,6 +183,9 @@ fn parse_user_id(value: &Value) -> Option<u64> {
 pub struct TokenMinter {
     key: EncodingKey,
     user_id_claim: String,
+    /// `iss` and `aud` to write, so our tokens pass our own checks when those are configured.
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for TokenMinter {
@@ -199,7 +206,16 @@ impl TokenMinter {
         Self {
             key: EncodingKey::from_secret(secret),
             user_id_claim: user_id_claim.to_owned(),
+            issuer: None,
+            audience: None,
         }
+    }
+
+    /// Also writes these `iss` and `aud` claims.
+    pub fn with_claims(mut self, issuer: Option<&str>, audience: Option<&str>) -> Self {
+        self.issuer = issuer.map(str::to_owned);
+        self.audience = audience.map(str::to_owned);
+        self
     }
 
     /// A signed token for `user_id`, valid for `ttl`.
@@ -228,6 +244,12 @@ impl TokenMinter {
         claims.insert(self.user_id_claim.clone(), user_id.to_string().into());
         if let Some(name) = username {
             claims.insert("username".into(), name.into());
+        }
+        if let Some(iss) = &self.issuer {
+            claims.insert("iss".into(), iss.as_str().into());
+        }
+        if let Some(aud) = &self.audience {
+            claims.insert("aud".into(), aud.as_str().into());
         }
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
             .map_err(|e| e.to_string())
@@ -294,6 +316,28 @@ mod tests {
         )
         .expect("sign");
         assert!(matches!(v.verify(&other), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn configured_issuer_and_audience_are_required() {
+        let strict = TokenVerifier::new(
+            &VerifyKey::Secret(SECRET.to_vec()),
+            "user_id",
+            Some("https://app.example"),
+            Some("indaba"),
+        )
+        .expect("verifier");
+        let bare = sign(serde_json::json!({"exp": now() + 300, "user_id": 1}));
+        assert!(matches!(strict.verify(&bare), Err(AuthError::Invalid(_))));
+        let wrong = sign(serde_json::json!({
+            "exp": now() + 300, "user_id": 1, "iss": "https://evil.example", "aud": "indaba"
+        }));
+        assert!(matches!(strict.verify(&wrong), Err(AuthError::Invalid(_))));
+        let ours = TokenMinter::new(SECRET, "user_id")
+            .with_claims(Some("https://app.example"), Some("indaba"))
+            .mint(5, None, TokenType::Access, Duration::from_secs(60))
+            .expect("mint");
+        assert_eq!(strict.verify(&ours).expect("accepted").user_id, 5);
     }
 
     #[test]

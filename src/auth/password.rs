@@ -38,6 +38,11 @@ pub async fn verify(password: String, stored: Option<String>) -> bool {
     .unwrap_or(false)
 }
 
+/// Computes the dummy hash ahead of the first login that needs it.
+pub fn warm_up() {
+    dummy_hash();
+}
+
 /// A hash of a random password with the default parameters, made once per process.
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();

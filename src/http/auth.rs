@@ -85,7 +85,7 @@ pub async fn register(
     // Hashing is deliberately expensive: registrations count against the address's budget.
     let ip = caller_ip(state, peer, &req);
     state.login_ip_limiter.take(&ip).map_err(too_many)?;
-    let body: RegisterBody = read_json(req, state.config.limits.max_body_bytes).await?;
+    let body: RegisterBody = read_json(req, &state.config.limits).await?;
     let username = body.username.trim().to_owned();
     if username.is_empty()
         || username.chars().count() > MAX_USERNAME_CHARS
@@ -145,7 +145,7 @@ pub async fn token(
 ) -> Result<HttpResponse, ApiError> {
     let minter = minter(state)?;
     let ip = caller_ip(state, peer, &req);
-    let body: TokenBody = read_json(req, state.config.limits.max_body_bytes).await?;
+    let body: TokenBody = read_json(req, &state.config.limits).await?;
     let username = body.username.trim().to_owned();
     state.login_ip_limiter.check(&ip).map_err(too_many)?;
     state
@@ -183,7 +183,7 @@ pub async fn token(
 /// `POST /api/v1/auth/token/refresh/` → `{"access"}`.
 pub async fn refresh(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let minter = minter(state)?;
-    let body: RefreshBody = read_json(req, state.config.limits.max_body_bytes).await?;
+    let body: RefreshBody = read_json(req, &state.config.limits).await?;
     let who = state.verifier.verify_refresh(body.refresh.trim())?;
     let access = minter
         .mint(

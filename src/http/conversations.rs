@@ -36,7 +36,7 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse
     let archived = query.flag("archived")?.unwrap_or(false);
     let page = query.count("page", usize::MAX)?.unwrap_or(1);
     let page_size = query
-        .count("page_size", MAX_PAGE_SIZE)?
+        .capped("page_size", MAX_PAGE_SIZE)?
         .unwrap_or(DEFAULT_PAGE_SIZE);
     let user = ctx.user.user_id;
     let (count, results) = ctx
@@ -57,6 +57,10 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse
             Ok((all.len() as u64, results))
         })
         .await?;
+    // As Django REST framework: a page past the end is 404 "Invalid page." (page 1 always exists).
+    if page > 1 && results.is_empty() {
+        return Err(ApiError::NotFound("Invalid page."));
+    }
     let path = req.uri().path();
     let link = |p: usize| {
         format!(
@@ -81,11 +85,15 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse
 /// `POST /conversations/`: 201 when created, 200 with the existing one when the same
 /// participants, property and booking already have a conversation.
 pub async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
-    let body: CreateBody = read_json(req, ctx.state.config.limits.max_body_bytes).await?;
-    if body.participants.is_empty() || body.participants.len() > MAX_PARTICIPANTS {
+    let body: CreateBody = read_json(req, &ctx.state.config.limits).await?;
+    let mut everyone = body.participants.clone();
+    everyone.push(ctx.user.user_id);
+    everyone.sort_unstable();
+    everyone.dedup();
+    if body.participants.is_empty() || everyone.len() > MAX_PARTICIPANTS {
         return Err(ApiError::bad_request(
             "invalid_participants",
-            format!("participants must list 1 to {MAX_PARTICIPANTS} user ids"),
+            format!("a conversation has 2 to {MAX_PARTICIPANTS} participants, you included"),
         ));
     }
     let all_ids = body
@@ -164,7 +172,7 @@ pub async fn set_archived(
     archived: bool,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    read_empty(req, ctx.state.config.limits.max_body_bytes).await?;
+    read_empty(req, &ctx.state.config.limits).await?;
     ctx.state
         .store
         .writer()
@@ -179,7 +187,7 @@ pub async fn mark_all_read(
     id: u64,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    read_empty(req, ctx.state.config.limits.max_body_bytes).await?;
+    read_empty(req, &ctx.state.config.limits).await?;
     ctx.state
         .store
         .writer()

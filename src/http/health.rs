@@ -6,19 +6,31 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::error::{HttpResponse, json_response};
 
-/// `{"status":"ok","version","uptime_seconds"}`, or 503 `{"status":"shutting_down"}` while the
-/// daemon drains, so a balancer stops sending it work.
+/// `{"status":"ok","version","uptime_seconds"}`; 503 `{"status":"shutting_down"}` while the
+/// daemon drains, so a balancer stops sending it work; 503 `{"status":"unavailable"}` when the
+/// store cannot write (its commits fail or its writer has stopped), so a supervisor notices.
 pub fn get(state: &AppState) -> HttpResponse {
-    if state.is_draining() {
-        let mut response = json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"status": "shutting_down"}),
-        );
-        response.headers_mut().insert(
+    let unavailable = |body| {
+        let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+        let headers = response.headers_mut();
+        headers.insert(
             hyper::header::CONNECTION,
             hyper::header::HeaderValue::from_static("close"),
         );
-        return response;
+        headers.insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("5"),
+        );
+        response
+    };
+    if state.is_draining() {
+        return unavailable(json!({"status": "shutting_down"}));
+    }
+    if !state.store.writer().is_healthy() {
+        return unavailable(json!({
+            "status": "unavailable",
+            "detail": "the store cannot write: see the daemon's error log",
+        }));
     }
     json_response(
         StatusCode::OK,

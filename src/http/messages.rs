@@ -141,6 +141,9 @@ fn validate(ctx: &Ctx<'_>, body: SendBody) -> Result<ValidSend, ApiError> {
 /// `POST /messages/`: 201 once durable; 200 with the first message for a repeated `client_id`
 /// with the same content, 409 for a repeated `client_id` with different content.
 pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let body: SendBody = read_json(req, &ctx.state.config.limits).await?;
+    let valid = validate(ctx, body)?;
+    // Only well-formed sends spend the budget.
     ctx.state
         .send_limiter
         .take(&ctx.user.user_id)
@@ -148,8 +151,6 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse,
             detail: "sending too fast; slow down",
             retry_after_secs: crate::limits::retry_after_secs(wait),
         })?;
-    let body: SendBody = read_json(req, ctx.state.config.limits.max_body_bytes).await?;
-    let valid = validate(ctx, body)?;
     let request = valid.new.clone();
     let store = &ctx.state.store;
     let (id, status) = match store.writer().append_message(valid.new).await? {
@@ -187,7 +188,7 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse
             "query parameter `conversation` is required",
         )
     })?;
-    let cursor = match (query.id("before")?, query.id("after")?) {
+    let cursor = match (query.cursor("before")?, query.cursor("after")?) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "invalid_query",
@@ -198,7 +199,7 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse
         (None, Some(a)) => Cursor::After(a),
         (None, None) => Cursor::Latest,
     };
-    let limit = query.count("limit", MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
+    let limit = query.capped("limit", MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     let user = ctx.user.user_id;
     let page = ctx
         .state
@@ -229,9 +230,10 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse
     };
     let first = page.messages.first().map(|m| m.id);
     let last = page.messages.last().map(|m| m.id);
+    // On an empty page the links continue from the cursor itself (cursors accept 0 to 2^53).
     let next = match (page.has_older, first, cursor) {
         (true, Some(first), _) => Some(link("before", first)),
-        (true, None, Cursor::After(a)) => Some(link("before", a.saturating_add(1))),
+        (true, None, Cursor::After(a)) => Some(link("before", a + 1)),
         _ => None,
     };
     let previous = match (page.has_newer, last, cursor) {
@@ -269,7 +271,7 @@ pub async fn mark_as_read(
     id: u64,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    read_empty(req, ctx.state.config.limits.max_body_bytes).await?;
+    read_empty(req, &ctx.state.config.limits).await?;
     let user = ctx.user.user_id;
     let store = &ctx.state.store;
     let message = store
@@ -287,7 +289,7 @@ pub async fn mark_as_read(
 /// (seed 002's polling fallback). `count` is every unread message, `results` at most `limit`.
 pub async fn unread(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(req.uri().query());
-    let limit = query.count("limit", MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
+    let limit = query.capped("limit", MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     let user = ctx.user.user_id;
     let (count, views) = ctx
         .state

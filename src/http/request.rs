@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
 use crate::auth::{AuthError, Identity};
+use crate::config::LimitsConfig;
 use crate::error::ApiError;
 
 /// The caller named by `Authorization: Bearer <jwt>`.
@@ -20,14 +21,21 @@ pub fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Identit
         .to_str()
         .map_err(|_| AuthError::Invalid("Authorization header is not text".into()))?;
     let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
         .ok_or_else(|| AuthError::Invalid("expected `Authorization: Bearer <token>`".into()))?;
     Ok(state.verifier.verify(token.trim())?)
 }
 
-/// Reads the whole body, refusing more than `limit` bytes with 413.
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<(bool, bytes::Bytes), ApiError> {
+/// Reads the whole body, refusing more than `limits.max_body_bytes` with 413 and a body slower
+/// than `limits.body_timeout` with 408 (a stalled upload must not hold a connection, or a
+/// graceful stop, forever).
+async fn read_body(
+    req: Request<Incoming>,
+    limits: &LimitsConfig,
+) -> Result<(bool, bytes::Bytes), ApiError> {
+    let limit = limits.max_body_bytes;
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -44,9 +52,13 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<(bool, bytes:
             let mime = v.split(';').next().unwrap_or("").trim();
             mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
         });
-    let body = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
+    let collected = tokio::time::timeout(
+        limits.body_timeout,
+        Limited::new(req.into_body(), limit).collect(),
+    )
+    .await
+    .map_err(|_| ApiError::RequestTimeout)?;
+    let body = collected
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 ApiError::PayloadTooLarge { limit }
@@ -61,9 +73,9 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<(bool, bytes:
 /// Parses a JSON body into `T`; errors name the field at fault.
 pub async fn read_json<T: DeserializeOwned>(
     req: Request<Incoming>,
-    limit: usize,
+    limits: &LimitsConfig,
 ) -> Result<T, ApiError> {
-    let (is_json, body) = read_body(req, limit).await?;
+    let (is_json, body) = read_body(req, limits).await?;
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_json",
@@ -77,9 +89,11 @@ pub async fn read_json<T: DeserializeOwned>(
 }
 
 /// Reads a body that may be absent or `{}` (action endpoints); anything else is refused.
-pub async fn read_empty(req: Request<Incoming>, limit: usize) -> Result<(), ApiError> {
-    let (is_json, body) = read_body(req, limit).await?;
-    if body.iter().all(u8::is_ascii_whitespace) {
+pub async fn read_empty(req: Request<Incoming>, limits: &LimitsConfig) -> Result<(), ApiError> {
+    let (is_json, body) = read_body(req, limits).await?;
+    // No body, or `{}` whatever its content type (`curl -d '{}'` says form-encoded).
+    let trimmed = body.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"{}" {
         return Ok(());
     }
     if !is_json {
@@ -106,8 +120,10 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         } else {
             "invalid_request"
         };
-        let detail = if path == "." || inner.is_syntax() || inner.is_eof() {
+        let detail = if inner.is_syntax() || inner.is_eof() {
             format!("invalid JSON: {inner}")
+        } else if path == "." {
+            format!("request body: {inner}")
         } else {
             format!("field `{path}`: {inner}")
         };
@@ -140,6 +156,23 @@ impl Query {
         self.get(name)
             .map(|v| parse_id(v).ok_or_else(|| bad_param(name, "a positive integer id")))
             .transpose()
+    }
+
+    /// A cursor id: `0` to `2^53`, so that links built from the ends of the range stay valid.
+    pub fn cursor(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|id| *id <= crate::MAX_ID && v.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| bad_param(name, "a message id"))
+            })
+            .transpose()
+    }
+
+    /// A count parameter in `1..`, capped at `max` (as Django REST framework caps page sizes).
+    pub fn capped(&self, name: &'static str, max: usize) -> Result<Option<usize>, ApiError> {
+        self.count(name, usize::MAX).map(|n| n.map(|n| n.min(max)))
     }
 
     /// A count parameter in `1..=max`.
@@ -201,21 +234,30 @@ fn bad_param(name: &str, expected: &str) -> ApiError {
 
 /// `scheme://host` of this request, for absolute pagination links.
 pub fn base_url(req_headers: &hyper::HeaderMap, via_trusted_proxy: bool) -> String {
-    let host = req_headers
-        .get("x-forwarded-host")
-        .filter(|_| via_trusted_proxy)
-        .or_else(|| req_headers.get(hyper::header::HOST))
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+    // Proxies may append to these headers: the first element is the client-facing value.
+    let first = |name: &str| {
+        req_headers
+            .get(name)
+            .filter(|_| via_trusted_proxy)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    let valid_host = |h: &&str| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+    };
+    let host = first("x-forwarded-host")
+        .filter(valid_host)
+        .or_else(|| {
+            req_headers
+                .get(hyper::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .filter(valid_host)
         })
         .unwrap_or("localhost");
-    let scheme = req_headers
-        .get("x-forwarded-proto")
-        .filter(|_| via_trusted_proxy)
-        .and_then(|v| v.to_str().ok())
+    let scheme = first("x-forwarded-proto")
         .filter(|p| *p == "https" || *p == "http")
         .unwrap_or("http");
     format!("{scheme}://{host}")

@@ -36,6 +36,7 @@ pub enum Route {
     MarkAsRead(u64),
     Unread,
     Presence,
+    OpenApi,
 }
 
 /// Routing table for documentation and tests: method, path pattern.
@@ -62,6 +63,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/messaging/messages/{id}/mark_as_read/"),
     ("GET", "/api/v1/messages/unread/"),
     ("GET", "/api/v1/messaging/presence/"),
+    ("GET", "/api/openapi.json"),
 ];
 
 impl Route {
@@ -82,6 +84,7 @@ impl Route {
         let id_or = |text: &str, what: &'static str| parse_id(text).ok_or(ApiError::NotFound(what));
         match segments.as_slice() {
             ["health"] | ["api", "health"] => only(get, Route::Health, "GET, HEAD"),
+            ["api", "openapi.json"] => only(get, Route::OpenApi, "GET, HEAD"),
             ["api", "v1", "auth", rest @ ..] => match rest {
                 ["register"] => only(post, Route::Register, "POST"),
                 ["token"] => only(post, Route::Token, "POST"),
@@ -156,8 +159,10 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let route = Route::parse(req.method(), req.uri().path())?;
-    if route == Route::Health {
-        return Ok(health::get(state));
+    match route {
+        Route::Health => return Ok(health::get(state)),
+        Route::OpenApi => return Ok(openapi()),
+        _ => {}
     }
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
@@ -172,7 +177,7 @@ async fn handle(
     let ctx = Ctx::new(state, peer, &req)?;
     state.users.ensure(&state.store, &ctx.user).await?;
     match route {
-        Route::Health | Route::Register | Route::Token | Route::TokenRefresh => {
+        Route::Health | Route::OpenApi | Route::Register | Route::Token | Route::TokenRefresh => {
             Err(ApiError::NotFound("no such endpoint"))
         }
         Route::Me => auth::me(&ctx).await,
@@ -192,9 +197,51 @@ async fn handle(
     }
 }
 
+/// The OpenAPI 3 document of this API, kept beside the router (`openapi.json`).
+const OPENAPI: &str = include_str!("openapi.json");
+
+fn openapi() -> HttpResponse {
+    let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+        OPENAPI.as_bytes(),
+    )));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openapi_documents_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+        for (method, path) in ROUTES {
+            let op = &doc["paths"][path][method.to_ascii_lowercase()];
+            assert!(op.is_object(), "{method} {path} missing from openapi.json");
+            assert!(
+                op["responses"].is_object(),
+                "{method} {path} has no responses"
+            );
+        }
+        // And nothing documented that the router does not serve.
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                if ["parameters", "summary", "description"].contains(&method.as_str()) {
+                    continue;
+                }
+                let concrete = path.replace("{id}", "7");
+                let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
+                assert!(
+                    Route::parse(&m, &concrete).is_ok(),
+                    "documented {method} {path} is not served"
+                );
+            }
+        }
+    }
 
     #[test]
     fn trailing_slash_optional_and_405s() {

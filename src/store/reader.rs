@@ -127,12 +127,18 @@ impl<'a> Reader<'a> {
             }
             total += membership.unread;
             let conv = key.value().1;
+            // Only the oldest `limit` of this conversation can make the answer.
+            let mut taken = 0;
             for item in index.range((conv, membership.read_marker + 1)..=(conv, u64::MAX))? {
                 let id = item?.0.value().1;
                 if let Some(record) = self.message(id)?
                     && record.sender != user
                 {
                     found.push((id, record, conv));
+                    taken += 1;
+                    if taken == limit {
+                        break;
+                    }
                 }
             }
             // Keep memory bounded: only the oldest `limit` can be returned.
@@ -232,13 +238,9 @@ impl<'a> Reader<'a> {
                 out.push((key.value().1, membership));
             }
         }
-        // Newest message first; conversations without messages by creation, newest first.
+        // Most recently active first (created, or last message); ties by newest id.
         out.sort_by(|(a_id, a), (b_id, b)| {
-            (b.last_message_id, b.joined_at_ms, b_id).cmp(&(
-                a.last_message_id,
-                a.joined_at_ms,
-                a_id,
-            ))
+            (b.last_activity_ms, b_id).cmp(&(a.last_activity_ms, a_id))
         });
         Ok(out)
     }

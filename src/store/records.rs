@@ -82,10 +82,10 @@ pub struct MembershipRecord {
     /// Messages from others above `read_marker`.
     pub unread: u64,
     pub archived: bool,
-    /// Id of the newest message, or 0; orders the conversation list.
+    /// Id of the newest message, or 0.
     pub last_message_id: u64,
-    /// Creation time of the conversation, the order among conversations without messages.
-    pub joined_at_ms: u64,
+    /// When the conversation was created or last got a message (Unix ms): orders the list.
+    pub last_activity_ms: u64,
 }
 
 /// A user known to the daemon, from a token or a local account.

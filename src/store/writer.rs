@@ -11,11 +11,14 @@
 //! Because one thread assigns ids inside the transaction, message ids follow commit order.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::mpsc;
+#[cfg(test)]
+use tokio::sync::oneshot;
 
 use super::records::{
     ConversationRecord, MembershipRecord, MessageRecord, Priority, UserRecord, decode, encode,
@@ -41,6 +44,9 @@ pub enum WriteError {
     /// A conversation needs someone besides its creator.
     #[error("a conversation needs at least one participant besides you")]
     TooFewParticipants,
+    /// A message cannot be addressed to its own sender.
+    #[error("receiver must be another participant, not yourself")]
+    ReceiverIsSender,
     /// A local account with this name exists.
     #[error("this username is taken")]
     UsernameTaken,
@@ -150,9 +156,34 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
+    health: Arc<WriterHealth>,
+}
+
+/// What `/health` needs to know about the writer.
+#[derive(Debug)]
+struct WriterHealth {
+    /// False once the thread has ended (stopped, or panicked).
+    running: AtomicBool,
+    /// False while the latest commit failed: writes are being refused.
+    last_commit_ok: AtomicBool,
+}
+
+/// Sets `running` to false however the writer thread ends.
+struct RunningGuard(Arc<WriterHealth>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Relaxed);
+    }
 }
 
 impl WriterHandle {
+    /// Whether writes can succeed: the thread runs and its last commit went through.
+    pub fn is_healthy(&self) -> bool {
+        self.health.running.load(Ordering::Relaxed)
+            && self.health.last_commit_ok.load(Ordering::Relaxed)
+    }
+
     pub async fn create_conversation(
         &self,
         new: NewConversation,
@@ -232,11 +263,16 @@ pub(super) fn spawn(
     batch_max: usize,
 ) -> Result<(WriterHandle, WriterThread), StoreError> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let health = Arc::new(WriterHealth {
+        running: AtomicBool::new(true),
+        last_commit_ok: AtomicBool::new(true),
+    });
+    let guard = RunningGuard(health.clone());
     let join = std::thread::Builder::new()
         .name("indaba-writer".to_owned())
-        .spawn(move || run(&db, rx, batch_max))
+        .spawn(move || run(&db, rx, batch_max, guard))
         .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
-    Ok((WriterHandle { tx }, WriterThread { join }))
+    Ok((WriterHandle { tx, health }, WriterThread { join }))
 }
 
 /// Answers one request once the fate of its batch is known.
@@ -253,7 +289,7 @@ fn complete<T: Send + 'static>(reply: Reply<T>, result: Result<T, WriteError>) -
     })
 }
 
-fn run(db: &Database, mut rx: mpsc::Receiver<Command>, batch_max: usize) {
+fn run(db: &Database, mut rx: mpsc::Receiver<Command>, batch_max: usize, guard: RunningGuard) {
     let mut batch = Vec::with_capacity(batch_max.min(4096));
     let mut clock = Clock::default();
     let mut stopping = false;
@@ -277,6 +313,10 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Command>, batch_max: usize) {
         let size = batch.len();
         let started = Instant::now();
         let (completions, outcome) = commit_batch(db, &mut batch, &mut clock);
+        guard
+            .0
+            .last_commit_ok
+            .store(outcome.is_ok(), Ordering::Relaxed);
         match &outcome {
             Ok(()) => tracing::trace!(
                 batch = size,
@@ -307,7 +347,13 @@ fn commit_batch(
             let mut tables = Tables::open(&txn)?;
             let now = clock.now_ms();
             for command in pending.by_ref() {
-                completions.push(tables.apply(command, now)?);
+                match tables.apply(command, now) {
+                    Ok(done) => completions.push(done),
+                    Err((e, done)) => {
+                        completions.push(done);
+                        return Err(e);
+                    }
+                }
             }
             tables.save_counters()?;
         }
@@ -396,60 +442,53 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
-    /// Applies one request. `Err` is a storage failure that aborts the batch; a refusal is
-    /// carried inside the returned completion.
-    fn apply(&mut self, command: Command, now_ms: u64) -> Result<Completion, StoreError> {
-        Ok(match command {
+    /// Applies one request. Its reply is always in the returned completion; `Err` also says
+    /// the batch must be rolled back (a write failed half-way).
+    fn apply(
+        &mut self,
+        command: Command,
+        now_ms: u64,
+    ) -> Result<Completion, (StoreError, Completion)> {
+        match command {
             Command::CreateConversation(new, reply) => {
-                let result = self.create_conversation(new, now_ms);
-                complete(reply, lift(result)?)
+                finish(reply, self.create_conversation(new, now_ms))
             }
-            Command::AppendMessage(new, reply) => {
-                let result = self.append_message(new, now_ms);
-                complete(reply, lift(result)?)
-            }
+            Command::AppendMessage(new, reply) => finish(reply, self.append_message(new, now_ms)),
             Command::EnsureUser {
                 id,
                 username,
                 reply,
-            } => {
-                let result = self.ensure_user(id, username, now_ms);
-                complete(reply, lift(result)?)
-            }
+            } => finish(reply, self.ensure_user(id, username, now_ms)),
             Command::RegisterAccount(new, reply) => {
-                let result = self.register_account(new, now_ms);
-                complete(reply, lift(result)?)
+                finish(reply, self.register_account(new, now_ms))
             }
             Command::MarkRead {
                 user,
                 conversation,
                 up_to,
                 reply,
-            } => {
-                let result = self.mark_read(user, conversation, up_to, now_ms);
-                complete(reply, lift(result)?)
-            }
+            } => finish(reply, self.mark_read(user, conversation, up_to, now_ms)),
             Command::SetArchived {
                 user,
                 conversation,
                 archived,
                 reply,
-            } => {
-                let result = self.set_archived(user, conversation, archived);
-                complete(reply, lift(result)?)
-            }
+            } => finish(reply, self.set_archived(user, conversation, archived)),
             // Never batched: the collecting loop takes it out.
-            Command::Stop => Box::new(|_| {}),
-        })
+            Command::Stop => Ok(Box::new(|_| {})),
+        }
     }
+
+    // Every operation reads and decodes all it needs before its first write, so that a bad
+    // record or a refusal leaves nothing half-written: only a failing write aborts the batch.
 
     fn ensure_user(
         &mut self,
         id: u64,
         username: Option<String>,
         now_ms: u64,
-    ) -> Result<(), WriteError> {
-        let existing: Option<UserRecord> = match self.users.get(id).map_err(se)? {
+    ) -> Result<(), OpError> {
+        let existing: Option<UserRecord> = match self.users.get(id).map_err(rd)? {
             Some(bytes) => Some(decode(bytes.value())?),
             None => None,
         };
@@ -467,45 +506,43 @@ impl<'txn> Tables<'txn> {
                 ..UserRecord::default()
             },
         };
-        self.users
-            .insert(id, encode(&record)?.as_slice())
-            .map_err(se)?;
+        let bytes = encode(&record)?;
+        self.users.insert(id, bytes.as_slice()).map_err(wr)?;
         Ok(())
     }
 
-    fn register_account(&mut self, new: NewAccount, now_ms: u64) -> Result<u64, WriteError> {
+    fn register_account(&mut self, new: NewAccount, now_ms: u64) -> Result<u64, OpError> {
         if self
             .usernames
             .get(new.username.as_str())
-            .map_err(se)?
+            .map_err(rd)?
             .is_some()
         {
-            return Err(WriteError::UsernameTaken);
+            return Err(WriteError::UsernameTaken.into());
         }
         let id = self
             .next_local_user_id
             .unwrap_or(new.id_base)
             .max(new.id_base);
-        self.next_local_user_id = Some(id + 1);
         let record = UserRecord {
             username: Some(new.username.clone()),
             display_name: new.display_name,
             password_hash: Some(new.password_hash),
             created_at_ms: now_ms,
         };
-        self.users
-            .insert(id, encode(&record)?.as_slice())
-            .map_err(se)?;
+        let bytes = encode(&record)?;
+        self.next_local_user_id = Some(id + 1);
+        self.users.insert(id, bytes.as_slice()).map_err(wr)?;
         self.usernames
             .insert(new.username.as_str(), id)
-            .map_err(se)?;
+            .map_err(wr)?;
         Ok(id)
     }
 
-    fn membership(&self, user: u64, conversation: u64) -> Result<MembershipRecord, WriteError> {
-        match self.memberships.get((user, conversation)).map_err(se)? {
+    fn membership(&self, user: u64, conversation: u64) -> Result<MembershipRecord, OpError> {
+        match self.memberships.get((user, conversation)).map_err(rd)? {
             Some(bytes) => Ok(decode(bytes.value())?),
-            None => Err(WriteError::ConversationNotFound),
+            None => Err(WriteError::ConversationNotFound.into()),
         }
     }
 
@@ -515,7 +552,7 @@ impl<'txn> Tables<'txn> {
         conversation: u64,
         up_to: Option<u64>,
         now_ms: u64,
-    ) -> Result<MarkedRead, WriteError> {
+    ) -> Result<MarkedRead, OpError> {
         let mut membership = self.membership(user, conversation)?;
         let target = match up_to {
             Some(id) => id.min(membership.last_message_id),
@@ -538,20 +575,21 @@ impl<'txn> Tables<'txn> {
             for entry in self
                 .conversation_messages
                 .range((conversation, target + 1)..=(conversation, u64::MAX))
-                .map_err(se)?
+                .map_err(rd)?
             {
-                let (key, _) = entry.map_err(se)?;
+                let (key, _) = entry.map_err(rd)?;
                 let id = key.value().1;
-                if let Some(bytes) = self.messages.get(id).map_err(se)? {
+                if let Some(bytes) = self.messages.get(id).map_err(rd)? {
                     let record: MessageRecord = decode(bytes.value())?;
                     unread += u64::from(record.sender != user);
                 }
             }
             unread
         };
+        let bytes = encode(&membership)?;
         self.memberships
-            .insert((user, conversation), encode(&membership)?.as_slice())
-            .map_err(se)?;
+            .insert((user, conversation), bytes.as_slice())
+            .map_err(wr)?;
         Ok(MarkedRead {
             read_marker: membership.read_marker,
             advanced: true,
@@ -564,13 +602,14 @@ impl<'txn> Tables<'txn> {
         user: u64,
         conversation: u64,
         archived: bool,
-    ) -> Result<(), WriteError> {
+    ) -> Result<(), OpError> {
         let mut membership = self.membership(user, conversation)?;
         if membership.archived != archived {
             membership.archived = archived;
+            let bytes = encode(&membership)?;
             self.memberships
-                .insert((user, conversation), encode(&membership)?.as_slice())
-                .map_err(se)?;
+                .insert((user, conversation), bytes.as_slice())
+                .map_err(wr)?;
         }
         Ok(())
     }
@@ -579,23 +618,22 @@ impl<'txn> Tables<'txn> {
         &mut self,
         new: NewConversation,
         now_ms: u64,
-    ) -> Result<ConversationCreated, WriteError> {
+    ) -> Result<ConversationCreated, OpError> {
         let mut participants = new.participants;
         participants.push(new.creator);
         participants.sort_unstable();
         participants.dedup();
         if participants.len() < 2 {
-            return Err(WriteError::TooFewParticipants);
+            return Err(WriteError::TooFewParticipants.into());
         }
         let key = encode(&(&participants, new.property, new.booking))?;
-        if let Some(existing) = self.conversation_keys.get(key.as_slice()).map_err(se)? {
+        if let Some(existing) = self.conversation_keys.get(key.as_slice()).map_err(rd)? {
             return Ok(ConversationCreated {
                 id: existing.value(),
                 created: false,
             });
         }
         let id = self.next_conversation_id;
-        self.next_conversation_id += 1;
         let record = ConversationRecord {
             participants,
             property: new.property,
@@ -606,40 +644,40 @@ impl<'txn> Tables<'txn> {
             last_message_id: None,
             message_count: 0,
         };
-        self.conversations
-            .insert(id, encode(&record)?.as_slice())
-            .map_err(se)?;
-        self.conversation_keys
-            .insert(key.as_slice(), id)
-            .map_err(se)?;
+        let record_bytes = encode(&record)?;
         let membership = encode(&MembershipRecord {
-            joined_at_ms: now_ms,
+            last_activity_ms: now_ms,
             ..MembershipRecord::default()
         })?;
+        self.next_conversation_id += 1;
+        self.conversations
+            .insert(id, record_bytes.as_slice())
+            .map_err(wr)?;
+        self.conversation_keys
+            .insert(key.as_slice(), id)
+            .map_err(wr)?;
         for user in &record.participants {
             self.memberships
                 .insert((*user, id), membership.as_slice())
-                .map_err(se)?;
+                .map_err(wr)?;
         }
         Ok(ConversationCreated { id, created: true })
     }
 
-    fn append_message(
-        &mut self,
-        new: NewMessage,
-        now_ms: u64,
-    ) -> Result<MessageAppended, WriteError> {
+    fn append_message(&mut self, new: NewMessage, now_ms: u64) -> Result<MessageAppended, OpError> {
+        // Read phase: everything checked and decoded before anything is written.
         let mut conversation: ConversationRecord =
-            match self.conversations.get(new.conversation).map_err(se)? {
+            match self.conversations.get(new.conversation).map_err(rd)? {
                 Some(bytes) => decode(bytes.value())?,
-                None => return Err(WriteError::ConversationNotFound),
+                None => return Err(WriteError::ConversationNotFound.into()),
             };
         if !conversation.participants.contains(&new.sender) {
-            return Err(WriteError::ConversationNotFound);
+            return Err(WriteError::ConversationNotFound.into());
         }
         let receiver = match new.receiver {
+            Some(r) if r == new.sender => return Err(WriteError::ReceiverIsSender.into()),
             Some(r) if !conversation.participants.contains(&r) => {
-                return Err(WriteError::ReceiverNotParticipant(r));
+                return Err(WriteError::ReceiverNotParticipant(r).into());
             }
             Some(r) => Some(r),
             None if conversation.participants.len() == 2 => conversation
@@ -653,15 +691,26 @@ impl<'txn> Tables<'txn> {
             && let Some(existing) = self
                 .client_ids
                 .get((new.sender, client_id.as_str()))
-                .map_err(se)?
+                .map_err(rd)?
         {
             return Ok(MessageAppended::Duplicate {
                 id: existing.value(),
             });
         }
+        let mut memberships = Vec::with_capacity(conversation.participants.len());
+        for user in &conversation.participants {
+            let membership: MembershipRecord = match self
+                .memberships
+                .get((*user, new.conversation))
+                .map_err(rd)?
+            {
+                Some(bytes) => decode(bytes.value())?,
+                None => MembershipRecord::default(),
+            };
+            memberships.push((*user, membership));
+        }
 
         let id = self.next_message_id;
-        self.next_message_id += 1;
         let record = MessageRecord {
             conversation: new.conversation,
             sender: new.sender,
@@ -672,33 +721,16 @@ impl<'txn> Tables<'txn> {
             created_at_ms: now_ms,
             body: new.body,
         };
-        self.messages
-            .insert(id, encode(&record)?.as_slice())
-            .map_err(se)?;
-        self.conversation_messages
-            .insert((new.conversation, id), ())
-            .map_err(se)?;
-        if let Some(client_id) = &record.client_id {
-            self.client_ids
-                .insert((new.sender, client_id.as_str()), id)
-                .map_err(se)?;
-        }
-
         conversation.last_message_id = Some(id);
         conversation.updated_at_ms = now_ms;
         conversation.message_count += 1;
-        self.conversations
-            .insert(new.conversation, encode(&conversation)?.as_slice())
-            .map_err(se)?;
-
-        for user in &conversation.participants {
-            let key = (*user, new.conversation);
-            let mut membership: MembershipRecord = match self.memberships.get(key).map_err(se)? {
-                Some(bytes) => decode(bytes.value())?,
-                None => MembershipRecord::default(),
-            };
+        let record_bytes = encode(&record)?;
+        let conversation_bytes = encode(&conversation)?;
+        let mut membership_bytes = Vec::with_capacity(memberships.len());
+        for (user, mut membership) in memberships {
             membership.last_message_id = id;
-            if *user == new.sender {
+            membership.last_activity_ms = now_ms;
+            if user == new.sender {
                 // Your own message is read by you, and everything before it too.
                 membership.read_marker = id;
                 membership.read_at_ms = now_ms;
@@ -708,9 +740,29 @@ impl<'txn> Tables<'txn> {
                 // A new message brings an archived conversation back for its recipients.
                 membership.archived = false;
             }
+            membership_bytes.push((user, encode(&membership)?));
+        }
+
+        // Write phase.
+        self.next_message_id += 1;
+        self.messages
+            .insert(id, record_bytes.as_slice())
+            .map_err(wr)?;
+        self.conversation_messages
+            .insert((new.conversation, id), ())
+            .map_err(wr)?;
+        if let Some(client_id) = &record.client_id {
+            self.client_ids
+                .insert((new.sender, client_id.as_str()), id)
+                .map_err(wr)?;
+        }
+        self.conversations
+            .insert(new.conversation, conversation_bytes.as_slice())
+            .map_err(wr)?;
+        for (user, bytes) in &membership_bytes {
             self.memberships
-                .insert(key, encode(&membership)?.as_slice())
-                .map_err(se)?;
+                .insert((*user, new.conversation), bytes.as_slice())
+                .map_err(wr)?;
         }
         Ok(MessageAppended::Stored {
             id,
@@ -720,16 +772,48 @@ impl<'txn> Tables<'txn> {
     }
 }
 
-/// Storage errors inside an operation abort the batch; refusals stay with the request.
-fn lift<T>(result: Result<T, WriteError>) -> Result<Result<T, WriteError>, StoreError> {
-    match result {
-        Err(WriteError::Store(e)) => Err(e),
-        other => Ok(other),
+/// How an operation failed.
+#[derive(Debug)]
+enum OpError {
+    /// This request fails alone; nothing of it was written.
+    Refused(WriteError),
+    /// A write failed half-way: the whole batch must be rolled back.
+    Abort(StoreError),
+}
+
+impl From<WriteError> for OpError {
+    fn from(e: WriteError) -> Self {
+        OpError::Refused(e)
     }
 }
 
-fn se(e: redb::StorageError) -> WriteError {
-    WriteError::Store(e.into())
+/// Decoding happens in the read phase: a bad record refuses only its own request.
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Refused(WriteError::Store(e))
+    }
+}
+
+/// A failed read: refuses the request.
+fn rd(e: redb::StorageError) -> OpError {
+    OpError::Refused(WriteError::Store(e.into()))
+}
+
+/// A failed write: aborts the batch.
+fn wr(e: redb::StorageError) -> OpError {
+    OpError::Abort(e.into())
+}
+
+/// Turns an operation's result into its completion, flagging a batch abort.
+fn finish<T: Send + 'static>(
+    reply: Reply<T>,
+    result: Result<T, OpError>,
+) -> Result<Completion, (StoreError, Completion)> {
+    match result {
+        Ok(value) => Ok(complete(reply, Ok(value))),
+        Err(OpError::Refused(e)) => Ok(complete(reply, Err(e))),
+        Err(OpError::Abort(e)) => Err((e.clone(), complete(reply, Err(WriteError::Store(e))))),
+    }
 }
 
 /// Commit timestamps that never go backwards, even if the wall clock does.
@@ -746,5 +830,89 @@ impl Clock {
             .unwrap_or(0);
         self.last_ms = self.last_ms.max(wall);
         self.last_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Regression: one request whose stored record cannot be decoded used to fail every other
+    //! request of its batch (and its own reply was dropped, which read as "shutting down").
+
+    use super::*;
+    use redb::ReadableDatabase;
+
+    fn run_batch(db: &Database, batch: Vec<Command>) {
+        let mut batch = batch;
+        let (completions, outcome) = commit_batch(db, &mut batch, &mut Clock::default());
+        for done in completions {
+            done(outcome.as_ref().map(|_| ()));
+        }
+    }
+
+    fn append(
+        conversation: u64,
+    ) -> (
+        Command,
+        oneshot::Receiver<Result<MessageAppended, WriteError>>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        let new = NewMessage {
+            conversation,
+            sender: 1,
+            receiver: None,
+            message_type: "text".into(),
+            priority: Priority::Normal,
+            client_id: None,
+            body: vec![1, 2, 3],
+        };
+        (Command::AppendMessage(new, reply), rx)
+    }
+
+    #[test]
+    fn a_bad_record_fails_only_its_own_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::create(dir.path().join("t.redb")).expect("db");
+        for other in [2, 3] {
+            let (reply, _rx) = oneshot::channel();
+            let new = NewConversation {
+                creator: 1,
+                participants: vec![other],
+                property: None,
+                booking: None,
+                subject: None,
+            };
+            run_batch(&db, vec![Command::CreateConversation(new, reply)]);
+        }
+        // Damage conversation 2's record.
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(CONVERSATIONS)
+            .expect("table")
+            .insert(2, [0xffu8; 3].as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+
+        let (good, mut good_rx) = append(1);
+        let (bad, mut bad_rx) = append(2);
+        run_batch(&db, vec![good, bad]);
+        let good = good_rx.try_recv().expect("good answered");
+        assert!(
+            matches!(good, Ok(MessageAppended::Stored { id: 1, .. })),
+            "{good:?}"
+        );
+        let bad = bad_rx.try_recv().expect("bad answered, not dropped");
+        assert!(
+            matches!(bad, Err(WriteError::Store(StoreError::Encoding(_)))),
+            "{bad:?}"
+        );
+        let read = db.begin_read().expect("read");
+        let messages = read.open_table(MESSAGES).expect("table");
+        assert!(
+            messages.get(1).expect("get").is_some(),
+            "good message committed"
+        );
+        assert!(
+            messages.get(2).expect("get").is_none(),
+            "nothing of the bad one"
+        );
     }
 }
