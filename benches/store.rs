@@ -29,7 +29,10 @@ fn group_commit(c: &mut Criterion) {
         let n = (batch * 8).max(200);
         let dir = tempfile::tempdir().expect("tempdir");
         let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
-        let (store, writer) = Store::open(dir.path(), keyring, batch).expect("open");
+        // Fan-out is measured elsewhere: committed messages are reported to nobody here.
+        let (sink, committed) = tokio::sync::mpsc::unbounded_channel();
+        drop(committed);
+        let (store, writer) = Store::open(dir.path(), keyring, batch, sink).expect("open");
         let conversation = runtime
             .block_on(store.writer().create_conversation(NewConversation {
                 creator: 1,
@@ -67,6 +70,7 @@ async fn append_many(store: &Store, conversation: u64, n: usize) {
                     metadata_json: "{}".to_owned(),
                 };
                 let sealed = store.keyring().seal(&encode(&body).expect("encode"));
+                let plain = std::sync::Arc::new(body);
                 store
                     .writer()
                     .append_message(NewMessage {
@@ -77,6 +81,8 @@ async fn append_many(store: &Store, conversation: u64, n: usize) {
                         priority: Priority::Normal,
                         client_id: None,
                         body: sealed,
+                        plain,
+                        origin: None,
                     })
                     .await
                     .expect("append")

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use crate::auth::{TokenMinter, TokenVerifier};
 use crate::config::Config;
-use crate::hub::Presence;
+use crate::hub::Hub;
 use crate::limits::RateLimiter;
 use crate::secrets::Secrets;
 use crate::store::{Store, StoreError};
@@ -34,8 +34,11 @@ pub struct AppState {
     pub minter: Option<TokenMinter>,
     /// Users seen since start, provisioned on first sight.
     pub users: Directory,
-    /// Who is online.
-    pub presence: Presence,
+    /// Live sockets, fan-out, presence.
+    pub hub: Arc<Hub>,
+    /// Every task that must finish before the store stops (connections, sockets, pending
+    /// acknowledgements).
+    pub tasks: TaskTracker,
     /// Per-user send rate (REST and WebSocket), from `limits.messages_per_second`/`_burst`.
     pub send_limiter: RateLimiter<u64>,
     /// Failed logins per client address.
@@ -60,6 +63,7 @@ impl AppState {
     pub fn new(
         config: Config,
         store: Store,
+        hub: Arc<Hub>,
         secrets_verify: &crate::auth::jwt::VerifyKey,
         signing_secret: Option<&[u8]>,
         shutdown: CancellationToken,
@@ -86,7 +90,8 @@ impl AppState {
             login_ip_limiter: RateLimiter::new(LOGIN_IP_PER_SECOND, LOGIN_IP_BURST),
             login_name_limiter: RateLimiter::new(LOGIN_NAME_PER_SECOND, LOGIN_NAME_BURST),
             users: Directory::default(),
-            presence: Presence::default(),
+            hub,
+            tasks: TaskTracker::new(),
             minter,
             verifier,
             config,
@@ -99,6 +104,11 @@ impl AppState {
     /// True once a stop has begun.
     pub fn is_draining(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+
+    /// Fires when the daemon starts to stop (sockets close with 1001).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 }
 
@@ -124,22 +134,39 @@ pub async fn run(
     let data_dir = config.storage.data_dir.clone();
     let batch_max = config.storage.commit_batch_max;
     let keyring = Arc::new(secrets.keyring);
+    // The writer reports committed messages here, in commit order, for fan-out.
+    let (commit_sink, committed) = tokio::sync::mpsc::unbounded_channel();
     // Opening may run a crash repair over the whole file: keep it off the async threads.
-    let (store, writer_thread) =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, keyring, batch_max))
-            .await
-            .map_err(|e| StoreError::Storage(format!("open task failed: {e}")))??;
+    let (store, writer_thread) = tokio::task::spawn_blocking(move || {
+        Store::open(&data_dir, keyring, batch_max, commit_sink)
+    })
+    .await
+    .map_err(|e| StoreError::Storage(format!("open task failed: {e}")))??;
     let shutdown_timeout = config.server.shutdown_timeout;
     let writer = store.writer().clone();
+    let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hub = Arc::new(Hub::new(
+        store.clone(),
+        ack_tx,
+        config.limits.presence_grace,
+    ));
     let mut state = AppState::new(
         config,
         store,
+        hub.clone(),
         &secrets.verify_key,
         secrets.signing_secret.as_deref(),
         shutdown.clone(),
     )?;
     state.started = started;
     let state = Arc::new(state);
+    let fanout = tokio::spawn(crate::hub::run_fanout(hub.clone(), committed));
+    let acks_done = CancellationToken::new();
+    let acks = tokio::spawn(crate::hub::run_acks(
+        writer.clone(),
+        ack_rx,
+        acks_done.clone(),
+    ));
 
     let addr = listener
         .local_addr()
@@ -154,19 +181,24 @@ pub async fn run(
 
     // Build the dummy password hash now, so the first unknown-user login is not the slow one.
     tokio::task::spawn_blocking(crate::auth::password::warm_up);
-    let tracker = TaskTracker::new();
-    crate::http::server::accept_loop(listener, state.clone(), tracker.clone(), shutdown).await;
+    let tasks = state.tasks.clone();
+    crate::http::server::accept_loop(listener, state.clone(), tasks.clone(), shutdown).await;
 
+    // Stop order: listener closed (above) → sockets closed with 1001 and connections finish
+    // their requests → delivered-queue removals flushed → writer commits what is queued.
     let deadline = Instant::now() + shutdown_timeout;
-    tracker.close();
+    hub.close_all(crate::ws::frames::close::GOING_AWAY, "server shutting down");
+    tasks.close();
     drop(state);
-    let drained = tokio::time::timeout_at(deadline.into(), tracker.wait()).await;
+    let drained = tokio::time::timeout_at(deadline.into(), tasks.wait()).await;
     if drained.is_err() {
         tracing::warn!(
-            open = tracker.len(),
+            open = tasks.len(),
             "connections still open at shutdown_timeout"
         );
     }
+    acks_done.cancel();
+    let _ = tokio::time::timeout_at(deadline.into(), acks).await;
     // Commit whatever is still queued; anything acknowledged is already durable.
     let remaining = deadline.saturating_duration_since(Instant::now());
     let finished = tokio::time::timeout(
@@ -174,6 +206,8 @@ pub async fn run(
         writer_thread.finish(&writer),
     )
     .await;
+    // The writer is gone, so fan-out has seen its last batch.
+    fanout.abort();
     if finished.is_err() || drained.is_err() {
         return Err(AppError::ShutdownTimeout(shutdown_timeout));
     }
@@ -192,11 +226,19 @@ mod tests {
     async fn health_turns_503_once_draining() {
         let dir = tempfile::tempdir().expect("tempdir");
         let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
-        let (store, writer) = Store::open(dir.path(), keyring, 16).expect("open");
+        let (sink, _committed) = tokio::sync::mpsc::unbounded_channel();
+        let (store, writer) = Store::open(dir.path(), keyring, 16, sink).expect("open");
         let shutdown = CancellationToken::new();
+        let (acks, _) = tokio::sync::mpsc::unbounded_channel();
+        let hub = Arc::new(Hub::new(
+            store.clone(),
+            acks,
+            std::time::Duration::from_secs(5),
+        ));
         let state = AppState::new(
             Config::default(),
             store.clone(),
+            hub,
             &VerifyKey::Secret(b"0123456789abcdef".to_vec()),
             None,
             shutdown.clone(),

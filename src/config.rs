@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Peers whose `X-Forwarded-For` header is believed (the nginx in front).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Serve `/ws/echo/`, an echo socket for WebSocket conformance suites (Autobahn); off in
+    /// production.
+    pub websocket_echo: bool,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8765)),
             shutdown_timeout: Duration::from_secs(10),
             trusted_proxies: vec![IpAddr::from([127, 0, 0, 1])],
+            websocket_echo: false,
         }
     }
 }
@@ -163,6 +167,12 @@ pub struct LimitsConfig {
     pub max_text_bytes: usize,
     /// Events buffered per socket before it is closed with 4008.
     pub outbound_buffer: usize,
+    /// A WebSocket idle this long is pinged; one silent for twice as long is dropped.
+    #[serde(with = "duration_str")]
+    pub ping_interval: Duration,
+    /// How long a user stays "online" after their last socket closed (a reload does not flap).
+    #[serde(with = "duration_str")]
+    pub presence_grace: Duration,
     /// Sustained sends per user per second (REST and WebSocket).
     pub messages_per_second: u32,
     /// Sends a user may burst above the sustained rate.
@@ -178,6 +188,8 @@ impl Default for LimitsConfig {
             max_frame_bytes: 65_536,
             max_text_bytes: 16_384,
             outbound_buffer: 1024,
+            ping_interval: Duration::from_secs(30),
+            presence_grace: Duration::from_secs(5),
             messages_per_second: 20,
             messages_burst: 100,
         }
@@ -352,6 +364,9 @@ impl Config {
             && secret.expose().len() < 16
         {
             return invalid("service.shared_secret", "must be at least 16 characters");
+        }
+        if self.limits.ping_interval.is_zero() {
+            return invalid("limits.ping_interval", "must be greater than zero");
         }
         if self.limits.body_timeout.is_zero() {
             return invalid("limits.body_timeout", "must be greater than zero");

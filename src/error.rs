@@ -12,6 +12,7 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
 use crate::auth::AuthError;
+use crate::messaging::SendError;
 use crate::store::{StoreError, WriteError};
 
 /// Every response the HTTP layer sends.
@@ -152,6 +153,41 @@ impl From<WriteError> for ApiError {
             },
             WriteError::Store(store) => store.into(),
         }
+    }
+}
+
+impl From<SendError> for ApiError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Invalid { code, detail } => ApiError::BadRequest { code, detail },
+            SendError::RateLimited { retry_after } => ApiError::RateLimited {
+                detail: "sending too fast; slow down",
+                retry_after_secs: crate::limits::retry_after_secs(retry_after),
+            },
+            SendError::ClientIdConflict => ApiError::Conflict {
+                code: "client_id_conflict",
+                detail: e.to_string(),
+            },
+            SendError::Write(w) => w.into(),
+        }
+    }
+}
+
+/// The machine code of an error event on a WebSocket (`{"type":"error","code",...}`), the
+/// same codes the REST API uses.
+pub fn event_code(e: &SendError) -> &'static str {
+    match e {
+        SendError::Invalid { code, .. } => code,
+        SendError::RateLimited { .. } => "rate_limited",
+        SendError::ClientIdConflict => "client_id_conflict",
+        SendError::Write(WriteError::ConversationNotFound) => "not_found",
+        SendError::Write(WriteError::ReceiverNotParticipant(_) | WriteError::ReceiverIsSender) => {
+            "invalid_receiver"
+        }
+        SendError::Write(WriteError::TooFewParticipants) => "invalid_participants",
+        SendError::Write(WriteError::UsernameTaken) => "username_taken",
+        SendError::Write(WriteError::Store(StoreError::Closed)) => "shutting_down",
+        SendError::Write(WriteError::Store(_)) => "internal_error",
     }
 }
 

@@ -47,11 +47,13 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod logging;
+pub mod messaging;
 pub mod secrets;
 pub mod shutdown;
 pub mod store;
 pub mod time;
 pub mod users;
+pub mod ws;
 
 /// This build's version, as `/health` and `--version` report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

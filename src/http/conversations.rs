@@ -227,7 +227,7 @@ pub async fn presence(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResp
         .into_iter()
         .filter(|id| contacts.contains(id))
         .map(|id| {
-            let status = ctx.state.presence.status(id);
+            let status = ctx.state.hub.presence.status(id);
             serde_json::json!({
                 "user_id": id,
                 "online": status.online,

@@ -1,6 +1,6 @@
 //! `/api/v1/messaging/messages/…`: history pages, sending, detail.
 //!
-//! Sending answers 201 only after the group-commit writer reports the message durable.
+//! Sending goes through [`crate::messaging`] and answers 201 only once the message is durable.
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -9,16 +9,11 @@ use serde::Deserialize;
 use super::request::{Ctx, Query, read_empty, read_json};
 use super::views::{MessageJson, Paginated};
 use crate::error::{ApiError, HttpResponse, json_response};
+use crate::messaging::{self, SendRequest, Sender};
 use crate::store::reader::Cursor;
-use crate::store::records::{MessageBody, Priority, encode};
-use crate::store::writer::{MessageAppended, NewMessage};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
-/// Longest `client_id`, in bytes.
-pub const MAX_CLIENT_ID_BYTES: usize = 128;
-/// Longest `message_type`.
-pub const MAX_MESSAGE_TYPE_BYTES: usize = 32;
 
 /// `POST /messages/` body. Unknown fields are ignored, as Django REST framework does, so
 /// existing clients that send extra fields keep working.
@@ -38,143 +33,37 @@ struct SendBody {
     client_id: Option<String>,
 }
 
-/// A send request that passed validation.
-struct ValidSend {
-    new: NewMessage,
-    body: MessageBody,
-}
-
-fn validate(ctx: &Ctx<'_>, body: SendBody) -> Result<ValidSend, ApiError> {
-    let limits = &ctx.state.config.limits;
-    for id in std::iter::once(body.conversation).chain(body.receiver) {
-        if !(1..crate::MAX_ID).contains(&id) {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                format!("id {id} is out of range (1 to 2^53-1)"),
-            ));
-        }
-    }
-    if body.text.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "field `text` may not be blank",
-        ));
-    }
-    if body.text.len() > limits.max_text_bytes {
-        return Err(ApiError::bad_request(
-            "text_too_long",
-            format!(
-                "field `text` is longer than {} bytes",
-                limits.max_text_bytes
-            ),
-        ));
-    }
-    let message_type = body.message_type.unwrap_or_else(|| "text".to_owned());
-    if message_type.is_empty()
-        || message_type.len() > MAX_MESSAGE_TYPE_BYTES
-        || !message_type
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!(
-                "field `message_type` must be 1 to {MAX_MESSAGE_TYPE_BYTES} characters of a-z, 0-9 and _"
-            ),
-        ));
-    }
-    let priority = match body.priority.as_deref() {
-        None => Priority::Normal,
-        Some(p) => Priority::parse(p).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_request",
-                "field `priority` must be \"high\", \"normal\" or \"low\"",
-            )
-        })?,
-    };
-    let metadata_json = match body.metadata {
-        None | Some(serde_json::Value::Null) => "{}".to_owned(),
-        Some(value @ serde_json::Value::Object(_)) => value.to_string(),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "field `metadata` must be a JSON object",
-            ));
-        }
-    };
-    if metadata_json.len() > limits.max_text_bytes {
-        return Err(ApiError::bad_request(
-            "metadata_too_large",
-            format!(
-                "field `metadata` is larger than {} bytes",
-                limits.max_text_bytes
-            ),
-        ));
-    }
-    if let Some(cid) = &body.client_id
-        && (cid.is_empty() || cid.len() > MAX_CLIENT_ID_BYTES)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("field `client_id` must be 1 to {MAX_CLIENT_ID_BYTES} bytes"),
-        ));
-    }
-    let plain = MessageBody {
-        text: body.text,
-        metadata_json,
-    };
-    let sealed = ctx.state.store.keyring().seal(&encode(&plain)?);
-    Ok(ValidSend {
-        new: NewMessage {
-            conversation: body.conversation,
-            sender: ctx.user.user_id,
-            receiver: body.receiver,
-            message_type,
-            priority,
-            client_id: body.client_id,
-            body: sealed,
-        },
-        body: plain,
-    })
-}
-
 /// `POST /messages/`: 201 once durable; 200 with the first message for a repeated `client_id`
 /// with the same content, 409 for a repeated `client_id` with different content.
 pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let body: SendBody = read_json(req, &ctx.state.config.limits).await?;
-    let valid = validate(ctx, body)?;
-    // Only well-formed sends spend the budget.
-    ctx.state
-        .send_limiter
-        .take(&ctx.user.user_id)
-        .map_err(|wait| ApiError::RateLimited {
-            detail: "sending too fast; slow down",
-            retry_after_secs: crate::limits::retry_after_secs(wait),
-        })?;
-    let request = valid.new.clone();
-    let store = &ctx.state.store;
-    let (id, status) = match store.writer().append_message(valid.new).await? {
-        MessageAppended::Stored { id, .. } => (id, StatusCode::CREATED),
-        MessageAppended::Duplicate { id } => (id, StatusCode::OK),
+    let sender = Sender {
+        user: ctx.user.user_id,
+        rate_limited: true,
+        origin: None,
     };
-    let user = ctx.user.user_id;
-    let view = store
+    let request = SendRequest {
+        conversation: body.conversation,
+        receiver: body.receiver,
+        text: body.text,
+        message_type: body.message_type,
+        priority: body.priority,
+        metadata: body.metadata,
+        client_id: body.client_id,
+    };
+    let sent = messaging::send(ctx.state, sender, request).await?;
+    let (user, id) = (ctx.user.user_id, sent.id);
+    let view = ctx
+        .state
+        .store
         .read(move |r| r.visible_message(user, id))
         .await?
         .ok_or(ApiError::NotFound("message not found"))?;
-    if status == StatusCode::OK {
-        let same = view.record.conversation == request.conversation
-            && view.body == valid.body
-            && view.record.message_type == request.message_type
-            && view.record.priority == request.priority
-            && (request.receiver.is_none() || view.record.receiver == request.receiver);
-        if !same {
-            return Err(ApiError::Conflict {
-                code: "client_id_conflict",
-                detail: "this client_id was already used for a different message".to_owned(),
-            });
-        }
-    }
+    let status = if sent.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok(json_response(status, &MessageJson::from(view)))
 }
 

@@ -37,7 +37,17 @@ pub enum Route {
     Unread,
     Presence,
     OpenApi,
+    /// WebSocket endpoints (section 3); listed in [`WS_ROUTES`], not in the OpenAPI document.
+    Socket(crate::ws::Requested),
 }
+
+/// The WebSocket endpoints.
+pub const WS_ROUTES: &[&str] = &[
+    "/ws/chat/",
+    "/ws/chat/{conversation_id}/",
+    "/ws/notifications/",
+    "/ws/echo/",
+];
 
 /// Routing table for documentation and tests: method, path pattern.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -85,6 +95,17 @@ impl Route {
         match segments.as_slice() {
             ["health"] | ["api", "health"] => only(get, Route::Health, "GET, HEAD"),
             ["api", "openapi.json"] => only(get, Route::OpenApi, "GET, HEAD"),
+            ["ws", rest @ ..] => {
+                use crate::ws::Requested;
+                let requested = match rest {
+                    ["chat"] => Requested::Chat,
+                    ["chat", id] => Requested::Conversation(id_or(id, "conversation not found")?),
+                    ["notifications"] => Requested::Notifications,
+                    ["echo"] => Requested::Echo,
+                    _ => return Err(ApiError::NotFound("no such endpoint")),
+                };
+                only(*method == Method::GET, Route::Socket(requested), "GET")
+            }
             ["api", "v1", "auth", rest @ ..] => match rest {
                 ["register"] => only(post, Route::Register, "POST"),
                 ["token"] => only(post, Route::Token, "POST"),
@@ -174,12 +195,21 @@ async fn handle(
         Route::TokenRefresh => return auth::refresh(state, req).await,
         _ => {}
     }
+    if let Route::Socket(requested) = route {
+        if requested == crate::ws::Requested::Echo && !state.config.server.websocket_echo {
+            return Err(ApiError::NotFound("no such endpoint"));
+        }
+        return crate::ws::upgrade(state, req, requested).await;
+    }
     let ctx = Ctx::new(state, peer, &req)?;
     state.users.ensure(&state.store, &ctx.user).await?;
     match route {
-        Route::Health | Route::OpenApi | Route::Register | Route::Token | Route::TokenRefresh => {
-            Err(ApiError::NotFound("no such endpoint"))
-        }
+        Route::Health
+        | Route::OpenApi
+        | Route::Register
+        | Route::Token
+        | Route::TokenRefresh
+        | Route::Socket(_) => Err(ApiError::NotFound("no such endpoint")),
         Route::Me => auth::me(&ctx).await,
         Route::ListConversations => conversations::list(&ctx, &req).await,
         Route::CreateConversation => conversations::create(&ctx, req).await,

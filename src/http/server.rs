@@ -69,10 +69,13 @@ async fn serve_connection(
     peer: SocketAddr,
     state: Arc<AppState>,
     shutdown: CancellationToken,
-    _guard: ConnectionGuard,
+    guard: ConnectionGuard,
 ) {
-    let service = service_fn(move |req: hyper::Request<Incoming>| {
+    // Shared with a WebSocket session, so an upgraded connection stays counted.
+    let guard: Arc<dyn std::any::Any + Send + Sync> = Arc::new(guard);
+    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         let state = state.clone();
+        req.extensions_mut().insert(guard.clone());
         async move { Ok::<_, Infallible>(super::router::dispatch(state, peer, req).await) }
     });
     let conn = http1::Builder::new()

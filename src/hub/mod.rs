@@ -1,6 +1,504 @@
-//! Who is online and what they should hear: presence now; fan-out and per-user queues join it
-//! with the WebSocket layer.
+//! Who is connected and what they should hear: the registry of live sockets, fan-out of
+//! committed messages, typing, read receipts and presence.
+//!
+//! * Messages reach the hub from the store's writer, batch by batch in commit order
+//!   ([`run_fanout`]), never from request handlers, so every socket sees ids in order.
+//! * Every socket has a bounded [`Outbox`]; the hub only ever `push`es (never waits), so one
+//!   slow socket cannot slow fan-out for anyone else.
+//! * A frame that delivers a queued message reports it back ([`Hub::delivered`]); the
+//!   [`run_acks`] task removes those queue entries in batches.
 
+pub mod outbox;
 pub mod presence;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use outbox::{Lane, Outbound, Outbox};
 pub use presence::Presence;
+
+use crate::store::writer::{QueueKey, StoredMessage, WriterHandle};
+use crate::store::{Store, StoreError};
+use crate::ws::protocol;
+
+/// Relayed typing starts per (user, conversation) are at most one per this long.
+const TYPING_THROTTLE: Duration = Duration::from_secs(1);
+/// Queue removals written per commit at most.
+const ACK_BATCH: usize = 4096;
+/// Conversations whose participant lists are cached (they never change once created).
+const PARTICIPANT_CACHE: usize = 100_000;
+
+/// Which endpoint a socket is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws/chat/`: the user's socket (seed 002); drains the user's queue.
+    Chat,
+    /// `/ws/chat/{id}/`: one conversation (seeds 003/004).
+    Conversation(u64),
+    /// `/ws/notifications/`.
+    Notifications,
+}
+
+/// Identifies a live socket.
+pub type SessionId = u64;
+
+#[derive(Debug)]
+struct Session {
+    user: u64,
+    endpoint: Endpoint,
+    outbox: Arc<Outbox>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    sessions: HashMap<SessionId, Session>,
+    /// `/ws/chat/` sockets per user.
+    chat: HashMap<u64, Vec<SessionId>>,
+    /// Conversation sockets per conversation.
+    conversation: HashMap<u64, Vec<SessionId>>,
+    /// Notification sockets per user.
+    notifications: HashMap<u64, Vec<SessionId>>,
+    /// `/ws/chat/` sockets that joined a conversation, to hear its participants' presence.
+    joined: HashMap<u64, HashSet<SessionId>>,
+}
+
+impl Registry {
+    fn index(&mut self, endpoint: Endpoint, user: u64) -> (&mut HashMap<u64, Vec<SessionId>>, u64) {
+        match endpoint {
+            Endpoint::Chat => (&mut self.chat, user),
+            Endpoint::Conversation(conv) => (&mut self.conversation, conv),
+            Endpoint::Notifications => (&mut self.notifications, user),
+        }
+    }
+
+    fn outboxes<'a>(
+        &'a self,
+        ids: Option<&'a Vec<SessionId>>,
+    ) -> impl Iterator<Item = (SessionId, &'a Session)> + 'a {
+        ids.into_iter()
+            .flatten()
+            .filter_map(|id| self.sessions.get(id).map(|s| (*id, s)))
+    }
+}
+
+/// The hub: shared by every socket and by the request handlers that relay events.
+#[derive(Debug)]
+pub struct Hub {
+    registry: Mutex<Registry>,
+    next_session: AtomicU64,
+    /// Who is online.
+    pub presence: Presence,
+    /// When each (user, conversation) last had a typing start relayed.
+    typing: Mutex<HashMap<(u64, u64), Instant>>,
+    participants: Mutex<HashMap<u64, Arc<Vec<u64>>>>,
+    acks: mpsc::UnboundedSender<QueueKey>,
+    store: Store,
+    /// How long a user stays "online" after their last socket closed.
+    presence_grace: Duration,
+}
+
+impl Hub {
+    /// A hub over `store`; queue removals go out on `acks` (see [`run_acks`]).
+    pub fn new(
+        store: Store,
+        acks: mpsc::UnboundedSender<QueueKey>,
+        presence_grace: Duration,
+    ) -> Self {
+        Self {
+            registry: Mutex::default(),
+            next_session: AtomicU64::new(1),
+            presence: Presence::default(),
+            typing: Mutex::default(),
+            participants: Mutex::default(),
+            acks,
+            store,
+            presence_grace,
+        }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh session id (to put in `connection_established` before registering).
+    pub fn new_session_id(&self) -> SessionId {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a socket; from now on it receives the events of its endpoint.
+    pub fn register(&self, id: SessionId, user: u64, endpoint: Endpoint, outbox: Arc<Outbox>) {
+        let mut registry = self.registry();
+        registry.sessions.insert(
+            id,
+            Session {
+                user,
+                endpoint,
+                outbox,
+            },
+        );
+        let (index, key) = registry.index(endpoint, user);
+        index.entry(key).or_default().push(id);
+    }
+
+    /// Removes a socket.
+    pub fn unregister(&self, id: SessionId) {
+        let mut registry = self.registry();
+        let Some(session) = registry.sessions.remove(&id) else {
+            return;
+        };
+        let (index, key) = registry.index(session.endpoint, session.user);
+        if let Some(ids) = index.get_mut(&key) {
+            ids.retain(|s| *s != id);
+            if ids.is_empty() {
+                index.remove(&key);
+            }
+        }
+        registry.joined.retain(|_, members| {
+            members.remove(&id);
+            !members.is_empty()
+        });
+    }
+
+    /// Number of live sockets.
+    pub fn session_count(&self) -> usize {
+        self.registry().sessions.len()
+    }
+
+    /// Whether the user has a `/ws/chat/` socket open.
+    pub fn has_chat_socket(&self, user: u64) -> bool {
+        self.registry().chat.contains_key(&user)
+    }
+
+    /// Closes every socket with `code` (1001 on shutdown).
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        for session in self.registry().sessions.values() {
+            session.outbox.close(code, reason);
+        }
+    }
+
+    /// A frame carrying queue entry `key` was written to a socket.
+    pub fn delivered(&self, key: QueueKey) {
+        let _ = self.acks.send(key);
+    }
+
+    /// `join_conversation` of a `/ws/chat/` socket (participation checked by the caller).
+    pub fn join(&self, id: SessionId, conversation: u64) {
+        self.registry()
+            .joined
+            .entry(conversation)
+            .or_default()
+            .insert(id);
+    }
+
+    pub fn leave(&self, id: SessionId, conversation: u64) {
+        let mut registry = self.registry();
+        if let Some(members) = registry.joined.get_mut(&conversation) {
+            members.remove(&id);
+            if members.is_empty() {
+                registry.joined.remove(&conversation);
+            }
+        }
+    }
+
+    /// Participants of `conversation` (cached: they never change), or `None` if it does not exist.
+    pub async fn participants(
+        &self,
+        conversation: u64,
+    ) -> Result<Option<Arc<Vec<u64>>>, StoreError> {
+        if let Some(found) = self
+            .participants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&conversation)
+        {
+            return Ok(Some(found.clone()));
+        }
+        let record = self
+            .store
+            .read(move |r| r.conversation(conversation))
+            .await?;
+        Ok(record.map(|record| {
+            let list = Arc::new(record.participants);
+            let mut cache = self.participants.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= PARTICIPANT_CACHE {
+                cache.clear();
+            }
+            cache.insert(conversation, list.clone());
+            list
+        }))
+    }
+
+    /// Fan-out of one committed message to every socket that should see it.
+    pub fn publish(self: &Arc<Self>, message: &StoredMessage) {
+        let record = &message.record;
+        let (id, sender) = (message.id, record.sender);
+        let lane = Lane::Message(record.priority);
+        let chat_event = protocol::new_message(id, record, &message.plain);
+        let registry = self.registry();
+        let mut overflowed = Vec::new();
+        for user in &message.participants {
+            let delivers = (*user != sender).then_some((*user, record.priority.rank(), id));
+            for (sid, session) in registry.outboxes(registry.chat.get(user)) {
+                // The sending socket hears `message_sent`; the sender's other sockets an echo.
+                if Some(sid) == message.origin {
+                    continue;
+                }
+                let frame = Outbound::Text {
+                    payload: chat_event.clone(),
+                    delivers,
+                    message_id: Some(id),
+                };
+                if session.outbox.push(lane, frame).is_err() {
+                    overflowed.push(sid);
+                }
+            }
+            if *user != sender && registry.notifications.contains_key(user) {
+                let event = protocol::notification(id, record);
+                for (_, session) in registry.outboxes(registry.notifications.get(user)) {
+                    let _ = session.outbox.push(lane, Outbound::event(event.clone()));
+                }
+            }
+        }
+        if let Some(sockets) = registry.conversation.get(&record.conversation) {
+            let event = protocol::conversation_message(id, record, &message.plain);
+            for (_, session) in registry.outboxes(Some(sockets)) {
+                let _ = session.outbox.push(lane, Outbound::event(event.clone()));
+            }
+        }
+        let notify_unread: Vec<u64> = message
+            .participants
+            .iter()
+            .copied()
+            .filter(|u| *u != sender && registry.notifications.contains_key(u))
+            .collect();
+        drop(registry);
+        if !overflowed.is_empty() {
+            tracing::debug!(sessions = ?overflowed, "slow consumers closed with 4008");
+        }
+        for user in notify_unread {
+            self.push_unread_count(user, None);
+        }
+    }
+
+    /// Sends `user` their total unread count on their notification sockets and on their
+    /// `/ws/chat/` sockets other than `except` (read off the runtime).
+    pub fn push_unread_count(self: &Arc<Self>, user: u64, except: Option<SessionId>) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let Ok(count) = hub.store.read(move |r| r.unread_total(user)).await else {
+                return;
+            };
+            let event = protocol::unread_count(count);
+            let registry = hub.registry();
+            let ids = registry
+                .notifications
+                .get(&user)
+                .into_iter()
+                .chain(registry.chat.get(&user))
+                .flatten()
+                .filter(|id| Some(**id) != except);
+            for id in ids {
+                if let Some(session) = registry.sessions.get(id) {
+                    let _ = session
+                        .outbox
+                        .push(Lane::Control, Outbound::event(event.clone()));
+                }
+            }
+        });
+    }
+
+    /// Relays a typing change of `user` in `conversation` (a participant: checked by the
+    /// caller). Starts are throttled to one per second; stops always go through.
+    pub fn typing(
+        &self,
+        user: u64,
+        username: Option<&str>,
+        conversation: u64,
+        participants: &[u64],
+        is_typing: bool,
+    ) {
+        if is_typing {
+            let mut typing = self.typing.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if typing
+                .get(&(user, conversation))
+                .is_some_and(|last| now.duration_since(*last) < TYPING_THROTTLE)
+            {
+                return;
+            }
+            if typing.len() > PARTICIPANT_CACHE {
+                typing.retain(|_, last| now.duration_since(*last) < TYPING_THROTTLE);
+            }
+            typing.insert((user, conversation), now);
+        } else {
+            self.typing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(user, conversation));
+        }
+        let chat_event = protocol::typing_indicator(conversation, user, is_typing);
+        let conv_event = protocol::typing(user, username, is_typing);
+        let registry = self.registry();
+        for other in participants.iter().filter(|p| **p != user) {
+            for (_, session) in registry.outboxes(registry.chat.get(other)) {
+                let _ = session
+                    .outbox
+                    .push(Lane::Control, Outbound::event(chat_event.clone()));
+            }
+        }
+        for (_, session) in registry.outboxes(registry.conversation.get(&conversation)) {
+            if session.user != user {
+                let _ = session
+                    .outbox
+                    .push(Lane::Control, Outbound::event(conv_event.clone()));
+            }
+        }
+    }
+
+    /// Relays that `reader` read `read` (message ids by sender) in `conversation`: to each
+    /// sender's `/ws/chat/` sockets, to the conversation's sockets, and the reader's new
+    /// unread count to their other sockets.
+    pub fn read_receipt(
+        self: &Arc<Self>,
+        reader: u64,
+        conversation: u64,
+        read: &HashMap<u64, Vec<u64>>,
+        read_at_ms: u64,
+        from: Option<SessionId>,
+    ) {
+        {
+            let registry = self.registry();
+            for (sender, ids) in read.iter().filter(|(s, _)| **s != reader) {
+                let event = protocol::read_receipt(conversation, ids, reader, read_at_ms);
+                for (_, session) in registry.outboxes(registry.chat.get(sender)) {
+                    let _ = session
+                        .outbox
+                        .push(Lane::Control, Outbound::event(event.clone()));
+                }
+            }
+            if registry.conversation.contains_key(&conversation) {
+                let mut all: Vec<u64> = read.values().flatten().copied().collect();
+                all.sort_unstable();
+                let event = protocol::conversation_read_receipt(reader, &all);
+                for (_, session) in registry.outboxes(registry.conversation.get(&conversation)) {
+                    let _ = session
+                        .outbox
+                        .push(Lane::Control, Outbound::event(event.clone()));
+                }
+            }
+        }
+        self.push_unread_count(reader, from);
+    }
+
+    /// A socket of `user` opened: announce "online" to sockets that joined one of their
+    /// conversations, unless already announced.
+    pub fn connected(self: &Arc<Self>, user: u64) {
+        if self.presence.connect(user, crate::time::now_ms()) {
+            self.announce_presence(user);
+        }
+    }
+
+    /// A socket of `user` closed: after the grace period, announce "offline" if none came back.
+    pub fn disconnected(self: &Arc<Self>, user: u64, shutdown: &CancellationToken) {
+        if !self.presence.disconnect(user, crate::time::now_ms()) {
+            return;
+        }
+        let hub = self.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(hub.presence_grace) => {}
+                // Nobody is left to tell when the daemon stops.
+                _ = shutdown.cancelled() => return,
+            }
+            if hub.presence.settle_offline(user) {
+                hub.announce_presence(user);
+            }
+        });
+    }
+
+    fn announce_presence(self: &Arc<Self>, user: u64) {
+        if self.registry().joined.is_empty() {
+            return;
+        }
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let Ok(conversations) = hub.store.read(move |r| r.conversation_ids(user)).await else {
+                return;
+            };
+            let status = hub.presence.status(user);
+            let event = protocol::presence(user, status.online, status.last_seen_ms);
+            let registry = hub.registry();
+            let mut told = HashSet::new();
+            for conv in conversations {
+                for sid in registry.joined.get(&conv).into_iter().flatten() {
+                    if told.insert(*sid)
+                        && let Some(session) = registry.sessions.get(sid)
+                    {
+                        let _ = session
+                            .outbox
+                            .push(Lane::Control, Outbound::event(event.clone()));
+                    }
+                }
+            }
+        });
+    }
+
+    /// Pushes `event` to one socket.
+    pub fn send_to(&self, id: SessionId, lane: Lane, event: Bytes) {
+        if let Some(session) = self.registry().sessions.get(&id) {
+            let _ = session.outbox.push(lane, Outbound::event(event));
+        }
+    }
+}
+
+/// Feeds committed messages to [`Hub::publish`] in commit order until the writer stops.
+pub async fn run_fanout(hub: Arc<Hub>, mut committed: mpsc::UnboundedReceiver<Vec<StoredMessage>>) {
+    while let Some(batch) = committed.recv().await {
+        for message in &batch {
+            hub.publish(message);
+        }
+    }
+}
+
+/// Removes delivered queue entries, many per commit, until `done` fires; then flushes what
+/// is left and returns (before the writer stops).
+pub async fn run_acks(
+    writer: WriterHandle,
+    mut acks: mpsc::UnboundedReceiver<QueueKey>,
+    done: CancellationToken,
+) {
+    let mut batch = Vec::new();
+    loop {
+        let first = tokio::select! {
+            key = acks.recv() => key,
+            _ = done.cancelled() => None,
+        };
+        match first {
+            Some(key) => batch.push(key),
+            None => {
+                while let Ok(key) = acks.try_recv() {
+                    batch.push(key);
+                }
+                if !batch.is_empty() {
+                    let _ = writer.dequeue(std::mem::take(&mut batch)).await;
+                }
+                return;
+            }
+        }
+        while batch.len() < ACK_BATCH
+            && let Ok(key) = acks.try_recv()
+        {
+            batch.push(key);
+        }
+        if writer.dequeue(std::mem::take(&mut batch)).await.is_err() {
+            return;
+        }
+    }
+}

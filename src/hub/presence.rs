@@ -1,4 +1,7 @@
 //! Online/offline state per user, counted over their live sockets.
+//!
+//! Online is announced at once; offline only after a grace period with no socket, so a page
+//! reload (close, then reconnect a moment later) does not flap.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,6 +18,8 @@ struct Entry {
     sockets: usize,
     /// When the user was last seen connected (Unix ms).
     last_seen_ms: u64,
+    /// Whether "online" was announced and not yet taken back.
+    announced: bool,
 }
 
 /// What the presence endpoint and events report for one user.
@@ -25,27 +30,45 @@ pub struct Status {
 }
 
 impl Presence {
-    /// A socket of `user` opened; true if the user just came online.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A socket of `user` opened; true if "online" should be announced now.
     pub fn connect(&self, user: u64, now_ms: u64) -> bool {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users = self.lock();
         let entry = users.entry(user).or_default();
         entry.sockets += 1;
         entry.last_seen_ms = now_ms;
-        entry.sockets == 1
+        let announce = !entry.announced;
+        entry.announced = true;
+        announce
     }
 
-    /// A socket of `user` closed; true if it was the last one.
+    /// A socket of `user` closed; true if it was the last (start the grace period).
     pub fn disconnect(&self, user: u64, now_ms: u64) -> bool {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users = self.lock();
         let entry = users.entry(user).or_default();
         entry.sockets = entry.sockets.saturating_sub(1);
         entry.last_seen_ms = now_ms;
         entry.sockets == 0
     }
 
+    /// After the grace period: true if the user is still without sockets and "offline"
+    /// should be announced now.
+    pub fn settle_offline(&self, user: u64) -> bool {
+        let mut users = self.lock();
+        match users.get_mut(&user) {
+            Some(entry) if entry.sockets == 0 && entry.announced => {
+                entry.announced = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn status(&self, user: u64) -> Status {
-        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        match users.get(&user) {
+        match self.lock().get(&user) {
             Some(entry) => Status {
                 online: entry.sockets > 0,
                 last_seen_ms: Some(entry.last_seen_ms),
@@ -63,19 +86,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn online_while_any_socket_is_open() {
+    fn online_at_once_offline_after_grace_without_flapping() {
         let p = Presence::default();
         assert!(!p.status(1).online);
-        assert!(p.connect(1, 10));
-        assert!(!p.connect(1, 20), "second device: already online");
+        assert!(p.connect(1, 10), "first socket announces online");
+        assert!(!p.connect(1, 20), "second device: already announced");
         assert!(!p.disconnect(1, 30));
         assert!(p.status(1).online);
-        assert!(p.disconnect(1, 40));
+        assert!(p.disconnect(1, 40), "last socket closed: grace starts");
+        // A reload: back before the grace ran out. Nothing is announced either way.
+        assert!(!p.connect(1, 45));
+        assert!(!p.settle_offline(1));
+        assert!(p.disconnect(1, 50));
+        assert!(p.settle_offline(1), "gone for good: offline announced once");
+        assert!(!p.settle_offline(1));
         assert_eq!(
             p.status(1),
             Status {
                 online: false,
-                last_seen_ms: Some(40)
+                last_seen_ms: Some(50)
             }
         );
     }

@@ -10,7 +10,7 @@ use super::records::{
     ConversationRecord, MembershipRecord, MessageBody, MessageRecord, UserRecord, decode,
 };
 use super::tables::{
-    CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES, USERNAMES, USERS,
+    CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES, QUEUE, USERNAMES, USERS,
 };
 use crate::crypto::Keyring;
 
@@ -39,6 +39,16 @@ pub struct ConversationView {
     pub subject: Option<String>,
     pub membership: MembershipRecord,
     pub last_message: Option<MessageView>,
+}
+
+/// A message read for delivery (queue replay or `sync`), opened.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    /// Priority rank of the queue entry (see [`super::records::Priority::rank`]).
+    pub rank: u8,
+    pub id: u64,
+    pub record: MessageRecord,
+    pub body: MessageBody,
 }
 
 /// One page of a conversation's history, oldest first.
@@ -81,6 +91,88 @@ impl<'a> Reader<'a> {
             Some(bytes) => Ok(Some(decode(bytes.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// Up to `limit` entries of `user`'s queue after `after` (a previous entry's rank and id),
+    /// in delivery order (high priority first, then oldest first), with their messages opened.
+    pub fn queued(
+        &self,
+        user: u64,
+        after: Option<(u8, u64)>,
+        limit: usize,
+    ) -> Result<Vec<QueuedMessage>, StoreError> {
+        let mut out = Vec::new();
+        let start = match after {
+            Some((rank, id)) if id == u64::MAX => (user, rank.saturating_add(1), 0),
+            Some((rank, id)) => (user, rank, id + 1),
+            None => (user, 0, 0),
+        };
+        for entry in self
+            .table(QUEUE)?
+            .range(start..=(user, u8::MAX, u64::MAX))?
+            .take(limit)
+        {
+            let (_, rank, id) = entry?.0.value();
+            if let Some(record) = self.message(id)? {
+                let body = self.open_body(&record)?;
+                out.push(QueuedMessage {
+                    rank,
+                    id,
+                    record,
+                    body,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of the user's conversations.
+    pub fn conversation_ids(&self, user: u64) -> Result<Vec<u64>, StoreError> {
+        let mut ids = Vec::new();
+        for entry in self
+            .table(MEMBERSHIPS)?
+            .range((user, 0)..=(user, u64::MAX))?
+        {
+            ids.push(entry?.0.value().1);
+        }
+        Ok(ids)
+    }
+
+    /// Messages of all the user's conversations with ids above `since`, in id order, at most
+    /// `limit`; and whether more follow.
+    pub fn messages_since(
+        &self,
+        user: u64,
+        since: u64,
+        limit: usize,
+    ) -> Result<(Vec<QueuedMessage>, bool), StoreError> {
+        let index = self.table(CONVERSATION_MESSAGES)?;
+        let mut ids = Vec::new();
+        for conv in self.conversation_ids(user)? {
+            // Each conversation contributes at most `limit + 1`: enough to know if more follow.
+            for entry in index
+                .range((conv, since.saturating_add(1))..=(conv, u64::MAX))?
+                .take(limit + 1)
+            {
+                ids.push(entry?.0.value().1);
+            }
+        }
+        ids.sort_unstable();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.message(id)? {
+                let body = self.open_body(&record)?;
+                out.push(QueuedMessage {
+                    rank: record.priority.rank(),
+                    id,
+                    record,
+                    body,
+                });
+            }
+        }
+        Ok((out, more))
     }
 
     /// The local account called `username`.

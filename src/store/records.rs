@@ -16,6 +16,23 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// Sort key in queues: high first.
+    pub fn rank(self) -> u8 {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+
+    pub fn from_rank(rank: u8) -> Self {
+        match rank {
+            0 => Priority::High,
+            1 => Priority::Normal,
+            _ => Priority::Low,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Priority::High => "high",

@@ -42,6 +42,13 @@ pub const CONVERSATION_MESSAGES: TableDefinition<(u64, u64), ()> =
 pub const MEMBERSHIPS: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("userid_convid_membership");
 
+/// Per-user delivery queues: (user, priority rank, message id) → enqueued at (Unix ms).
+/// Ranging over one user gives high before normal before low, then oldest first. An entry
+/// is an index over `msgid_message`, not a copy: it leaves when the message was written to
+/// one of the user's live `/ws/chat/` sockets (or drained by the service API).
+pub const QUEUE: TableDefinition<(u64, u8, u64), u64> =
+    TableDefinition::new("userid_prio_msgid_enqueuedms");
+
 /// Idempotent sends: (sender, client_id) → the message first accepted with it.
 pub const CLIENT_IDS: TableDefinition<(u64, &str), u64> =
     TableDefinition::new("senderid_clientid_msgid");

@@ -16,16 +16,15 @@ use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableTable, Table, WriteTransaction};
-use tokio::sync::mpsc;
-#[cfg(test)]
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::records::{
-    ConversationRecord, MembershipRecord, MessageRecord, Priority, UserRecord, decode, encode,
+    ConversationRecord, MembershipRecord, MessageBody, MessageRecord, Priority, UserRecord, decode,
+    encode,
 };
 use super::tables::{
     CLIENT_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES,
-    META, USERNAMES, USERS, meta,
+    META, QUEUE, USERNAMES, USERS, meta,
 };
 use super::{Reply, StoreError, request};
 
@@ -85,18 +84,34 @@ pub struct NewMessage {
     pub client_id: Option<String>,
     /// Sealed [`super::records::MessageBody`].
     pub body: Vec<u8>,
+    /// The same body in the clear, never stored: handed to fan-out after the commit.
+    pub plain: Arc<MessageBody>,
+    /// The WebSocket session it came from, so fan-out does not echo it back there.
+    pub origin: Option<u64>,
 }
+
+/// A message that has just been committed, in commit order, for fan-out.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub id: u64,
+    pub record: MessageRecord,
+    pub plain: Arc<MessageBody>,
+    /// Everyone in the conversation.
+    pub participants: Vec<u64>,
+    pub origin: Option<u64>,
+}
+
+/// Where the writer reports each committed batch's messages, in commit order.
+pub type CommitSink = mpsc::UnboundedSender<Vec<StoredMessage>>;
+
+/// A queue entry: (user, priority rank, message id).
+pub type QueueKey = (u64, u8, u64);
 
 /// Result of [`WriterHandle::append_message`].
 #[derive(Debug, Clone)]
 pub enum MessageAppended {
     /// Stored now, durably.
-    Stored {
-        id: u64,
-        record: MessageRecord,
-        /// Everyone in the conversation, for fan-out.
-        participants: Vec<u64>,
-    },
+    Stored { id: u64, record: MessageRecord },
     /// The sender's `client_id` was used before: this is the message it named.
     Duplicate { id: u64 },
 }
@@ -148,6 +163,9 @@ pub enum Command {
         archived: bool,
         reply: Reply<()>,
     },
+    /// Remove delivered entries from users' queues (no answer: a lost removal only means a
+    /// redelivery, which clients de-duplicate).
+    Dequeue(Vec<QueueKey>),
     /// Commit everything queued before this, then stop. Sent by [`WriterThread::finish`].
     Stop,
 }
@@ -195,6 +213,26 @@ impl WriterHandle {
         request(&self.tx, |reply| Command::AppendMessage(new, reply)).await
     }
 
+    /// Queues an append now and returns a handle to await its durable result. Appends
+    /// submitted one after another by one task are committed in that order, while the
+    /// submitter goes on (a WebSocket keeps reading while its sends commit).
+    pub async fn submit_append(&self, new: NewMessage) -> Result<PendingAppend, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::AppendMessage(new, reply))
+            .await
+            .map_err(|_| WriteError::Store(StoreError::Closed))?;
+        Ok(PendingAppend { answer })
+    }
+
+    /// Removes delivered queue entries (batched by the caller).
+    pub async fn dequeue(&self, entries: Vec<QueueKey>) -> Result<(), WriteError> {
+        self.tx
+            .send(Command::Dequeue(entries))
+            .await
+            .map_err(|_| WriteError::Store(StoreError::Closed))
+    }
+
     pub async fn ensure_user(&self, id: u64, username: Option<String>) -> Result<(), WriteError> {
         request(&self.tx, |reply| Command::EnsureUser {
             id,
@@ -239,6 +277,20 @@ impl WriterHandle {
     }
 }
 
+/// An append in the writer's queue; await [`PendingAppend::done`] for its durable result.
+#[derive(Debug)]
+pub struct PendingAppend {
+    answer: oneshot::Receiver<Result<MessageAppended, WriteError>>,
+}
+
+impl PendingAppend {
+    pub async fn done(self) -> Result<MessageAppended, WriteError> {
+        self.answer
+            .await
+            .map_err(|_| WriteError::Store(StoreError::Closed))?
+    }
+}
+
 /// The writer thread; [`WriterThread::finish`] commits what is queued and waits for it.
 #[derive(Debug)]
 pub struct WriterThread {
@@ -261,6 +313,7 @@ impl WriterThread {
 pub(super) fn spawn(
     db: Arc<Database>,
     batch_max: usize,
+    sink: CommitSink,
 ) -> Result<(WriterHandle, WriterThread), StoreError> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let health = Arc::new(WriterHealth {
@@ -270,7 +323,7 @@ pub(super) fn spawn(
     let guard = RunningGuard(health.clone());
     let join = std::thread::Builder::new()
         .name("indaba-writer".to_owned())
-        .spawn(move || run(&db, rx, batch_max, guard))
+        .spawn(move || run(&db, rx, batch_max, guard, sink))
         .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
     Ok((WriterHandle { tx, health }, WriterThread { join }))
 }
@@ -289,7 +342,13 @@ fn complete<T: Send + 'static>(reply: Reply<T>, result: Result<T, WriteError>) -
     })
 }
 
-fn run(db: &Database, mut rx: mpsc::Receiver<Command>, batch_max: usize, guard: RunningGuard) {
+fn run(
+    db: &Database,
+    mut rx: mpsc::Receiver<Command>,
+    batch_max: usize,
+    guard: RunningGuard,
+    sink: CommitSink,
+) {
     let mut batch = Vec::with_capacity(batch_max.min(4096));
     let mut clock = Clock::default();
     let mut stopping = false;
@@ -312,7 +371,11 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Command>, batch_max: usize, guard: 
         }
         let size = batch.len();
         let started = Instant::now();
-        let (completions, outcome) = commit_batch(db, &mut batch, &mut clock);
+        let (completions, stored, outcome) = commit_batch(db, &mut batch, &mut clock);
+        // Fan-out first, in commit order; nobody is listening in benches and tests of the store.
+        if outcome.is_ok() && !stored.is_empty() {
+            let _ = sink.send(stored);
+        }
         guard
             .0
             .last_commit_ok
@@ -338,8 +401,9 @@ fn commit_batch(
     db: &Database,
     batch: &mut Vec<Command>,
     clock: &mut Clock,
-) -> (Vec<Completion>, Result<(), StoreError>) {
+) -> (Vec<Completion>, Vec<StoredMessage>, Result<(), StoreError>) {
     let mut completions = Vec::with_capacity(batch.len());
+    let mut stored = Vec::new();
     let mut pending = batch.drain(..);
     let outcome = (|| -> Result<(), StoreError> {
         let txn = db.begin_write()?;
@@ -356,6 +420,7 @@ fn commit_batch(
                 }
             }
             tables.save_counters()?;
+            stored = std::mem::take(&mut tables.stored);
         }
         txn.commit()?;
         Ok(())
@@ -368,7 +433,10 @@ fn commit_batch(
             completions.push(done);
         }
     }
-    (completions, outcome)
+    if outcome.is_err() {
+        stored.clear();
+    }
+    (completions, stored, outcome)
 }
 
 impl Command {
@@ -381,7 +449,7 @@ impl Command {
             Command::RegisterAccount(_, reply) => complete(reply, Err(err)),
             Command::MarkRead { reply, .. } => complete(reply, Err(err)),
             Command::SetArchived { reply, .. } => complete(reply, Err(err)),
-            Command::Stop => return None,
+            Command::Dequeue(_) | Command::Stop => return None,
         })
     }
 }
@@ -397,6 +465,9 @@ struct Tables<'txn> {
     conversation_messages: Table<'txn, (u64, u64), ()>,
     memberships: Table<'txn, (u64, u64), &'static [u8]>,
     client_ids: Table<'txn, (u64, &'static str), u64>,
+    queue: Table<'txn, (u64, u8, u64), u64>,
+    /// Messages appended in this transaction, for fan-out once it commits.
+    stored: Vec<StoredMessage>,
     next_message_id: u64,
     next_conversation_id: u64,
     /// `None` until the first local account is registered.
@@ -425,6 +496,8 @@ impl<'txn> Tables<'txn> {
             conversation_messages: txn.open_table(CONVERSATION_MESSAGES)?,
             memberships: txn.open_table(MEMBERSHIPS)?,
             client_ids: txn.open_table(CLIENT_IDS)?,
+            queue: txn.open_table(QUEUE)?,
+            stored: Vec::new(),
             next_message_id,
             next_conversation_id,
             next_local_user_id,
@@ -474,6 +547,15 @@ impl<'txn> Tables<'txn> {
                 archived,
                 reply,
             } => finish(reply, self.set_archived(user, conversation, archived)),
+            Command::Dequeue(entries) => {
+                for key in &entries {
+                    if let Err(e) = self.queue.remove(key) {
+                        let e: StoreError = e.into();
+                        return Err((e, Box::new(|_| {})));
+                    }
+                }
+                Ok(Box::new(|_| {}))
+            }
             // Never batched: the collecting loop takes it out.
             Command::Stop => Ok(Box::new(|_| {})),
         }
@@ -764,11 +846,23 @@ impl<'txn> Tables<'txn> {
                 .insert((*user, new.conversation), bytes.as_slice())
                 .map_err(wr)?;
         }
-        Ok(MessageAppended::Stored {
+        // Every recipient gets a queue entry; it leaves once delivered to a live socket.
+        let rank = record.priority.rank();
+        for user in conversation
+            .participants
+            .iter()
+            .filter(|u| **u != new.sender)
+        {
+            self.queue.insert((*user, rank, id), now_ms).map_err(wr)?;
+        }
+        self.stored.push(StoredMessage {
             id,
-            record,
+            record: record.clone(),
+            plain: new.plain,
             participants: conversation.participants,
-        })
+            origin: new.origin,
+        });
+        Ok(MessageAppended::Stored { id, record })
     }
 }
 
@@ -843,7 +937,7 @@ mod tests {
 
     fn run_batch(db: &Database, batch: Vec<Command>) {
         let mut batch = batch;
-        let (completions, outcome) = commit_batch(db, &mut batch, &mut Clock::default());
+        let (completions, _, outcome) = commit_batch(db, &mut batch, &mut Clock::default());
         for done in completions {
             done(outcome.as_ref().map(|_| ()));
         }
@@ -864,6 +958,11 @@ mod tests {
             priority: Priority::Normal,
             client_id: None,
             body: vec![1, 2, 3],
+            plain: Arc::new(MessageBody {
+                text: "t".into(),
+                metadata_json: "{}".into(),
+            }),
+            origin: None,
         };
         (Command::AppendMessage(new, reply), rx)
     }

@@ -1,0 +1,251 @@
+//! The bounded outbound buffer of one socket.
+//!
+//! Events wait in lanes: control first (acknowledgements, replies, queue replay and `sync`,
+//! which must keep their order), then high, normal and low priority. So on a backlogged
+//! socket a high-priority message overtakes lower ones. Past `limits.outbound_buffer` events
+//! the socket is closed with 4008: a client that stops reading must not hold memory or slow
+//! anyone else, and loses nothing (undelivered messages stay in its queue, and `sync` finds
+//! them).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::store::records::Priority;
+use crate::store::writer::QueueKey;
+
+/// Close code for a client that cannot keep up.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+
+/// Which lane an event waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Replies and ordered batches: always first, first in first out.
+    Control,
+    /// Messages, by priority.
+    Message(Priority),
+}
+
+impl Lane {
+    fn index(self) -> usize {
+        match self {
+            Lane::Control => 0,
+            Lane::Message(p) => 1 + usize::from(p.rank()),
+        }
+    }
+}
+
+/// One frame to send.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A JSON text frame; `delivers` names the queue entry it discharges once written,
+    /// `message_id` lets the session skip a live copy of a message it already replayed.
+    Text {
+        payload: Bytes,
+        delivers: Option<QueueKey>,
+        message_id: Option<u64>,
+    },
+    /// A binary frame (only the echo endpoint sends these).
+    Binary(Bytes),
+    /// Reply to a client's ping.
+    Pong(Bytes),
+}
+
+impl Outbound {
+    /// A plain event frame.
+    pub fn event(payload: Bytes) -> Self {
+        Outbound::Text {
+            payload,
+            delivers: None,
+            message_id: None,
+        }
+    }
+}
+
+/// Why the socket is closing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    lanes: [VecDeque<Outbound>; 4],
+    len: usize,
+    closing: Option<Closing>,
+}
+
+/// The outbound buffer: many producers (the hub, the session), one consumer (the writer task).
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    capacity: usize,
+}
+
+/// The outbox is closed (or has just been closed because it overflowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is plain queues: a panic elsewhere cannot leave it half-updated.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds an event. Past the bound the outbox closes with 4008 and refuses.
+    pub fn push(&self, lane: Lane, frame: Outbound) -> Result<(), Closed> {
+        let mut state = self.lock();
+        if state.closing.is_some() {
+            return Err(Closed);
+        }
+        if state.len >= self.capacity {
+            state.closing = Some(Closing {
+                code: CLOSE_SLOW_CONSUMER,
+                reason: "outbound buffer full: client is not reading",
+            });
+            drop(state);
+            self.notify.notify_one();
+            return Err(Closed);
+        }
+        state.lanes[lane.index()].push_back(frame);
+        state.len += 1;
+        drop(state);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Adds a batch that must arrive in order and together (queue replay, `sync`); refused
+    /// whole, with a 4008 close, if it does not fit.
+    pub fn push_batch(&self, frames: Vec<Outbound>) -> Result<(), Closed> {
+        let mut state = self.lock();
+        if state.closing.is_some() {
+            return Err(Closed);
+        }
+        if state.len + frames.len() > self.capacity {
+            state.closing = Some(Closing {
+                code: CLOSE_SLOW_CONSUMER,
+                reason: "outbound buffer full: client is not reading",
+            });
+            drop(state);
+            self.notify.notify_one();
+            return Err(Closed);
+        }
+        state.len += frames.len();
+        state.lanes[0].extend(frames);
+        drop(state);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Asks the writer to close the socket with `code` as soon as it can (ahead of any
+    /// backlog). The first reason given wins.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let mut state = self.lock();
+        if state.closing.is_none() {
+            state.closing = Some(Closing { code, reason });
+        }
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    /// Frames waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a close has been asked for.
+    pub fn is_closing(&self) -> bool {
+        self.lock().closing.is_some()
+    }
+
+    /// Takes up to `max` frames in lane order, or the close, waiting while there is nothing.
+    pub async fn next_batch(&self, max: usize, out: &mut Vec<Outbound>) -> Option<Closing> {
+        loop {
+            {
+                let mut state = self.lock();
+                if let Some(closing) = &state.closing {
+                    return Some(closing.clone());
+                }
+                if state.len > 0 {
+                    for lane in 0..state.lanes.len() {
+                        while out.len() < max {
+                            match state.lanes[lane].pop_front() {
+                                Some(frame) => out.push(frame),
+                                None => break,
+                            }
+                        }
+                    }
+                    state.len -= out.len();
+                    return None;
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &'static str) -> Outbound {
+        Outbound::event(Bytes::from_static(s.as_bytes()))
+    }
+
+    fn payloads(frames: &[Outbound]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| match f {
+                Outbound::Text { payload, .. } => String::from_utf8_lossy(payload).into_owned(),
+                Outbound::Binary(_) | Outbound::Pong(_) => "binary".into(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn high_priority_overtakes_and_control_goes_first() {
+        let outbox = Outbox::new(10);
+        outbox
+            .push(Lane::Message(Priority::Low), text("low"))
+            .expect("push");
+        outbox
+            .push(Lane::Message(Priority::Normal), text("normal"))
+            .expect("push");
+        outbox
+            .push(Lane::Message(Priority::High), text("high"))
+            .expect("push");
+        outbox.push(Lane::Control, text("ack")).expect("push");
+        let mut out = Vec::new();
+        assert_eq!(outbox.next_batch(10, &mut out).await, None);
+        assert_eq!(payloads(&out), ["ack", "high", "normal", "low"]);
+    }
+
+    #[tokio::test]
+    async fn overflow_closes_with_4008() {
+        let outbox = Outbox::new(2);
+        outbox.push(Lane::Control, text("a")).expect("push");
+        outbox.push(Lane::Control, text("b")).expect("push");
+        assert_eq!(outbox.push(Lane::Control, text("c")), Err(Closed));
+        let mut out = Vec::new();
+        let closing = outbox.next_batch(10, &mut out).await.expect("closing");
+        assert_eq!(closing.code, CLOSE_SLOW_CONSUMER);
+        assert_eq!(outbox.push(Lane::Control, text("d")), Err(Closed));
+    }
+}

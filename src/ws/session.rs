@@ -1,0 +1,563 @@
+//! One WebSocket, from upgrade to close.
+//!
+//! The socket is split: this task reads (fastwebsockets' `read_frame` is not cancel-safe, so
+//! it is never raced in a `select!`), a writer task drains the socket's [`Outbox`]. Inbound
+//! messages are handled in read order; a send is queued for commit in that order and
+//! acknowledged (`message_sent`) by a spawned task once durable, so a client may pipeline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketWrite};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::WriteHalf;
+use tokio_util::sync::CancellationToken;
+
+use super::frames::{self, Assembler, Message, close};
+use super::protocol::{
+    self, ChatIn, ConversationIn, ConversationRef, NotificationsIn, Typing, TypingIndicator,
+};
+use crate::app::AppState;
+use crate::auth::Identity;
+use crate::error::event_code;
+use crate::hub::outbox::{Lane, Outbound, Outbox};
+use crate::hub::{Endpoint, Hub, SessionId};
+use crate::messaging::{self, SendError, SendRequest, Sender};
+use crate::time::now_ms;
+
+/// Messages replayed from the queue per read of the store.
+const REPLAY_CHUNK: usize = 256;
+/// Most messages one `sync` request returns (the client continues from `last_message_id`).
+const SYNC_LIMIT: usize = 500;
+/// Frames the writer takes from the outbox per wake-up.
+const WRITE_BATCH: usize = 64;
+/// How long a closing handshake may take before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type SocketWriter = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+
+/// What a socket was opened for, after authorization.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Chat,
+    Conversation {
+        id: u64,
+        participants: Arc<Vec<u64>>,
+    },
+    Notifications,
+    /// Echoes every message (conformance testing only; see `server.websocket_echo`).
+    Echo,
+}
+
+/// A socket's fixed facts, shared by its handlers.
+struct Session {
+    state: Arc<AppState>,
+    id: SessionId,
+    user: Identity,
+    username: Option<String>,
+    kind: Kind,
+    outbox: Arc<Outbox>,
+}
+
+/// Runs an upgraded socket to the end. `refusal` closes it at once with that code (4401 bad
+/// token, 4403 not a participant), as the contract asks: accepted, then closed.
+pub async fn run(
+    state: Arc<AppState>,
+    upgrade: fastwebsockets::upgrade::UpgradeFut,
+    who: Result<(Identity, Kind), (u16, &'static str)>,
+    _connection: Option<Arc<dyn std::any::Any + Send + Sync>>,
+) {
+    let mut ws = match upgrade.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return;
+        }
+    };
+    ws.set_auto_close(false);
+    ws.set_auto_pong(false);
+    let (mut reader, mut writer) = ws.split(tokio::io::split);
+    let (user, kind) = match who {
+        Ok(found) => found,
+        Err((code, reason)) => {
+            let _ = tokio::time::timeout(
+                CLOSE_TIMEOUT,
+                writer.write_frame(Frame::close(code, reason.as_bytes())),
+            )
+            .await;
+            return;
+        }
+    };
+    // fastwebsockets refuses frames of `max_message_size` and above.
+    let max_frame = state.config.limits.max_frame_bytes;
+    reader.set_max_message_size(max_frame.saturating_add(1));
+
+    let hub = state.hub.clone();
+    let outbox = Arc::new(Outbox::new(state.config.limits.outbound_buffer));
+    let id = hub.new_session_id();
+    let endpoint = match &kind {
+        Kind::Chat => Some(Endpoint::Chat),
+        Kind::Conversation { id, .. } => Some(Endpoint::Conversation(*id)),
+        Kind::Notifications => Some(Endpoint::Notifications),
+        Kind::Echo => None,
+    };
+    if matches!(kind, Kind::Chat) {
+        // First frame, before the hub can route anything here.
+        let _ = outbox.push(
+            Lane::Control,
+            Outbound::event(protocol::connection_established(user.user_id, id)),
+        );
+    }
+    if let Some(endpoint) = endpoint {
+        hub.register(id, user.user_id, endpoint, outbox.clone());
+        hub.connected(user.user_id);
+    }
+    let username = state
+        .users
+        .lookup(user.user_id)
+        .flatten()
+        .or(user.username.clone());
+    let session = Arc::new(Session {
+        state: state.clone(),
+        id,
+        user,
+        username,
+        kind,
+        outbox: outbox.clone(),
+    });
+    tracing::debug!(session = id, user = session.user.user_id, "websocket open");
+    if matches!(session.kind, Kind::Chat) {
+        state.tasks.spawn(replay_queue(session.clone()));
+    }
+
+    let activity = Arc::new(AtomicU64::new(now_ms()));
+    let mut write_task = tokio::spawn(write_loop(
+        writer,
+        outbox.clone(),
+        hub.clone(),
+        activity.clone(),
+        state.config.limits.ping_interval,
+        state.shutdown_token(),
+    ));
+
+    read_loop(&session, &mut reader, &activity, max_frame).await;
+
+    if !outbox.is_closing() {
+        outbox.close(close::NORMAL, "");
+    }
+    if tokio::time::timeout(CLOSE_TIMEOUT, &mut write_task)
+        .await
+        .is_err()
+    {
+        write_task.abort();
+    }
+    if endpoint.is_some() {
+        hub.unregister(id);
+        hub.disconnected(session.user.user_id, &state.shutdown_token());
+    }
+    tracing::debug!(session = id, "websocket closed");
+}
+
+async fn read_loop(
+    session: &Arc<Session>,
+    reader: &mut fastwebsockets::WebSocketRead<tokio::io::ReadHalf<TokioIo<Upgraded>>>,
+    activity: &AtomicU64,
+    max_frame: usize,
+) {
+    let outbox = &session.outbox;
+    let mut assembler = Assembler::new(max_frame);
+    // Automatic pongs and closes are off: nothing is ever obliged to be sent from here.
+    let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
+    loop {
+        let frame = match reader.read_frame(&mut no_obligations).await {
+            Ok(frame) => frame,
+            Err(e) => {
+                let (code, reason) = match e {
+                    WebSocketError::FrameTooLarge => (close::TOO_BIG, "frame too large"),
+                    WebSocketError::InvalidUTF8 => (close::INVALID_PAYLOAD, "invalid UTF-8"),
+                    WebSocketError::UnexpectedEOF
+                    | WebSocketError::IoError(_)
+                    | WebSocketError::ConnectionClosed => return,
+                    _ => (close::PROTOCOL_ERROR, "protocol error"),
+                };
+                outbox.close(code, reason);
+                return;
+            }
+        };
+        activity.store(now_ms(), Ordering::Relaxed);
+        match frame.opcode {
+            OpCode::Close => {
+                match frames::check_close(&frame.payload) {
+                    Ok(code) => outbox.close(code, ""),
+                    Err(v) => outbox.close(v.code, v.reason),
+                }
+                return;
+            }
+            OpCode::Ping => {
+                let pong = Outbound::Pong(Bytes::copy_from_slice(&frame.payload));
+                if outbox.push(Lane::Control, pong).is_err() {
+                    return;
+                }
+            }
+            OpCode::Pong => {
+                if frame.payload.len() > 125 {
+                    outbox.close(close::PROTOCOL_ERROR, "control frame over 125 bytes");
+                    return;
+                }
+            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => match assembler.push(&frame) {
+                Ok(Some(message)) => session.handle(message).await,
+                Ok(None) => {}
+                Err(v) => {
+                    outbox.close(v.code, v.reason);
+                    return;
+                }
+            },
+        }
+        if outbox.is_closing() {
+            return;
+        }
+    }
+}
+
+/// Drains the outbox onto the socket; pings an idle client and drops a dead one.
+async fn write_loop(
+    mut writer: SocketWriter,
+    outbox: Arc<Outbox>,
+    hub: Arc<Hub>,
+    activity: Arc<AtomicU64>,
+    ping_every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = outbox.next_batch(WRITE_BATCH, &mut batch) => next,
+            _ = shutdown.cancelled(), if !outbox.is_closing() => {
+                outbox.close(close::GOING_AWAY, "server shutting down");
+                continue;
+            }
+            _ = tokio::time::sleep(ping_every) => {
+                let idle = now_ms().saturating_sub(activity.load(Ordering::Relaxed));
+                if idle > 2 * ping_every.as_millis() as u64 {
+                    tracing::debug!("websocket peer is not answering: dropped");
+                    return;
+                }
+                if writer.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""))).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        for frame in batch.drain(..) {
+            let (written, delivers) = match &frame {
+                Outbound::Text {
+                    payload, delivers, ..
+                } => (
+                    writer
+                        .write_frame(Frame::text(Payload::Borrowed(payload)))
+                        .await,
+                    *delivers,
+                ),
+                Outbound::Binary(payload) => (
+                    writer
+                        .write_frame(Frame::binary(Payload::Borrowed(payload)))
+                        .await,
+                    None,
+                ),
+                Outbound::Pong(payload) => (
+                    writer
+                        .write_frame(Frame::pong(Payload::Borrowed(payload)))
+                        .await,
+                    None,
+                ),
+            };
+            if written.is_err() {
+                return;
+            }
+            if let Some(key) = delivers {
+                hub.delivered(key);
+            }
+        }
+        if let Some(closing) = next {
+            let frame = Frame::close(closing.code, closing.reason.as_bytes());
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.write_frame(frame)).await;
+            return;
+        }
+    }
+}
+
+/// Delivers the user's queue right after `connection_established`: high priority first, in
+/// chunks, each written before the next is read. Entries leave the queue once written.
+async fn replay_queue(session: Arc<Session>) {
+    let user = session.user.user_id;
+    let capacity = session.state.config.limits.outbound_buffer;
+    let chunk = REPLAY_CHUNK.min((capacity / 2).max(1));
+    let mut after = None;
+    loop {
+        let entries = match session
+            .state
+            .store
+            .read(move |r| r.queued(user, after, chunk))
+            .await
+        {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::error!(error = %e, "queue replay failed");
+                return;
+            }
+        };
+        let Some(last) = entries.last() else { return };
+        after = Some((last.rank, last.id));
+        let frames: Vec<Outbound> = entries
+            .iter()
+            .map(|m| Outbound::Text {
+                payload: protocol::new_message(m.id, &m.record, &m.body),
+                delivers: Some((user, m.rank, m.id)),
+                message_id: Some(m.id),
+            })
+            .collect();
+        // Wait for room rather than overflow the socket with its own backlog.
+        while session.outbox.len() + frames.len() > capacity {
+            if session.outbox.is_closing() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if session.outbox.push_batch(frames).is_err() {
+            return;
+        }
+    }
+}
+
+impl Session {
+    fn push(&self, event: Bytes) {
+        let _ = self.outbox.push(Lane::Control, Outbound::event(event));
+    }
+
+    fn error(&self, code: &str, detail: &str, client_ref: Option<&str>) {
+        match self.kind {
+            Kind::Conversation { .. } => self.push(protocol::conversation_error(detail)),
+            _ => self.push(protocol::error(code, detail, client_ref)),
+        }
+    }
+
+    async fn handle(self: &Arc<Self>, message: Message) {
+        let text = match (&self.kind, message) {
+            (Kind::Echo, Message::Text(text)) => {
+                let _ = self
+                    .outbox
+                    .push(Lane::Control, Outbound::event(Bytes::from(text)));
+                return;
+            }
+            (Kind::Echo, Message::Binary(data)) => {
+                let _ = self
+                    .outbox
+                    .push(Lane::Control, Outbound::Binary(Bytes::from(data)));
+                return;
+            }
+            (_, Message::Binary(_)) => {
+                self.error(
+                    "unsupported_data",
+                    "binary frames are not supported: send JSON text",
+                    None,
+                );
+                return;
+            }
+            (_, Message::Text(text)) => text,
+        };
+        match &self.kind {
+            Kind::Chat => match protocol::parse::<ChatIn>(&text) {
+                Ok(msg) => self.chat(msg).await,
+                Err(e) => self.error(e.code, &e.detail, e.client_ref.as_deref()),
+            },
+            Kind::Conversation { id, participants } => {
+                match protocol::parse::<ConversationIn>(&text) {
+                    Ok(msg) => self.conversation(*id, participants, msg).await,
+                    Err(e) => self.error(e.code, &e.detail, None),
+                }
+            }
+            Kind::Notifications => match protocol::parse::<NotificationsIn>(&text) {
+                Ok(NotificationsIn::Ping) => self.push(protocol::pong()),
+                Err(e) => self.error(e.code, &e.detail, e.client_ref.as_deref()),
+            },
+            Kind::Echo => {}
+        }
+    }
+
+    fn sender(&self) -> Sender {
+        Sender {
+            user: self.user.user_id,
+            rate_limited: true,
+            origin: Some(self.id),
+        }
+    }
+
+    /// Queues a send now (keeping the socket's order) and acknowledges it once durable.
+    async fn send(self: &Arc<Self>, request: SendRequest, ack: bool) {
+        let client_ref = request.client_id.clone();
+        let submitted = match messaging::prepare(&self.state, self.sender(), request) {
+            Ok(new) => messaging::submit(&self.state, new).await,
+            Err(e) => Err(e),
+        };
+        let submitted = match submitted {
+            Ok(s) => s,
+            Err(e) => return self.send_failed(&e, client_ref.as_deref()),
+        };
+        let session = self.clone();
+        self.state.tasks.spawn(async move {
+            match submitted.finish(&session.state).await {
+                Ok(sent) if ack => session.push(protocol::message_sent(sent.id, &sent.record)),
+                Ok(_) => {}
+                Err(e) => session.send_failed(&e, client_ref.as_deref()),
+            }
+        });
+    }
+
+    fn send_failed(&self, e: &SendError, client_ref: Option<&str>) {
+        self.error(event_code(e), &e.to_string(), client_ref);
+    }
+
+    /// The participants of `conversation` if the user is one of them.
+    async fn membership(&self, conversation: u64) -> Option<Arc<Vec<u64>>> {
+        match self.state.hub.participants(conversation).await {
+            Ok(Some(p)) if p.contains(&self.user.user_id) => Some(p),
+            _ => None,
+        }
+    }
+
+    async fn chat(self: &Arc<Self>, msg: ChatIn) {
+        match msg {
+            ChatIn::ChatMessage(m) => {
+                let request = SendRequest {
+                    conversation: m.conversation_id,
+                    receiver: m.receiver_id,
+                    text: m.text,
+                    message_type: m.message_type,
+                    priority: m.priority,
+                    metadata: m.metadata,
+                    client_id: m.client_id,
+                };
+                self.send(request, true).await;
+            }
+            ChatIn::TypingIndicator(TypingIndicator {
+                conversation_id,
+                is_typing,
+            }) => match self.membership(conversation_id).await {
+                Some(participants) => self.state.hub.typing(
+                    self.user.user_id,
+                    self.username.as_deref(),
+                    conversation_id,
+                    &participants,
+                    is_typing,
+                ),
+                None => self.error("not_found", "conversation not found", None),
+            },
+            ChatIn::ReadReceipt(r) => self.read(r.message_ids, None),
+            ChatIn::JoinConversation(ConversationRef { conversation_id }) => {
+                let Some(participants) = self.membership(conversation_id).await else {
+                    return self.error("not_found", "conversation not found", None);
+                };
+                self.state.hub.join(self.id, conversation_id);
+                self.push(protocol::membership_reply(true, conversation_id));
+                // Who is here right now, so the client need not wait for a change.
+                for other in participants.iter().filter(|p| **p != self.user.user_id) {
+                    let status = self.state.hub.presence.status(*other);
+                    self.push(protocol::presence(
+                        *other,
+                        status.online,
+                        status.last_seen_ms,
+                    ));
+                }
+            }
+            ChatIn::LeaveConversation(ConversationRef { conversation_id }) => {
+                self.state.hub.leave(self.id, conversation_id);
+                self.push(protocol::membership_reply(false, conversation_id));
+            }
+            ChatIn::Sync(sync) => {
+                let session = self.clone();
+                self.state
+                    .tasks
+                    .spawn(async move { session.sync(sync.since_message_id).await });
+            }
+            ChatIn::Ping => self.push(protocol::pong()),
+        }
+    }
+
+    async fn conversation(self: &Arc<Self>, id: u64, participants: &[u64], msg: ConversationIn) {
+        match msg {
+            ConversationIn::Message(m) => {
+                let request = SendRequest {
+                    conversation: id,
+                    text: m.content,
+                    ..SendRequest::default()
+                };
+                // The conversation dialect has no acknowledgement: the sender hears its own
+                // `message` event like everyone in the room.
+                self.send(request, false).await;
+            }
+            ConversationIn::Typing(Typing { is_typing }) => self.state.hub.typing(
+                self.user.user_id,
+                self.username.as_deref(),
+                id,
+                participants,
+                is_typing,
+            ),
+            ConversationIn::Read(r) => self.read(r.message_ids, Some(id)),
+            ConversationIn::Ping => self.push(protocol::pong()),
+        }
+    }
+
+    /// Marks messages read (in `only` if given) and relays the receipts, off the read loop.
+    fn read(self: &Arc<Self>, message_ids: Vec<u64>, only: Option<u64>) {
+        let session = self.clone();
+        self.state.tasks.spawn(async move {
+            let result = messaging::mark_read(
+                &session.state,
+                session.user.user_id,
+                &message_ids,
+                only,
+                Some(session.id),
+            )
+            .await;
+            if let Err(e) = result {
+                session.send_failed(&e, None);
+            }
+        });
+    }
+
+    /// Everything after `since` in the user's conversations, in order, then `sync_complete`.
+    async fn sync(&self, since: u64) {
+        let user = self.user.user_id;
+        let limit = SYNC_LIMIT
+            .min(self.state.config.limits.outbound_buffer / 2)
+            .max(1);
+        let found = self
+            .state
+            .store
+            .read(move |r| r.messages_since(user, since, limit))
+            .await;
+        let (messages, more) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, "sync failed");
+                return self.error("internal_error", "sync failed; try again", None);
+            }
+        };
+        let last = messages.last().map_or(since, |m| m.id);
+        let mut frames: Vec<Outbound> = messages
+            .iter()
+            .map(|m| Outbound::Text {
+                payload: protocol::new_message(m.id, &m.record, &m.body),
+                delivers: None,
+                message_id: Some(m.id),
+            })
+            .collect();
+        frames.push(Outbound::event(protocol::sync_complete(last, more)));
+        let _ = self.outbox.push_batch(frames);
+    }
+}
