@@ -13,7 +13,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use indaba::crypto::{Key, Keyring};
 use indaba::store::Store;
 use indaba::store::records::{MessageBody, Priority, encode};
-use indaba::store::writer::{NewConversation, NewMessage};
+use indaba::store::writer::{NewConversation, NewMessage, WriterOptions};
 
 fn group_commit(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -30,9 +30,8 @@ fn group_commit(c: &mut Criterion) {
         let dir = tempfile::tempdir().expect("tempdir");
         let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
         // Fan-out is measured elsewhere: committed messages are reported to nobody here.
-        let (sink, committed) = tokio::sync::mpsc::unbounded_channel();
-        drop(committed);
-        let (store, writer) = Store::open(dir.path(), keyring, batch, sink).expect("open");
+        let options = WriterOptions::standalone(batch);
+        let (store, writer) = Store::open(dir.path(), keyring, options).expect("open");
         let conversation = runtime
             .block_on(store.writer().create_conversation(NewConversation {
                 creator: 1,

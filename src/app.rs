@@ -17,7 +17,9 @@ use crate::auth::{TokenMinter, TokenVerifier};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits::RateLimiter;
+use crate::metrics::Metrics;
 use crate::secrets::Secrets;
+use crate::store::writer::WriterOptions;
 use crate::store::{Store, StoreError};
 use crate::users::Directory;
 
@@ -36,6 +38,10 @@ pub struct AppState {
     pub users: Directory,
     /// Live sockets, fan-out, presence.
     pub hub: Arc<Hub>,
+    /// Counters and histograms for `/api/stats` and `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Open connections (HTTP and WebSocket), kept by the accept loop.
+    pub open_connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Every task that must finish before the store stops (connections, sockets, pending
     /// acknowledgements).
     pub tasks: TaskTracker,
@@ -64,6 +70,7 @@ impl AppState {
         config: Config,
         store: Store,
         hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
         secrets_verify: &crate::auth::jwt::VerifyKey,
         signing_secret: Option<&[u8]>,
         shutdown: CancellationToken,
@@ -91,6 +98,8 @@ impl AppState {
             login_name_limiter: RateLimiter::new(LOGIN_NAME_PER_SECOND, LOGIN_NAME_BURST),
             users: Directory::default(),
             hub,
+            metrics,
+            open_connections: Arc::default(),
             tasks: TaskTracker::new(),
             minter,
             verifier,
@@ -123,6 +132,27 @@ pub enum AppError {
     ShutdownTimeout(std::time::Duration),
 }
 
+/// How often queue entries past `queues.message_retention_days` are dead-lettered.
+const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Dead-letters expired queue entries at start and then every [`EXPIRY_INTERVAL`].
+async fn expire_queues(state: Arc<AppState>) {
+    let shutdown = state.shutdown_token();
+    let retention = u64::from(state.config.queues.message_retention_days) * 86_400_000;
+    loop {
+        let cutoff = crate::time::now_ms().saturating_sub(retention);
+        match state.store.writer().expire(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "queue entries past retention dead-lettered"),
+            Err(e) => tracing::warn!(error = %e, "queue expiry failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EXPIRY_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Runs the daemon on `listener` until `shutdown` fires, then stops in order.
 pub async fn run(
     config: Config,
@@ -137,11 +167,17 @@ pub async fn run(
     // The writer reports committed messages here, in commit order, for fan-out.
     let (commit_sink, committed) = tokio::sync::mpsc::unbounded_channel();
     // Opening may run a crash repair over the whole file: keep it off the async threads.
-    let (store, writer_thread) = tokio::task::spawn_blocking(move || {
-        Store::open(&data_dir, keyring, batch_max, commit_sink)
-    })
-    .await
-    .map_err(|e| StoreError::Storage(format!("open task failed: {e}")))??;
+    let metrics = Arc::new(Metrics::new());
+    let options = WriterOptions {
+        batch_max,
+        queue_max: config.queues.message_queue_max_size,
+        sink: commit_sink,
+        metrics: metrics.clone(),
+    };
+    let (store, writer_thread) =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, keyring, options))
+            .await
+            .map_err(|e| StoreError::Storage(format!("open task failed: {e}")))??;
     let shutdown_timeout = config.server.shutdown_timeout;
     let writer = store.writer().clone();
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -154,6 +190,7 @@ pub async fn run(
         config,
         store,
         hub.clone(),
+        metrics,
         &secrets.verify_key,
         secrets.signing_secret.as_deref(),
         shutdown.clone(),
@@ -171,17 +208,19 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|e| StoreError::Storage(e.to_string()))?;
+    tracing::info!("get a test token with `indaba token --user-id 1` (same --config/--data-dir)");
+    // Last of the start-up lines: whoever waits for it has seen the others.
     tracing::info!(
         listen = %addr,
         data_dir = %state.config.storage.data_dir.display(),
         version = crate::VERSION,
         "indaba listening on http://{addr}"
     );
-    tracing::info!("get a test token with `indaba token --user-id 1` (same --config/--data-dir)");
 
     // Build the dummy password hash now, so the first unknown-user login is not the slow one.
     tokio::task::spawn_blocking(crate::auth::password::warm_up);
     let tasks = state.tasks.clone();
+    tasks.spawn(expire_queues(state.clone()));
     crate::http::server::accept_loop(listener, state.clone(), tasks.clone(), shutdown).await;
 
     // Stop order: listener closed (above) → sockets closed with 1001 and connections finish
@@ -226,8 +265,8 @@ mod tests {
     async fn health_turns_503_once_draining() {
         let dir = tempfile::tempdir().expect("tempdir");
         let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
-        let (sink, _committed) = tokio::sync::mpsc::unbounded_channel();
-        let (store, writer) = Store::open(dir.path(), keyring, 16, sink).expect("open");
+        let options = WriterOptions::standalone(16);
+        let (store, writer) = Store::open(dir.path(), keyring, options).expect("open");
         let shutdown = CancellationToken::new();
         let (acks, _) = tokio::sync::mpsc::unbounded_channel();
         let hub = Arc::new(Hub::new(
@@ -239,6 +278,7 @@ mod tests {
             Config::default(),
             store.clone(),
             hub,
+            Arc::new(Metrics::new()),
             &VerifyKey::Secret(b"0123456789abcdef".to_vec()),
             None,
             shutdown.clone(),

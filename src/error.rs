@@ -25,6 +25,8 @@ pub enum ApiError {
     BadRequest { code: &'static str, detail: String },
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
+    #[error("a valid X-Service-Token is required")]
+    ServiceUnauthorized,
     #[error("{detail}")]
     Forbidden { code: &'static str, detail: String },
     #[error("{detail}")]
@@ -71,6 +73,7 @@ impl ApiError {
                 (StatusCode::UNAUTHORIZED, "invalid_credentials")
             }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "token_invalid"),
+            ApiError::ServiceUnauthorized => (StatusCode::UNAUTHORIZED, "invalid_service_token"),
             ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

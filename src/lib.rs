@@ -48,6 +48,7 @@ pub mod hub;
 pub mod limits;
 pub mod logging;
 pub mod messaging;
+pub mod metrics;
 pub mod secrets;
 pub mod shutdown;
 pub mod store;

@@ -80,6 +80,12 @@ pub fn prepare(
     sender: Sender,
     req: SendRequest,
 ) -> Result<NewMessage, SendError> {
+    let new = validate(state, sender, req).map_err(|e| rejected(state, e))?;
+    state.metrics.messages_accepted.inc();
+    Ok(new)
+}
+
+fn validate(state: &AppState, sender: Sender, req: SendRequest) -> Result<NewMessage, SendError> {
     let limits = &state.config.limits;
     for id in std::iter::once(req.conversation).chain(req.receiver) {
         if !(1..crate::MAX_ID).contains(&id) {
@@ -201,6 +207,14 @@ impl Submitted {
     /// Waits until the message is durable. A repeated `client_id` answers with the first
     /// message if the content is the same, [`SendError::ClientIdConflict`] if not.
     pub async fn finish(self, state: &AppState) -> Result<Sent, SendError> {
+        self.wait(state).await.map_err(|e| match e {
+            // Storage failures are counted as persistence failures by the writer.
+            SendError::Write(WriteError::Store(_)) => e,
+            other => rejected(state, other),
+        })
+    }
+
+    async fn wait(self, state: &AppState) -> Result<Sent, SendError> {
         let request = self.request;
         match self.pending.done().await? {
             MessageAppended::Stored { id, record } => Ok(Sent {
@@ -240,6 +254,12 @@ impl Submitted {
 pub async fn send(state: &AppState, sender: Sender, req: SendRequest) -> Result<Sent, SendError> {
     let new = prepare(state, sender, req)?;
     submit(state, new).await?.finish(state).await
+}
+
+/// Counts a refused message by reason.
+fn rejected(state: &AppState, e: SendError) -> SendError {
+    state.metrics.reject(crate::error::event_code(&e));
+    e
 }
 
 /// Marks `message_ids` read by `reader` (only those in `only` when given; ids the reader cannot

@@ -13,4 +13,5 @@ pub mod messages;
 pub mod request;
 pub mod router;
 pub mod server;
+pub mod service;
 pub mod views;

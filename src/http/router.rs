@@ -10,7 +10,7 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 
-use super::{auth, conversations, health, messages};
+use super::{auth, conversations, health, messages, service};
 use crate::app::AppState;
 use crate::error::{ApiError, HttpResponse};
 use crate::http::request::{Ctx, parse_id};
@@ -37,6 +37,12 @@ pub enum Route {
     Unread,
     Presence,
     OpenApi,
+    EngineHealth,
+    ServiceSend,
+    ServiceQueue(u64),
+    ServiceBroadcast,
+    Stats,
+    Metrics,
     /// WebSocket endpoints (section 3); listed in [`WS_ROUTES`], not in the OpenAPI document.
     Socket(crate::ws::Requested),
 }
@@ -74,6 +80,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/messages/unread/"),
     ("GET", "/api/v1/messaging/presence/"),
     ("GET", "/api/openapi.json"),
+    ("GET", "/api/v1/messaging/erlang/health/"),
+    ("POST", "/api/messages/send"),
+    ("GET", "/api/messages/queue/{user_id}"),
+    ("POST", "/api/messages/broadcast"),
+    ("GET", "/api/stats"),
+    ("GET", "/metrics"),
 ];
 
 impl Route {
@@ -95,6 +107,14 @@ impl Route {
         match segments.as_slice() {
             ["health"] | ["api", "health"] => only(get, Route::Health, "GET, HEAD"),
             ["api", "openapi.json"] => only(get, Route::OpenApi, "GET, HEAD"),
+            ["metrics"] => only(get, Route::Metrics, "GET, HEAD"),
+            ["api", "stats"] => only(get, Route::Stats, "GET, HEAD"),
+            ["api", "messages", "send"] => only(post, Route::ServiceSend, "POST"),
+            ["api", "messages", "broadcast"] => only(post, Route::ServiceBroadcast, "POST"),
+            ["api", "messages", "queue", user] => {
+                let user = crate::http::service::user_id(user)?;
+                only(get, Route::ServiceQueue(user), "GET, HEAD")
+            }
             ["ws", rest @ ..] => {
                 use crate::ws::Requested;
                 let requested = match rest {
@@ -143,6 +163,7 @@ impl Route {
                     only(post, Route::MarkAsRead(id), "POST")
                 }
                 ["presence"] => only(get, Route::Presence, "GET, HEAD"),
+                ["erlang", "health"] => only(get, Route::EngineHealth, "GET, HEAD"),
                 _ => Err(ApiError::NotFound("no such endpoint")),
             },
             _ => Err(ApiError::NotFound("no such endpoint")),
@@ -188,6 +209,32 @@ async fn handle(
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
+    // The service API: the shared secret instead of a user token.
+    match route {
+        Route::Metrics => {
+            if !state.config.metrics.public {
+                service::authorize(state, &req)?;
+            }
+            return Ok(service::metrics(state));
+        }
+        Route::Stats => {
+            service::authorize(state, &req)?;
+            return service::stats(state).await;
+        }
+        Route::ServiceSend => {
+            service::authorize(state, &req)?;
+            return service::send(state, req).await;
+        }
+        Route::ServiceQueue(user) => {
+            service::authorize(state, &req)?;
+            return service::queue(state, user, &req).await;
+        }
+        Route::ServiceBroadcast => {
+            service::authorize(state, &req)?;
+            return service::broadcast(state, req).await;
+        }
+        _ => {}
+    }
     // Endpoints that need no token.
     match route {
         Route::Register => return auth::register(state, peer, req).await,
@@ -209,7 +256,12 @@ async fn handle(
         | Route::Register
         | Route::Token
         | Route::TokenRefresh
-        | Route::Socket(_) => Err(ApiError::NotFound("no such endpoint")),
+        | Route::Socket(_)
+        | Route::Metrics
+        | Route::Stats
+        | Route::ServiceSend
+        | Route::ServiceQueue(_)
+        | Route::ServiceBroadcast => Err(ApiError::NotFound("no such endpoint")),
         Route::Me => auth::me(&ctx).await,
         Route::ListConversations => conversations::list(&ctx, &req).await,
         Route::CreateConversation => conversations::create(&ctx, req).await,
@@ -224,6 +276,7 @@ async fn handle(
         Route::MarkAsRead(id) => messages::mark_as_read(&ctx, id, req).await,
         Route::Unread => messages::unread(&ctx, &req).await,
         Route::Presence => conversations::presence(&ctx, &req).await,
+        Route::EngineHealth => Ok(service::engine_health(state)),
     }
 }
 
@@ -263,7 +316,7 @@ mod tests {
                 if ["parameters", "summary", "description"].contains(&method.as_str()) {
                     continue;
                 }
-                let concrete = path.replace("{id}", "7");
+                let concrete = path.replace("{id}", "7").replace("{user_id}", "7");
                 let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
                 assert!(
                     Route::parse(&m, &concrete).is_ok(),
@@ -305,7 +358,7 @@ mod tests {
     #[test]
     fn every_listed_route_parses() {
         for (method, pattern) in ROUTES {
-            let path = pattern.replace("{id}", "7");
+            let path = pattern.replace("{id}", "7").replace("{user_id}", "7");
             let method = Method::from_bytes(method.as_bytes()).expect("method");
             assert!(Route::parse(&method, &path).is_ok(), "{method} {path}");
         }

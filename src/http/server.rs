@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::AppState;
+use crate::metrics::Metrics;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,7 +33,7 @@ pub async fn accept_loop(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = state.open_connections.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -48,7 +49,8 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let guard = ConnectionGuard::new(open.clone());
+        state.metrics.connections_opened.inc();
+        let guard = ConnectionGuard::new(open.clone(), state.metrics.clone());
         if guard.count > state.config.limits.max_connections {
             tracker.spawn(refuse_over_limit(stream, guard));
             continue;
@@ -110,22 +112,28 @@ async fn refuse_over_limit(mut stream: TcpStream, _guard: ConnectionGuard) {
     let _ = stream.shutdown().await;
 }
 
-/// Counts a connection while it is open.
+/// Counts a connection while it is open (moved into a WebSocket session after an upgrade).
 struct ConnectionGuard {
     open: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
     /// Open connections including this one, when it was accepted.
     count: usize,
 }
 
 impl ConnectionGuard {
-    fn new(open: Arc<AtomicUsize>) -> Self {
+    fn new(open: Arc<AtomicUsize>, metrics: Arc<Metrics>) -> Self {
         let count = open.fetch_add(1, Ordering::Relaxed) + 1;
-        Self { open, count }
+        Self {
+            open,
+            metrics,
+            count,
+        }
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connections_closed.inc();
     }
 }

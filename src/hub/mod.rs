@@ -253,6 +253,7 @@ impl Hub {
                     payload: chat_event.clone(),
                     delivers,
                     message_id: Some(id),
+                    committed_ms: delivers.map(|_| record.created_at_ms),
                 };
                 if session.outbox.push(lane, frame).is_err() {
                     overflowed.push(sid);

@@ -46,6 +46,8 @@ pub enum Outbound {
         payload: Bytes,
         delivers: Option<QueueKey>,
         message_id: Option<u64>,
+        /// When the message was committed (live delivery), to measure delivery latency.
+        committed_ms: Option<u64>,
     },
     /// A binary frame (only the echo endpoint sends these).
     Binary(Bytes),
@@ -60,6 +62,7 @@ impl Outbound {
             payload,
             delivers: None,
             message_id: None,
+            committed_ms: None,
         }
     }
 }

@@ -67,6 +67,11 @@ impl Presence {
         }
     }
 
+    /// Users with at least one socket open.
+    pub fn online_count(&self) -> usize {
+        self.lock().values().filter(|e| e.sockets > 0).count()
+    }
+
     pub fn status(&self, user: u64) -> Status {
         match self.lock().get(&user) {
             Some(entry) => Status {

@@ -96,18 +96,18 @@ impl Store {
     /// starts the writer thread. The returned [`writer::WriterThread`] must be joined on
     /// shutdown so pending writes are committed.
     ///
-    /// Messages committed from then on are reported, batch by batch in commit order, on `sink`.
+    /// Messages committed from then on are reported, batch by batch in commit order, on the
+    /// options' sink.
     pub fn open(
         data_dir: &Path,
         keyring: Arc<Keyring>,
-        commit_batch_max: usize,
-        sink: writer::CommitSink,
+        options: writer::WriterOptions,
     ) -> Result<(Store, writer::WriterThread), StoreError> {
         let db = open_database(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         check_schema_and_keys(&db, &path, &keyring)?;
         let db = Arc::new(db);
-        let (handle, thread) = writer::spawn(db.clone(), commit_batch_max, sink)?;
+        let (handle, thread) = writer::spawn(db.clone(), options)?;
         Ok((
             Store {
                 db,
@@ -223,6 +223,7 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
         txn.open_table(tables::MEMBERSHIPS)?;
         txn.open_table(tables::CLIENT_IDS)?;
         txn.open_table(tables::QUEUE)?;
+        txn.open_table(tables::QUEUE_LENGTHS)?;
 
         let mut checks = txn.open_table(KEY_CHECKS)?;
         let mut stored = Vec::new();

@@ -3,14 +3,15 @@
 //! Everything here answers from indexes kept by the writer: listing a user's conversations
 //! ranges over their memberships, a history page ranges over one conversation's index.
 
-use redb::{ReadOnlyTable, ReadTransaction};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
 
 use super::StoreError;
 use super::records::{
     ConversationRecord, MembershipRecord, MessageBody, MessageRecord, UserRecord, decode,
 };
 use super::tables::{
-    CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES, QUEUE, USERNAMES, USERS,
+    CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES, QUEUE, QUEUE_LENGTHS, USERNAMES,
+    USERS,
 };
 use crate::crypto::Keyring;
 
@@ -124,6 +125,15 @@ impl<'a> Reader<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// The longest user queue.
+    pub fn max_queue_length(&self) -> Result<u64, StoreError> {
+        let mut max = 0;
+        for entry in self.table(QUEUE_LENGTHS)?.iter()? {
+            max = max.max(entry?.1.value());
+        }
+        Ok(max)
     }
 
     /// Ids of the user's conversations.

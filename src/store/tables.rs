@@ -49,6 +49,9 @@ pub const MEMBERSHIPS: TableDefinition<(u64, u64), &[u8]> =
 pub const QUEUE: TableDefinition<(u64, u8, u64), u64> =
     TableDefinition::new("userid_prio_msgid_enqueuedms");
 
+/// Entries in each user's queue (kept with the queue, so overflow and stats need no scan).
+pub const QUEUE_LENGTHS: TableDefinition<u64, u64> = TableDefinition::new("userid_queuelen");
+
 /// Idempotent sends: (sender, client_id) → the message first accepted with it.
 pub const CLIENT_IDS: TableDefinition<(u64, &str), u64> =
     TableDefinition::new("senderid_clientid_msgid");
@@ -63,4 +66,8 @@ pub mod meta {
     pub const NEXT_CONVERSATION_ID: &str = "next_conversation_id";
     /// The id the next local account gets (starts at `auth.local_id_base`).
     pub const NEXT_LOCAL_USER_ID: &str = "next_local_user_id";
+    /// Entries in all queues.
+    pub const QUEUE_PENDING: &str = "queue_pending";
+    /// Queue entries ever dropped by overflow or expiry.
+    pub const DEAD_LETTERS: &str = "dead_letters";
 }

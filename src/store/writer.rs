@@ -10,12 +10,13 @@
 //! conversation, ...) fails alone; a storage failure fails the whole batch, which is rolled back.
 //! Because one thread assigns ids inside the transaction, message ids follow commit order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::records::{
@@ -24,9 +25,10 @@ use super::records::{
 };
 use super::tables::{
     CLIENT_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES,
-    META, QUEUE, USERNAMES, USERS, meta,
+    META, QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
 };
 use super::{Reply, StoreError, request};
+use crate::metrics::Metrics;
 
 /// Requests waiting for the writer beyond this many make senders wait (back-pressure).
 const QUEUE_CAPACITY: usize = 65_536;
@@ -104,6 +106,31 @@ pub struct StoredMessage {
 /// Where the writer reports each committed batch's messages, in commit order.
 pub type CommitSink = mpsc::UnboundedSender<Vec<StoredMessage>>;
 
+/// How the writer is set up.
+#[derive(Debug)]
+pub struct WriterOptions {
+    /// Most requests folded into one commit.
+    pub batch_max: usize,
+    /// Entries a user's queue keeps before the oldest lowest-priority one is dead-lettered.
+    pub queue_max: u64,
+    /// Where committed messages go for fan-out.
+    pub sink: CommitSink,
+    pub metrics: Arc<Metrics>,
+}
+
+impl WriterOptions {
+    /// Options for a store nobody listens to (tools, tests, benches).
+    pub fn standalone(batch_max: usize) -> Self {
+        let (sink, _) = mpsc::unbounded_channel();
+        Self {
+            batch_max,
+            queue_max: u64::MAX,
+            sink,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+}
+
 /// A queue entry: (user, priority rank, message id).
 pub type QueueKey = (u64, u8, u64);
 
@@ -114,6 +141,17 @@ pub enum MessageAppended {
     Stored { id: u64, record: MessageRecord },
     /// The sender's `client_id` was used before: this is the message it named.
     Duplicate { id: u64 },
+}
+
+/// A broadcast: one message per recipient, each sealed separately.
+#[derive(Debug)]
+pub struct Broadcast {
+    pub sender: u64,
+    pub message_type: String,
+    pub priority: Priority,
+    /// (recipient, sealed body); the plaintext is shared.
+    pub recipients: Vec<(u64, Vec<u8>)>,
+    pub plain: Arc<MessageBody>,
 }
 
 /// A local account to create.
@@ -166,6 +204,12 @@ pub enum Command {
     /// Remove delivered entries from users' queues (no answer: a lost removal only means a
     /// redelivery, which clients de-duplicate).
     Dequeue(Vec<QueueKey>),
+    /// Remove these entries and say which were still there (the service API's drain).
+    Drain(Vec<QueueKey>, Reply<Vec<QueueKey>>),
+    /// Dead-letter every queue entry enqueued before this time (Unix ms); answers how many.
+    Expire(u64, Reply<u64>),
+    /// One system message from `sender` to each user, in their one-to-one conversation.
+    Broadcast(Broadcast, Reply<u64>),
     /// Commit everything queued before this, then stop. Sent by [`WriterThread::finish`].
     Stop,
 }
@@ -184,6 +228,8 @@ struct WriterHealth {
     running: AtomicBool,
     /// False while the latest commit failed: writes are being refused.
     last_commit_ok: AtomicBool,
+    /// Entries in all queues after the last commit.
+    queue_pending: AtomicU64,
 }
 
 /// Sets `running` to false however the writer thread ends.
@@ -223,6 +269,26 @@ impl WriterHandle {
             .await
             .map_err(|_| WriteError::Store(StoreError::Closed))?;
         Ok(PendingAppend { answer })
+    }
+
+    /// Removes queue entries; answers with those that were still queued.
+    pub async fn drain(&self, entries: Vec<QueueKey>) -> Result<Vec<QueueKey>, WriteError> {
+        request(&self.tx, |reply| Command::Drain(entries, reply)).await
+    }
+
+    /// Dead-letters queue entries enqueued before `before_ms`.
+    pub async fn expire(&self, before_ms: u64) -> Result<u64, WriteError> {
+        request(&self.tx, |reply| Command::Expire(before_ms, reply)).await
+    }
+
+    /// Stores a broadcast; answers how many recipients got it.
+    pub async fn broadcast(&self, broadcast: Broadcast) -> Result<u64, WriteError> {
+        request(&self.tx, |reply| Command::Broadcast(broadcast, reply)).await
+    }
+
+    /// Entries waiting in all queues, as of the last commit.
+    pub fn queue_pending(&self) -> u64 {
+        self.health.queue_pending.load(Ordering::Relaxed)
     }
 
     /// Removes delivered queue entries (batched by the caller).
@@ -312,18 +378,27 @@ impl WriterThread {
 
 pub(super) fn spawn(
     db: Arc<Database>,
-    batch_max: usize,
-    sink: CommitSink,
+    options: WriterOptions,
 ) -> Result<(WriterHandle, WriterThread), StoreError> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let (pending, dead) = {
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let get =
+            |key| -> Result<u64, StoreError> { Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0)) };
+        (get(meta::QUEUE_PENDING)?, get(meta::DEAD_LETTERS)?)
+    };
+    // Counters continue across restarts.
+    options.metrics.dead_letters.inc_by(dead);
     let health = Arc::new(WriterHealth {
         running: AtomicBool::new(true),
         last_commit_ok: AtomicBool::new(true),
+        queue_pending: AtomicU64::new(pending),
     });
     let guard = RunningGuard(health.clone());
     let join = std::thread::Builder::new()
         .name("indaba-writer".to_owned())
-        .spawn(move || run(&db, rx, batch_max, guard, sink))
+        .spawn(move || run(&db, rx, options, guard))
         .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
     Ok((WriterHandle { tx, health }, WriterThread { join }))
 }
@@ -345,10 +420,15 @@ fn complete<T: Send + 'static>(reply: Reply<T>, result: Result<T, WriteError>) -
 fn run(
     db: &Database,
     mut rx: mpsc::Receiver<Command>,
-    batch_max: usize,
+    options: WriterOptions,
     guard: RunningGuard,
-    sink: CommitSink,
 ) {
+    let WriterOptions {
+        batch_max,
+        queue_max,
+        sink,
+        metrics,
+    } = options;
     let mut batch = Vec::with_capacity(batch_max.min(4096));
     let mut clock = Clock::default();
     let mut stopping = false;
@@ -371,10 +451,30 @@ fn run(
         }
         let size = batch.len();
         let started = Instant::now();
-        let (completions, stored, outcome) = commit_batch(db, &mut batch, &mut clock);
-        // Fan-out first, in commit order; nobody is listening in benches and tests of the store.
-        if outcome.is_ok() && !stored.is_empty() {
-            let _ = sink.send(stored);
+        let appends = batch
+            .iter()
+            .filter(|c| matches!(c, Command::AppendMessage(..)))
+            .count() as u64;
+        let (completions, report, outcome) = commit_batch(db, &mut batch, &mut clock, queue_max);
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.commit_batch_size.observe(size as f64);
+        if outcome.is_ok() {
+            metrics
+                .messages_persisted
+                .inc_by(report.stored.len() as u64);
+            metrics.dead_letters.inc_by(report.dead_letters);
+            guard
+                .0
+                .queue_pending
+                .store(report.queue_pending, Ordering::Relaxed);
+            // Fan-out first, in commit order; nobody listens in benches and store tests.
+            if !report.stored.is_empty() {
+                let _ = sink.send(report.stored);
+            }
+        } else {
+            metrics.persistence_failures.inc_by(appends);
         }
         guard
             .0
@@ -401,14 +501,15 @@ fn commit_batch(
     db: &Database,
     batch: &mut Vec<Command>,
     clock: &mut Clock,
-) -> (Vec<Completion>, Vec<StoredMessage>, Result<(), StoreError>) {
+    queue_max: u64,
+) -> (Vec<Completion>, BatchReport, Result<(), StoreError>) {
     let mut completions = Vec::with_capacity(batch.len());
-    let mut stored = Vec::new();
+    let mut report = BatchReport::default();
     let mut pending = batch.drain(..);
     let outcome = (|| -> Result<(), StoreError> {
         let txn = db.begin_write()?;
         {
-            let mut tables = Tables::open(&txn)?;
+            let mut tables = Tables::open(&txn, queue_max)?;
             let now = clock.now_ms();
             for command in pending.by_ref() {
                 match tables.apply(command, now) {
@@ -420,7 +521,11 @@ fn commit_batch(
                 }
             }
             tables.save_counters()?;
-            stored = std::mem::take(&mut tables.stored);
+            report = BatchReport {
+                stored: std::mem::take(&mut tables.stored),
+                dead_letters: tables.dead_letters_added,
+                queue_pending: tables.queue_pending,
+            };
         }
         txn.commit()?;
         Ok(())
@@ -434,9 +539,17 @@ fn commit_batch(
         }
     }
     if outcome.is_err() {
-        stored.clear();
+        report = BatchReport::default();
     }
-    (completions, stored, outcome)
+    (completions, report, outcome)
+}
+
+/// What a committed batch changed, for fan-out and metrics.
+#[derive(Debug, Default)]
+struct BatchReport {
+    stored: Vec<StoredMessage>,
+    dead_letters: u64,
+    queue_pending: u64,
 }
 
 impl Command {
@@ -449,6 +562,9 @@ impl Command {
             Command::RegisterAccount(_, reply) => complete(reply, Err(err)),
             Command::MarkRead { reply, .. } => complete(reply, Err(err)),
             Command::SetArchived { reply, .. } => complete(reply, Err(err)),
+            Command::Drain(_, reply) => complete(reply, Err(err)),
+            Command::Expire(_, reply) => complete(reply, Err(err)),
+            Command::Broadcast(_, reply) => complete(reply, Err(err)),
             Command::Dequeue(_) | Command::Stop => return None,
         })
     }
@@ -466,8 +582,16 @@ struct Tables<'txn> {
     memberships: Table<'txn, (u64, u64), &'static [u8]>,
     client_ids: Table<'txn, (u64, &'static str), u64>,
     queue: Table<'txn, (u64, u8, u64), u64>,
+    queue_lengths: Table<'txn, u64, u64>,
     /// Messages appended in this transaction, for fan-out once it commits.
     stored: Vec<StoredMessage>,
+    /// `queues.message_queue_max_size`.
+    queue_max: u64,
+    /// Entries in all queues (saved to `name_value` at the end of the batch).
+    queue_pending: u64,
+    /// Queue entries ever dead-lettered, and those added by this batch.
+    dead_letters: u64,
+    dead_letters_added: u64,
     next_message_id: u64,
     next_conversation_id: u64,
     /// `None` until the first local account is registered.
@@ -475,7 +599,7 @@ struct Tables<'txn> {
 }
 
 impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    fn open(txn: &'txn WriteTransaction, queue_max: u64) -> Result<Self, StoreError> {
         let meta = txn.open_table(META)?;
         let next_message_id = meta
             .get(meta::NEXT_MESSAGE_ID)?
@@ -486,6 +610,8 @@ impl<'txn> Tables<'txn> {
             .map(|v| v.value())
             .unwrap_or(1);
         let next_local_user_id = meta.get(meta::NEXT_LOCAL_USER_ID)?.map(|v| v.value());
+        let queue_pending = meta.get(meta::QUEUE_PENDING)?.map_or(0, |v| v.value());
+        let dead_letters = meta.get(meta::DEAD_LETTERS)?.map_or(0, |v| v.value());
         Ok(Self {
             meta,
             users: txn.open_table(USERS)?,
@@ -497,7 +623,12 @@ impl<'txn> Tables<'txn> {
             memberships: txn.open_table(MEMBERSHIPS)?,
             client_ids: txn.open_table(CLIENT_IDS)?,
             queue: txn.open_table(QUEUE)?,
+            queue_lengths: txn.open_table(QUEUE_LENGTHS)?,
             stored: Vec::new(),
+            queue_max,
+            queue_pending,
+            dead_letters,
+            dead_letters_added: 0,
             next_message_id,
             next_conversation_id,
             next_local_user_id,
@@ -512,6 +643,8 @@ impl<'txn> Tables<'txn> {
         if let Some(next) = self.next_local_user_id {
             self.meta.insert(meta::NEXT_LOCAL_USER_ID, next)?;
         }
+        self.meta.insert(meta::QUEUE_PENDING, self.queue_pending)?;
+        self.meta.insert(meta::DEAD_LETTERS, self.dead_letters)?;
         Ok(())
     }
 
@@ -547,14 +680,17 @@ impl<'txn> Tables<'txn> {
                 archived,
                 reply,
             } => finish(reply, self.set_archived(user, conversation, archived)),
-            Command::Dequeue(entries) => {
-                for key in &entries {
-                    if let Err(e) = self.queue.remove(key) {
-                        let e: StoreError = e.into();
-                        return Err((e, Box::new(|_| {})));
-                    }
+            Command::Dequeue(entries) => match self.dequeue(&entries) {
+                Ok(_) => Ok(Box::new(|_| {})),
+                Err(OpError::Abort(e) | OpError::Refused(WriteError::Store(e))) => {
+                    Err((e, Box::new(|_| {})))
                 }
-                Ok(Box::new(|_| {}))
+                Err(OpError::Refused(_)) => Ok(Box::new(|_| {})),
+            },
+            Command::Drain(entries, reply) => finish(reply, self.dequeue(&entries)),
+            Command::Expire(before_ms, reply) => finish(reply, self.expire(before_ms)),
+            Command::Broadcast(broadcast, reply) => {
+                finish(reply, self.broadcast(broadcast, now_ms))
             }
             // Never batched: the collecting loop takes it out.
             Command::Stop => Ok(Box::new(|_| {})),
@@ -563,6 +699,161 @@ impl<'txn> Tables<'txn> {
 
     // Every operation reads and decodes all it needs before its first write, so that a bad
     // record or a refusal leaves nothing half-written: only a failing write aborts the batch.
+
+    /// Adds a queue entry; past `queue_max` the user's oldest lowest-priority entry is
+    /// dead-lettered (the message stays in history).
+    fn enqueue(&mut self, user: u64, rank: u8, id: u64, now_ms: u64) -> Result<(), OpError> {
+        self.queue.insert((user, rank, id), now_ms).map_err(wr)?;
+        let mut length = self
+            .queue_lengths
+            .get(user)
+            .map_err(wr)?
+            .map_or(0, |v| v.value())
+            + 1;
+        self.queue_pending += 1;
+        while length > self.queue_max {
+            let mut victim = None;
+            for lowest in (0..=2u8).rev() {
+                let first = self
+                    .queue
+                    .range((user, lowest, 0)..=(user, lowest, u64::MAX))
+                    .map_err(wr)?
+                    .next();
+                if let Some(entry) = first {
+                    victim = Some(entry.map_err(wr)?.0.value());
+                    break;
+                }
+            }
+            let Some(key) = victim else { break };
+            self.queue.remove(key).map_err(wr)?;
+            length -= 1;
+            self.queue_pending -= 1;
+            self.dead_letter(1);
+        }
+        self.queue_lengths.insert(user, length).map_err(wr)?;
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, count: u64) {
+        self.dead_letters += count;
+        self.dead_letters_added += count;
+    }
+
+    /// Removes queue entries; returns those that were there.
+    fn dequeue(&mut self, entries: &[QueueKey]) -> Result<Vec<QueueKey>, OpError> {
+        let mut removed = Vec::with_capacity(entries.len());
+        let mut per_user: HashMap<u64, u64> = HashMap::new();
+        for key in entries {
+            if self.queue.remove(key).map_err(wr)?.is_some() {
+                removed.push(*key);
+                *per_user.entry(key.0).or_default() += 1;
+            }
+        }
+        for (user, gone) in per_user {
+            self.shorten(user, gone)?;
+        }
+        Ok(removed)
+    }
+
+    fn shorten(&mut self, user: u64, gone: u64) -> Result<(), OpError> {
+        let length = self
+            .queue_lengths
+            .get(user)
+            .map_err(wr)?
+            .map_or(0, |v| v.value());
+        let left = length.saturating_sub(gone);
+        if left == 0 {
+            self.queue_lengths.remove(user).map_err(wr)?;
+        } else {
+            self.queue_lengths.insert(user, left).map_err(wr)?;
+        }
+        self.queue_pending = self.queue_pending.saturating_sub(gone);
+        Ok(())
+    }
+
+    /// Dead-letters entries enqueued before `before_ms`. Within one user and priority, ids —
+    /// and so enqueue times — increase, so the expired entries are a prefix of each range.
+    fn expire(&mut self, before_ms: u64) -> Result<u64, OpError> {
+        let mut users = Vec::new();
+        for entry in self.queue_lengths.iter().map_err(wr)? {
+            users.push(entry.map_err(wr)?.0.value());
+        }
+        let mut expired = 0;
+        for user in users {
+            let mut stale = Vec::new();
+            for rank in 0..=2u8 {
+                for entry in self
+                    .queue
+                    .range((user, rank, 0)..=(user, rank, u64::MAX))
+                    .map_err(wr)?
+                {
+                    let (key, enqueued) = entry.map_err(wr)?;
+                    if enqueued.value() >= before_ms {
+                        break;
+                    }
+                    stale.push(key.value());
+                }
+            }
+            if stale.is_empty() {
+                continue;
+            }
+            for key in &stale {
+                self.queue.remove(key).map_err(wr)?;
+            }
+            let gone = stale.len() as u64;
+            self.shorten(user, gone)?;
+            self.dead_letter(gone);
+            expired += gone;
+        }
+        Ok(expired)
+    }
+
+    /// One message per recipient in their one-to-one conversation with the sender (created
+    /// when missing). All or nothing: a failure part-way rolls the batch back rather than
+    /// leave half a broadcast behind an error.
+    fn broadcast(&mut self, broadcast: Broadcast, now_ms: u64) -> Result<u64, OpError> {
+        self.broadcast_all(broadcast, now_ms).map_err(|e| match e {
+            OpError::Refused(WriteError::Store(e)) => OpError::Abort(e),
+            other => other,
+        })
+    }
+
+    fn broadcast_all(&mut self, broadcast: Broadcast, now_ms: u64) -> Result<u64, OpError> {
+        let mut delivered = 0;
+        for (user, body) in broadcast.recipients {
+            if user == broadcast.sender {
+                continue;
+            }
+            let conversation = self
+                .create_conversation(
+                    NewConversation {
+                        creator: broadcast.sender,
+                        participants: vec![user],
+                        property: None,
+                        booking: None,
+                        subject: None,
+                    },
+                    now_ms,
+                )?
+                .id;
+            self.append_message(
+                NewMessage {
+                    conversation,
+                    sender: broadcast.sender,
+                    receiver: Some(user),
+                    message_type: broadcast.message_type.clone(),
+                    priority: broadcast.priority,
+                    client_id: None,
+                    body,
+                    plain: broadcast.plain.clone(),
+                    origin: None,
+                },
+                now_ms,
+            )?;
+            delivered += 1;
+        }
+        Ok(delivered)
+    }
 
     fn ensure_user(
         &mut self,
@@ -848,12 +1139,10 @@ impl<'txn> Tables<'txn> {
         }
         // Every recipient gets a queue entry; it leaves once delivered to a live socket.
         let rank = record.priority.rank();
-        for user in conversation
-            .participants
-            .iter()
-            .filter(|u| **u != new.sender)
-        {
-            self.queue.insert((*user, rank, id), now_ms).map_err(wr)?;
+        for user in &conversation.participants {
+            if *user != new.sender {
+                self.enqueue(*user, rank, id, now_ms)?;
+            }
         }
         self.stored.push(StoredMessage {
             id,
@@ -937,7 +1226,8 @@ mod tests {
 
     fn run_batch(db: &Database, batch: Vec<Command>) {
         let mut batch = batch;
-        let (completions, _, outcome) = commit_batch(db, &mut batch, &mut Clock::default());
+        let (completions, _, outcome) =
+            commit_batch(db, &mut batch, &mut Clock::default(), u64::MAX);
         for done in completions {
             done(outcome.as_ref().map(|_| ()));
         }

@@ -26,6 +26,7 @@ use crate::error::event_code;
 use crate::hub::outbox::{Lane, Outbound, Outbox};
 use crate::hub::{Endpoint, Hub, SessionId};
 use crate::messaging::{self, SendError, SendRequest, Sender};
+use crate::metrics::Metrics;
 use crate::time::now_ms;
 
 /// Messages replayed from the queue per read of the store.
@@ -138,6 +139,7 @@ pub async fn run(
         writer,
         outbox.clone(),
         hub.clone(),
+        state.metrics.clone(),
         activity.clone(),
         state.config.limits.ping_interval,
         state.shutdown_token(),
@@ -228,6 +230,7 @@ async fn write_loop(
     mut writer: SocketWriter,
     outbox: Arc<Outbox>,
     hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
     activity: Arc<AtomicU64>,
     ping_every: Duration,
     shutdown: CancellationToken,
@@ -256,13 +259,22 @@ async fn write_loop(
         for frame in batch.drain(..) {
             let (written, delivers) = match &frame {
                 Outbound::Text {
-                    payload, delivers, ..
-                } => (
-                    writer
+                    payload,
+                    delivers,
+                    committed_ms,
+                    ..
+                } => {
+                    let written = writer
                         .write_frame(Frame::text(Payload::Borrowed(payload)))
-                        .await,
-                    *delivers,
-                ),
+                        .await;
+                    if written.is_ok()
+                        && let Some(committed) = committed_ms
+                    {
+                        let waited = now_ms().saturating_sub(*committed);
+                        metrics.delivery_seconds.observe(waited as f64 / 1000.0);
+                    }
+                    (written, *delivers)
+                }
                 Outbound::Binary(payload) => (
                     writer
                         .write_frame(Frame::binary(Payload::Borrowed(payload)))
@@ -280,6 +292,7 @@ async fn write_loop(
                 return;
             }
             if let Some(key) = delivers {
+                metrics.messages_delivered.inc();
                 hub.delivered(key);
             }
         }
@@ -319,6 +332,7 @@ async fn replay_queue(session: Arc<Session>) {
                 payload: protocol::new_message(m.id, &m.record, &m.body),
                 delivers: Some((user, m.rank, m.id)),
                 message_id: Some(m.id),
+                committed_ms: None,
             })
             .collect();
         // Wait for room rather than overflow the socket with its own backlog.
@@ -555,6 +569,7 @@ impl Session {
                 payload: protocol::new_message(m.id, &m.record, &m.body),
                 delivers: None,
                 message_id: Some(m.id),
+                committed_ms: None,
             })
             .collect();
         frames.push(Outbound::event(protocol::sync_complete(last, more)));

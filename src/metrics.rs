@@ -1,0 +1,237 @@
+//! Counters, gauges and histograms for `/api/stats` and `/metrics` (Prometheus text format,
+//! encoded by the official `prometheus-client` crate).
+//!
+//! Counters are bumped where things happen; gauges are read from live state just before
+//! each scrape ([`Metrics::refresh`]), so nothing is counted twice.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Why a message was refused.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+/// Every metric the daemon exposes.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Messages that passed validation and went to the writer.
+    pub messages_accepted: Counter,
+    /// Messages committed durably.
+    pub messages_persisted: Counter,
+    /// Messages in batches whose commit failed (their senders got an error).
+    pub persistence_failures: Counter,
+    /// `new_message` frames written to a recipient's socket.
+    pub messages_delivered: Counter,
+    /// Queue entries dropped by overflow or expiry (the messages stay in history).
+    pub dead_letters: Counter,
+    /// Messages refused, by reason (`invalid`, `rate_limited`, `not_found`, ...).
+    pub messages_rejected: Family<Reason, Counter>,
+    /// Service API calls with a missing or wrong secret.
+    pub service_auth_failures: Counter,
+    pub connections_opened: Counter,
+    pub connections_closed: Counter,
+    /// Open connections (HTTP and WebSocket).
+    pub connections: Gauge,
+    /// WebSocket sockets open.
+    pub websockets: Gauge,
+    /// Users with at least one socket.
+    pub users_online: Gauge,
+    /// Entries waiting in all users' queues.
+    pub queue_pending: Gauge,
+    /// Resident memory of the process.
+    pub rss_bytes: Gauge,
+    /// Time from the start of a write transaction to its durable commit.
+    pub commit_seconds: Histogram,
+    /// Requests folded into one commit.
+    pub commit_batch_size: Histogram,
+    /// From a message's commit to its frame being written to a recipient's socket.
+    pub delivery_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("indaba");
+        let m = Self {
+            messages_accepted: Counter::default(),
+            messages_persisted: Counter::default(),
+            persistence_failures: Counter::default(),
+            messages_delivered: Counter::default(),
+            dead_letters: Counter::default(),
+            messages_rejected: Family::default(),
+            service_auth_failures: Counter::default(),
+            connections_opened: Counter::default(),
+            connections_closed: Counter::default(),
+            connections: Gauge::default(),
+            websockets: Gauge::default(),
+            users_online: Gauge::default(),
+            queue_pending: Gauge::default(),
+            rss_bytes: Gauge::default(),
+            // 50 µs .. ~1.6 s
+            commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            // 1 .. 4096
+            commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            // 50 µs .. ~1.6 s
+            delivery_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "messages_accepted",
+            "Messages that passed validation",
+            m.messages_accepted.clone(),
+        );
+        r.register(
+            "messages_persisted",
+            "Messages committed durably",
+            m.messages_persisted.clone(),
+        );
+        r.register(
+            "persistence_failures",
+            "Messages whose commit failed",
+            m.persistence_failures.clone(),
+        );
+        r.register(
+            "messages_delivered",
+            "Messages written to a recipient's socket",
+            m.messages_delivered.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Queue entries dropped by overflow or expiry",
+            m.dead_letters.clone(),
+        );
+        r.register(
+            "messages_rejected",
+            "Messages refused, by reason",
+            m.messages_rejected.clone(),
+        );
+        r.register(
+            "service_auth_failures",
+            "Service API calls with a missing or wrong secret",
+            m.service_auth_failures.clone(),
+        );
+        r.register(
+            "connections_opened",
+            "Connections accepted",
+            m.connections_opened.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "Connections closed",
+            m.connections_closed.clone(),
+        );
+        r.register("connections", "Open connections", m.connections.clone());
+        r.register("websockets", "Open WebSockets", m.websockets.clone());
+        r.register(
+            "users_online",
+            "Users with a socket open",
+            m.users_online.clone(),
+        );
+        r.register(
+            "queue_pending",
+            "Entries waiting in users' queues",
+            m.queue_pending.clone(),
+        );
+        r.register(
+            "resident_memory_bytes",
+            "Resident memory",
+            m.rss_bytes.clone(),
+        );
+        r.register(
+            "commit_seconds",
+            "Write transaction duration, to durable commit",
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "commit_batch_size",
+            "Requests folded into one commit",
+            m.commit_batch_size.clone(),
+        );
+        r.register(
+            "delivery_seconds",
+            "From commit to the frame written to a recipient's socket",
+            m.delivery_seconds.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Counts a refused message.
+    pub fn reject(&self, reason: &'static str) {
+        self.messages_rejected
+            .get_or_create(&Reason { reason })
+            .inc();
+    }
+
+    /// Updates the gauges from live state.
+    pub fn refresh(
+        &self,
+        connections: u64,
+        websockets: u64,
+        users_online: u64,
+        queue_pending: u64,
+    ) {
+        self.connections.set(connections as i64);
+        self.websockets.set(websockets as i64);
+        self.users_online.set(users_online as i64);
+        self.queue_pending.set(queue_pending as i64);
+        self.rss_bytes.set(rss_bytes() as i64);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Resident set size of this process, from `/proc/self/status` (0 where unavailable).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_counters_gauges_and_histograms() {
+        let m = Metrics::new();
+        m.messages_persisted.inc_by(3);
+        m.reject("rate_limited");
+        m.commit_batch_size.observe(12.0);
+        m.refresh(5, 2, 1, 9);
+        let text = m.encode();
+        assert!(text.contains("indaba_messages_persisted_total 3"), "{text}");
+        assert!(
+            text.contains("indaba_messages_rejected_total{reason=\"rate_limited\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("indaba_queue_pending 9"), "{text}");
+        assert!(text.contains("indaba_commit_batch_size_bucket"), "{text}");
+        assert!(rss_bytes() > 0);
+    }
+}
