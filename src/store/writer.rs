@@ -1305,3 +1305,87 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod queue_tests {
+    //! Queue bookkeeping that the HTTP tests cannot reach in reasonable time: expiry by age.
+
+    use super::*;
+    use redb::ReadableDatabase;
+
+    fn run(db: &Database, command: Command) {
+        let mut batch = vec![command];
+        let mut clock = Clock::default();
+        let (completions, _, outcome) = commit_batch(db, &mut batch, &mut clock, u64::MAX);
+        for done in completions {
+            done(outcome.as_ref().map(|_| ()));
+        }
+    }
+
+    #[test]
+    fn entries_past_retention_become_dead_letters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::create(dir.path().join("q.redb")).expect("db");
+        let (reply, _rx) = oneshot::channel();
+        let new = NewConversation {
+            creator: 1,
+            participants: vec![2],
+            property: None,
+            booking: None,
+            subject: None,
+        };
+        run(&db, Command::CreateConversation(new, reply));
+        // Two messages, then the retention boundary, then one more.
+        let mut boundary = 0;
+        for priority in [Priority::Low, Priority::High, Priority::Normal] {
+            if priority == Priority::Normal {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                boundary = crate::time::now_ms();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let (reply, _rx) = oneshot::channel();
+            let new = NewMessage {
+                conversation: 1,
+                sender: 1,
+                receiver: None,
+                message_type: "text".into(),
+                priority,
+                client_id: None,
+                body: vec![0],
+                plain: Arc::new(MessageBody {
+                    text: "t".into(),
+                    metadata_json: "{}".into(),
+                }),
+                origin: None,
+            };
+            run(&db, Command::AppendMessage(new, reply));
+        }
+        let (reply, mut expired) = oneshot::channel();
+        run(&db, Command::Expire(boundary, reply));
+        assert_eq!(expired.try_recv().expect("answered").expect("ok"), 2);
+
+        let read = db.begin_read().expect("read");
+        let queue = read.open_table(QUEUE).expect("queue");
+        let left: Vec<(u64, u8, u64)> = queue
+            .iter()
+            .expect("iter")
+            .map(|e| e.expect("entry").0.value())
+            .collect();
+        assert_eq!(left, vec![(2, Priority::Normal.rank(), 3)]);
+        let meta = read.open_table(META).expect("meta");
+        assert_eq!(
+            meta.get(meta::DEAD_LETTERS)
+                .expect("get")
+                .map(|v| v.value()),
+            Some(2)
+        );
+        assert_eq!(
+            meta.get(meta::QUEUE_PENDING)
+                .expect("get")
+                .map(|v| v.value()),
+            Some(1)
+        );
+        let lengths = read.open_table(QUEUE_LENGTHS).expect("lengths");
+        assert_eq!(lengths.get(2).expect("get").map(|v| v.value()), Some(1));
+    }
+}
