@@ -918,3 +918,82 @@ fn external_users_are_provisioned_with_their_username_claim() {
     let (_, me) = d.get(42, "/api/v1/auth/me/");
     assert_eq!(me["username"], "kofi");
 }
+
+#[test]
+fn public_key_issuers_rs256_es256_eddsa() {
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
+    let cases = [
+        ("rsa", jsonwebtoken::Algorithm::RS256),
+        ("ec", jsonwebtoken::Algorithm::ES256),
+        ("ed25519", jsonwebtoken::Algorithm::EdDSA),
+    ];
+    for (name, algorithm) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = common::key_file(dir.path(), "k");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[storage]\nencryption_key_file = \"{}\"\n[auth]\njwt_public_key_file = \"{}\"\nissuer = \"https://app.example\"\n",
+                key.display(),
+                keys.join(format!("{name}.pub.pem")).display()
+            ),
+        )
+        .expect("write config");
+        let d = Daemon::start_with(
+            &dir.path().join("data"),
+            Options {
+                config: Some(config),
+                // Only for the helper's HS256 tokens, which this daemon must refuse.
+                secret: Some("not-the-issuers-key-at-all".into()),
+                env: vec![],
+            },
+        );
+        let pem = std::fs::read(keys.join(format!("{name}.pem"))).expect("private key");
+        let signing = match algorithm {
+            jsonwebtoken::Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+            jsonwebtoken::Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
+            _ => jsonwebtoken::EncodingKey::from_ed_pem(&pem),
+        }
+        .expect("signing key");
+        let sign = |claims: Value| {
+            jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, &signing)
+                .expect("sign")
+        };
+        let me = |token: &str| {
+            split(
+                d.http
+                    .get(d.url("/api/v1/auth/me/"))
+                    .bearer_auth(token)
+                    .send()
+                    .expect("me"),
+            )
+        };
+        let good = sign(json!({"exp": now() + 300, "user_id": "31", "iss": "https://app.example"}));
+        let (status, body) = me(&good);
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(body["id"], 31);
+        let wrong_issuer = sign(json!({"exp": now() + 300, "user_id": 31, "iss": "https://other"}));
+        assert_eq!(me(&wrong_issuer).0, 401, "{name}");
+        let no_issuer = sign(json!({"exp": now() + 300, "user_id": 31}));
+        assert_eq!(
+            me(&no_issuer).0,
+            401,
+            "{name}: a configured issuer is required"
+        );
+        // An HS256 token is not accepted by a public-key daemon, whatever it is signed with.
+        assert_eq!(me(&d.token(31)).0, 401, "{name}");
+        // Local accounts need a signing secret this daemon does not have.
+        let (status, body) = split(
+            d.http
+                .post(d.url("/api/v1/auth/token/"))
+                .json(&json!({"username": "x", "password": "yyyyyyyy"}))
+                .send()
+                .expect("POST"),
+        );
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("local_accounts_unavailable"))
+        );
+    }
+}

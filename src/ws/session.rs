@@ -37,6 +37,9 @@ const SYNC_LIMIT: usize = 500;
 const WRITE_BATCH: usize = 64;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one frame may take to write. Frames are small next to the kernel's send buffer,
+/// so a write that blocks this long means the client stopped reading: the socket is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type SocketWriter = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
 
@@ -145,16 +148,27 @@ pub async fn run(
         state.shutdown_token(),
     ));
 
-    read_loop(&session, &mut reader, &activity, max_frame).await;
-
-    if !outbox.is_closing() {
-        outbox.close(close::NORMAL, "");
-    }
-    if tokio::time::timeout(CLOSE_TIMEOUT, &mut write_task)
-        .await
-        .is_err()
-    {
-        write_task.abort();
+    // Whichever side ends first ends the socket. When the writer is done (it sent a close,
+    // or the peer stopped reading or answering), the reader gets a moment for the peer's
+    // close reply and is then dropped: cancelling `read_frame` is fine once the socket goes.
+    let reading = read_loop(&session, &mut reader, &activity, max_frame);
+    tokio::pin!(reading);
+    let writer_done = tokio::select! {
+        _ = &mut reading => false,
+        _ = &mut write_task => true,
+    };
+    if writer_done {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reading).await;
+    } else {
+        if !outbox.is_closing() {
+            outbox.close(close::NORMAL, "");
+        }
+        if tokio::time::timeout(CLOSE_TIMEOUT, &mut write_task)
+            .await
+            .is_err()
+        {
+            write_task.abort();
+        }
     }
     if endpoint.is_some() {
         hub.unregister(id);
@@ -250,7 +264,8 @@ async fn write_loop(
                     tracing::debug!("websocket peer is not answering: dropped");
                     return;
                 }
-                if writer.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""))).await.is_err() {
+                let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""));
+                if timed(writer.write_frame(ping)).await.is_err() {
                     return;
                 }
                 continue;
@@ -264,9 +279,8 @@ async fn write_loop(
                     committed_ms,
                     ..
                 } => {
-                    let written = writer
-                        .write_frame(Frame::text(Payload::Borrowed(payload)))
-                        .await;
+                    let written =
+                        timed(writer.write_frame(Frame::text(Payload::Borrowed(payload)))).await;
                     if written.is_ok()
                         && let Some(committed) = committed_ms
                     {
@@ -276,15 +290,11 @@ async fn write_loop(
                     (written, *delivers)
                 }
                 Outbound::Binary(payload) => (
-                    writer
-                        .write_frame(Frame::binary(Payload::Borrowed(payload)))
-                        .await,
+                    timed(writer.write_frame(Frame::binary(Payload::Borrowed(payload)))).await,
                     None,
                 ),
                 Outbound::Pong(payload) => (
-                    writer
-                        .write_frame(Frame::pong(Payload::Borrowed(payload)))
-                        .await,
+                    timed(writer.write_frame(Frame::pong(Payload::Borrowed(payload)))).await,
                     None,
                 ),
             };
@@ -301,6 +311,16 @@ async fn write_loop(
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.write_frame(frame)).await;
             return;
         }
+    }
+}
+
+/// A frame write bounded by [`WRITE_TIMEOUT`]; a timeout counts as a failed write.
+async fn timed(
+    write: impl std::future::Future<Output = Result<(), WebSocketError>>,
+) -> Result<(), WebSocketError> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(result) => result,
+        Err(_) => Err(WebSocketError::ConnectionClosed),
     }
 }
 
