@@ -266,7 +266,7 @@ fn rejected(state: &AppState, e: SendError) -> SendError {
 /// see are skipped) and relays the receipts. Reading message N reads everything before it in
 /// its conversation.
 pub async fn mark_read(
-    state: &Arc<AppState>,
+    state: &AppState,
     reader: u64,
     message_ids: &[u64],
     only: Option<u64>,

@@ -750,6 +750,16 @@ fn rest_and_websocket_see_the_same_messages() {
             assert_eq!(last["client_id"], "b-1");
             assert_eq!(last["created_at"], sent["created_at"]);
         }
+
+        // A read over REST is relayed live like one over the socket.
+        let path = format!("{MSGS}{ws_id}/mark_as_read/");
+        let (status, read) = rest.call("POST", &d.token(1), &path, None).await;
+        assert_eq!(status, 200, "{read}");
+        let receipt = recv_json(&mut b).await;
+        assert_eq!(receipt["type"], "read_receipt");
+        assert_eq!(receipt["reader_id"], 1);
+        assert_eq!(receipt["message_ids"], json!([ws_id]));
+        assert_eq!(receipt["conversation_id"], conv);
     });
 }
 

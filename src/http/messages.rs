@@ -10,7 +10,7 @@ use super::request::{Ctx, Query, read_empty, read_json};
 use super::views::{MessageJson, Paginated};
 use crate::error::{ApiError, HttpResponse, json_response};
 use crate::messaging::{self, SendRequest, Sender};
-use crate::store::reader::Cursor;
+use crate::store::reader::{Cursor, MessageView};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
@@ -52,13 +52,7 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse,
         client_id: body.client_id,
     };
     let sent = messaging::send(ctx.state, sender, request).await?;
-    let (user, id) = (ctx.user.user_id, sent.id);
-    let view = ctx
-        .state
-        .store
-        .read(move |r| r.visible_message(user, id))
-        .await?
-        .ok_or(ApiError::NotFound("message not found"))?;
+    let view = visible(ctx, sent.id).await?;
     let status = if sent.duplicate {
         StatusCode::OK
     } else {
@@ -141,15 +135,19 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse
     ))
 }
 
-/// `GET /messages/{id}/`: 404 unless the caller is in the message's conversation.
-pub async fn get(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
+/// Message `id` as the caller sees it; 404 unless the caller is in its conversation.
+async fn visible(ctx: &Ctx<'_>, id: u64) -> Result<MessageView, ApiError> {
     let user = ctx.user.user_id;
-    let view = ctx
-        .state
+    ctx.state
         .store
         .read(move |r| r.visible_message(user, id))
         .await?
-        .ok_or(ApiError::NotFound("message not found"))?;
+        .ok_or(ApiError::NotFound("message not found"))
+}
+
+/// `GET /messages/{id}/`: 404 unless the caller is in the message's conversation.
+pub async fn get(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
+    let view = visible(ctx, id).await?;
     Ok(json_response(StatusCode::OK, &MessageJson::from(view)))
 }
 
@@ -161,16 +159,8 @@ pub async fn mark_as_read(
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     read_empty(req, &ctx.state.config.limits).await?;
-    let user = ctx.user.user_id;
-    let store = &ctx.state.store;
-    let message = store
-        .read(move |r| r.visible_message(user, id))
-        .await?
-        .ok_or(ApiError::NotFound("message not found"))?;
-    store
-        .writer()
-        .mark_read(user, message.record.conversation, Some(id))
-        .await?;
+    // The same path as a socket's read receipt: stored, and relayed live to the senders.
+    messaging::mark_read(ctx.state, ctx.user.user_id, &[id], None, None).await?;
     get(ctx, id).await
 }
 

@@ -109,47 +109,34 @@ impl Outbox {
 
     /// Adds an event. Past the bound the outbox closes with 4008 and refuses.
     pub fn push(&self, lane: Lane, frame: Outbound) -> Result<(), Closed> {
-        let mut state = self.lock();
-        if state.closing.is_some() {
-            return Err(Closed);
-        }
-        if state.len >= self.capacity {
-            state.closing = Some(Closing {
-                code: CLOSE_SLOW_CONSUMER,
-                reason: "outbound buffer full: client is not reading",
-            });
-            drop(state);
-            self.notify.notify_one();
-            return Err(Closed);
-        }
-        state.lanes[lane.index()].push_back(frame);
-        state.len += 1;
-        drop(state);
-        self.notify.notify_one();
-        Ok(())
+        self.admit(1, |state| state.lanes[lane.index()].push_back(frame))
     }
 
     /// Adds a batch that must arrive in order and together (queue replay, `sync`); refused
     /// whole, with a 4008 close, if it does not fit.
     pub fn push_batch(&self, frames: Vec<Outbound>) -> Result<(), Closed> {
+        self.admit(frames.len(), |state| state.lanes[0].extend(frames))
+    }
+
+    /// Runs `add` (which queues `count` frames) if they fit; otherwise closes with 4008.
+    fn admit(&self, count: usize, add: impl FnOnce(&mut State)) -> Result<(), Closed> {
         let mut state = self.lock();
         if state.closing.is_some() {
             return Err(Closed);
         }
-        if state.len + frames.len() > self.capacity {
+        let fits = state.len + count <= self.capacity;
+        if fits {
+            add(&mut state);
+            state.len += count;
+        } else {
             state.closing = Some(Closing {
                 code: CLOSE_SLOW_CONSUMER,
                 reason: "outbound buffer full: client is not reading",
             });
-            drop(state);
-            self.notify.notify_one();
-            return Err(Closed);
         }
-        state.len += frames.len();
-        state.lanes[0].extend(frames);
         drop(state);
         self.notify.notify_one();
-        Ok(())
+        if fits { Ok(()) } else { Err(Closed) }
     }
 
     /// Asks the writer to close the socket with `code` as soon as it can (ahead of any
