@@ -141,10 +141,21 @@ async fn expire_queues(state: Arc<AppState>) {
     let retention = u64::from(state.config.queues.message_retention_days) * 86_400_000;
     loop {
         let cutoff = crate::time::now_ms().saturating_sub(retention);
-        match state.store.writer().expire(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "queue entries past retention dead-lettered"),
-            Err(e) => tracing::warn!(error = %e, "queue expiry failed"),
+        // In bounded steps, so other writes interleave.
+        loop {
+            match state.store.writer().expire(cutoff).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::info!(expired = n, "queue entries past retention dead-lettered");
+                    if n < crate::store::writer::EXPIRE_BATCH || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "queue expiry failed");
+                    break;
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(EXPIRY_INTERVAL) => {}

@@ -311,6 +311,9 @@ pub async fn mark_read(
             .writer()
             .mark_read(reader, conv, Some(newest))
             .await?;
+        // Relayed even when the marker was already past (a reply reads what came before):
+        // the senders still learn these ids were seen. The socket's frame budget and the id
+        // cap bound what one client can make others receive.
         state
             .hub
             .read_receipt(reader, conv, &by_sender, crate::time::now_ms(), from);

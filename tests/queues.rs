@@ -105,6 +105,9 @@ fn queue_order_drain_peek_and_restart() {
         (normal2, "normal".to_owned()),
         (low, "low".to_owned()),
     ];
+    // HEAD would drain without handing the messages over: refused.
+    let (status, _) = service(&d, "HEAD", "/api/messages/queue/789", None);
+    assert_eq!(status, 405);
     // Peek does not drain; the sender has no queue.
     assert_eq!(queue(&d, 789, "?peek=true"), order);
     assert_eq!(queue(&d, 789, "?peek=true"), order);

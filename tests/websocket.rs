@@ -703,6 +703,33 @@ fn notification_socket_hears_new_messages_and_unread_count() {
         );
         // The sender is not notified of its own message.
         ping_pong(&mut a).await;
+
+        // Archiving is the caller's own change: their notification sockets hear it.
+        let path = format!("/api/v1/messaging/conversations/{conv}/archive/");
+        let (status, _) = rest.call("POST", &d.token(2), &path, None).await;
+        assert_eq!(status, 200);
+        let updated = recv_json(&mut b).await;
+        assert_eq!(updated["type"], "conversation_updated");
+        assert_eq!(updated["conversation"]["id"], conv);
+        assert_eq!(updated["conversation"]["is_archived"], true);
+        ping_pong(&mut a).await;
+
+        // A new conversation is announced to everyone in it.
+        let (status, created) = rest
+            .call(
+                "POST",
+                &d.token(1),
+                "/api/v1/messaging/conversations/",
+                Some(&json!({"participants": [2, 3], "subject": "new"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        for socket in [&mut a, &mut b] {
+            let event = recv_json(socket).await;
+            assert_eq!(event["type"], "conversation_updated");
+            assert_eq!(event["conversation"]["id"], created["id"]);
+            assert_eq!(event["conversation"]["subject"], "new");
+        }
     });
 }
 
@@ -1387,4 +1414,30 @@ fn shutdown_does_not_wait_for_a_client_that_ignores_the_close() {
         started.elapsed(),
         d.log_text()
     );
+}
+
+/// Regression: a stop used to reset the typing throttle, so alternating start/stop relayed
+/// every frame and could flood the other participants' sockets.
+#[test]
+fn typing_start_stop_alternation_is_still_throttled() {
+    let (_dir, d) = daemon(&[]);
+    let conv = d.conversation(1, 2);
+    runtime().block_on(async {
+        let (mut a, _) = chat(&d, 1).await;
+        let (mut b, _) = chat(&d, 2).await;
+        for is_typing in [true, false, true, false, true] {
+            send_json(
+                &mut a,
+                json!({"type": "typing_indicator", "conversation_id": conv, "is_typing": is_typing}),
+            )
+            .await;
+        }
+        ping_pong(&mut a).await; // every frame above has been handled
+        let mut relayed = Vec::new();
+        for _ in 0..3 {
+            relayed.push(recv_json(&mut b).await["is_typing"].clone());
+        }
+        assert_eq!(relayed, [json!(true), json!(false), json!(false)]);
+        ping_pong(&mut b).await; // and nothing more
+    });
 }

@@ -140,11 +140,26 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpRespons
     } else {
         StatusCode::OK
     };
-    Ok(json_response(status, &ConversationJson::from(view)))
+    let json = ConversationJson::from(view);
+    if created.created {
+        // Everyone in it starts with the same view: new, unread 0, not archived.
+        let event = crate::ws::protocol::conversation_updated(&json);
+        for participant in &json.participants {
+            ctx.state
+                .hub
+                .conversation_updated(*participant, event.clone());
+        }
+    }
+    Ok(json_response(status, &json))
 }
 
 /// `GET /conversations/{id}/`
 pub async fn get(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
+    Ok(json_response(StatusCode::OK, &view(ctx, id).await?))
+}
+
+/// The caller's view of conversation `id`; 404 unless they are in it.
+async fn view(ctx: &Ctx<'_>, id: u64) -> Result<ConversationJson, ApiError> {
     let user = ctx.user.user_id;
     let view = ctx
         .state
@@ -152,7 +167,7 @@ pub async fn get(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
         .read(move |r| r.conversation_view(user, id))
         .await?
         .ok_or(ApiError::NotFound("conversation not found"))?;
-    Ok(json_response(StatusCode::OK, &ConversationJson::from(view)))
+    Ok(ConversationJson::from(view))
 }
 
 /// `GET /conversations/unread_count/`
@@ -178,7 +193,7 @@ pub async fn set_archived(
         .writer()
         .set_archived(ctx.user.user_id, id, archived)
         .await?;
-    get(ctx, id).await
+    updated(ctx, id).await
 }
 
 /// `POST /conversations/{id}/mark_all_read/`: the caller's read marker moves to the newest message.
@@ -193,7 +208,18 @@ pub async fn mark_all_read(
         .writer()
         .mark_read(ctx.user.user_id, id, None)
         .await?;
-    get(ctx, id).await
+    updated(ctx, id).await
+}
+
+/// Answers with the caller's view of `id` after a change, and tells the caller's
+/// notification sockets (`conversation_updated`).
+async fn updated(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
+    let json = view(ctx, id).await?;
+    ctx.state.hub.conversation_updated(
+        ctx.user.user_id,
+        crate::ws::protocol::conversation_updated(&json),
+    );
+    Ok(json_response(StatusCode::OK, &json))
 }
 
 /// `GET /presence/?user_ids=1,2`: online state of users who share a conversation with the

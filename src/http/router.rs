@@ -113,7 +113,8 @@ impl Route {
             ["api", "messages", "broadcast"] => only(post, Route::ServiceBroadcast, "POST"),
             ["api", "messages", "queue", user] => {
                 let user = crate::http::service::user_id(user)?;
-                only(get, Route::ServiceQueue(user), "GET, HEAD")
+                // Not HEAD: a drain answered without its body would lose what it removed.
+                only(*method == Method::GET, Route::ServiceQueue(user), "GET")
             }
             ["ws", rest @ ..] => {
                 use crate::ws::Requested;

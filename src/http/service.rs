@@ -27,6 +27,8 @@ use crate::store::writer::{Broadcast, NewConversation};
 
 /// Most recipients of one broadcast.
 pub const MAX_BROADCAST_RECIPIENTS: usize = 100_000;
+/// Recipients stored per commit.
+const BROADCAST_CHUNK: usize = 2_000;
 /// Queue entries one drain or peek returns by default, and at most.
 const DEFAULT_QUEUE_LIMIT: usize = 100;
 const MAX_QUEUE_LIMIT: usize = 1000;
@@ -166,7 +168,7 @@ pub async fn queue(
         .store
         .read(move |r| {
             let mut out = Vec::new();
-            for queued in r.queued(user, None, limit)? {
+            for queued in r.queued(user, None, limit)?.0 {
                 let Some(conversation) = r.conversation(queued.record.conversation)? else {
                     continue;
                 };
@@ -277,28 +279,52 @@ pub async fn broadcast(state: &AppState, req: Request<Incoming>) -> Result<HttpR
             ));
         }
     };
+    if metadata_json.len() > state.config.limits.max_text_bytes {
+        return Err(ApiError::bad_request(
+            "metadata_too_large",
+            format!(
+                "field `message.metadata` is larger than {} bytes",
+                state.config.limits.max_text_bytes
+            ),
+        ));
+    }
     let plain = MessageBody {
         text: body.message.text,
         metadata_json,
     };
     // One seal serves every copy: the copies are the same encryption of the same text.
-    let sealed = state.store.keyring().seal(&encode(&plain)?);
-    let count = recipients.len() as u64;
-    state.metrics.messages_accepted.inc_by(count);
-    let delivered = state
-        .store
-        .writer()
-        .broadcast(Broadcast {
-            sender,
-            message_type,
-            priority: Priority::High,
-            recipients: recipients
-                .into_iter()
-                .map(|u| (u, sealed.clone()))
-                .collect(),
-            plain: Arc::new(plain),
-        })
-        .await?;
+    let body = Arc::new(state.store.keyring().seal(&encode(&plain)?));
+    let plain = Arc::new(plain);
+    // In chunks, so a big broadcast does not hold every other send behind one commit. A
+    // failure part-way leaves the chunks before it delivered (and says so).
+    let mut delivered = 0;
+    for chunk in recipients.chunks(BROADCAST_CHUNK) {
+        let result = state
+            .store
+            .writer()
+            .broadcast(Broadcast {
+                sender,
+                message_type: message_type.clone(),
+                priority: Priority::High,
+                recipients: chunk.to_vec(),
+                body: body.clone(),
+                plain: plain.clone(),
+            })
+            .await;
+        match result {
+            Ok(n) => {
+                delivered += n;
+                state.metrics.messages_accepted.inc_by(n);
+            }
+            Err(e) if delivered > 0 => {
+                tracing::error!(error = %e, delivered, "broadcast failed part-way");
+                return Err(ApiError::Internal(format!(
+                    "broadcast failed after {delivered} recipients: {e}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(json_response(
         StatusCode::OK,
         &json!({"status": "accepted", "recipients": delivered}),

@@ -66,6 +66,8 @@ struct Registry {
     notifications: HashMap<u64, Vec<SessionId>>,
     /// `/ws/chat/` sockets that joined a conversation, to hear its participants' presence.
     joined: HashMap<u64, HashSet<SessionId>>,
+    /// The same, by socket, so a disconnect touches only its own conversations.
+    joined_by: HashMap<SessionId, HashSet<u64>>,
 }
 
 impl Registry {
@@ -159,10 +161,14 @@ impl Hub {
                 index.remove(&key);
             }
         }
-        registry.joined.retain(|_, members| {
-            members.remove(&id);
-            !members.is_empty()
-        });
+        for conversation in registry.joined_by.remove(&id).unwrap_or_default() {
+            if let Some(members) = registry.joined.get_mut(&conversation) {
+                members.remove(&id);
+                if members.is_empty() {
+                    registry.joined.remove(&conversation);
+                }
+            }
+        }
     }
 
     /// Number of live sockets.
@@ -189,15 +195,20 @@ impl Hub {
 
     /// `join_conversation` of a `/ws/chat/` socket (participation checked by the caller).
     pub fn join(&self, id: SessionId, conversation: u64) {
-        self.registry()
-            .joined
-            .entry(conversation)
+        let mut registry = self.registry();
+        registry.joined.entry(conversation).or_default().insert(id);
+        registry
+            .joined_by
+            .entry(id)
             .or_default()
-            .insert(id);
+            .insert(conversation);
     }
 
     pub fn leave(&self, id: SessionId, conversation: u64) {
         let mut registry = self.registry();
+        if let Some(joined) = registry.joined_by.get_mut(&id) {
+            joined.remove(&conversation);
+        }
         if let Some(members) = registry.joined.get_mut(&conversation) {
             members.remove(&id);
             if members.is_empty() {
@@ -337,12 +348,9 @@ impl Hub {
                 typing.retain(|_, last| now.duration_since(*last) < TYPING_THROTTLE);
             }
             typing.insert((user, conversation), now);
-        } else {
-            self.typing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&(user, conversation));
         }
+        // A stop is always relayed, but it does not reset the throttle: alternating
+        // start/stop cannot relay more than one start per second.
         let chat_event = protocol::typing_indicator(conversation, user, is_typing);
         let conv_event = protocol::typing(user, username, is_typing);
         let registry = self.registry();
@@ -449,6 +457,17 @@ impl Hub {
                 }
             }
         });
+    }
+
+    /// `conversation_updated` (the user's own view of a conversation) to `user`'s
+    /// notification sockets.
+    pub fn conversation_updated(&self, user: u64, event: Bytes) {
+        let registry = self.registry();
+        for (_, session) in registry.outboxes(registry.notifications.get(&user)) {
+            let _ = session
+                .outbox
+                .push(Lane::Control, Outbound::event(event.clone()));
+        }
     }
 
     /// Pushes `event` to one socket.

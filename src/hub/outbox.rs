@@ -7,7 +7,7 @@
 //! anyone else, and loses nothing (undelivered messages stay in its queue, and `sync` finds
 //! them).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -56,6 +56,14 @@ pub enum Outbound {
 }
 
 impl Outbound {
+    /// The message this frame carries, if any.
+    pub fn message_id(&self) -> Option<u64> {
+        match self {
+            Outbound::Text { message_id, .. } => *message_id,
+            _ => None,
+        }
+    }
+
     /// A plain event frame.
     pub fn event(payload: Bytes) -> Self {
         Outbound::Text {
@@ -79,13 +87,22 @@ struct State {
     lanes: [VecDeque<Outbound>; 4],
     len: usize,
     closing: Option<Closing>,
+    /// While the queue is replayed, live messages wait here (counted in `len`), so that
+    /// the replay comes first and nothing arrives twice.
+    replaying: bool,
+    held: VecDeque<(Lane, Outbound)>,
+    /// Messages already sent by the replay: their live copies are dropped.
+    replayed: HashSet<u64>,
 }
 
 /// The outbound buffer: many producers (the hub, the session), one consumer (the writer task).
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
+    /// Wakes the writer when there is something to send.
     notify: Notify,
+    /// Wakes batch producers when the writer made room (or the socket closes).
+    room: Notify,
     capacity: usize,
 }
 
@@ -98,6 +115,7 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
+            room: Notify::new(),
             capacity: capacity.max(1),
         }
     }
@@ -109,13 +127,78 @@ impl Outbox {
 
     /// Adds an event. Past the bound the outbox closes with 4008 and refuses.
     pub fn push(&self, lane: Lane, frame: Outbound) -> Result<(), Closed> {
-        self.admit(1, |state| state.lanes[lane.index()].push_back(frame))
+        self.admit(1, |state| {
+            if state.replaying && matches!(lane, Lane::Message(_)) {
+                state.held.push_back((lane, frame));
+            } else {
+                state.lanes[lane.index()].push_back(frame);
+            }
+        })
     }
 
     /// Adds a batch that must arrive in order and together (queue replay, `sync`); refused
     /// whole, with a 4008 close, if it does not fit.
     pub fn push_batch(&self, frames: Vec<Outbound>) -> Result<(), Closed> {
         self.admit(frames.len(), |state| state.lanes[0].extend(frames))
+    }
+
+    /// Starts a queue replay: live messages are held back until [`Outbox::end_replay`].
+    pub fn begin_replay(&self) {
+        self.lock().replaying = true;
+    }
+
+    /// Queues replayed messages (ahead of live ones), waiting for room rather than
+    /// overflowing: a batch the server generates must never cost the client a 4008. Returns
+    /// `Err` once the socket is closing.
+    pub async fn push_replay(&self, frames: Vec<Outbound>) -> Result<(), Closed> {
+        let ids: Vec<u64> = frames.iter().filter_map(Outbound::message_id).collect();
+        self.push_when_room(frames).await?;
+        self.lock().replayed.extend(ids);
+        Ok(())
+    }
+
+    /// Ends the replay: held live messages follow, minus those the replay already sent.
+    pub fn end_replay(&self) {
+        let mut state = self.lock();
+        state.replaying = false;
+        let held = std::mem::take(&mut state.held);
+        let replayed = std::mem::take(&mut state.replayed);
+        for (lane, frame) in held {
+            if frame.message_id().is_some_and(|id| replayed.contains(&id)) {
+                state.len -= 1;
+            } else {
+                state.lanes[lane.index()].push_back(frame);
+            }
+        }
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    /// Queues an ordered batch in the control lane once there is room for it (the writer
+    /// frees room as it writes), leaving half the buffer for live events. Batches larger than
+    /// half the buffer are refused outright.
+    pub async fn push_when_room(&self, frames: Vec<Outbound>) -> Result<(), Closed> {
+        let limit = self.capacity / 2 + 1;
+        if frames.len() > limit {
+            return Err(Closed);
+        }
+        loop {
+            let waiting = self.room.notified();
+            {
+                let mut state = self.lock();
+                if state.closing.is_some() {
+                    return Err(Closed);
+                }
+                if state.len + frames.len() <= limit {
+                    state.len += frames.len();
+                    state.lanes[0].extend(frames);
+                    drop(state);
+                    self.notify.notify_one();
+                    return Ok(());
+                }
+            }
+            waiting.await;
+        }
     }
 
     /// Runs `add` (which queues `count` frames) if they fit; otherwise closes with 4008.
@@ -148,9 +231,10 @@ impl Outbox {
         }
         drop(state);
         self.notify.notify_one();
+        self.room.notify_waiters();
     }
 
-    /// Frames waiting.
+    /// Frames waiting (held ones included).
     pub fn len(&self) -> usize {
         self.lock().len
     }
@@ -183,6 +267,8 @@ impl Outbox {
                         }
                     }
                     state.len -= out.len();
+                    drop(state);
+                    self.room.notify_waiters();
                     return None;
                 }
             }
@@ -225,6 +311,60 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(outbox.next_batch(10, &mut out).await, None);
         assert_eq!(payloads(&out), ["ack", "high", "normal", "low"]);
+    }
+
+    #[tokio::test]
+    async fn live_messages_wait_for_the_replay_and_are_not_duplicated() {
+        let outbox = Outbox::new(10);
+        outbox.begin_replay();
+        let message = |label: &'static str, id: u64| Outbound::Text {
+            payload: Bytes::from_static(label.as_bytes()),
+            delivers: None,
+            message_id: Some(id),
+            committed_ms: None,
+        };
+        outbox
+            .push(Lane::Message(Priority::High), message("live 7", 7))
+            .expect("push");
+        outbox
+            .push(Lane::Message(Priority::Normal), message("live 9", 9))
+            .expect("push");
+        outbox
+            .push_replay(vec![message("replay 7", 7)])
+            .await
+            .expect("replay");
+        let mut out = Vec::new();
+        outbox.next_batch(10, &mut out).await;
+        assert_eq!(
+            payloads(&out),
+            ["replay 7"],
+            "live messages wait during the replay"
+        );
+        outbox.end_replay();
+        out.clear();
+        outbox.next_batch(10, &mut out).await;
+        assert_eq!(payloads(&out), ["live 9"], "the live copy of 7 is dropped");
+        assert_eq!(outbox.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn server_batches_wait_for_room_instead_of_4008() {
+        let outbox = std::sync::Arc::new(Outbox::new(6));
+        for label in ["a", "b", "c"] {
+            outbox.push(Lane::Control, text(label)).expect("push");
+        }
+        let producer = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.push_when_room(vec![text("d"), text("e")]).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!outbox.is_closing(), "a waiting batch is not an overflow");
+        let mut out = Vec::new();
+        outbox.next_batch(10, &mut out).await;
+        assert_eq!(producer.await.expect("task"), Ok(()));
+        out.clear();
+        outbox.next_batch(10, &mut out).await;
+        assert_eq!(payloads(&out), ["d", "e"]);
     }
 
     #[tokio::test]

@@ -42,6 +42,9 @@ pub struct ConversationView {
     pub last_message: Option<MessageView>,
 }
 
+/// A place in one user's queue: (priority rank, message id).
+pub type QueuePosition = (u8, u64);
+
 /// A message read for delivery (queue replay or `sync`), opened.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {
@@ -95,14 +98,17 @@ impl<'a> Reader<'a> {
     }
 
     /// Up to `limit` entries of `user`'s queue after `after` (a previous entry's rank and id),
-    /// in delivery order (high priority first, then oldest first), with their messages opened.
+    /// in delivery order (high priority first, then oldest first), with their messages opened;
+    /// and the last entry looked at, to continue from. An entry whose message is gone or
+    /// cannot be opened is skipped (and logged), so one bad record never stalls a queue.
     pub fn queued(
         &self,
         user: u64,
         after: Option<(u8, u64)>,
         limit: usize,
-    ) -> Result<Vec<QueuedMessage>, StoreError> {
+    ) -> Result<(Vec<QueuedMessage>, Option<QueuePosition>), StoreError> {
         let mut out = Vec::new();
+        let mut last = None;
         let start = match after {
             Some((rank, id)) if id == u64::MAX => (user, rank.saturating_add(1), 0),
             Some((rank, id)) => (user, rank, id + 1),
@@ -114,17 +120,23 @@ impl<'a> Reader<'a> {
             .take(limit)
         {
             let (_, rank, id) = entry?.0.value();
-            if let Some(record) = self.message(id)? {
-                let body = self.open_body(&record)?;
-                out.push(QueuedMessage {
+            last = Some((rank, id));
+            let Some(record) = self.message(id)? else {
+                continue;
+            };
+            match self.open_body(&record) {
+                Ok(body) => out.push(QueuedMessage {
                     rank,
                     id,
                     record,
                     body,
-                });
+                }),
+                Err(e) => {
+                    tracing::error!(message = id, error = %e, "queued message cannot be opened; skipped")
+                }
             }
         }
-        Ok(out)
+        Ok((out, last))
     }
 
     /// The longest user queue.

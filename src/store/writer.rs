@@ -30,6 +30,10 @@ use super::tables::{
 use super::{Reply, StoreError, request};
 use crate::metrics::Metrics;
 
+/// Most queue entries one expiry command removes, so a sweep after a long downtime never
+/// holds the writer for long: the sweeper repeats until nothing is left.
+pub const EXPIRE_BATCH: u64 = 10_000;
+
 /// Requests waiting for the writer beyond this many make senders wait (back-pressure).
 const QUEUE_CAPACITY: usize = 65_536;
 
@@ -143,14 +147,15 @@ pub enum MessageAppended {
     Duplicate { id: u64 },
 }
 
-/// A broadcast: one message per recipient, each sealed separately.
+/// A broadcast: the same message to each recipient.
 #[derive(Debug)]
 pub struct Broadcast {
     pub sender: u64,
     pub message_type: String,
     pub priority: Priority,
-    /// (recipient, sealed body); the plaintext is shared.
-    pub recipients: Vec<(u64, Vec<u8>)>,
+    pub recipients: Vec<u64>,
+    /// The sealed body, stored once per recipient (the same encryption of the same text).
+    pub body: Arc<Vec<u8>>,
     pub plain: Arc<MessageBody>,
 }
 
@@ -206,7 +211,8 @@ pub enum Command {
     Dequeue(Vec<QueueKey>),
     /// Remove these entries and say which were still there (the service API's drain).
     Drain(Vec<QueueKey>, Reply<Vec<QueueKey>>),
-    /// Dead-letter every queue entry enqueued before this time (Unix ms); answers how many.
+    /// Dead-letter queue entries enqueued before this time (Unix ms), at most
+    /// [`EXPIRE_BATCH`] per command; answers how many.
     Expire(u64, Reply<u64>),
     /// One system message from `sender` to each user, in their one-to-one conversation.
     Broadcast(Broadcast, Reply<u64>),
@@ -780,6 +786,9 @@ impl<'txn> Tables<'txn> {
         }
         let mut expired = 0;
         for user in users {
+            if expired >= EXPIRE_BATCH {
+                break;
+            }
             let mut stale = Vec::new();
             for rank in 0..=2u8 {
                 for entry in self
@@ -788,7 +797,8 @@ impl<'txn> Tables<'txn> {
                     .map_err(wr)?
                 {
                     let (key, enqueued) = entry.map_err(wr)?;
-                    if enqueued.value() >= before_ms {
+                    if enqueued.value() >= before_ms || expired + stale.len() as u64 >= EXPIRE_BATCH
+                    {
                         break;
                     }
                     stale.push(key.value());
@@ -820,7 +830,7 @@ impl<'txn> Tables<'txn> {
 
     fn broadcast_all(&mut self, broadcast: Broadcast, now_ms: u64) -> Result<u64, OpError> {
         let mut delivered = 0;
-        for (user, body) in broadcast.recipients {
+        for user in broadcast.recipients {
             if user == broadcast.sender {
                 continue;
             }
@@ -844,7 +854,7 @@ impl<'txn> Tables<'txn> {
                     message_type: broadcast.message_type.clone(),
                     priority: broadcast.priority,
                     client_id: None,
-                    body,
+                    body: broadcast.body.to_vec(),
                     plain: broadcast.plain.clone(),
                     origin: None,
                 },

@@ -318,6 +318,12 @@ pub fn unread_count(count: u64) -> Bytes {
     to_bytes(&serde_json::json!({"type": "unread_count", "unread_count": count}))
 }
 
+/// `conversation_updated` on `/ws/notifications/`, with the conversation as the REST API shows
+/// it to that user.
+pub fn conversation_updated(conversation: &impl Serialize) -> Bytes {
+    to_bytes(&serde_json::json!({"type": "conversation_updated", "conversation": conversation}))
+}
+
 /// `presence` to sockets that joined a conversation of `user`.
 pub fn presence(user: u64, online: bool, last_seen_ms: Option<u64>) -> Bytes {
     to_bytes(&serde_json::json!({

@@ -25,10 +25,16 @@ use crate::auth::Identity;
 use crate::error::event_code;
 use crate::hub::outbox::{Lane, Outbound, Outbox};
 use crate::hub::{Endpoint, Hub, SessionId};
+use crate::limits::RateLimiter;
 use crate::messaging::{self, SendError, SendRequest, Sender};
 use crate::metrics::Metrics;
 use crate::time::now_ms;
 
+/// Frames other than messages a socket may send per second, and in a burst.
+const CONTROL_FRAMES_PER_SECOND: f64 = 20.0;
+const CONTROL_FRAMES_BURST: u32 = 60;
+/// Most message ids in one read receipt.
+const MAX_RECEIPT_IDS: usize = 500;
 /// Messages replayed from the queue per read of the store.
 const REPLAY_CHUNK: usize = 256;
 /// Most messages one `sync` request returns (the client continues from `last_message_id`).
@@ -64,6 +70,8 @@ struct Session {
     username: Option<String>,
     kind: Kind,
     outbox: Arc<Outbox>,
+    /// Frames other than chat messages per second ([`CONTROL_FRAMES_PER_SECOND`]).
+    control_budget: RateLimiter<u8>,
 }
 
 /// Runs an upgraded socket to the end. `refusal` closes it at once with that code (4401 bad
@@ -115,6 +123,10 @@ pub async fn run(
             Outbound::event(protocol::connection_established(user.user_id, id)),
         );
     }
+    if matches!(kind, Kind::Chat) {
+        // The queue goes first: live messages wait until it has been replayed.
+        outbox.begin_replay();
+    }
     if let Some(endpoint) = endpoint {
         hub.register(id, user.user_id, endpoint, outbox.clone());
         hub.connected(user.user_id);
@@ -131,6 +143,7 @@ pub async fn run(
         username,
         kind,
         outbox: outbox.clone(),
+        control_budget: RateLimiter::new(CONTROL_FRAMES_PER_SECOND, CONTROL_FRAMES_BURST),
     });
     tracing::debug!(session = id, user = session.user.user_id, "websocket open");
     if matches!(session.kind, Kind::Chat) {
@@ -170,6 +183,9 @@ pub async fn run(
             write_task.abort();
         }
     }
+    // Whatever ended the socket, its outbox is closed now: tasks still feeding it (a queue
+    // replay, a sync) see that and stop.
+    outbox.close(close::GOING_AWAY, "");
     if endpoint.is_some() {
         hub.unregister(id);
         hub.disconnected(session.user.user_id, &state.shutdown_token());
@@ -327,25 +343,31 @@ async fn timed(
 /// Delivers the user's queue right after `connection_established`: high priority first, in
 /// chunks, each written before the next is read. Entries leave the queue once written.
 async fn replay_queue(session: Arc<Session>) {
+    replay_chunks(&session).await;
+    // Live messages held meanwhile follow now (those the replay already sent are dropped).
+    session.outbox.end_replay();
+}
+
+async fn replay_chunks(session: &Session) {
     let user = session.user.user_id;
     let capacity = session.state.config.limits.outbound_buffer;
     let chunk = REPLAY_CHUNK.min((capacity / 2).max(1));
     let mut after = None;
     loop {
-        let entries = match session
+        let read = session
             .state
             .store
             .read(move |r| r.queued(user, after, chunk))
-            .await
-        {
-            Ok(entries) => entries,
+            .await;
+        let (entries, last) = match read {
+            Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "queue replay failed");
                 return;
             }
         };
-        let Some(last) = entries.last() else { return };
-        after = Some((last.rank, last.id));
+        let Some(last) = last else { return };
+        after = Some(last);
         let frames: Vec<Outbound> = entries
             .iter()
             .map(|m| Outbound::Text {
@@ -355,14 +377,8 @@ async fn replay_queue(session: Arc<Session>) {
                 committed_ms: None,
             })
             .collect();
-        // Wait for room rather than overflow the socket with its own backlog.
-        while session.outbox.len() + frames.len() > capacity {
-            if session.outbox.is_closing() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if session.outbox.push_batch(frames).is_err() {
+        // Waits for room: the socket's own backlog never earns it a 4008.
+        if !frames.is_empty() && session.outbox.push_replay(frames).await.is_err() {
             return;
         }
     }
@@ -406,21 +422,41 @@ impl Session {
         };
         match &self.kind {
             Kind::Chat => match protocol::parse::<ChatIn>(&text) {
-                Ok(msg) => self.chat(msg).await,
-                Err(e) => self.error(e.code, &e.detail, e.client_ref.as_deref()),
+                Ok(msg @ ChatIn::ChatMessage(_)) => self.chat(msg).await,
+                Ok(msg) if self.spend() => self.chat(msg).await,
+                Ok(_) => {}
+                Err(e) if self.spend() => self.error(e.code, &e.detail, e.client_ref.as_deref()),
+                Err(_) => {}
             },
             Kind::Conversation { id, participants } => {
                 match protocol::parse::<ConversationIn>(&text) {
-                    Ok(msg) => self.conversation(*id, participants, msg).await,
-                    Err(e) => self.error(e.code, &e.detail, None),
+                    Ok(msg @ ConversationIn::Message(_)) => {
+                        self.conversation(*id, participants, msg).await
+                    }
+                    Ok(msg) if self.spend() => self.conversation(*id, participants, msg).await,
+                    Ok(_) => {}
+                    Err(e) if self.spend() => self.error(e.code, &e.detail, None),
+                    Err(_) => {}
                 }
             }
             Kind::Notifications => match protocol::parse::<NotificationsIn>(&text) {
-                Ok(NotificationsIn::Ping) => self.push(protocol::pong()),
-                Err(e) => self.error(e.code, &e.detail, e.client_ref.as_deref()),
+                Ok(NotificationsIn::Ping) if self.spend() => self.push(protocol::pong()),
+                Err(e) if self.spend() => self.error(e.code, &e.detail, e.client_ref.as_deref()),
+                _ => {}
             },
             Kind::Echo => {}
         }
+    }
+
+    /// Spends one unit of the socket's budget for frames other than chat messages (which have
+    /// the per-user send rate): typing, receipts, sync, joins and bad frames cannot be used to
+    /// flood other participants or the store. Over budget, says so once per refusal.
+    fn spend(&self) -> bool {
+        if self.control_budget.take(&0).is_ok() {
+            return true;
+        }
+        self.error("rate_limited", "too many frames; slow down", None);
+        false
     }
 
     fn sender(&self) -> Sender {
@@ -548,6 +584,13 @@ impl Session {
 
     /// Marks messages read (in `only` if given) and relays the receipts, off the read loop.
     fn read(self: &Arc<Self>, message_ids: Vec<u64>, only: Option<u64>) {
+        if message_ids.is_empty() || message_ids.len() > MAX_RECEIPT_IDS {
+            return self.error(
+                "invalid_message",
+                &format!("`message_ids` must list 1 to {MAX_RECEIPT_IDS} ids"),
+                None,
+            );
+        }
         let session = self.clone();
         self.state.tasks.spawn(async move {
             let result = messaging::mark_read(
@@ -567,6 +610,7 @@ impl Session {
     /// Everything after `since` in the user's conversations, in order, then `sync_complete`.
     async fn sync(&self, since: u64) {
         let user = self.user.user_id;
+        // With `sync_complete`, the batch fits in half the buffer.
         let limit = SYNC_LIMIT
             .min(self.state.config.limits.outbound_buffer / 2)
             .max(1);
@@ -593,6 +637,7 @@ impl Session {
             })
             .collect();
         frames.push(Outbound::event(protocol::sync_complete(last, more)));
-        let _ = self.outbox.push_batch(frames);
+        // Waits for room like the queue replay: a sync never earns the client a 4008.
+        let _ = self.outbox.push_when_room(frames).await;
     }
 }
