@@ -60,3 +60,93 @@ fn seed_002_python_client_connects_sends_and_is_acknowledged() {
     assert_eq!(msg["text"], "Hello from Python!");
     assert_eq!(msg["receiver"], 2);
 }
+
+/// Seed 002's JavaScript `ChatWebSocket` class in Node (whose WebSocket is the browser API):
+/// connect, send, be told it was delivered, see the other side type and read it.
+#[test]
+fn seed_002_javascript_client_chats_and_sees_the_read_receipt() {
+    let node_ws = Command::new("node")
+        .args([
+            "--experimental-websocket",
+            "-e",
+            "process.exit(typeof WebSocket === 'function' ? 0 : 1)",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !node_ws {
+        assert!(
+            std::env::var_os("INDABA_REQUIRE_INTEROP").is_none(),
+            "Node.js 20+ is required for the JavaScript interop test"
+        );
+        eprintln!("SKIPPED: no Node.js with a WebSocket client");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path());
+    let conv = d.conversation(1, 2);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/seed002_client.mjs"
+    );
+    // User 2 on another socket: reads whatever arrives, and types back.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let url = format!("ws://{}/ws/chat/?token={}", d.addr, d.token(2));
+    let reader = rt.spawn(async move {
+        use futures_util::{SinkExt, StreamExt};
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        let mut seen = Vec::new();
+        while let Some(Ok(frame)) = ws.next().await {
+            let Ok(text) = frame.into_text() else {
+                continue;
+            };
+            let event: serde_json::Value = serde_json::from_str(&text).expect("json");
+            seen.push(event["type"].as_str().unwrap_or("").to_owned());
+            if event["type"] == "new_message" {
+                let id = event["message_id"].clone();
+                let receipt = serde_json::json!({"type": "read_receipt", "message_ids": [id]});
+                ws.send(receipt.to_string().into()).await.expect("send");
+                break;
+            }
+        }
+        seen
+    });
+    let out = Command::new("node")
+        .args([
+            "--experimental-websocket",
+            script,
+            &d.addr.to_string(),
+            &d.token(1),
+            &conv.to_string(),
+            "2",
+        ])
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["connection_established", "delivered", "read"],
+        "{stdout}"
+    );
+    let seen = rt.block_on(reader).expect("reader");
+    assert!(seen.contains(&"typing_indicator".to_owned()), "{seen:?}");
+    assert!(seen.contains(&"new_message".to_owned()), "{seen:?}");
+    // The message the JavaScript client sent is stored.
+    let (_, page) = d.get(
+        2,
+        &format!("/api/v1/messaging/messages/?conversation={conv}"),
+    );
+    assert_eq!(page["results"][0]["text"], "Hello!");
+}

@@ -408,3 +408,43 @@ fn pending_requests_finish_and_data_survives_sigterm() {
         assert_eq!(status, 200, "acknowledged message {id} lost");
     }
 }
+
+#[test]
+fn a_second_stop_signal_exits_at_once() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut daemon = Daemon::start_with(
+        dir.path(),
+        Options {
+            env: vec![
+                ("INDABA_SERVER__SHUTDOWN_TIMEOUT".into(), "30s".into()),
+                ("INDABA_LIMITS__BODY_TIMEOUT".into(), "30s".into()),
+            ],
+            ..Options::default()
+        },
+    );
+    // A request whose body never finishes keeps the graceful stop waiting.
+    let mut stalled = std::net::TcpStream::connect(daemon.addr).expect("connect");
+    let head = format!(
+        "POST /api/v1/messaging/messages/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        daemon.token(1)
+    );
+    stalled.write_all(head.as_bytes()).expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    daemon.signal("TERM");
+    assert!(daemon.wait_for_log("draining", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        daemon.child.try_wait().expect("try_wait").is_none(),
+        "the first signal drains, it does not exit"
+    );
+    let started = std::time::Instant::now();
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
