@@ -1,2 +1,1691 @@
-//! Load generator (being written).
-fn main() {}
+//! Load generator for the daemon (issue 6): drives a real `indaba` process over loopback
+//! sockets and prints plain-text numbers meant to be pasted into docs.
+//!
+//! * `--mode pairs` (the default): `--pairs` sender/receiver pairs, each pair two fresh users
+//!   and their own 2-person conversation (created over REST). Every sender sends `--messages`
+//!   `chat_message`s of `--size` bytes over `/ws/chat/`, either closed-loop (at most
+//!   `--window` without a `message_sent`) or open-loop at a fixed total `--rate` (sent on a
+//!   schedule whatever the acknowledgements do). Reports delivered messages/s, end-to-end
+//!   latency (send → `new_message` at the receiver), acknowledgement latency (send →
+//!   `message_sent`), lost / duplicated / out-of-order messages, the server's CPU time and peak
+//!   RSS, and the CPU time per delivered message.
+//! * `--mode idle`: opens `--sockets` authenticated `/ws/chat/` sockets, holds them `--hold`
+//!   seconds, and reports the connect rate and the server's resident memory per socket.
+//!
+//! By default it starts the binary cargo built next to this bench (`target/release/indaba`,
+//! which `cargo bench` keeps up to date; `--bin` picks another) in dev mode on 127.0.0.1 with
+//! a fresh temp data dir and the send limits lifted, and stops it at the end. `--url` targets
+//! a daemon that is already running on loopback instead (tokens are minted with `--secret` or
+//! the `jwt_secret` in `--data-dir`; its limits must already allow the load; `--pid` enables
+//! the server CPU and memory numbers).
+//!
+//! ```sh
+//! cargo bench --bench load -- --pairs 50 --messages 2000 --window 10
+//! cargo bench --bench load -- --pairs 50 --messages 2000 --rate 5000
+//! ulimit -n 65536; cargo bench --bench load -- --mode idle --sockets 20000 --hold 5
+//! cargo bench --bench load -- --help
+//! ```
+//!
+//! Everything is bounded: the send phase by `--timeout`, delivery after it by `--drain`. The
+//! generator shares the machine with the daemon, so it reports its own CPU time too; per
+//! message it only stamps digits into a pre-serialized frame and reads back the few fields it
+//! needs. In open-loop runs latencies start at the *scheduled* send time, so a generator that
+//! falls behind shows up in the numbers (and as "send lag") instead of hiding it. The exit
+//! status is non-zero when a run saw loss, duplicates, reordering, errors, closed sockets or
+//! failed connects, or when the daemon died or did not stop cleanly.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, ValueEnum};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use indaba::auth::jwt::{TokenMinter, TokenType};
+use serde::Deserialize;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, TryAcquireError};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// How long the daemon may take to print its listen address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one socket may take to connect and receive `connection_established`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause before the final server sample, so trailing work (queue removals) is counted.
+const SETTLE: Duration = Duration::from_millis(500);
+/// Pause before the idle-mode memory baseline, so start-up allocations are done.
+const BASELINE_SETTLE: Duration = Duration::from_secs(1);
+/// File descriptors the generator and the daemon need besides the sockets.
+const SPARE_FDS: u64 = 64;
+/// How far ahead of spawning them the senders' common start is set, µs.
+const START_DELAY_US: u64 = 50_000;
+/// Lifetime of the minted access tokens.
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "load",
+    about = "Load generator for the indaba daemon",
+    after_help = "Run with `cargo bench --bench load -- <args>`. Idle mode needs one file \
+                  descriptor per socket in this process and in the daemon: `ulimit -n 65536`."
+)]
+struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Pairs)]
+    mode: Mode,
+    /// The daemon binary to start.
+    #[arg(long, default_value = env!("CARGO_BIN_EXE_indaba"))]
+    bin: PathBuf,
+    /// Target a daemon already running on loopback (`ws://127.0.0.1:8765`) instead.
+    #[arg(long)]
+    url: Option<String>,
+    /// With `--url`: the HS256 secret the daemon verifies tokens with.
+    #[arg(long, requires = "url")]
+    secret: Option<String>,
+    /// With `--url`: the daemon's dev-mode data dir, whose `jwt_secret` signs the tokens.
+    #[arg(long, requires = "url", conflicts_with = "secret")]
+    data_dir: Option<PathBuf>,
+    /// With `--url`: the daemon's process id, for its CPU and memory numbers.
+    #[arg(long, requires = "url")]
+    pid: Option<u32>,
+    /// Extra environment for the started daemon (`INDABA_LIMITS__OUTBOUND_BUFFER=64`); wins
+    /// over the lifted limits. Repeatable.
+    #[arg(long = "server-env", value_name = "KEY=VALUE")]
+    server_env: Vec<String>,
+    /// First user id; pairs use ids from here up. Use a fresh base per run against `--url`.
+    #[arg(long, default_value_t = 1)]
+    user_base: u64,
+
+    /// pairs: sender/receiver pairs.
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// pairs: messages per sender.
+    #[arg(long, default_value_t = 2000)]
+    messages: u64,
+    /// pairs: message text size in bytes (at least 31: the stamp is that long).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// pairs, closed loop: most unacknowledged messages per sender.
+    #[arg(long, default_value_t = 10)]
+    window: usize,
+    /// pairs, open loop: total messages/s across all senders, sent on a schedule.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// pairs: seconds the send phase may take at most.
+    #[arg(long, default_value_t = 300.0)]
+    timeout: f64,
+    /// pairs: seconds to wait for the last deliveries once every sender is done.
+    #[arg(long, default_value_t = 10.0)]
+    drain: f64,
+
+    /// idle: sockets to open.
+    #[arg(long, default_value_t = 20_000)]
+    sockets: u64,
+    /// idle: distinct users owning them (round-robin); default one user per socket.
+    #[arg(long)]
+    users: Option<u64>,
+    /// idle: seconds to hold the sockets open.
+    #[arg(long, default_value_t = 5.0)]
+    hold: f64,
+    /// idle: connects in flight at once. Above the daemon's listen backlog (128) a burst
+    /// overflows the accept queue and the dropped SYNs are retried after 1 s.
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// idle: source addresses 127.0.0.1, 127.0.0.2, … the sockets are spread over (each has
+    /// its own ephemeral port range).
+    #[arg(long, default_value_t = 8)]
+    source_addrs: u8,
+
+    /// `cargo bench` passes `--bench` to every bench binary; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Sender/receiver pairs exchanging messages.
+    Pairs,
+    /// Many idle authenticated sockets.
+    Idle,
+}
+
+impl Args {
+    fn check(&self) -> Result<(), String> {
+        let positive = |name: &str, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("--{name} must be a positive number of seconds"))
+            }
+        };
+        positive("timeout", self.timeout)?;
+        positive("drain", self.drain)?;
+        positive("hold", self.hold)?;
+        if self.pairs == 0 || self.messages == 0 || self.window == 0 {
+            return Err("--pairs, --messages and --window must be at least 1".into());
+        }
+        if self.messages >= 100_000_000 {
+            return Err("--messages must be below 100000000 (8-digit sequence numbers)".into());
+        }
+        if self.size < Stamp::TEXT_LEN {
+            return Err(format!("--size must be at least {}", Stamp::TEXT_LEN));
+        }
+        if let Some(rate) = self.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err("--rate must be a positive number of messages/s".into());
+        }
+        if self.sockets == 0 || self.users == Some(0) || self.concurrency == 0 {
+            return Err("--sockets, --users and --concurrency must be at least 1".into());
+        }
+        if self.source_addrs == 0 || self.source_addrs > 254 {
+            return Err("--source-addrs must be between 1 and 254".into());
+        }
+        Ok(())
+    }
+
+    /// Sockets this process holds at once.
+    fn sockets_needed(&self) -> u64 {
+        match self.mode {
+            Mode::Pairs => 2 * self.pairs as u64,
+            Mode::Idle => self.sockets,
+        }
+    }
+}
+
+fn secs(value: f64) -> Duration {
+    Duration::from_secs_f64(value)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry point
+// ---------------------------------------------------------------------------------------------
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("load: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the chosen mode; `Ok(false)` when the run completed but found problems.
+fn run(args: &Args) -> Result<bool, String> {
+    args.check()?;
+    check_fd_limit(args.sockets_needed())?;
+    let mut target = Target::open(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let clean = match args.mode {
+        Mode::Pairs => {
+            let pairs = create_pairs(&target, args.user_base, args.pairs)?;
+            let report = runtime.block_on(pairs::run(&target, args, &pairs))?;
+            report.print(args, &target);
+            report.clean()
+        }
+        Mode::Idle => {
+            let report = runtime.block_on(idle::run(&target, args))?;
+            report.print(args, &target);
+            report.clean()
+        }
+    };
+    drop(runtime);
+    let daemon_ok = target.finish();
+    Ok(clean && daemon_ok)
+}
+
+/// Refuses to start when this process may not open a socket per connection.
+fn check_fd_limit(sockets: u64) -> Result<(), String> {
+    let need = sockets + SPARE_FDS;
+    let limits = std::fs::read_to_string("/proc/self/limits")
+        .map_err(|e| format!("cannot read /proc/self/limits: {e}"))?;
+    let soft = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .ok_or("no `Max open files` line in /proc/self/limits")?;
+    if soft == "unlimited" {
+        return Ok(());
+    }
+    let soft: u64 = soft
+        .parse()
+        .map_err(|_| format!("unreadable open-files limit `{soft}`"))?;
+    if soft < need {
+        return Err(format!(
+            "the open-files limit is {soft}, this run needs at least {need} (one per socket, in \
+             this process and in the daemon it starts): run `ulimit -n 65536` in this shell \
+             first, or open fewer sockets"
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon under test
+// ---------------------------------------------------------------------------------------------
+
+/// Where the load goes, and how to sign tokens for it.
+struct Target {
+    addr: SocketAddr,
+    minter: TokenMinter,
+    /// The server process, when its numbers can be read from /proc.
+    pid: Option<u32>,
+    /// Set when this run started the daemon.
+    daemon: Option<Daemon>,
+}
+
+impl Target {
+    fn open(args: &Args) -> Result<Self, String> {
+        let Some(url) = &args.url else {
+            let daemon = Daemon::start(&args.bin, &server_env(args)?)?;
+            let minter = TokenMinter::new(&daemon.secret, "user_id");
+            return Ok(Target {
+                addr: daemon.addr,
+                minter,
+                pid: Some(daemon.child.id()),
+                daemon: Some(daemon),
+            });
+        };
+        let secret = match (&args.secret, &args.data_dir) {
+            (Some(secret), _) => secret.clone(),
+            (None, Some(dir)) => read_secret(dir)?,
+            (None, None) => return Err("--url needs --secret or --data-dir to mint tokens".into()),
+        };
+        Ok(Target {
+            addr: loopback_addr(url)?,
+            minter: TokenMinter::new(secret.as_bytes(), "user_id"),
+            pid: args.pid,
+            daemon: None,
+        })
+    }
+
+    fn token(&self, user: u64) -> Result<String, String> {
+        self.minter
+            .mint(user, None, TokenType::Access, TOKEN_TTL)
+            .map_err(|e| format!("minting a token: {e}"))
+    }
+
+    fn chat_url(&self, token: &str) -> String {
+        format!("ws://{}/ws/chat/?token={token}", self.addr)
+    }
+
+    fn sample(&self) -> Option<ProcSample> {
+        self.pid.and_then(|pid| ProcSample::read(&pid.to_string()))
+    }
+
+    /// Stops the daemon this run started; false if it had died or would not stop.
+    fn finish(&mut self) -> bool {
+        match self.daemon.take() {
+            Some(daemon) => daemon.stop(),
+            None => true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.daemon {
+            Some(d) => format!(
+                "{} (pid {}, fresh data dir {}), listening on {}",
+                d.bin.display(),
+                d.child.id(),
+                d.data_dir.path().display(),
+                self.addr
+            ),
+            None => format!("running daemon at {}", self.addr),
+        }
+    }
+}
+
+/// `ws://127.0.0.1:8765[/...]` → its socket address; anything but loopback is refused.
+fn loopback_addr(url: &str) -> Result<SocketAddr, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("--url `{url}` must start with ws://"))?;
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    let host_port = host_port.replace("localhost", "127.0.0.1");
+    let addr: SocketAddr = host_port
+        .parse()
+        .map_err(|_| format!("--url `{url}`: expected ws://IP:PORT"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!("--url `{url}` is not a loopback address: refused"));
+    }
+    Ok(addr)
+}
+
+fn read_secret(dir: &Path) -> Result<String, String> {
+    let path = dir.join("jwt_secret");
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Limits lifted so the daemon measures throughput, not its abuse protection; then the
+/// `--server-env` overrides.
+fn server_env(args: &Args) -> Result<Vec<(String, String)>, String> {
+    let connections = (2 * args.sockets_needed()).max(100_000);
+    let mut env = vec![
+        (
+            "INDABA_LIMITS__MESSAGES_PER_SECOND".into(),
+            "1000000".into(),
+        ),
+        ("INDABA_LIMITS__MESSAGES_BURST".into(), "1000000".into()),
+        (
+            "INDABA_LIMITS__MAX_CONNECTIONS".into(),
+            connections.to_string(),
+        ),
+        ("INDABA_LIMITS__OUTBOUND_BUFFER".into(), "65536".into()),
+    ];
+    for pair in &args.server_env {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--server-env `{pair}`: expected KEY=VALUE"))?;
+        env.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(env)
+}
+
+/// A daemon started by this run; killed on drop if still running.
+struct Daemon {
+    bin: PathBuf,
+    child: Child,
+    addr: SocketAddr,
+    secret: Vec<u8>,
+    data_dir: tempfile::TempDir,
+    log: Arc<Mutex<DaemonLog>>,
+}
+
+/// What the daemon wrote to stderr: the last lines, and its warnings and errors.
+#[derive(Default)]
+struct DaemonLog {
+    tail: VecDeque<String>,
+    notable: Vec<String>,
+    notable_count: usize,
+}
+
+impl DaemonLog {
+    const TAIL: usize = 30;
+    const NOTABLE: usize = 20;
+
+    fn push(&mut self, line: String) {
+        if line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("panicked") {
+            self.notable_count += 1;
+            if self.notable.len() < Self::NOTABLE {
+                self.notable.push(line.clone());
+            }
+        }
+        if self.tail.len() == Self::TAIL {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
+    }
+}
+
+impl Daemon {
+    /// Starts `bin` in dev mode on an ephemeral loopback port and waits until it listens.
+    fn start(bin: &Path, env: &[(String, String)]) -> Result<Daemon, String> {
+        if !bin.exists() {
+            return Err(format!(
+                "{} does not exist: run `cargo build --release` or pass --bin",
+                bin.display()
+            ));
+        }
+        let data_dir = tempfile::Builder::new()
+            .prefix("indaba-load-")
+            .tempdir()
+            .map_err(|e| format!("temp data dir: {e}"))?;
+        let mut child = Command::new(bin)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("INDABA_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let stderr = child.stderr.take().expect("stderr was piped above");
+        let log = Arc::new(Mutex::new(DaemonLog::default()));
+        let listening = follow_log(stderr, log.clone());
+        let mut daemon = Daemon {
+            bin: bin.to_owned(),
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            secret: Vec::new(),
+            data_dir,
+            log,
+        };
+        match listening.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => daemon.addr = addr,
+            Err(_) => {
+                let _ = daemon.child.kill();
+                let _ = daemon.child.wait();
+                return Err(format!(
+                    "the daemon did not report a listen address within {START_TIMEOUT:?}:\n{}",
+                    daemon.log_tail()
+                ));
+            }
+        }
+        daemon.secret = read_secret(daemon.data_dir.path())?.into_bytes();
+        Ok(daemon)
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self
+            .log
+            .lock()
+            .expect("log lock poisoned by a panicking reader");
+        log.tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// SIGTERM and wait (SIGKILL after 20 s); true if it exited successfully.
+    fn terminate(&mut self) -> bool {
+        let started = Instant::now();
+        let signalled = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        match wait_exit(&mut self.child, Duration::from_secs(20)) {
+            Some(status) if signalled => {
+                let took = started.elapsed().as_secs_f64();
+                println!("daemon stop      {status}, {took:.2} s after SIGTERM");
+                status.success()
+            }
+            _ => {
+                println!("daemon stop      did not exit after SIGTERM: killed");
+                false
+            }
+        }
+    }
+
+    /// Stops the daemon. Prints how it went; false if the daemon
+    /// had already died, or did not exit cleanly.
+    fn stop(mut self) -> bool {
+        let healthy = match self.child.try_wait() {
+            Ok(Some(status)) => {
+                println!("daemon           DIED DURING THE RUN: {status}");
+                false
+            }
+            _ => self.terminate(),
+        };
+        let log = self
+            .log
+            .lock()
+            .expect("log lock poisoned by a panicking reader");
+        if log.notable_count > 0 {
+            println!(
+                "daemon log       {} WARN/ERROR lines, first ones:",
+                log.notable_count
+            );
+            for line in &log.notable {
+                println!("  {line}");
+            }
+        }
+        if !healthy {
+            println!("daemon log tail:");
+            for line in &log.tail {
+                println!("  {line}");
+            }
+        }
+        healthy
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Reads the daemon's stderr for its whole life (a full pipe would stall it), keeping the log
+/// and announcing the address of the "listening on http://ADDR" line.
+fn follow_log(
+    stderr: std::process::ChildStderr,
+    log: Arc<Mutex<DaemonLog>>,
+) -> mpsc::Receiver<SocketAddr> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let addr = line
+                .split("listening on http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|addr| addr.parse().ok());
+            log.lock()
+                .expect("log lock poisoned by a panicking reader")
+                .push(line);
+            if let Some(addr) = addr {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    rx
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc numbers
+// ---------------------------------------------------------------------------------------------
+
+/// A process's CPU time and memory, from /proc.
+#[derive(Debug, Clone, Copy)]
+struct ProcSample {
+    /// utime + stime, in clock ticks.
+    cpu_ticks: u64,
+    /// VmRSS, KiB.
+    rss_kib: u64,
+    /// VmHWM (peak RSS), KiB.
+    hwm_kib: u64,
+}
+
+impl ProcSample {
+    /// `pid` is a number or `self`.
+    fn read(pid: &str) -> Option<ProcSample> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: fields are counted after the last
+        // `)`, where field 3 (state) starts; utime and stime are fields 14 and 15.
+        let mut fields = stat
+            .get(stat.rfind(')')? + 1..)?
+            .split_whitespace()
+            .skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib = |key: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        Some(ProcSample {
+            cpu_ticks: utime + stime,
+            rss_kib: kib("VmRSS:")?,
+            hwm_kib: kib("VmHWM:")?,
+        })
+    }
+
+    /// CPU seconds used between `self` and the later sample `after`.
+    fn cpu_secs_until(&self, after: &ProcSample) -> f64 {
+        after.cpu_ticks.saturating_sub(self.cpu_ticks) as f64 / clock_ticks_per_sec()
+    }
+}
+
+/// `getconf CLK_TCK`, 100 if that fails (the value on every Linux port that matters).
+fn clock_ticks_per_sec() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|ticks: &f64| *ticks > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets and events
+// ---------------------------------------------------------------------------------------------
+
+/// Connects a `/ws/chat/` socket (from `source` if given) and waits for
+/// `connection_established`.
+async fn connect_chat(
+    url: &str,
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    config: WebSocketConfig,
+) -> Result<Ws, String> {
+    let attempt = async {
+        let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+        if let Some(ip) = source {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| format!("bind {ip}: {e}"))?;
+        }
+        let stream = socket
+            .connect(server)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("nodelay: {e}"))?;
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) if text.contains("\"connection_established\"") => Ok(ws),
+            Some(Ok(Message::Close(frame))) => Err(format!("closed: {}", close_reason(frame))),
+            Some(Ok(other)) => Err(format!("unexpected first frame: {other}")),
+            Some(Err(e)) => Err(format!("read: {e}")),
+            None => Err("closed before connection_established".into()),
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no connection_established within {CONNECT_TIMEOUT:?}"
+            ))
+        })
+}
+
+fn close_reason(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+    match frame {
+        Some(f) => format!("close {} {}", u16::from(f.code), f.reason),
+        None => "close without code".into(),
+    }
+}
+
+/// The few fields of a server event this generator reads; everything else is skipped.
+/// Borrowed strings: the fields read here never need JSON escapes.
+#[derive(Debug, Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message_id: Option<u64>,
+    client_id: Option<&'a str>,
+    text: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+/// Counts occurrences of short labels (error codes, close reasons).
+#[derive(Debug, Default, Clone)]
+struct Tally(BTreeMap<String, u64>);
+
+impl Tally {
+    fn add(&mut self, label: impl Into<String>) {
+        *self.0.entry(label.into()).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        for (label, n) in other.0 {
+            *self.0.entry(label).or_default() += n;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    fn describe(&self) -> String {
+        if self.0.is_empty() {
+            return "0".into();
+        }
+        let parts: Vec<String> = self.0.iter().map(|(l, n)| format!("{n} × {l}")).collect();
+        format!("{} ({})", self.total(), parts.join(", "))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timestamps in messages
+// ---------------------------------------------------------------------------------------------
+
+/// Microseconds since the start of the run, shared by every task of this process.
+#[derive(Debug, Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now_us(&self) -> u64 {
+        self.0.elapsed().as_micros() as u64
+    }
+
+    fn at_us(&self, us: u64) -> Instant {
+        self.0 + Duration::from_micros(us)
+    }
+}
+
+/// The stamp every message carries, in its text and its `client_id`:
+/// text `"{tag} {seq:08} {sent_us:012} xxxx…"`, client_id `"{tag}-{seq:08}-{sent_us:012}"`.
+/// The 8-character tag is random per run, so messages of earlier runs are recognised.
+struct Stamp;
+
+impl Stamp {
+    const TAG_LEN: usize = 8;
+    const SEQ_LEN: usize = 8;
+    const TIME_LEN: usize = 12;
+    /// `tag seq time ` in the text.
+    const TEXT_LEN: usize = Self::TAG_LEN + Self::SEQ_LEN + Self::TIME_LEN + 3;
+    const SEQ_AT: usize = Self::TAG_LEN + 1;
+    const TIME_AT: usize = Self::SEQ_AT + Self::SEQ_LEN + 1;
+
+    fn new_tag() -> String {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{:08x}", (nanos ^ (nanos >> 32)) as u32)
+    }
+
+    /// `(seq, sent_us)` from a text or client_id of this run (tag `tag`), else `None`.
+    fn parse(stamped: &str, tag: &str) -> Option<(u64, u64)> {
+        if stamped.get(..Self::TAG_LEN)? != tag {
+            return None;
+        }
+        let number = |at: usize, len: usize| stamped.get(at..at + len)?.parse().ok();
+        Some((
+            number(Self::SEQ_AT, Self::SEQ_LEN)?,
+            number(Self::TIME_AT, Self::TIME_LEN)?,
+        ))
+    }
+}
+
+/// A `chat_message` serialized once; each send copies it and writes the stamp digits in place.
+struct Template {
+    bytes: Vec<u8>,
+    /// Where the sequence number and the timestamp go, in the client_id and in the text.
+    seq_at: [usize; 2],
+    time_at: [usize; 2],
+}
+
+impl Template {
+    fn new(tag: &str, conversation: u64, receiver: u64, text_len: usize) -> Template {
+        let seq = "0".repeat(Stamp::SEQ_LEN);
+        let time = "0".repeat(Stamp::TIME_LEN);
+        let mut bytes = format!(
+            r#"{{"type":"chat_message","conversation_id":{conversation},"receiver_id":{receiver},"client_id":"{tag}-"#
+        )
+        .into_bytes();
+        let cid_seq = bytes.len();
+        let cid_time = cid_seq + Stamp::SEQ_LEN + 1;
+        bytes.extend_from_slice(format!(r#"{seq}-{time}","text":""#).as_bytes());
+        let text_start = bytes.len();
+        bytes.extend_from_slice(format!("{tag} {seq} {time} ").as_bytes());
+        bytes.resize(text_start + text_len, b'x');
+        bytes.extend_from_slice(br#""}"#);
+        Template {
+            bytes,
+            seq_at: [cid_seq, text_start + Stamp::SEQ_AT],
+            time_at: [cid_time, text_start + Stamp::TIME_AT],
+        }
+    }
+
+    fn render(&self, seq: u64, sent_us: u64) -> Message {
+        let mut bytes = self.bytes.clone();
+        for at in self.seq_at {
+            put_digits(&mut bytes[at..at + Stamp::SEQ_LEN], seq);
+        }
+        for at in self.time_at {
+            put_digits(&mut bytes[at..at + Stamp::TIME_LEN], sent_us);
+        }
+        let text = String::from_utf8(bytes).expect("the template and its digits are ASCII");
+        Message::Text(text.into())
+    }
+}
+
+/// Writes `value` zero-padded into `out` (which is wide enough: callers bound the values).
+fn put_digits(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latency statistics
+// ---------------------------------------------------------------------------------------------
+
+/// Sorted latency samples, in microseconds.
+struct Latencies(Vec<u64>);
+
+impl Latencies {
+    fn new(mut samples: Vec<u64>) -> Latencies {
+        samples.sort_unstable();
+        Latencies(samples)
+    }
+
+    /// Nearest-rank percentile, `q` in 0..=1.
+    fn at(&self, q: f64) -> Option<u64> {
+        let n = self.0.len();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        Some(self.0[rank - 1])
+    }
+
+    fn describe(&self, quantiles: &[(&str, f64)]) -> String {
+        if self.0.is_empty() {
+            return "no samples".into();
+        }
+        let parts: Vec<String> = quantiles
+            .iter()
+            .filter_map(|(label, q)| Some(format!("{label} {}", ms(self.at(*q)?))))
+            .collect();
+        parts.join("  ")
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mode `pairs`
+// ---------------------------------------------------------------------------------------------
+
+/// One sender, one receiver and their conversation.
+#[derive(Debug, Clone, Copy)]
+struct Pair {
+    sender: u64,
+    receiver: u64,
+    conversation: u64,
+}
+
+/// Creates each pair's conversation over REST (blocking, before the load starts).
+fn create_pairs(target: &Target, base: u64, n: usize) -> Result<Vec<Pair>, String> {
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("http client: {e}"))?;
+    let url = format!("http://{}/api/v1/messaging/conversations/", target.addr);
+    (0..n as u64)
+        .map(|i| {
+            let (sender, receiver) = (base + 2 * i, base + 2 * i + 1);
+            let response = http
+                .post(&url)
+                .bearer_auth(target.token(sender)?)
+                .json(&serde_json::json!({"participants": [sender, receiver]}))
+                .send()
+                .map_err(|e| format!("POST {url}: {e}"))?;
+            let status = response.status();
+            let body: serde_json::Value = response
+                .json()
+                .map_err(|e| format!("POST {url}: {status}, unreadable body: {e}"))?;
+            let conversation = body["id"]
+                .as_u64()
+                .filter(|_| status.is_success())
+                .ok_or_else(|| format!("POST {url}: {status} {body}"))?;
+            Ok(Pair {
+                sender,
+                receiver,
+                conversation,
+            })
+        })
+        .collect()
+}
+
+mod pairs {
+    use super::*;
+
+    /// State shared by the tasks of one run.
+    struct Shared {
+        clock: Clock,
+        tag: String,
+        /// Distinct messages of this run received so far, over all receivers.
+        delivered: AtomicU64,
+        /// Ends the senders' ack readers (send phase over or timed out).
+        stop_senders: CancellationToken,
+        /// Ends the receivers (everything arrived or the drain timed out).
+        stop_receivers: CancellationToken,
+    }
+
+    /// When each sender sends.
+    #[derive(Debug, Clone, Copy)]
+    enum Pace {
+        /// At most this many unacknowledged.
+        Window(usize),
+        /// One message every `interval_us`, the first at `offset_us` (on the run's clock).
+        Schedule { interval_us: f64, offset_us: f64 },
+    }
+
+    #[derive(Debug, Default)]
+    struct SenderOutcome {
+        sent: u64,
+        /// When the last message was queued, µs on the run's clock.
+        last_send_us: u64,
+        /// Worst delay of a send behind its schedule (open loop), µs.
+        max_lag_us: u64,
+        acked_ids: Vec<u64>,
+        ack_us: Vec<u64>,
+        errors: Tally,
+        closed: Option<String>,
+    }
+
+    #[derive(Debug, Default)]
+    struct ReceiverOutcome {
+        ids: HashSet<u64>,
+        e2e_us: Vec<u64>,
+        duplicates: u64,
+        out_of_order: u64,
+        /// `new_message`s not sent by this run (an earlier run's queue, against `--url`).
+        foreign: u64,
+        last_receive_us: u64,
+        closed: Option<String>,
+    }
+
+    /// Everything a pairs run measured.
+    pub(super) struct Report {
+        pace: Pace,
+        elapsed_send_s: f64,
+        sent: u64,
+        acked: u64,
+        delivered: u64,
+        delivered_s: f64,
+        e2e: Latencies,
+        ack: Latencies,
+        lost: u64,
+        delivered_unacked: u64,
+        duplicates: u64,
+        out_of_order: u64,
+        foreign: u64,
+        errors: Tally,
+        closes: Tally,
+        max_lag_us: u64,
+        timed_out: bool,
+        server: Option<(ProcSample, ProcSample)>,
+        generator: Option<(ProcSample, ProcSample)>,
+    }
+
+    pub(super) async fn run(
+        target: &Target,
+        args: &Args,
+        pairs: &[Pair],
+    ) -> Result<Report, String> {
+        let shared = Arc::new(Shared {
+            clock: Clock(Instant::now()),
+            tag: Stamp::new_tag(),
+            delivered: AtomicU64::new(0),
+            stop_senders: CancellationToken::new(),
+            stop_receivers: CancellationToken::new(),
+        });
+        let (senders, receivers) = connect_all(target, pairs).await?;
+        let server_before = target.sample();
+        let generator_before = ProcSample::read("self");
+        // Every sender starts at this moment (open-loop schedules count from it too), a little
+        // ahead so that all of them are spawned by then.
+        let started_us = shared.clock.now_us() + START_DELAY_US;
+
+        let mut receiver_tasks = Vec::with_capacity(pairs.len());
+        for ws in receivers {
+            receiver_tasks.push(tokio::spawn(receive(ws, shared.clone())));
+        }
+        let mut sender_tasks = Vec::with_capacity(pairs.len());
+        for (i, (ws, pair)) in senders.into_iter().zip(pairs).enumerate() {
+            let template = Template::new(&shared.tag, pair.conversation, pair.receiver, args.size);
+            let pace = pace(args, started_us, i, pairs.len());
+            let (shared, messages) = (shared.clone(), args.messages);
+            sender_tasks.push(tokio::spawn(async move {
+                tokio::time::sleep_until(shared.clock.at_us(started_us).into()).await;
+                send(ws, template, messages, pace, shared).await
+            }));
+        }
+
+        // Send phase, bounded by --timeout: past it, a watchdog stops every sender.
+        let watchdog = tokio::spawn({
+            let stop = shared.stop_senders.clone();
+            let deadline = tokio::time::Instant::now() + secs(args.timeout);
+            async move {
+                tokio::time::sleep_until(deadline).await;
+                stop.cancel();
+            }
+        });
+        let mut sender_outcomes = Vec::with_capacity(pairs.len());
+        for task in sender_tasks {
+            sender_outcomes.push(task.await.map_err(|e| format!("sender task: {e}"))?);
+        }
+        let timed_out = shared.stop_senders.is_cancelled();
+        watchdog.abort();
+        shared.stop_senders.cancel();
+        let acked: u64 = sender_outcomes
+            .iter()
+            .map(|s| s.acked_ids.len() as u64)
+            .sum();
+
+        // Drain: wait until every acknowledged message arrived, bounded by --drain.
+        let drain_deadline = Instant::now() + secs(args.drain);
+        while shared.delivered.load(Ordering::Relaxed) < acked && Instant::now() < drain_deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(SETTLE).await;
+        let server_after = target.sample();
+        let generator_after = ProcSample::read("self");
+        shared.stop_receivers.cancel();
+        let mut receiver_outcomes = Vec::with_capacity(pairs.len());
+        for task in receiver_tasks {
+            receiver_outcomes.push(task.await.map_err(|e| format!("receiver task: {e}"))?);
+        }
+        Ok(Report::new(
+            pace(args, started_us, 0, pairs.len()),
+            started_us,
+            sender_outcomes,
+            receiver_outcomes,
+            timed_out,
+            server_before.zip(server_after),
+            generator_before.zip(generator_after),
+        ))
+    }
+
+    /// The pace of sender `index` of `senders`, open-loop schedules starting at `start_us`.
+    fn pace(args: &Args, start_us: u64, index: usize, senders: usize) -> Pace {
+        match args.rate {
+            None => Pace::Window(args.window),
+            Some(rate) => {
+                let interval_us = 1e6 * senders as f64 / rate;
+                // Spread the senders over one interval rather than all firing together.
+                let offset_us = start_us as f64 + interval_us * index as f64 / senders as f64;
+                Pace::Schedule {
+                    interval_us,
+                    offset_us,
+                }
+            }
+        }
+    }
+
+    /// Opens every sender and receiver socket; fails on the first that does not connect.
+    async fn connect_all(target: &Target, pairs: &[Pair]) -> Result<(Vec<Ws>, Vec<Ws>), String> {
+        let config = WebSocketConfig::default();
+        let mut tasks = Vec::with_capacity(2 * pairs.len());
+        for user in pairs.iter().flat_map(|p| [p.sender, p.receiver]) {
+            let url = target.chat_url(&target.token(user)?);
+            let server = target.addr;
+            tasks.push(tokio::spawn(async move {
+                connect_chat(&url, server, None, config)
+                    .await
+                    .map_err(|e| format!("user {user}: {e}"))
+            }));
+        }
+        let (mut senders, mut receivers) = (Vec::new(), Vec::new());
+        for (i, task) in tasks.into_iter().enumerate() {
+            let ws = task.await.map_err(|e| format!("connect task: {e}"))??;
+            if i % 2 == 0 {
+                senders.push(ws);
+            } else {
+                receivers.push(ws);
+            }
+        }
+        Ok((senders, receivers))
+    }
+
+    /// A sender's writing half: stamps and sends messages, counting them.
+    struct Writer<'a> {
+        sink: SplitSink<Ws, Message>,
+        template: &'a Template,
+        clock: Clock,
+        sent: u64,
+        /// When the last message was queued, µs on the run's clock.
+        last_send_us: u64,
+        /// Worst delay of a send behind its schedule (open loop), µs.
+        max_lag_us: u64,
+    }
+
+    impl Writer<'_> {
+        /// Queues message `seq` stamped `stamp_us`; it goes out at the next flush at the latest.
+        async fn feed(&mut self, seq: u64, stamp_us: u64) -> Result<(), String> {
+            let message = self.template.render(seq, stamp_us);
+            self.sink.feed(message).await.map_err(write_error)?;
+            self.sent += 1;
+            self.last_send_us = self.clock.now_us();
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> Result<(), String> {
+            self.sink.flush().await.map_err(write_error)
+        }
+
+        /// Sends `messages` at `pace`, then flushes.
+        async fn run(
+            &mut self,
+            messages: u64,
+            pace: Pace,
+            window: &Semaphore,
+        ) -> Result<(), String> {
+            match pace {
+                Pace::Window(_) => self.closed_loop(messages, window).await?,
+                Pace::Schedule {
+                    interval_us,
+                    offset_us,
+                } => self.open_loop(messages, interval_us, offset_us).await?,
+            }
+            self.flush().await
+        }
+
+        /// A message goes out once one of the `window` permits is free; the ack reader returns
+        /// permits (and closes the window when it stops). Flushes when the window is full.
+        async fn closed_loop(&mut self, messages: u64, window: &Semaphore) -> Result<(), String> {
+            for seq in 0..messages {
+                let permit = match window.try_acquire() {
+                    Ok(permit) => permit,
+                    Err(TryAcquireError::NoPermits) => {
+                        self.flush().await?;
+                        match window.acquire().await {
+                            Ok(permit) => permit,
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                    Err(TryAcquireError::Closed) => return Ok(()),
+                };
+                permit.forget();
+                self.feed(seq, self.clock.now_us()).await?;
+            }
+            Ok(())
+        }
+
+        /// Message `seq` is due at `offset + seq × interval` and stamped with that time,
+        /// whenever it actually goes out. Flushes before waiting for the next one.
+        async fn open_loop(
+            &mut self,
+            messages: u64,
+            interval_us: f64,
+            offset_us: f64,
+        ) -> Result<(), String> {
+            for seq in 0..messages {
+                let due_us = (offset_us + seq as f64 * interval_us) as u64;
+                if due_us > self.clock.now_us() {
+                    self.flush().await?;
+                    tokio::time::sleep_until(self.clock.at_us(due_us).into()).await;
+                }
+                let lag_us = self.clock.now_us().saturating_sub(due_us);
+                self.max_lag_us = self.max_lag_us.max(lag_us);
+                self.feed(seq, due_us).await?;
+            }
+            Ok(())
+        }
+    }
+
+    fn write_error(e: tokio_tungstenite::tungstenite::Error) -> String {
+        format!("write: {e}")
+    }
+
+    /// One sender: writes its messages at `pace` and reads the acknowledgements, until both
+    /// are done or the run stops the senders.
+    async fn send(
+        ws: Ws,
+        template: Template,
+        messages: u64,
+        pace: Pace,
+        shared: Arc<Shared>,
+    ) -> SenderOutcome {
+        let (sink, mut stream) = ws.split();
+        // The ack reader returns a permit per answer; only the closed loop waits for them.
+        let window = Semaphore::new(match pace {
+            Pace::Window(n) => n,
+            Pace::Schedule { .. } => 0,
+        });
+        let mut writer = Writer {
+            sink,
+            template: &template,
+            clock: shared.clock,
+            sent: 0,
+            last_send_us: 0,
+            max_lag_us: 0,
+        };
+        let writing = async {
+            tokio::select! {
+                _ = shared.stop_senders.cancelled() => Ok(()),
+                written = writer.run(messages, pace, &window) => written,
+            }
+        };
+        let reading = read_acks(&mut stream, messages, &window, &shared);
+        let (written, mut outcome) = tokio::join!(writing, reading);
+        outcome.sent = writer.sent;
+        outcome.max_lag_us = writer.max_lag_us;
+        outcome.last_send_us = writer.last_send_us;
+        if let Err(e) = written {
+            outcome.closed.get_or_insert(e);
+        }
+        let mut ws = writer
+            .sink
+            .reunite(stream)
+            .expect("both halves of the same socket");
+        let _ = ws.close(None).await;
+        outcome
+    }
+
+    /// Reads `message_sent` (and errors) until every message is answered, the socket ends, or
+    /// the run stops the senders. Each answer frees a window permit.
+    async fn read_acks(
+        stream: &mut SplitStream<Ws>,
+        messages: u64,
+        window: &Semaphore,
+        shared: &Shared,
+    ) -> SenderOutcome {
+        let mut outcome = SenderOutcome {
+            acked_ids: Vec::with_capacity(messages as usize),
+            ack_us: Vec::with_capacity(messages as usize),
+            ..SenderOutcome::default()
+        };
+        let mut answered = 0;
+        while answered < messages {
+            let frame = tokio::select! {
+                _ = shared.stop_senders.cancelled() => break,
+                frame = stream.next() => frame,
+            };
+            let text = match frame {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    outcome.closed = Some(close_reason(frame));
+                    break;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    outcome.closed = Some(format!("read: {e}"));
+                    break;
+                }
+                None => {
+                    outcome.closed = Some("connection ended".into());
+                    break;
+                }
+            };
+            let now_us = shared.clock.now_us();
+            match serde_json::from_str::<Event>(&text) {
+                Ok(Event {
+                    kind: "message_sent",
+                    message_id: Some(id),
+                    client_id,
+                    ..
+                }) => {
+                    answered += 1;
+                    window.add_permits(1);
+                    outcome.acked_ids.push(id);
+                    if let Some((_, sent_us)) = client_id.and_then(|c| Stamp::parse(c, &shared.tag))
+                    {
+                        outcome.ack_us.push(now_us.saturating_sub(sent_us));
+                    }
+                }
+                Ok(Event {
+                    kind: "error",
+                    code,
+                    ..
+                }) => {
+                    answered += 1;
+                    window.add_permits(1);
+                    outcome.errors.add(code.unwrap_or("error without code"));
+                }
+                Ok(_) => {}
+                Err(_) => outcome.errors.add("unreadable event"),
+            }
+        }
+        window.close();
+        outcome
+    }
+
+    /// One receiver: records every `new_message` of this run until the run stops it.
+    async fn receive(mut ws: Ws, shared: Arc<Shared>) -> ReceiverOutcome {
+        let mut outcome = ReceiverOutcome::default();
+        let mut highest_id = 0;
+        loop {
+            let frame = tokio::select! {
+                _ = shared.stop_receivers.cancelled() => break,
+                frame = ws.next() => frame,
+            };
+            let text = match frame {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    outcome.closed = Some(close_reason(frame));
+                    break;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    outcome.closed = Some(format!("read: {e}"));
+                    break;
+                }
+                None => {
+                    outcome.closed = Some("connection ended".into());
+                    break;
+                }
+            };
+            let now_us = shared.clock.now_us();
+            let Ok(Event {
+                kind: "new_message",
+                message_id: Some(id),
+                text: Some(body),
+                ..
+            }) = serde_json::from_str::<Event>(&text)
+            else {
+                continue;
+            };
+            let Some((_, sent_us)) = Stamp::parse(body, &shared.tag) else {
+                outcome.foreign += 1;
+                continue;
+            };
+            if !outcome.ids.insert(id) {
+                outcome.duplicates += 1;
+                continue;
+            }
+            if id < highest_id {
+                outcome.out_of_order += 1;
+            }
+            highest_id = highest_id.max(id);
+            outcome.e2e_us.push(now_us.saturating_sub(sent_us));
+            outcome.last_receive_us = now_us;
+            shared.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = ws.close(None).await;
+        outcome
+    }
+
+    impl Report {
+        fn new(
+            pace: Pace,
+            started_us: u64,
+            senders: Vec<SenderOutcome>,
+            receivers: Vec<ReceiverOutcome>,
+            timed_out: bool,
+            server: Option<(ProcSample, ProcSample)>,
+            generator: Option<(ProcSample, ProcSample)>,
+        ) -> Report {
+            let (mut lost, mut delivered_unacked) = (0, 0);
+            let (mut errors, mut closes) = (Tally::default(), Tally::default());
+            for (s, r) in senders.iter().zip(&receivers) {
+                let acked: HashSet<u64> = s.acked_ids.iter().copied().collect();
+                lost += acked.difference(&r.ids).count() as u64;
+                delivered_unacked += r.ids.difference(&acked).count() as u64;
+                errors.merge(s.errors.clone());
+                for closed in [&s.closed, &r.closed].into_iter().flatten() {
+                    closes.add(closed.clone());
+                }
+            }
+            let last_send_us = senders.iter().map(|s| s.last_send_us).max().unwrap_or(0);
+            let last_receive_us = receivers.iter().map(|r| r.last_receive_us).max();
+            let span = |end_us: u64| end_us.saturating_sub(started_us) as f64 / 1e6;
+            Report {
+                pace,
+                elapsed_send_s: span(last_send_us),
+                sent: senders.iter().map(|s| s.sent).sum(),
+                acked: senders.iter().map(|s| s.acked_ids.len() as u64).sum(),
+                delivered: receivers.iter().map(|r| r.ids.len() as u64).sum(),
+                delivered_s: span(last_receive_us.unwrap_or(started_us)),
+                duplicates: receivers.iter().map(|r| r.duplicates).sum(),
+                out_of_order: receivers.iter().map(|r| r.out_of_order).sum(),
+                foreign: receivers.iter().map(|r| r.foreign).sum(),
+                max_lag_us: senders.iter().map(|s| s.max_lag_us).max().unwrap_or(0),
+                e2e: Latencies::new(receivers.into_iter().flat_map(|r| r.e2e_us).collect()),
+                ack: Latencies::new(senders.into_iter().flat_map(|s| s.ack_us).collect()),
+                lost,
+                delivered_unacked,
+                errors,
+                closes,
+                timed_out,
+                server,
+                generator,
+            }
+        }
+
+        /// No loss, duplicates, reordering, errors or unexpected closes.
+        pub(super) fn clean(&self) -> bool {
+            self.lost == 0
+                && self.duplicates == 0
+                && self.out_of_order == 0
+                && self.errors.total() == 0
+                && self.closes.total() == 0
+                && self.sent == self.acked
+                && !self.timed_out
+        }
+
+        pub(super) fn print(&self, args: &Args, target: &Target) {
+            let pace = match self.pace {
+                Pace::Window(n) => format!("closed loop, window {n}"),
+                Pace::Schedule { .. } => format!(
+                    "open loop at {} msg/s total (latency from the scheduled send time)",
+                    args.rate.unwrap_or_default()
+                ),
+            };
+            let per_s = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+            println!("== indaba load: pairs ==");
+            println!("daemon           {}", target.describe());
+            println!(
+                "workload         {} pairs × {} messages of {} B text, {pace}",
+                args.pairs, args.messages, args.size
+            );
+            println!(
+                "sent             {} in {:.2} s = {:.0} msg/s",
+                self.sent,
+                self.elapsed_send_s,
+                per_s(self.sent, self.elapsed_send_s)
+            );
+            if matches!(self.pace, Pace::Schedule { .. }) {
+                println!(
+                    "send lag         max {} behind schedule",
+                    ms(self.max_lag_us)
+                );
+            }
+            println!("acked            {}", self.acked);
+            println!(
+                "delivered        {} in {:.2} s = {:.0} msg/s",
+                self.delivered,
+                self.delivered_s,
+                per_s(self.delivered, self.delivered_s)
+            );
+            println!(
+                "e2e latency      {}",
+                self.e2e
+                    .describe(&[("p50", 0.5), ("p99", 0.99), ("p999", 0.999), ("max", 1.0)])
+            );
+            println!(
+                "ack latency      {}",
+                self.ack.describe(&[("p50", 0.5), ("p99", 0.99)])
+            );
+            println!(
+                "lost             {} (acked, not received within --drain {} s)",
+                self.lost, args.drain
+            );
+            println!("duplicated       {}", self.duplicates);
+            println!("out of order     {}", self.out_of_order);
+            if self.delivered_unacked > 0 {
+                println!("received unacked {}", self.delivered_unacked);
+            }
+            if self.foreign > 0 {
+                println!(
+                    "foreign          {} (messages of earlier runs)",
+                    self.foreign
+                );
+            }
+            println!("errors           {}", self.errors.describe());
+            println!("closed sockets   {}", self.closes.describe());
+            if self.timed_out {
+                println!(
+                    "TIMED OUT        the send phase hit --timeout {} s",
+                    args.timeout
+                );
+            }
+            match self.server {
+                Some((before, after)) => {
+                    let cpu = before.cpu_secs_until(&after);
+                    let per_message = per_s(1, self.delivered as f64) * cpu * 1e6;
+                    println!(
+                        "server CPU       {cpu:.2} s = {per_message:.1} µs per delivered message"
+                    );
+                    println!("server peak RSS  {:.1} MiB (VmHWM)", mib(after.hwm_kib));
+                }
+                None => println!("server CPU/RSS   unknown (pass --pid with --url)"),
+            }
+            if let Some((before, after)) = self.generator {
+                println!(
+                    "generator CPU    {:.2} s (this process, same machine)",
+                    before.cpu_secs_until(&after)
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mode `idle`
+// ---------------------------------------------------------------------------------------------
+
+mod idle {
+    use super::*;
+
+    /// Everything an idle run measured.
+    pub(super) struct Report {
+        requested: u64,
+        established: u64,
+        failures: Tally,
+        connect_s: f64,
+        dropped: Tally,
+        server: Option<(ProcSample, ProcSample)>,
+    }
+
+    pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> {
+        let users = args.users.unwrap_or(args.sockets).min(args.sockets);
+        let urls: Vec<Arc<str>> = (0..users)
+            .map(|i| Ok(target.chat_url(&target.token(args.user_base + i)?).into()))
+            .collect::<Result<_, String>>()?;
+        let sources: Vec<IpAddr> = (1..=args.source_addrs)
+            .map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+            .collect();
+        // Small buffers: these sockets carry one frame each.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        // A freshly started daemon is still warming up (its dummy password hash alone takes
+        // megabytes): let it settle so the baseline holds only the sockets' memory.
+        tokio::time::sleep(BASELINE_SETTLE).await;
+        let server_before = target.sample();
+        let hold = CancellationToken::new();
+        let dropped = Arc::new(Mutex::new(Tally::default()));
+        let in_flight = Arc::new(Semaphore::new(args.concurrency));
+        let (results, mut connected) = tokio::sync::mpsc::unbounded_channel();
+
+        let started = Instant::now();
+        for i in 0..args.sockets {
+            let url = urls[(i % users) as usize].clone();
+            let source = sources[(i % sources.len() as u64) as usize];
+            let (server, hold, dropped) = (target.addr, hold.clone(), dropped.clone());
+            let (in_flight, results) = (in_flight.clone(), results.clone());
+            tokio::spawn(async move {
+                let permit = in_flight.acquire_owned().await;
+                let outcome = connect_chat(&url, server, Some(source), config).await;
+                drop(permit);
+                match outcome {
+                    Ok(ws) => {
+                        let _ = results.send(Ok(()));
+                        hold_open(ws, hold, dropped).await;
+                    }
+                    Err(e) => {
+                        let _ = results.send(Err(e));
+                    }
+                }
+            });
+        }
+        drop(results);
+
+        // One result per socket (each connect is bounded by CONNECT_TIMEOUT); the senders
+        // live on in the holding tasks, so the channel does not close.
+        let mut failures = Tally::default();
+        let mut established = 0;
+        for _ in 0..args.sockets {
+            match connected.recv().await {
+                Some(Ok(())) => established += 1,
+                Some(Err(e)) => failures.add(e),
+                None => break,
+            }
+        }
+        let connect_s = started.elapsed().as_secs_f64();
+        tokio::time::sleep(secs(args.hold)).await;
+        let server_after = target.sample();
+        hold.cancel();
+        Ok(Report {
+            requested: args.sockets,
+            established,
+            failures,
+            connect_s,
+            dropped: dropped.lock().expect("tally lock poisoned").clone(),
+            server: server_before.zip(server_after),
+        })
+    }
+
+    /// Keeps a socket open (answering pings) until the hold ends; notes a server close.
+    async fn hold_open(mut ws: Ws, hold: CancellationToken, dropped: Arc<Mutex<Tally>>) {
+        loop {
+            let frame = tokio::select! {
+                _ = hold.cancelled() => return,
+                frame = ws.next() => frame,
+            };
+            let reason = match frame {
+                Some(Ok(Message::Close(frame))) => close_reason(frame),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => format!("read: {e}"),
+                None => "connection ended".into(),
+            };
+            dropped.lock().expect("tally lock poisoned").add(reason);
+            return;
+        }
+    }
+
+    impl Report {
+        pub(super) fn clean(&self) -> bool {
+            self.established == self.requested && self.dropped.total() == 0
+        }
+
+        pub(super) fn print(&self, args: &Args, target: &Target) {
+            let users = args.users.unwrap_or(args.sockets).min(args.sockets);
+            println!("== indaba load: idle ==");
+            println!("daemon           {}", target.describe());
+            println!(
+                "workload         {} /ws/chat/ sockets of {users} users from {} source addresses, \
+                 {} in flight, held {} s",
+                self.requested, args.source_addrs, args.concurrency, args.hold
+            );
+            println!(
+                "connected        {} in {:.2} s = {:.0} sockets/s",
+                self.established,
+                self.connect_s,
+                self.established as f64 / self.connect_s.max(f64::EPSILON)
+            );
+            println!("failed           {}", self.failures.describe());
+            println!("dropped in hold  {}", self.dropped.describe());
+            match self.server {
+                Some((before, after)) => {
+                    let grown = after.rss_kib.saturating_sub(before.rss_kib);
+                    let per_socket = grown as f64 * 1024.0 / self.established.max(1) as f64;
+                    println!(
+                        "server RSS       {:.1} MiB → {:.1} MiB = {:.1} KiB per socket \
+                         (peak {:.1} MiB)",
+                        mib(before.rss_kib),
+                        mib(after.rss_kib),
+                        per_socket / 1024.0,
+                        mib(after.hwm_kib)
+                    );
+                    println!(
+                        "server CPU       {:.2} s (connect and hold)",
+                        before.cpu_secs_until(&after)
+                    );
+                }
+                None => println!("server CPU/RSS   unknown (pass --pid with --url)"),
+            }
+        }
+    }
+}

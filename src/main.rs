@@ -165,13 +165,26 @@ fn serve(config: Config, config_path: Option<&Path>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
         let listen = config.server.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let listener = bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         indaba::app::run(config, secrets, listener, shutdown)
             .await
             .map_err(|e| e.to_string())
     })
+}
+
+/// Connections the kernel queues before they are accepted. tokio's default (128) drops the
+/// excess of a reconnect storm, and each dropped client waits a 1 s SYN retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// SIGHUP: re-read `log.level` from the config file and apply it.
