@@ -712,6 +712,20 @@ async fn connect_chat(
         })
 }
 
+/// A text frame's payload; `Ok(None)` for frames to skip (pings, binary); `Err` with a
+/// reason once the socket has ended.
+fn frame_text(
+    frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Result<Option<tokio_tungstenite::tungstenite::Utf8Bytes>, String> {
+    match frame {
+        Some(Ok(Message::Text(text))) => Ok(Some(text)),
+        Some(Ok(Message::Close(frame))) => Err(close_reason(frame)),
+        Some(Ok(_)) => Ok(None),
+        Some(Err(e)) => Err(format!("read: {e}")),
+        None => Err("connection ended".into()),
+    }
+}
+
 fn close_reason(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
     match frame {
         Some(f) => format!("close {} {}", u16::from(f.code), f.reason),
@@ -1292,19 +1306,11 @@ mod pairs {
                 _ = shared.stop_senders.cancelled() => break,
                 frame = stream.next() => frame,
             };
-            let text = match frame {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(frame))) => {
-                    outcome.closed = Some(close_reason(frame));
-                    break;
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    outcome.closed = Some(format!("read: {e}"));
-                    break;
-                }
-                None => {
-                    outcome.closed = Some("connection ended".into());
+            let text = match frame_text(frame) {
+                Ok(Some(text)) => text,
+                Ok(None) => continue,
+                Err(closed) => {
+                    outcome.closed = Some(closed);
                     break;
                 }
             };
@@ -1350,19 +1356,11 @@ mod pairs {
                 _ = shared.stop_receivers.cancelled() => break,
                 frame = ws.next() => frame,
             };
-            let text = match frame {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(frame))) => {
-                    outcome.closed = Some(close_reason(frame));
-                    break;
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    outcome.closed = Some(format!("read: {e}"));
-                    break;
-                }
-                None => {
-                    outcome.closed = Some("connection ended".into());
+            let text = match frame_text(frame) {
+                Ok(Some(text)) => text,
+                Ok(None) => continue,
+                Err(closed) => {
+                    outcome.closed = Some(closed);
                     break;
                 }
             };
