@@ -500,13 +500,10 @@ fn bad_requests_get_precise_4xx() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start_with(
         dir.path(),
-        Options {
-            env: vec![
-                ("INDABA_LIMITS__MAX_BODY_BYTES".into(), "4096".into()),
-                ("INDABA_LIMITS__MAX_TEXT_BYTES".into(), "100".into()),
-            ],
-            ..Options::default()
-        },
+        Options::env(&[
+            ("INDABA_LIMITS__MAX_BODY_BYTES", "4096"),
+            ("INDABA_LIMITS__MAX_TEXT_BYTES", "100"),
+        ]),
     );
     let conv = d.conversation(1, 2);
     let raw = |body: &str, content_type: &str| {
@@ -704,13 +701,10 @@ fn sends_over_the_rate_limit_get_429_with_retry_after() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start_with(
         dir.path(),
-        Options {
-            env: vec![
-                ("INDABA_LIMITS__MESSAGES_PER_SECOND".into(), "1".into()),
-                ("INDABA_LIMITS__MESSAGES_BURST".into(), "3".into()),
-            ],
-            ..Options::default()
-        },
+        Options::env(&[
+            ("INDABA_LIMITS__MESSAGES_PER_SECOND", "1"),
+            ("INDABA_LIMITS__MESSAGES_BURST", "3"),
+        ]),
     );
     let conv = d.conversation(1, 2);
     for i in 0..3 {
@@ -870,10 +864,7 @@ fn registration_can_be_switched_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start_with(
         dir.path(),
-        Options {
-            env: vec![("INDABA_AUTH__ALLOW_REGISTRATION".into(), "false".into())],
-            ..Options::default()
-        },
+        Options::env(&[("INDABA_AUTH__ALLOW_REGISTRATION", "false")]),
     );
     let (status, body) = split(
         d.http

@@ -27,16 +27,10 @@ fn acknowledged_messages_survive_kill_9() {
         // Senders go as fast as they are acknowledged: lift the per-user send rate limit.
         let daemon = Arc::new(Daemon::start_with(
             dir.path(),
-            Options {
-                env: vec![
-                    (
-                        "INDABA_LIMITS__MESSAGES_PER_SECOND".into(),
-                        "1000000".into(),
-                    ),
-                    ("INDABA_LIMITS__MESSAGES_BURST".into(), "1000000".into()),
-                ],
-                ..Options::default()
-            },
+            Options::env(&[
+                ("INDABA_LIMITS__MESSAGES_PER_SECOND", "1000000"),
+                ("INDABA_LIMITS__MESSAGES_BURST", "1000000"),
+            ]),
         ));
         // Everything acknowledged in earlier rounds is still there.
         verify(&daemon, &acknowledged);

@@ -323,10 +323,7 @@ fn a_stalled_upload_gets_408_and_does_not_hold_up_a_stop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start_with(
         dir.path(),
-        Options {
-            env: vec![("INDABA_LIMITS__BODY_TIMEOUT".into(), "1s".into())],
-            ..Options::default()
-        },
+        Options::env(&[("INDABA_LIMITS__BODY_TIMEOUT", "1s")]),
     );
     let head = format!(
         "POST /api/v1/messaging/messages/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
@@ -361,10 +358,7 @@ fn pending_requests_finish_and_data_survives_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start_with(
         dir.path(),
-        Options {
-            env: vec![("INDABA_LIMITS__MESSAGES_BURST".into(), "1000000".into())],
-            ..Options::default()
-        },
+        Options::env(&[("INDABA_LIMITS__MESSAGES_BURST", "1000000")]),
     );
     let conv = daemon.conversation(1, 2);
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -415,13 +409,10 @@ fn a_second_stop_signal_exits_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut daemon = Daemon::start_with(
         dir.path(),
-        Options {
-            env: vec![
-                ("INDABA_SERVER__SHUTDOWN_TIMEOUT".into(), "30s".into()),
-                ("INDABA_LIMITS__BODY_TIMEOUT".into(), "30s".into()),
-            ],
-            ..Options::default()
-        },
+        Options::env(&[
+            ("INDABA_SERVER__SHUTDOWN_TIMEOUT", "30s"),
+            ("INDABA_LIMITS__BODY_TIMEOUT", "30s"),
+        ]),
     );
     // A request whose body never finishes keeps the graceful stop waiting.
     let mut stalled = std::net::TcpStream::connect(daemon.addr).expect("connect");

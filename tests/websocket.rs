@@ -42,18 +42,8 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A daemon in dev mode on a fresh data dir, with `INDABA_*` overrides.
 fn daemon(env: &[(&str, &str)]) -> (tempfile::TempDir, Daemon) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::start_with(dir.path(), options(env));
+    let d = Daemon::start_with(dir.path(), Options::env(env));
     (dir, d)
-}
-
-fn options(env: &[(&str, &str)]) -> Options {
-    Options {
-        env: env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..Default::default()
-    }
 }
 
 /// A token for `user` that also carries a `username` claim.
@@ -861,7 +851,7 @@ fn every_event_reaches_every_device_and_the_sender_hears_its_echo() {
 fn offline_messages_are_replayed_by_priority_once_and_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [("INDABA_SERVICE__SHARED_SECRET", SERVICE_SECRET)];
-    let d = Daemon::start_with(dir.path(), options(&env));
+    let d = Daemon::start_with(dir.path(), Options::env(&env));
     let conv = d.conversation(1, 2);
     let rest = Rest::new(&d);
     let rt = runtime();
@@ -935,7 +925,7 @@ fn offline_messages_are_replayed_by_priority_once_and_survive_a_restart() {
     });
     drop(rest);
     assert!(d.stop().success(), "clean stop");
-    let d = Daemon::start_with(dir.path(), options(&env));
+    let d = Daemon::start_with(dir.path(), Options::env(&env));
     rt.block_on(async {
         let (mut b, _) = chat(&d, 2).await;
         let first = recv_json(&mut b).await;

@@ -36,6 +36,19 @@ pub struct Options {
     pub env: Vec<(String, String)>,
 }
 
+impl Options {
+    /// Dev mode with these `INDABA_*` overrides.
+    pub fn env(pairs: &[(&str, &str)]) -> Options {
+        Options {
+            env: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Options::default()
+        }
+    }
+}
+
 impl Daemon {
     /// Dev mode on `data_dir`.
     pub fn start(data_dir: &Path) -> Daemon {
