@@ -253,6 +253,7 @@ impl Hub {
         let chat_event = protocol::new_message(id, record, &message.plain);
         let registry = self.registry();
         let mut overflowed = Vec::new();
+        let mut notification = None;
         for user in &message.participants {
             let delivers = (*user != sender).then_some((*user, record.priority.rank(), id));
             for (sid, session) in registry.outboxes(registry.chat.get(user)) {
@@ -271,7 +272,8 @@ impl Hub {
                 }
             }
             if *user != sender && registry.notifications.contains_key(user) {
-                let event = protocol::notification(id, record);
+                // The same event for every recipient: serialized once, only if needed.
+                let event = notification.get_or_insert_with(|| protocol::notification(id, record));
                 for (_, session) in registry.outboxes(registry.notifications.get(user)) {
                     let _ = session.outbox.push(lane, Outbound::event(event.clone()));
                 }
