@@ -91,6 +91,9 @@ impl Default for StorageConfig {
 pub struct AuthConfig {
     /// HS256 secret shared with the host app (SimpleJWT's `SIGNING_KEY`).
     pub jwt_secret: Option<Secret>,
+    /// File holding the HS256 secret instead of `jwt_secret` (mode 0600, trailing newline
+    /// ignored), so the secret stays out of the config file and the environment.
+    pub jwt_secret_file: Option<PathBuf>,
     /// PEM public key for RS256/ES256/EdDSA tokens, instead of `jwt_secret`.
     pub jwt_public_key_file: Option<PathBuf>,
     /// Claim holding the user id (an integer or a decimal string).
@@ -112,6 +115,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             jwt_secret: None,
+            jwt_secret_file: None,
             jwt_public_key_file: None,
             user_id_claim: "user_id".to_owned(),
             issuer: None,
@@ -340,10 +344,22 @@ impl Config {
         if self.storage.commit_batch_max == 0 {
             return invalid("storage.commit_batch_max", "must be at least 1");
         }
+        if self.auth.jwt_secret.is_some() && self.auth.jwt_secret_file.is_some() {
+            return invalid(
+                "auth.jwt_secret",
+                "set either auth.jwt_secret or auth.jwt_secret_file, not both",
+            );
+        }
         if self.auth.jwt_secret.is_some() && self.auth.jwt_public_key_file.is_some() {
             return invalid(
                 "auth.jwt_secret",
                 "set either auth.jwt_secret or auth.jwt_public_key_file, not both",
+            );
+        }
+        if self.auth.jwt_secret_file.is_some() && self.auth.jwt_public_key_file.is_some() {
+            return invalid(
+                "auth.jwt_secret_file",
+                "set either auth.jwt_secret_file or auth.jwt_public_key_file, not both",
             );
         }
         if let Some(secret) = &self.auth.jwt_secret
@@ -564,6 +580,41 @@ mod tests {
         std::fs::write(&path, "[log]\nformat = \"xml\"\n").expect("write");
         let err = Config::load(Some(&path), env(&[])).expect_err("bad format");
         assert!(err.to_string().contains("log.format"), "{err}");
+    }
+
+    #[test]
+    fn jwt_secret_sources_exclude_each_other() {
+        let err = Config::load(
+            None,
+            env(&[
+                ("INDABA_AUTH__JWT_SECRET", "12345678901234567890"),
+                ("INDABA_AUTH__JWT_SECRET_FILE", "/etc/indaba/jwt_secret"),
+            ]),
+        )
+        .expect_err("both set must fail");
+        let text = err.to_string();
+        assert!(text.contains("auth.jwt_secret_file"), "{text}");
+        assert!(text.contains("not both"), "{text}");
+
+        let err = Config::load(
+            None,
+            env(&[
+                ("INDABA_AUTH__JWT_SECRET_FILE", "/etc/indaba/jwt_secret"),
+                ("INDABA_AUTH__JWT_PUBLIC_KEY_FILE", "/etc/indaba/jwt.pem"),
+            ]),
+        )
+        .expect_err("file and public key must fail");
+        assert!(err.to_string().contains("auth.jwt_secret_file"), "{err}");
+
+        let config = Config::load(
+            None,
+            env(&[("INDABA_AUTH__JWT_SECRET_FILE", "/etc/indaba/jwt_secret")]),
+        )
+        .expect("a file alone is fine");
+        assert_eq!(
+            config.auth.jwt_secret_file.as_deref(),
+            Some(Path::new("/etc/indaba/jwt_secret"))
+        );
     }
 
     #[test]

@@ -43,7 +43,16 @@ pub enum SecretsError {
     },
     #[error("cannot read `auth.jwt_public_key_file` {path}: {message}")]
     PublicKey { path: PathBuf, message: String },
+    #[error("`auth.jwt_secret_file`: {0}")]
+    JwtSecretFile(KeyError),
+    #[error(
+        "`auth.jwt_secret_file` {path} holds {len} bytes: the secret must be at least {MIN_JWT_SECRET_BYTES} (trailing newlines do not count)"
+    )]
+    JwtSecretTooShort { path: PathBuf, len: usize },
 }
+
+/// Shortest HS256 secret accepted from a file, the same floor `auth.jwt_secret` has.
+pub const MIN_JWT_SECRET_BYTES: usize = 16;
 
 /// Loads (or, in dev mode, creates) every secret the config names.
 pub fn resolve(config: &Config, dev_mode: bool) -> Result<Secrets, SecretsError> {
@@ -81,6 +90,15 @@ pub fn resolve(config: &Config, dev_mode: bool) -> Result<Secrets, SecretsError>
     let (verify_key, signing_secret) = if let Some(secret) = &config.auth.jwt_secret {
         let bytes = secret.expose().as_bytes().to_vec();
         (VerifyKey::Secret(bytes.clone()), Some(bytes))
+    } else if let Some(path) = &config.auth.jwt_secret_file {
+        let bytes = load_jwt_secret(path).map_err(SecretsError::JwtSecretFile)?;
+        if bytes.len() < MIN_JWT_SECRET_BYTES {
+            return Err(SecretsError::JwtSecretTooShort {
+                path: path.clone(),
+                len: bytes.len(),
+            });
+        }
+        (VerifyKey::Secret(bytes.clone()), Some(bytes))
     } else if let Some(path) = &config.auth.jwt_public_key_file {
         let pem = std::fs::read(path).map_err(|e| SecretsError::PublicKey {
             path: path.clone(),
@@ -98,7 +116,7 @@ pub fn resolve(config: &Config, dev_mode: bool) -> Result<Secrets, SecretsError>
     } else {
         return Err(SecretsError::Missing {
             key: "auth.jwt_secret",
-            hint: "the host app's signing key, or set auth.jwt_public_key_file",
+            hint: "the host app's signing key; or auth.jwt_secret_file, or auth.jwt_public_key_file",
         });
     };
 
@@ -131,7 +149,9 @@ fn create_jwt_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
     Ok(secret.into_bytes())
 }
 
-/// Reads a dev-mode JWT secret, holding it to the same 0600 rule as keys.
+/// Reads a JWT secret file (`auth.jwt_secret_file`, or the dev-mode one), holding it to the same
+/// 0600 rule as key files. Only trailing line ends are dropped: `echo secret > file` adds one,
+/// and whatever else the file holds is the secret, byte for byte, as the host app has it.
 fn load_jwt_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| KeyError::Io {
@@ -145,8 +165,11 @@ fn load_jwt_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
             mode,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    Ok(text.trim().as_bytes().to_vec())
+    let mut bytes = std::fs::read(path).map_err(io)?;
+    while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+        bytes.pop();
+    }
+    Ok(bytes)
 }
 
 fn create_private_dir(path: &Path) -> Result<(), SecretsError> {
@@ -162,4 +185,69 @@ fn create_private_dir(path: &Path) -> Result<(), SecretsError> {
             path: path.to_owned(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::config::Secret;
+
+    /// A production-style config (no dev mode) whose JWT secret comes from `file`.
+    fn config_with_secret_file(file: &Path) -> Config {
+        let mut config = Config::default();
+        config.storage.encryption_key = Some(Secret::new(Key::generate().expect("key").to_hex()));
+        config.auth.jwt_secret_file = Some(file.to_owned());
+        config
+    }
+
+    fn write(path: &Path, contents: &[u8], mode: u32) {
+        std::fs::write(path, contents).expect("write");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[test]
+    fn jwt_secret_file_drops_only_trailing_line_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("jwt_secret");
+        write(&file, b" host app secret 0123\r\n\n", 0o600);
+        let secrets = resolve(&config_with_secret_file(&file), false).expect("resolve");
+        assert_eq!(
+            secrets.signing_secret.as_deref(),
+            Some(&b" host app secret 0123"[..])
+        );
+        assert!(
+            matches!(&secrets.verify_key, VerifyKey::Secret(s) if s == b" host app secret 0123")
+        );
+    }
+
+    #[test]
+    fn jwt_secret_file_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("jwt_secret");
+        write(&file, b"a-long-enough-secret-value\n", 0o640);
+        let err = resolve(&config_with_secret_file(&file), false).expect_err("mode 0640");
+        let text = err.to_string();
+        assert!(text.contains("auth.jwt_secret_file"), "{text}");
+        assert!(text.contains("chmod 600"), "{text}");
+    }
+
+    #[test]
+    fn jwt_secret_file_short_or_missing_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("jwt_secret");
+        write(&file, b"too-short\n", 0o600);
+        let err = resolve(&config_with_secret_file(&file), false).expect_err("short");
+        assert!(
+            matches!(err, SecretsError::JwtSecretTooShort { len: 9, .. }),
+            "{err}"
+        );
+
+        let missing = dir.path().join("absent");
+        let err = resolve(&config_with_secret_file(&missing), false).expect_err("missing");
+        let text = err.to_string();
+        assert!(text.contains("auth.jwt_secret_file"), "{text}");
+        assert!(text.contains(&missing.display().to_string()), "{text}");
+    }
 }

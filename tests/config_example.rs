@@ -30,6 +30,7 @@ fn example_mentions_every_key_with_a_comment() {
     all.storage.encryption_key_file = Some("k".into());
     all.storage.encryption_key = Some(Secret::new("k"));
     all.auth.jwt_secret = Some(Secret::new("s"));
+    all.auth.jwt_secret_file = Some("f".into());
     all.auth.jwt_public_key_file = Some("p".into());
     all.auth.issuer = Some("i".into());
     all.auth.audience = Some("a".into());

@@ -439,3 +439,60 @@ fn a_second_stop_signal_exits_at_once() {
         started.elapsed()
     );
 }
+
+#[test]
+fn jwt_secret_file_is_checked_by_check_config_and_used_by_the_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = key_file(dir.path(), "k");
+    let secret = "secret-from-a-file-0123456789";
+    let secret_file = dir.path().join("jwt_secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("write secret");
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nencryption_key_file = \"{}\"\n[auth]\njwt_secret_file = \"{}\"\n",
+            key.display(),
+            secret_file.display()
+        ),
+    )
+    .expect("write config");
+    let cfg = config.display().to_string();
+
+    // A world-readable secret is refused before anything starts, naming the key and the fix.
+    let (code, _, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("auth.jwt_secret_file"), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, stdout, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains(secret), "{stdout}");
+
+    // Both the inline secret and the file: refused, naming both.
+    let (code, _, stderr) = run_cli(
+        &["check-config", "--config", &cfg],
+        &[("INDABA_AUTH__JWT_SECRET", "another-secret-0123456789")],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("auth.jwt_secret") && stderr.contains("auth.jwt_secret_file"),
+        "{stderr}"
+    );
+
+    // The daemon verifies tokens signed with the file's secret, without its newline.
+    let daemon = Daemon::start_with(
+        &dir.path().join("data"),
+        Options {
+            config: Some(config),
+            secret: Some(secret.to_owned()),
+            env: vec![],
+        },
+    );
+    let (status, body) = daemon.get(1, "/api/v1/messaging/conversations/");
+    assert_eq!(status, 200, "{body}");
+    assert!(daemon.stop().success());
+}
