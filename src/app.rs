@@ -2,7 +2,8 @@
 //!
 //! Stop order, when the shutdown token fires: stop accepting → `/health` answers 503 → each
 //! connection finishes its in-flight request and closes → the writer commits what is queued
-//! and stops. The whole drain is bounded by `server.shutdown_timeout`.
+//! and stops. The whole drain is bounded by `server.shutdown_timeout`. The service manager hears
+//! `READY=1` just before the first accept and `STOPPING=1` as soon as accepting stops.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -232,7 +233,10 @@ pub async fn run(
     tokio::task::spawn_blocking(crate::auth::password::warm_up);
     let tasks = state.tasks.clone();
     tasks.spawn(expire_queues(state.clone()));
+    // The listener is bound (by the caller) and the store open: what systemd waits for.
+    crate::shutdown::notify(crate::shutdown::ServiceState::Ready);
     crate::http::server::accept_loop(listener, state.clone(), tasks.clone(), shutdown).await;
+    crate::shutdown::notify(crate::shutdown::ServiceState::Stopping);
 
     // Stop order: listener closed (above) → sockets closed with 1001 and connections finish
     // their requests → delivered-queue removals flushed → writer commits what is queued.
