@@ -1,6 +1,7 @@
 //! Wiring: open the store, build the shared state, serve, and stop in order.
 //!
-//! Stop order, when the shutdown token fires: stop accepting → `/health` answers 503 → each
+//! Stop order, when the shutdown token fires: stop accepting (HTTP and the admin socket, whose
+//! file is removed; a backup in progress is cut short) → `/health` answers 503 → each
 //! connection finishes its in-flight request and closes → the writer commits what is queued
 //! and stops. The whole drain is bounded by `server.shutdown_timeout`. The service manager hears
 //! `READY=1` just before the first accept and `STOPPING=1` as soon as accepting stops.
@@ -129,6 +130,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("`auth.jwt_public_key_file`: {0}")]
     PublicKey(String),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     #[error("graceful stop exceeded server.shutdown_timeout ({0:?})")]
     ShutdownTimeout(std::time::Duration),
 }
@@ -186,10 +189,13 @@ pub async fn run(
         sink: commit_sink,
         metrics: metrics.clone(),
     };
+    let store_dir = data_dir.clone();
     let (store, writer_thread) =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, keyring, options))
+        tokio::task::spawn_blocking(move || Store::open(&store_dir, keyring, options))
             .await
             .map_err(|e| StoreError::Storage(format!("open task failed: {e}")))??;
+    // After the store: its lock proves an existing socket file is a crashed daemon's.
+    let admin = crate::admin::AdminSocket::bind(&data_dir)?;
     let shutdown_timeout = config.server.shutdown_timeout;
     let writer = store.writer().clone();
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -233,6 +239,7 @@ pub async fn run(
     tokio::task::spawn_blocking(crate::auth::password::warm_up);
     let tasks = state.tasks.clone();
     tasks.spawn(expire_queues(state.clone()));
+    tasks.spawn(admin.serve(state.store.clone(), shutdown.clone(), tasks.clone()));
     // The listener is bound (by the caller) and the store open: what systemd waits for.
     crate::shutdown::notify(crate::shutdown::ServiceState::Ready);
     crate::http::server::accept_loop(listener, state.clone(), tasks.clone(), shutdown).await;

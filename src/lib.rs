@@ -19,6 +19,8 @@
 //! Around that: [`config`] (one typed struct), [`secrets`] (keys from config, or generated in
 //! dev mode), [`logging`], [`shutdown`] (signals) and [`app`], which wires it all and stops it in
 //! order. `main.rs` only parses the command line.
+//! [`admin`] serves `<data_dir>/admin.sock`, through which `indaba backup` asks the running
+//! daemon for a consistent snapshot ([`store::backup`]).
 //!
 //! # Example
 //!
@@ -38,6 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;

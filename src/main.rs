@@ -38,6 +38,12 @@ enum Command {
     CheckConfig,
     /// Print a new 256-bit encryption key (hex) for `storage.encryption_key_file`.
     Keygen,
+    /// Write a consistent backup of the data to DEST: through the running daemon's admin socket
+    /// (`<data_dir>/admin.sock`), or straight from the data file when no daemon runs.
+    Backup {
+        /// The backup file to write (replaced atomically if it exists); DEST.partial until done.
+        dest: PathBuf,
+    },
     /// Mint an access token signed with the configured secret, for testing.
     Token {
         /// The user the token is for.
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Keygen) => keygen(),
         Some(Command::CheckConfig) => with_config(&cli, check_config),
+        Some(Command::Backup { ref dest }) => with_config(&cli, |config, _| backup(&config, dest)),
         Some(Command::Token {
             user_id,
             ttl,
@@ -114,6 +121,26 @@ fn check_config(config: Config, path: Option<&Path>) -> Result<(), String> {
     }
     print!("{}", config.to_redacted_toml());
     eprintln!("indaba: configuration is valid");
+    Ok(())
+}
+
+fn backup(config: &Config, dest: &Path) -> Result<(), String> {
+    let report =
+        indaba::admin::backup(&config.storage.data_dir, dest).map_err(|e| e.to_string())?;
+    let source = match &report.source {
+        indaba::admin::Source::Daemon { socket } => {
+            format!("running daemon (admin socket {})", socket.display())
+        }
+        indaba::admin::Source::DataFile { path } => format!("data file {}", path.display()),
+    };
+    println!("backup: {}", report.dest.display());
+    println!("source: {source}");
+    println!("bytes: {}", report.bytes);
+    println!("tables: {}", report.summary.tables.len());
+    println!("rows: {}", report.summary.rows());
+    for table in &report.summary.tables {
+        println!("  {} {}", table.name, table.rows);
+    }
     Ok(())
 }
 

@@ -5,9 +5,11 @@
 //! * [`writer`] owns the only write path: a dedicated thread that folds every pending request
 //!   into one transaction and answers each only after the commit is durable.
 //! * [`reader`] answers queries on a snapshot, off the async runtime.
+//! * [`backup`] copies one snapshot of every table into a fresh file, for `indaba backup`.
 //!
 //! [`Store`] is the cheap, cloneable handle the rest of the daemon holds.
 
+pub mod backup;
 pub mod reader;
 pub mod records;
 pub mod tables;
@@ -126,6 +128,21 @@ impl Store {
     /// The keys that seal and open user content.
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
+    }
+
+    /// Writes a consistent snapshot of every table into `dest` (an empty file, opened for
+    /// reading and writing) on the blocking pool; stops early once `cancel` fires.
+    pub async fn backup(
+        &self,
+        dest: std::fs::File,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<backup::Summary, backup::BackupError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            backup::snapshot(db.as_ref(), dest, &|| cancel.is_cancelled())
+        })
+        .await
+        .map_err(|e| backup::BackupError::Storage(format!("backup task failed: {e}")))?
     }
 
     /// Runs a read-only query on a consistent snapshot, on the blocking pool.
