@@ -90,7 +90,7 @@ pub struct ConversationRecord {
 
 /// One user's view of one conversation, kept up to date on every write so that listing and
 /// counting cost O(conversations), never a scan of history.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipRecord {
     /// Highest message id the user has read (their own messages count as read).
     pub read_marker: u64,
