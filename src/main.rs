@@ -10,6 +10,12 @@ use indaba::config::Config;
 use indaba::crypto::Key;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of the C library's malloc: the static musl build's malloc serialises
+/// threads on one lock, and the daemon allocates on every core (see the `fast-alloc` feature).
+#[cfg(feature = "fast-alloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "indaba",
