@@ -58,8 +58,10 @@ const DRAIN_MAX: u64 = 64 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a client may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one write of the backup may block on a client that stopped reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one blocking write waits before the stream checks for a stop again.
+const WRITE_POLL: Duration = Duration::from_secs(1);
+/// How long a client may read nothing before the stream gives up on it.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes per read and write while streaming the backup file.
 const CHUNK: usize = 256 * 1024;
 /// The daemon's scratch file for a backup in progress, unlinked as soon as it is open.
@@ -247,7 +249,12 @@ async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
         .await;
         return;
     }
-    let request = match read_request(&mut stream).await {
+    let request = tokio::select! {
+        request = read_request(&mut stream) => request,
+        // A silent client must not hold up the drain.
+        _ = shared.shutdown.cancelled() => return,
+    };
+    let request = match request {
         Ok(request) => request,
         Err(reason) => {
             tracing::debug!(reason, "bad admin request");
@@ -395,7 +402,7 @@ fn scratch_file(data_dir: &Path) -> std::io::Result<(File, File)> {
 fn blocking_stream(stream: UnixStream) -> std::io::Result<std::os::unix::net::UnixStream> {
     let stream = stream.into_std()?;
     stream.set_nonblocking(false)?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    stream.set_write_timeout(Some(WRITE_POLL))?;
     Ok(stream)
 }
 
@@ -407,7 +414,7 @@ fn stream_file(
     cancelled: &dyn Fn() -> bool,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    stream.write_all(format!("ok {len}\n").as_bytes())?;
+    write_all(&mut stream, format!("ok {len}\n").as_bytes(), cancelled)?;
     let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
     while offset < len {
@@ -421,10 +428,48 @@ fn stream_file(
                 "the scratch file is shorter than its size",
             ));
         }
-        stream.write_all(&buf[..n])?;
+        write_all(&mut stream, &buf[..n], cancelled)?;
         offset += n as u64;
     }
-    stream.flush()
+    Ok(())
+}
+
+/// `write_all` that notices a stop within [`WRITE_POLL`] even while the client is slow, and
+/// gives up on a client that read nothing for [`STALL_TIMEOUT`]: the drain never waits on it.
+fn write_all(
+    stream: &mut std::os::unix::net::UnixStream,
+    mut data: &[u8],
+    cancelled: &dyn Fn() -> bool,
+) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    let mut progress = Instant::now();
+    while !data.is_empty() {
+        if cancelled() {
+            return Err(std::io::Error::other("the daemon is stopping"));
+        }
+        match stream.write(data) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = &data[n..];
+                progress = Instant::now();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                if progress.elapsed() > STALL_TIMEOUT {
+                    return Err(std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        "the client stopped reading",
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Where a backup's data came from.

@@ -353,3 +353,29 @@ fn the_admin_socket_answers_only_its_protocol() {
     );
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn admin_clients_that_stall_do_not_hold_up_a_stop() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut daemon = Daemon::start(&data);
+    let socket = data.join("admin.sock");
+    // One says nothing; one asks for a backup (1 MiB, more than the socket buffers) and never
+    // reads it, so the daemon's stream is blocked on it.
+    let _silent = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    let mut greedy = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    greedy.write_all(b"backup\n").expect("write");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let started = std::time::Instant::now();
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}\n{}", daemon.log_text());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert!(!socket.exists(), "admin.sock left behind");
+}
