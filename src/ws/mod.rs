@@ -4,8 +4,10 @@
 //!   socket to a [`session`]. A bad token or a non-participant is *accepted and then closed*
 //!   (4401, 4403), as the existing clients expect.
 //! * [`protocol`] is the wire format of the three dialects; [`frames`] the frame-level rules
-//!   (fragments, close frames).
+//!   (fragments, close frames); [`coalesce`] turns each batch of outbound frames into one
+//!   write.
 
+mod coalesce;
 pub mod frames;
 pub mod protocol;
 pub mod session;

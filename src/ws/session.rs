@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::WriteHalf;
 use tokio_util::sync::CancellationToken;
 
+use super::coalesce::Coalesce;
 use super::frames::{self, Assembler, Message, close};
 use super::protocol::{
     self, ChatIn, ConversationIn, ConversationRef, NotificationsIn, Typing, TypingIndicator,
@@ -39,15 +40,17 @@ const MAX_RECEIPT_IDS: usize = 500;
 const REPLAY_CHUNK: usize = 256;
 /// Most messages one `sync` request returns (the client continues from `last_message_id`).
 const SYNC_LIMIT: usize = 500;
-/// Frames the writer takes from the outbox per wake-up.
+/// Frames the writer takes from the outbox per wake-up; they go out in one write.
 const WRITE_BATCH: usize = 64;
+/// Bytes of a batch buffered before they are written out anyway.
+const WRITE_BUFFER: usize = 64 * 1024;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one frame may take to write. Frames are small next to the kernel's send buffer,
 /// so a write that blocks this long means the client stopped reading: the socket is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-type SocketWriter = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+type SocketWriter = WebSocketWrite<Coalesce<WriteHalf<TokioIo<Upgraded>>>>;
 
 /// What a socket was opened for, after authorization.
 #[derive(Debug, Clone)]
@@ -91,15 +94,15 @@ pub async fn run(
     };
     ws.set_auto_close(false);
     ws.set_auto_pong(false);
-    let (mut reader, mut writer) = ws.split(tokio::io::split);
+    let (mut reader, mut writer) = ws.split(|io| {
+        let (read, write) = tokio::io::split(io);
+        (read, Coalesce::new(write, WRITE_BUFFER))
+    });
     let (user, kind) = match who {
         Ok(found) => found,
         Err((code, reason)) => {
-            let _ = tokio::time::timeout(
-                CLOSE_TIMEOUT,
-                writer.write_frame(Frame::close(code, reason.as_bytes())),
-            )
-            .await;
+            let close = send_now(&mut writer, Frame::close(code, reason.as_bytes()));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
             return;
         }
     };
@@ -241,7 +244,9 @@ async fn read_loop(
                 }
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => match assembler.push(&frame) {
-                Ok(Some(message)) => session.handle(message).await,
+                // Boxed: handling a message is the largest state of this loop, and a socket
+                // waiting for its next frame should not carry it.
+                Ok(Some(message)) => Box::pin(session.handle(message)).await,
                 Ok(None) => {}
                 Err(v) => {
                     outbox.close(v.code, v.reason);
@@ -266,6 +271,8 @@ async fn write_loop(
     shutdown: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    // Queue entries and commit times of the batch's messages, reported once it is written.
+    let mut written = Vec::with_capacity(WRITE_BATCH);
     loop {
         let next = tokio::select! {
             biased;
@@ -281,41 +288,50 @@ async fn write_loop(
                     return;
                 }
                 let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""));
-                if timed(writer.write_frame(ping)).await.is_err() {
+                if timed(send_now(&mut writer, ping)).await.is_err() {
                     return;
                 }
                 continue;
             }
         };
+        // Encoding into the coalescing buffer cannot block; the flush is the one real write.
+        let mut encoded: Result<(), WebSocketError> = Ok(());
         for frame in batch.drain(..) {
-            let (written, delivers) = match &frame {
+            if encoded.is_err() {
+                continue;
+            }
+            encoded = match &frame {
                 Outbound::Text {
                     payload,
                     delivers,
                     committed_ms,
                     ..
                 } => {
-                    let written =
-                        timed(writer.write_frame(Frame::text(Payload::Borrowed(payload)))).await;
-                    if written.is_ok()
-                        && let Some(committed) = committed_ms
-                    {
-                        let waited = now_ms().saturating_sub(*committed);
-                        metrics.delivery_seconds.observe(waited as f64 / 1000.0);
-                    }
-                    (written, *delivers)
+                    written.push((*delivers, *committed_ms));
+                    writer
+                        .write_frame(Frame::text(Payload::Borrowed(payload)))
+                        .await
                 }
-                Outbound::Binary(payload) => (
-                    timed(writer.write_frame(Frame::binary(Payload::Borrowed(payload)))).await,
-                    None,
-                ),
-                Outbound::Pong(payload) => (
-                    timed(writer.write_frame(Frame::pong(Payload::Borrowed(payload)))).await,
-                    None,
-                ),
+                Outbound::Binary(payload) => {
+                    writer
+                        .write_frame(Frame::binary(Payload::Borrowed(payload)))
+                        .await
+                }
+                Outbound::Pong(payload) => {
+                    writer
+                        .write_frame(Frame::pong(Payload::Borrowed(payload)))
+                        .await
+                }
             };
-            if written.is_err() {
-                return;
+        }
+        if encoded.is_err() || timed(writer.flush()).await.is_err() {
+            return;
+        }
+        let now = now_ms();
+        for (delivers, committed_ms) in written.drain(..) {
+            if let Some(committed) = committed_ms {
+                let waited = now.saturating_sub(committed);
+                metrics.delivery_seconds.observe(waited as f64 / 1000.0);
             }
             if let Some(key) = delivers {
                 metrics.messages_delivered.inc();
@@ -324,10 +340,16 @@ async fn write_loop(
         }
         if let Some(closing) = next {
             let frame = Frame::close(closing.code, closing.reason.as_bytes());
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.write_frame(frame)).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, send_now(&mut writer, frame)).await;
             return;
         }
     }
+}
+
+/// Writes one frame and flushes it out of the coalescing buffer.
+async fn send_now(writer: &mut SocketWriter, frame: Frame<'_>) -> Result<(), WebSocketError> {
+    writer.write_frame(frame).await?;
+    writer.flush().await
 }
 
 /// A frame write bounded by [`WRITE_TIMEOUT`]; a timeout counts as a failed write.
