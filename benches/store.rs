@@ -15,6 +15,11 @@ use indaba::store::Store;
 use indaba::store::records::{MessageBody, Priority, encode};
 use indaba::store::writer::{NewConversation, NewMessage, WriterOptions};
 
+/// The daemon's allocator (see `src/main.rs`), so the figures are the daemon's.
+#[cfg(feature = "fast-alloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn group_commit(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
