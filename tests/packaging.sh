@@ -543,18 +543,21 @@ print(f"{len(used)} distinct system calls, all allowed by the unit")
 PY
 
 step "the .rpm"
-equal "rpm file list" "$(rpm -qlp "$RPM" 2>/dev/null | sort | tr '\n' ' ')" \
+# A private rpm database: queries and the install below leave the machine's alone.
+mkdir "$TMP/rpmdb"
+RPMDB=(--dbpath "$TMP/rpmdb")
+equal "rpm file list" "$(rpm -qlp "${RPMDB[@]}" "$RPM" 2>/dev/null | sort | tr '\n' ' ')" \
     "/etc/indaba/config.toml /usr/bin/indaba /usr/lib/indaba/setup /usr/lib/systemd/system/indaba.service /usr/share/doc/indaba/OPERATIONS.md /usr/share/doc/indaba/README.md /usr/share/doc/indaba/RUNNING.md /usr/share/doc/indaba/config.toml.example /usr/share/doc/indaba/nginx/indaba.conf "
-equal "rpm config files" "$(rpm -qcp "$RPM" 2>/dev/null)" "$CONF"
-equal "rpm flags of $CONF" "$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" 2>/dev/null |
+equal "rpm config files" "$(rpm -qcp "${RPMDB[@]}" "$RPM" 2>/dev/null)" "$CONF"
+equal "rpm flags of $CONF" "$(rpm -qp "${RPMDB[@]}" --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" 2>/dev/null |
     sed -n "s| $CONF\$||p")" "cn"
-rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' "$RPM" \
+rpm -qp "${RPMDB[@]}" --qf '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' "$RPM" \
     2>/dev/null >"$TMP/rpm-modes"
 for expect in "-rwxr-xr-x root:root /usr/bin/indaba" "-rwxr-xr-x root:root /usr/lib/indaba/setup" \
     "-rw-r--r-- root:root /usr/lib/systemd/system/indaba.service" "-rw-r--r-- root:root $CONF"; do
     grep -qxF -- "$expect" "$TMP/rpm-modes" || fail "rpm: no '$expect' in: $(cat "$TMP/rpm-modes")"
 done
-rpm -qp --scripts "$RPM" 2>/dev/null >"$TMP/rpm-scripts"
+rpm -qp "${RPMDB[@]}" --scripts "$RPM" 2>/dev/null >"$TMP/rpm-scripts"
 python3 - "$TMP/rpm-scripts" <<'PY' || fail "the rpm's scriptlets are not packaging/scripts/rpm/*"
 import sys
 text = open(sys.argv[1]).read()
@@ -563,7 +566,7 @@ for name, path in [("postinstall", "post.sh"), ("preuninstall", "preun.sh"),
     body = open(f"packaging/scripts/rpm/{path}").read().strip()
     assert body in text, f"{name} scriptlet is not {path}"
 PY
-rpm -qpR "$RPM" 2>/dev/null | grep -qx 'shadow-utils' || fail "the rpm does not require shadow-utils"
+rpm -qpR "${RPMDB[@]}" "$RPM" 2>/dev/null | grep -qx 'shadow-utils' || fail "the rpm does not require shadow-utils"
 mkdir "$TMP/rpm"
 cp "$RPM" "$TMP/rpm/indaba.rpm"
 rpm2archive "$TMP/rpm/indaba.rpm"
@@ -633,9 +636,7 @@ done
 
 step "rpm -i"
 # Debian's rpm installs only with --force-debian; --nodeps because no Debian package provides
-# shadow-utils (useradd is there, from passwd). A private database leaves the machine's alone.
-RPMDB=(--dbpath "$TMP/rpmdb")
-mkdir "$TMP/rpmdb"
+# shadow-utils (useradd is there, from passwd).
 timeout 120 rpm -i "${RPMDB[@]}" --nodeps --force-debian "$RPM" </dev/null >"$TMP/rpm-install.log" 2>&1 ||
     fail "rpm -i: $(cat "$TMP/rpm-install.log")"
 RPM_INSTALLED=1
@@ -687,7 +688,9 @@ KEY_SUM=$(sha256sum "$KEY" "$JWT")
 echo "$EDIT" >>"$CONF"
 timeout 120 rpm -e "${RPMDB[@]}" --nodeps indaba </dev/null >"$TMP/rpm-erase.log" 2>&1 ||
     fail "rpm -e: $(cat "$TMP/rpm-erase.log")"
-[ ! -e /usr/bin/indaba ] || fail "/usr/bin/indaba is still there after rpm -e"
+for path in /usr/bin/indaba /usr/lib/systemd/system/indaba.service /usr/lib/indaba /usr/share/doc/indaba; do
+    [ ! -e "$path" ] || fail "$path is still there after rpm -e"
+done
 grep -qxF "$EDIT" "$CONF.rpmsave" || fail "rpm -e did not keep the edited config as $CONF.rpmsave"
 equal "keys after rpm -e" "$(sha256sum "$KEY" "$JWT")" "$KEY_SUM"
 [ -s "$DATA/indaba.redb" ] || fail "rpm -e deleted $DATA/indaba.redb"
