@@ -62,6 +62,8 @@ pub struct MessageRecord {
     pub client_id: Option<String>,
     /// Unix milliseconds, assigned by the writer at commit.
     pub created_at_ms: u64,
+    /// As bytes, not a sequence of `u8`: the same postcard encoding, written in one copy.
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
 }
 
@@ -80,6 +82,7 @@ pub struct ConversationRecord {
     pub participants: Vec<u64>,
     pub property: Option<u64>,
     pub booking: Option<u64>,
+    #[serde(with = "serde_bytes")]
     pub subject: Option<Vec<u8>>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -117,9 +120,90 @@ pub struct UserRecord {
 }
 
 pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_allocvec(record).map_err(|e| StoreError::Encoding(e.to_string()))
+    // Most records fit: one allocation instead of a doubling series.
+    postcard::to_extend(record, Vec::with_capacity(256))
+        .map_err(|e| StoreError::Encoding(e.to_string()))
 }
 
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError::Encoding(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    //! `body` and `subject` are serialized as bytes since they were a `Vec<u8>` sequence: files
+    //! written before must read the same, and the encoding must not change.
+
+    use super::*;
+
+    /// The record as it was first stored.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct MessageRecordV1 {
+        conversation: u64,
+        sender: u64,
+        receiver: Option<u64>,
+        message_type: String,
+        priority: Priority,
+        client_id: Option<String>,
+        created_at_ms: u64,
+        body: Vec<u8>,
+    }
+
+    #[test]
+    fn bytes_fields_keep_the_sequence_encoding() {
+        let body: Vec<u8> = (0..=255u8).chain(0..40).collect();
+        let old = MessageRecordV1 {
+            conversation: 3,
+            sender: 1,
+            receiver: Some(2),
+            message_type: "text".into(),
+            priority: Priority::High,
+            client_id: Some("c1".into()),
+            created_at_ms: 1_764_590_400_123,
+            body: body.clone(),
+        };
+        let new = MessageRecord {
+            conversation: 3,
+            sender: 1,
+            receiver: Some(2),
+            message_type: "text".into(),
+            priority: Priority::High,
+            client_id: Some("c1".into()),
+            created_at_ms: 1_764_590_400_123,
+            body,
+        };
+        let old_bytes = postcard::to_allocvec(&old).expect("encode");
+        assert_eq!(encode(&new).expect("encode"), old_bytes);
+        assert_eq!(decode::<MessageRecord>(&old_bytes).expect("decode"), new);
+
+        let conversation = |subject: Option<Vec<u8>>| ConversationRecord {
+            participants: vec![1, 2],
+            property: Some(7),
+            booking: None,
+            subject,
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            last_message_id: Some(9),
+            message_count: 1,
+        };
+        for subject in [None, Some(vec![1u8, 2, 3, 250])] {
+            let record = conversation(subject.clone());
+            let as_seq = postcard::to_allocvec(&(
+                &record.participants,
+                record.property,
+                record.booking,
+                &subject,
+                record.created_at_ms,
+                record.updated_at_ms,
+                record.last_message_id,
+                record.message_count,
+            ))
+            .expect("encode");
+            assert_eq!(encode(&record).expect("encode"), as_seq);
+            assert_eq!(
+                decode::<ConversationRecord>(&as_seq).expect("decode"),
+                record
+            );
+        }
+    }
 }
