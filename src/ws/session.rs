@@ -46,8 +46,8 @@ const WRITE_BATCH: usize = 64;
 const WRITE_BUFFER: usize = 64 * 1024;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one frame may take to write. Frames are small next to the kernel's send buffer,
-/// so a write that blocks this long means the client stopped reading: the socket is dropped.
+/// How long one batch of frames may take to write. Batches are small next to the kernel's send
+/// buffer, so a write that blocks this long means the client stopped reading: it is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type SocketWriter = WebSocketWrite<Coalesce<WriteHalf<TokioIo<Upgraded>>>>;
@@ -294,37 +294,29 @@ async fn write_loop(
                 continue;
             }
         };
-        // Encoding into the coalescing buffer cannot block; the flush is the one real write.
-        let mut encoded: Result<(), WebSocketError> = Ok(());
-        for frame in batch.drain(..) {
-            if encoded.is_err() {
-                continue;
+        // Frames go into the coalescing buffer and out with the flush; a batch past
+        // WRITE_BUFFER is written out on the way, so the whole batch is under the timeout.
+        let sent = timed(async {
+            for frame in batch.drain(..) {
+                let frame = match &frame {
+                    Outbound::Text {
+                        payload,
+                        delivers,
+                        committed_ms,
+                        ..
+                    } => {
+                        written.push((*delivers, *committed_ms));
+                        Frame::text(Payload::Borrowed(payload))
+                    }
+                    Outbound::Binary(payload) => Frame::binary(Payload::Borrowed(payload)),
+                    Outbound::Pong(payload) => Frame::pong(Payload::Borrowed(payload)),
+                };
+                writer.write_frame(frame).await?;
             }
-            encoded = match &frame {
-                Outbound::Text {
-                    payload,
-                    delivers,
-                    committed_ms,
-                    ..
-                } => {
-                    written.push((*delivers, *committed_ms));
-                    writer
-                        .write_frame(Frame::text(Payload::Borrowed(payload)))
-                        .await
-                }
-                Outbound::Binary(payload) => {
-                    writer
-                        .write_frame(Frame::binary(Payload::Borrowed(payload)))
-                        .await
-                }
-                Outbound::Pong(payload) => {
-                    writer
-                        .write_frame(Frame::pong(Payload::Borrowed(payload)))
-                        .await
-                }
-            };
-        }
-        if encoded.is_err() || timed(writer.flush()).await.is_err() {
+            writer.flush().await
+        })
+        .await;
+        if sent.is_err() {
             return;
         }
         let now = now_ms();
