@@ -1127,9 +1127,10 @@ impl<'txn> Tables<'txn> {
                 .unwrap_or_default();
             memberships.push((*user, membership));
         }
-        let mut queue_lengths = Vec::with_capacity(participants.len());
+        // Loaded now so that `enqueue` below reads them from the cache and cannot fail
+        // half-way through this request's writes.
         for user in participants.iter().filter(|u| **u != new.sender) {
-            queue_lengths.push(self.queue_length(*user)?);
+            self.queue_length(*user)?;
         }
 
         let id = self.next_message_id;
