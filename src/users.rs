@@ -1,7 +1,8 @@
 //! Users the daemon has seen: provisioned on first sight, names remembered for events.
 //!
 //! The host app owns its users; Indaba learns about them from tokens. The first request of a
-//! user (per process) records them in the store; later requests cost a map lookup.
+//! user (per process) queues their record for the next commit without waiting for it (see
+//! [`crate::store::WriterHandle::submit_ensure_user`]); later requests cost a map lookup.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,7 +38,10 @@ impl Directory {
                 record.username
             }
             _ => {
-                store.writer().ensure_user(id, who.username.clone()).await?;
+                store
+                    .writer()
+                    .submit_ensure_user(id, who.username.clone())
+                    .await?;
                 who.username.clone()
             }
         };

@@ -305,13 +305,25 @@ impl WriterHandle {
             .map_err(|_| WriteError::Store(StoreError::Closed))
     }
 
-    pub async fn ensure_user(&self, id: u64, username: Option<String>) -> Result<(), WriteError> {
-        request(&self.tx, |reply| Command::EnsureUser {
-            id,
-            username,
-            reply,
-        })
-        .await
+    /// Queues the recording of a user seen in a token and returns without waiting for its
+    /// commit. Nothing waits on that record (messages, queues and memberships name users by
+    /// id, and `auth/me` falls back to the token), so a connect storm of new users is not held
+    /// up by one commit each; writes submitted after this one still land after it. A failed
+    /// commit is logged by the writer and the user is recorded at the next first sight.
+    pub async fn submit_ensure_user(
+        &self,
+        id: u64,
+        username: Option<String>,
+    ) -> Result<(), WriteError> {
+        let (reply, _unwatched) = oneshot::channel();
+        self.tx
+            .send(Command::EnsureUser {
+                id,
+                username,
+                reply,
+            })
+            .await
+            .map_err(|_| WriteError::Store(StoreError::Closed))
     }
 
     pub async fn register_account(&self, new: NewAccount) -> Result<u64, WriteError> {
