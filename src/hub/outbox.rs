@@ -267,6 +267,12 @@ impl Outbox {
                         }
                     }
                     state.len -= out.len();
+                    if state.len == 0 {
+                        // Emptied: an idle socket keeps no lane storage from its last burst.
+                        for lane in state.lanes.iter_mut() {
+                            *lane = VecDeque::new();
+                        }
+                    }
                     drop(state);
                     self.room.notify_waiters();
                     return None;

@@ -3,17 +3,14 @@
 //! fastwebsockets writes every frame with its own `write_all`, which on a bare socket is one
 //! `sendto` system call per frame: under load that was the daemon's largest single cost. The
 //! socket's writer task sends the frames of one outbox batch into a [`Coalesce`] and then
-//! flushes once. The buffer is allocated only while frames wait and given back after a flush
-//! when it grew large, so an idle socket holds no buffer at all.
+//! flushes once. The buffer is allocated only while frames wait and given back after every
+//! flush, so an idle socket holds no buffer at all.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::AsyncWrite;
-
-/// Capacity a flushed buffer may keep for the next batch; a larger one is freed.
-const KEEP_CAPACITY: usize = 4096;
 
 /// Buffers writes until [`AsyncWrite::poll_flush`] (or until `limit` bytes wait, so a huge
 /// batch does not pile up in memory), then writes them out in as few calls as the socket takes.
@@ -48,11 +45,7 @@ impl<W: AsyncWrite + Unpin> Coalesce<W> {
             self.written += n;
         }
         self.written = 0;
-        if self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = Vec::new();
-        } else {
-            self.buf.clear();
-        }
+        self.buf = Vec::new();
         Poll::Ready(Ok(()))
     }
 }
@@ -108,10 +101,7 @@ mod tests {
         writer.flush().await.expect("flush");
         let n = server.read(&mut probe).await.expect("read");
         assert_eq!(&probe[..n], b"one two");
-        assert_eq!(
-            writer.buf.capacity(),
-            writer.buf.capacity().min(KEEP_CAPACITY)
-        );
+        assert_eq!(writer.buf.capacity(), 0, "a flushed socket keeps no buffer");
     }
 
     #[tokio::test]

@@ -3,13 +3,14 @@
 //! * [`upgrade`] checks the request, authenticates (`?token=` or `Authorization`) and hands the
 //!   socket to a [`session`]. A bad token or a non-participant is *accepted and then closed*
 //!   (4401, 4403), as the existing clients expect.
-//! * [`protocol`] is the wire format of the three dialects; [`frames`] the frame-level rules
-//!   (fragments, close frames); [`coalesce`] turns each batch of outbound frames into one
-//!   write.
+//! * [`protocol`] is the wire format of the three dialects; [`reader`] reads client frames
+//!   without a buffer while a socket is idle; [`frames`] the frame-level rules (fragments,
+//!   close frames); [`coalesce`] turns each batch of outbound frames into one write.
 
 mod coalesce;
 pub mod frames;
 pub mod protocol;
+mod reader;
 pub mod session;
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! One WebSocket, from upgrade to close.
 //!
-//! The socket is split: this task reads (fastwebsockets' `read_frame` is not cancel-safe, so
-//! it is never raced in a `select!`), a writer task drains the socket's [`Outbox`]. Inbound
+//! The socket is split: this task reads (with [`FrameReader`], which holds no buffer while
+//! the socket is idle), a writer task drains the socket's [`Outbox`] through fastwebsockets'
+//! frame writer. Inbound
 //! messages are handled in read order; a send is queued for commit in that order and
 //! acknowledged (`message_sent`) by a spawned task once durable, so a client may pipeline.
 
@@ -10,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketWrite};
-use hyper::upgrade::Upgraded;
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketWrite};
 use hyper_util::rt::TokioIo;
-use tokio::io::WriteHalf;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
 use super::coalesce::Coalesce;
@@ -21,6 +22,7 @@ use super::frames::{self, Assembler, Message, close};
 use super::protocol::{
     self, ChatIn, ConversationIn, ConversationRef, NotificationsIn, Typing, TypingIndicator,
 };
+use super::reader::{FrameReader, ReadError};
 use crate::app::AppState;
 use crate::auth::Identity;
 use crate::error::event_code;
@@ -42,6 +44,8 @@ const REPLAY_CHUNK: usize = 256;
 const SYNC_LIMIT: usize = 500;
 /// Frames the writer takes from the outbox per wake-up; they go out in one write.
 const WRITE_BATCH: usize = 64;
+/// Batch room the writer keeps between batches; more is freed once written.
+const SMALL_BATCH: usize = 8;
 /// Bytes of a batch buffered before they are written out anyway.
 const WRITE_BUFFER: usize = 64 * 1024;
 /// How long a closing handshake may take before the socket is dropped.
@@ -50,7 +54,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// buffer, so a write that blocks this long means the client stopped reading: it is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-type SocketWriter = WebSocketWrite<Coalesce<WriteHalf<TokioIo<Upgraded>>>>;
+type SocketWriter = WebSocketWrite<Coalesce<OwnedWriteHalf>>;
 
 /// What a socket was opened for, after authorization.
 #[derive(Debug, Clone)]
@@ -85,30 +89,42 @@ pub async fn run(
     who: Result<(Identity, Kind), (u16, &'static str)>,
     _connection: Option<Arc<dyn std::any::Any + Send + Sync>>,
 ) {
-    let mut ws = match upgrade.await {
+    let ws = match upgrade.await {
         Ok(ws) => ws,
         Err(e) => {
             tracing::debug!(error = %e, "websocket upgrade failed");
             return;
         }
     };
-    ws.set_auto_close(false);
-    ws.set_auto_pong(false);
-    let (mut reader, mut writer) = ws.split(|io| {
-        let (read, write) = tokio::io::split(io);
-        (read, Coalesce::new(write, WRITE_BUFFER))
-    });
+    // Back to the TCP stream (the server serves nothing else), so the reader can wait for
+    // readiness without a buffer; fastwebsockets' own reader and its 8 KiB go with `ws`.
+    let parts = match ws
+        .into_inner()
+        .into_inner()
+        .downcast::<TokioIo<TcpStream>>()
+    {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::error!("websocket upgraded from a transport other than TCP: dropped");
+            return;
+        }
+    };
+    let (read, write) = parts.io.into_inner().into_split();
+    let max_frame = state.config.limits.max_frame_bytes;
+    let mut reader = FrameReader::new(read, parts.read_buf, max_frame);
+    let (_, mut writer) = fastwebsockets::after_handshake_split(
+        tokio::io::empty(),
+        Coalesce::new(write, WRITE_BUFFER),
+        Role::Server,
+    );
     let (user, kind) = match who {
         Ok(found) => found,
         Err((code, reason)) => {
             let close = send_now(&mut writer, Frame::close(code, reason.as_bytes()));
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+            let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, close)).await;
             return;
         }
     };
-    // fastwebsockets refuses frames of `max_message_size` and above.
-    let max_frame = state.config.limits.max_frame_bytes;
-    reader.set_max_message_size(max_frame.saturating_add(1));
 
     let hub = state.hub.clone();
     let outbox = Arc::new(Outbox::new(state.config.limits.outbound_buffer));
@@ -173,13 +189,15 @@ pub async fn run(
         _ = &mut reading => false,
         _ = &mut write_task => true,
     };
+    // The close-time timers are boxed here and below: a future keeps room for its largest
+    // state all its life, and an idle socket should not carry the few it uses once.
     if writer_done {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reading).await;
+        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut reading)).await;
     } else {
         if !outbox.is_closing() {
             outbox.close(close::NORMAL, "");
         }
-        if tokio::time::timeout(CLOSE_TIMEOUT, &mut write_task)
+        if Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut write_task))
             .await
             .is_err()
         {
@@ -198,27 +216,18 @@ pub async fn run(
 
 async fn read_loop(
     session: &Arc<Session>,
-    reader: &mut fastwebsockets::WebSocketRead<tokio::io::ReadHalf<TokioIo<Upgraded>>>,
+    reader: &mut FrameReader,
     activity: &AtomicU64,
     max_frame: usize,
 ) {
     let outbox = &session.outbox;
     let mut assembler = Assembler::new(max_frame);
-    // Automatic pongs and closes are off: nothing is ever obliged to be sent from here.
-    let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
     loop {
-        let frame = match reader.read_frame(&mut no_obligations).await {
+        let frame = match reader.read_frame().await {
             Ok(frame) => frame,
-            Err(e) => {
-                let (code, reason) = match e {
-                    WebSocketError::FrameTooLarge => (close::TOO_BIG, "frame too large"),
-                    WebSocketError::InvalidUTF8 => (close::INVALID_PAYLOAD, "invalid UTF-8"),
-                    WebSocketError::UnexpectedEOF
-                    | WebSocketError::IoError(_)
-                    | WebSocketError::ConnectionClosed => return,
-                    _ => (close::PROTOCOL_ERROR, "protocol error"),
-                };
-                outbox.close(code, reason);
+            Err(ReadError::Gone) => return,
+            Err(ReadError::Violation(v)) => {
+                outbox.close(v.code, v.reason);
                 return;
             }
         };
@@ -270,9 +279,10 @@ async fn write_loop(
     ping_every: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    // Both allocated while a batch is written, and given back after a large one (see below).
+    let mut batch = Vec::new();
     // Queue entries and commit times of the batch's messages, reported once it is written.
-    let mut written = Vec::with_capacity(WRITE_BATCH);
+    let mut written = Vec::new();
     loop {
         let next = tokio::select! {
             biased;
@@ -288,7 +298,7 @@ async fn write_loop(
                     return;
                 }
                 let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""));
-                if timed(send_now(&mut writer, ping)).await.is_err() {
+                if Box::pin(timed(send_now(&mut writer, ping))).await.is_err() {
                     return;
                 }
                 continue;
@@ -296,7 +306,8 @@ async fn write_loop(
         };
         // Frames go into the coalescing buffer and out with the flush; a batch past
         // WRITE_BUFFER is written out on the way, so the whole batch is under the timeout.
-        let sent = timed(async {
+        // Boxed: the write's state exists only while a batch goes out.
+        let sent = Box::pin(timed(async {
             for frame in batch.drain(..) {
                 let frame = match &frame {
                     Outbound::Text {
@@ -314,7 +325,7 @@ async fn write_loop(
                 writer.write_frame(frame).await?;
             }
             writer.flush().await
-        })
+        }))
         .await;
         if sent.is_err() {
             return;
@@ -330,9 +341,21 @@ async fn write_loop(
                 hub.delivered(key);
             }
         }
+        // 96 + 48 bytes per frame of room: a socket that goes quiet after a burst should
+        // not keep 9 KiB for the next one.
+        if batch.capacity() > SMALL_BATCH {
+            batch = Vec::new();
+        }
+        if written.capacity() > SMALL_BATCH {
+            written = Vec::new();
+        }
         if let Some(closing) = next {
             let frame = Frame::close(closing.code, closing.reason.as_bytes());
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, send_now(&mut writer, frame)).await;
+            let _ = Box::pin(tokio::time::timeout(
+                CLOSE_TIMEOUT,
+                send_now(&mut writer, frame),
+            ))
+            .await;
             return;
         }
     }
