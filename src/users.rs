@@ -49,7 +49,7 @@ impl Directory {
                 .await?;
             return Ok(self.remember(id, who.username.clone()));
         }
-        let stored = store.read(move |r| r.user(id)).await?;
+        let stored = store.read_now(|r| r.user(id))?;
         let name = match stored {
             // A local account's own name wins over any claim.
             Some(record) if record.password_hash.is_some() => record.username,

@@ -145,6 +145,17 @@ impl Store {
         .map_err(|e| backup::BackupError::Storage(format!("backup task failed: {e}")))?
     }
 
+    /// Runs a short read-only query on the calling thread: for a point lookup in a small,
+    /// hot table (a user record on connect), where the hop to the blocking pool and back costs
+    /// more than the read. Anything that scans or may touch cold pages uses [`Store::read`].
+    pub fn read_now<T>(
+        &self,
+        query: impl FnOnce(&reader::Reader<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_read()?;
+        query(&reader::Reader::new(&txn, &self.keyring))
+    }
+
     /// Runs a read-only query on a consistent snapshot, on the blocking pool.
     pub async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
