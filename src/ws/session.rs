@@ -2,9 +2,9 @@
 //!
 //! The socket is split: this task reads (with [`FrameReader`], which holds no buffer while
 //! the socket is idle), a writer task drains the socket's [`Outbox`] through fastwebsockets'
-//! frame writer. Inbound
-//! messages are handled in read order; a send is queued for commit in that order and
-//! acknowledged (`message_sent`) by a spawned task once durable, so a client may pipeline.
+//! frame writer. Inbound messages are handled in read order; a send is queued for commit in
+//! that order and acknowledged (`message_sent`) by a spawned task once durable, so a client
+//! may pipeline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
