@@ -98,7 +98,7 @@ impl AppState {
             ),
             login_ip_limiter: RateLimiter::new(LOGIN_IP_PER_SECOND, LOGIN_IP_BURST),
             login_name_limiter: RateLimiter::new(LOGIN_NAME_PER_SECOND, LOGIN_NAME_BURST),
-            users: Directory::new(config.auth.local_id_base),
+            users: Directory::default(),
             hub,
             metrics,
             open_connections: Arc::default(),

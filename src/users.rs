@@ -5,28 +5,20 @@
 //! [`crate::store::WriterHandle::submit_ensure_user`]); later requests cost a map lookup.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::auth::Identity;
 use crate::store::{Store, WriteError};
 
 /// In-memory directory over the `userid_user` table.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Directory {
     /// User id → username (the token's claim or the account's name), for users seen since start.
-    known: Mutex<HashMap<u64, Option<String>>>,
-    /// `auth.local_id_base`: ids from here up are local accounts, whose stored name wins.
-    local_id_base: u64,
+    /// Shared with the tasks that forget a user whose record failed to commit.
+    known: Arc<Mutex<HashMap<u64, Option<String>>>>,
 }
 
 impl Directory {
-    pub fn new(local_id_base: u64) -> Self {
-        Self {
-            known: Mutex::default(),
-            local_id_base,
-        }
-    }
-
     /// Makes sure the caller is recorded; returns the name events should carry.
     pub async fn ensure(
         &self,
@@ -39,40 +31,36 @@ impl Directory {
             return Ok(name);
         }
         let id = who.user_id;
-        if who.username.is_some() && id < self.local_id_base {
-            // An external user with a name claim: the claim is the name, and the writer
-            // records or renames them (it leaves a local account's record alone), so there is
-            // nothing to read first. This is the first sight of every user of a host app.
-            store
-                .writer()
-                .submit_ensure_user(id, who.username.clone())
-                .await?;
-            return Ok(self.remember(id, who.username.clone()));
-        }
-        let stored = store.read_now(|r| r.user(id))?;
-        let name = match stored {
+        let stored = store.read(move |r| r.user(id)).await?;
+        let (name, committed) = match stored {
             // A local account's own name wins over any claim.
-            Some(record) if record.password_hash.is_some() => record.username,
+            Some(record) if record.password_hash.is_some() => (record.username, None),
             Some(record) if who.username.is_none() || record.username == who.username => {
-                record.username
+                (record.username, None)
             }
             _ => {
-                store
+                let committed = store
                     .writer()
                     .submit_ensure_user(id, who.username.clone())
                     .await?;
-                who.username.clone()
+                (who.username.clone(), Some(committed))
             }
         };
-        Ok(self.remember(id, name))
-    }
-
-    fn remember(&self, id: u64, name: Option<String>) -> Option<String> {
         self.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, name.clone());
-        name
+        if let Some(committed) = committed {
+            // Not awaited: if the record fails to commit, forget the user, so that their next
+            // request records them again.
+            let known = self.known.clone();
+            tokio::spawn(async move {
+                if !matches!(committed.await, Ok(Ok(()))) {
+                    known.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                }
+            });
+        }
+        Ok(name)
     }
 
     /// The remembered name of `user_id`, if seen since start.

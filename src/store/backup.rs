@@ -87,17 +87,8 @@ pub enum BackupError {
     Storage(String),
 }
 
-macro_rules! storage_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for BackupError {
-            fn from(e: $t) -> Self {
-                BackupError::Storage(e.to_string())
-            }
-        }
-    )*};
-}
 storage_error_from!(
-    redb::StorageError,
+    BackupError: redb::StorageError,
     redb::TransactionError,
     redb::TableError,
     redb::CommitError,

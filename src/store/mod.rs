@@ -9,6 +9,19 @@
 //!
 //! [`Store`] is the cheap, cloneable handle the rest of the daemon holds.
 
+/// `impl From<redb error> for $target`, carrying the message as `$target::Storage`: redb's
+/// errors are ours to log, not the caller's to match. Shared by [`StoreError`] and
+/// [`backup::BackupError`].
+macro_rules! storage_error_from {
+    ($target:ident: $($t:ty),*) => {$(
+        impl From<$t> for $target {
+            fn from(e: $t) -> Self {
+                $target::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+
 pub mod backup;
 pub mod reader;
 pub mod records;
@@ -68,17 +81,8 @@ pub enum StoreError {
     Closed,
 }
 
-macro_rules! storage_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Storage(e.to_string())
-            }
-        }
-    )*};
-}
 storage_error_from!(
-    redb::Error,
+    StoreError: redb::Error,
     redb::StorageError,
     redb::TransactionError,
     redb::TableError,
@@ -143,17 +147,6 @@ impl Store {
         })
         .await
         .map_err(|e| backup::BackupError::Storage(format!("backup task failed: {e}")))?
-    }
-
-    /// Runs a short read-only query on the calling thread: for a point lookup in a small,
-    /// hot table (a user record on connect), where the hop to the blocking pool and back costs
-    /// more than the read. Anything that scans or may touch cold pages uses [`Store::read`].
-    pub fn read_now<T>(
-        &self,
-        query: impl FnOnce(&reader::Reader<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let txn = self.db.begin_read()?;
-        query(&reader::Reader::new(&txn, &self.keyring))
     }
 
     /// Runs a read-only query on a consistent snapshot, on the blocking pool.

@@ -308,14 +308,14 @@ impl WriterHandle {
     /// Queues the recording of a user seen in a token and returns without waiting for its
     /// commit. Nothing waits on that record (messages, queues and memberships name users by
     /// id, and `auth/me` falls back to the token), so a connect storm of new users is not held
-    /// up by one commit each; writes submitted after this one still land after it. A failed
-    /// commit is logged by the writer and the user is recorded at the next first sight.
+    /// up by one commit each; writes submitted after this one still land after it. The
+    /// answer arrives once the commit did (or failed).
     pub async fn submit_ensure_user(
         &self,
         id: u64,
         username: Option<String>,
-    ) -> Result<(), WriteError> {
-        let (reply, _unwatched) = oneshot::channel();
+    ) -> Result<oneshot::Receiver<Result<(), WriteError>>, WriteError> {
+        let (reply, answer) = oneshot::channel();
         self.tx
             .send(Command::EnsureUser {
                 id,
@@ -323,7 +323,8 @@ impl WriterHandle {
                 reply,
             })
             .await
-            .map_err(|_| WriteError::Store(StoreError::Closed))
+            .map_err(|_| WriteError::Store(StoreError::Closed))?;
+        Ok(answer)
     }
 
     pub async fn register_account(&self, new: NewAccount) -> Result<u64, WriteError> {
@@ -716,12 +717,14 @@ impl<'txn> Tables<'txn> {
             .ok_or(WriteError::ConversationNotFound.into())
     }
 
-    /// Entries in `user`'s queue.
+    /// Entries in `user`'s queue. A failed read aborts the batch (`wr`, not `rd`): dequeue
+    /// and expiry ask after they removed rows, so refusing just the one request would commit
+    /// those removals with stale lengths.
     fn queue_length(&mut self, user: u64) -> Result<u64, OpError> {
         let table = &self.queue_lengths;
         let found = self
             .queue_length_cache
-            .get(user, || Ok(table.get(user).map_err(rd)?.map(|v| v.value())))?;
+            .get(user, || Ok(table.get(user).map_err(wr)?.map(|v| v.value())))?;
         Ok(found.copied().unwrap_or(0))
     }
 
