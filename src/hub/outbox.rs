@@ -19,6 +19,9 @@ use crate::store::writer::QueueKey;
 /// Close code for a client that cannot keep up.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
+/// Slots a lane keeps once emptied; a larger one is freed (see `Outbox::next_batch`).
+const KEEP_LANE: usize = 4;
+
 /// Which lane an event waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
@@ -268,9 +271,12 @@ impl Outbox {
                     }
                     state.len -= out.len();
                     if state.len == 0 {
-                        // Emptied: an idle socket keeps no lane storage from its last burst.
+                        // Emptied: an idle socket keeps no lane storage from a burst, while a
+                        // busy one keeps its few slots instead of reallocating every batch.
                         for lane in state.lanes.iter_mut() {
-                            *lane = VecDeque::new();
+                            if lane.capacity() > KEEP_LANE {
+                                *lane = VecDeque::new();
+                            }
                         }
                     }
                     drop(state);

@@ -45,7 +45,8 @@ impl<W: AsyncWrite + Unpin> Coalesce<W> {
             self.written += n;
         }
         self.written = 0;
-        self.buf = Vec::new();
+        // Kept for the rest of the batch; `poll_flush` gives it back when the batch is out.
+        self.buf.clear();
         Poll::Ready(Ok(()))
     }
 }
@@ -67,12 +68,14 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Coalesce<W> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
+        this.buf = Vec::new();
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
+        this.buf = Vec::new();
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }

@@ -23,7 +23,7 @@ pub struct Violation {
     pub reason: &'static str,
 }
 
-fn violation(code: u16, reason: &'static str) -> Violation {
+pub(super) fn violation(code: u16, reason: &'static str) -> Violation {
     Violation { code, reason }
 }
 

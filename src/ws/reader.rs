@@ -13,6 +13,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use fastwebsockets::{Frame, OpCode, Payload};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 
 use super::frames::{Violation, close};
@@ -32,7 +33,7 @@ pub enum ReadError {
 }
 
 fn violation(code: u16, reason: &'static str) -> ReadError {
-    ReadError::Violation(Violation { code, reason })
+    ReadError::Violation(super::frames::violation(code, reason))
 }
 
 /// The read half of a server-side WebSocket.
@@ -70,10 +71,9 @@ impl FrameReader {
         let Some(header) = parse_header(&self.buf, self.max_payload)? else {
             return Ok(None);
         };
-        let total = header.len + header.payload;
-        if self.buf.len() < total {
-            // One allocation for the rest of a large frame instead of growing by chunks.
-            self.buf.reserve(total - self.buf.len());
+        // The buffer grows with what arrives, not with what a header announces: 14 bytes
+        // must not make the daemon set aside `max_frame_bytes`.
+        if self.buf.len() < header.len.saturating_add(header.payload) {
             return Ok(None);
         }
         self.buf.advance(header.len);
@@ -89,22 +89,20 @@ impl FrameReader {
 
     /// Waits for bytes and appends them to the buffer.
     async fn fill(&mut self) -> Result<(), ReadError> {
-        loop {
-            if self.buf.is_empty() {
-                // No partial frame: give the buffer back while the socket waits (readiness can
-                // be stale, so this is checked again after every read that found nothing).
-                self.buf = BytesMut::new();
-            }
+        if self.buf.is_empty() {
+            // No partial frame: give the buffer back while the socket waits.
+            self.buf = BytesMut::new();
             self.io.readable().await.map_err(|_| ReadError::Gone)?;
-            if self.buf.capacity() - self.buf.len() < MIN_SPARE {
-                self.buf.reserve(READ_CHUNK);
-            }
-            match self.io.try_read_buf(&mut self.buf) {
-                Ok(0) => return Err(ReadError::Gone),
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return Err(ReadError::Gone),
-            }
+        }
+        if self.buf.capacity() - self.buf.len() < MIN_SPARE {
+            self.buf.reserve(READ_CHUNK);
+        }
+        // A short read clears the socket's readiness, so after one `readable` above waits for
+        // real; only a wake-up after a read that filled the buffer can leave this waiting with
+        // the chunk allocated.
+        match self.io.read_buf(&mut self.buf).await {
+            Ok(0) | Err(_) => Err(ReadError::Gone),
+            Ok(_) => Ok(()),
         }
     }
 }
@@ -143,9 +141,11 @@ fn parse_header(bytes: &[u8], max_payload: usize) -> Result<Option<Header>, Read
             [a, b, ..] => (u64::from(u16::from_be_bytes([*a, *b])), 2),
             _ => return Ok(None),
         },
-        127 => match rest.get(..8) {
-            Some(b) => (b.iter().fold(0u64, |n, byte| n << 8 | u64::from(*byte)), 8),
-            None => return Ok(None),
+        127 => match rest {
+            [a, b, c, d, e, f, g, h, ..] => {
+                (u64::from_be_bytes([*a, *b, *c, *d, *e, *f, *g, *h]), 8)
+            }
+            _ => return Ok(None),
         },
         short => (u64::from(short), 0),
     };
