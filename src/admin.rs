@@ -66,6 +66,8 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const CHUNK: usize = 256 * 1024;
 /// The daemon's scratch file for a backup in progress, unlinked as soon as it is open.
 const SCRATCH_FILE: &str = ".backup-in-progress.redb";
+/// Why a backup is refused or cut short once the daemon stops.
+const STOPPING: &str = "the daemon is stopping";
 
 /// Path of the admin socket for `data_dir`.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -137,6 +139,8 @@ pub struct AdminSocket {
     listener: UnixListener,
     /// The socket file, removed when serving ends.
     path: PathBuf,
+    /// The data dir it lives in, where backups put their scratch file.
+    data_dir: PathBuf,
     /// The daemon's user id (the socket file's owner): the peer every connection must be.
     owner: u32,
 }
@@ -169,6 +173,7 @@ impl AdminSocket {
         Ok(AdminSocket {
             listener,
             path,
+            data_dir: data_dir.to_owned(),
             owner,
         })
     }
@@ -176,10 +181,9 @@ impl AdminSocket {
     /// Answers admin connections until `shutdown` fires, then removes the socket file.
     /// Connections run on `tasks`, so the daemon's drain waits for them.
     pub async fn serve(self, store: Store, shutdown: CancellationToken, tasks: TaskTracker) {
-        let data_dir = self.path.parent().map(Path::to_owned).unwrap_or_default();
         let shared = Arc::new(Shared {
             store,
-            data_dir,
+            data_dir: self.data_dir,
             owner: self.owner,
             busy: AtomicBool::new(false),
             shutdown: shutdown.clone(),
@@ -312,48 +316,11 @@ async fn send_backup(mut stream: UnixStream, shared: &Shared) {
         refuse(&mut stream, ErrorCode::Busy, "a backup is already running").await;
         return;
     };
-    if shared.shutdown.is_cancelled() {
-        refuse(
-            &mut stream,
-            ErrorCode::ShuttingDown,
-            "the daemon is stopping",
-        )
-        .await;
-        return;
-    }
     let started = Instant::now();
-    let (for_redb, for_stream) = match scratch_file(&shared.data_dir) {
-        Ok(files) => files,
-        Err(e) => {
-            tracing::error!(error = %e, "backup: cannot create the scratch file");
-            let message = format!("cannot create a scratch file in the data dir: {e}");
-            refuse(&mut stream, ErrorCode::Failed, &message).await;
-            return;
-        }
-    };
-    let summary = match shared.store.backup(for_redb, shared.shutdown.clone()).await {
-        Ok(summary) => summary,
-        Err(BackupError::Cancelled) => {
-            tracing::info!("backup cancelled: the daemon is stopping");
-            refuse(
-                &mut stream,
-                ErrorCode::ShuttingDown,
-                "the daemon is stopping",
-            )
-            .await;
-            return;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "backup failed");
-            refuse(&mut stream, ErrorCode::Failed, &e.to_string()).await;
-            return;
-        }
-    };
-    let len = match for_stream.metadata() {
-        Ok(meta) => meta.len(),
-        Err(e) => {
-            tracing::error!(error = %e, "backup: cannot size the scratch file");
-            refuse(&mut stream, ErrorCode::Failed, &e.to_string()).await;
+    let (scratch, summary) = match snapshot(shared).await {
+        Ok(done) => done,
+        Err((code, message)) => {
+            refuse(&mut stream, code, &message).await;
             return;
         }
     };
@@ -367,11 +334,11 @@ async fn send_backup(mut stream: UnixStream, shared: &Shared) {
     };
     let shutdown = shared.shutdown.clone();
     let sent = tokio::task::spawn_blocking(move || {
-        stream_file(stream, &for_stream, len, &|| shutdown.is_cancelled())
+        stream_file(stream, &scratch, &|| shutdown.is_cancelled())
     })
     .await;
     match sent {
-        Ok(Ok(())) => tracing::info!(
+        Ok(Ok(len)) => tracing::info!(
             bytes = len,
             tables = summary.tables.len(),
             rows = summary.rows(),
@@ -380,6 +347,35 @@ async fn send_backup(mut stream: UnixStream, shared: &Shared) {
         ),
         Ok(Err(e)) => tracing::info!(error = %e, "backup not fully sent"),
         Err(e) => tracing::error!(error = %e, "backup stream task failed"),
+    }
+}
+
+/// Snapshots the store into a scratch file in the data dir; answers a handle to read it back
+/// and what went in, or the refusal to send. File operations run on the blocking pool.
+async fn snapshot(shared: &Shared) -> Result<(File, Summary), (ErrorCode, String)> {
+    let stopping = || (ErrorCode::ShuttingDown, STOPPING.to_owned());
+    if shared.shutdown.is_cancelled() {
+        return Err(stopping());
+    }
+    let dir = shared.data_dir.clone();
+    let (for_redb, for_stream) = tokio::task::spawn_blocking(move || scratch_file(&dir))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|e| {
+            tracing::error!(error = %e, "backup: cannot create the scratch file");
+            let message = format!("cannot create a scratch file in the data dir: {e}");
+            (ErrorCode::Failed, message)
+        })?;
+    match shared.store.backup(for_redb, shared.shutdown.clone()).await {
+        Ok(summary) => Ok((for_stream, summary)),
+        Err(BackupError::Cancelled) => {
+            tracing::info!("backup cancelled: {STOPPING}");
+            Err(stopping())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "backup failed");
+            Err((ErrorCode::Failed, e.to_string()))
+        }
     }
 }
 
@@ -406,21 +402,19 @@ fn blocking_stream(stream: UnixStream) -> std::io::Result<std::os::unix::net::Un
     Ok(stream)
 }
 
-/// Writes `ok <len>\n` and then the file's `len` bytes, checking `cancelled` between chunks.
+/// Writes `ok <len>\n` and then the file's `len` bytes, checking `cancelled` between chunks;
+/// answers `len`.
 fn stream_file(
     mut stream: std::os::unix::net::UnixStream,
     file: &File,
-    len: u64,
     cancelled: &dyn Fn() -> bool,
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
     use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
     write_all(&mut stream, format!("ok {len}\n").as_bytes(), cancelled)?;
     let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
     while offset < len {
-        if cancelled() {
-            return Err(std::io::Error::other("the daemon is stopping"));
-        }
         let want = usize::try_from(len - offset).map_or(CHUNK, |left| left.min(CHUNK));
         let n = file.read_at(&mut buf[..want], offset)?;
         if n == 0 {
@@ -431,7 +425,7 @@ fn stream_file(
         write_all(&mut stream, &buf[..n], cancelled)?;
         offset += n as u64;
     }
-    Ok(())
+    Ok(len)
 }
 
 /// `write_all` that notices a stop within [`WRITE_POLL`] even while the client is slow, and
@@ -445,7 +439,7 @@ fn write_all(
     let mut progress = Instant::now();
     while !data.is_empty() {
         if cancelled() {
-            return Err(std::io::Error::other("the daemon is stopping"));
+            return Err(std::io::Error::other(STOPPING));
         }
         match stream.write(data) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),

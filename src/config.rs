@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 /// Prefix of environment overrides: `INDABA_SERVER__LISTEN` sets `server.listen`.
 pub const ENV_PREFIX: &str = "INDABA_";
 
+/// Shortest HS256 secret accepted, inline (`auth.jwt_secret`) or from a file.
+pub const MIN_JWT_SECRET_BYTES: usize = 16;
+
 /// The whole configuration. Sections mirror `config.toml.example`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -363,7 +366,7 @@ impl Config {
             );
         }
         if let Some(secret) = &self.auth.jwt_secret
-            && secret.expose().len() < 16
+            && secret.expose().len() < MIN_JWT_SECRET_BYTES
         {
             return invalid("auth.jwt_secret", "must be at least 16 characters");
         }

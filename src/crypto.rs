@@ -79,24 +79,13 @@ impl Key {
 
     /// Reads a key file, refusing one that others can read.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let meta = fs::metadata(path).map_err(|source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions {
+        let bytes = read_secret_file(path)?;
+        std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(Self::parse)
+            .ok_or_else(|| KeyError::Malformed {
                 path: path.to_owned(),
-                mode,
-            });
-        }
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).ok_or_else(|| KeyError::Malformed {
-            path: path.to_owned(),
-        })
+            })
     }
 
     /// Creates `path` with mode 0600 holding a new key; fails if it exists.
@@ -105,6 +94,27 @@ impl Key {
         write_secret_file(path, &format!("{}\n", key.to_hex()))?;
         Ok(key)
     }
+}
+
+/// Reads a secret file (a key, a JWT secret), refusing one that others can read. The mode is
+/// checked on the opened file, so it is the file that was checked that gets read.
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+    use std::io::Read;
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = fs::File::open(path).map_err(io)?;
+    let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
 }
 
 /// Writes a new file readable only by its owner; never overwrites.

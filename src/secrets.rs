@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::auth::jwt::VerifyKey;
-use crate::config::Config;
-use crate::crypto::{Key, KeyError, Keyring, write_secret_file};
+use crate::config::{Config, MIN_JWT_SECRET_BYTES};
+use crate::crypto::{Key, KeyError, Keyring, read_secret_file, write_secret_file};
 
 /// Dev-mode JWT secret file inside the data dir.
 pub const DEV_JWT_SECRET_FILE: &str = "jwt_secret";
@@ -51,9 +51,6 @@ pub enum SecretsError {
     JwtSecretTooShort { path: PathBuf, len: usize },
 }
 
-/// Shortest HS256 secret accepted from a file, the same floor `auth.jwt_secret` has.
-pub const MIN_JWT_SECRET_BYTES: usize = 16;
-
 /// Loads (or, in dev mode, creates) every secret the config names.
 pub fn resolve(config: &Config, dev_mode: bool) -> Result<Secrets, SecretsError> {
     let data_dir = &config.storage.data_dir;
@@ -87,9 +84,8 @@ pub fn resolve(config: &Config, dev_mode: bool) -> Result<Secrets, SecretsError>
         .collect::<Result<Vec<_>, _>>()?;
     let keyring = Keyring::new(&current, &retired)?;
 
-    let (verify_key, signing_secret) = if let Some(secret) = &config.auth.jwt_secret {
-        let bytes = secret.expose().as_bytes().to_vec();
-        (VerifyKey::Secret(bytes.clone()), Some(bytes))
+    let verify_key = if let Some(secret) = &config.auth.jwt_secret {
+        VerifyKey::Secret(secret.expose().as_bytes().to_vec())
     } else if let Some(path) = &config.auth.jwt_secret_file {
         let bytes = load_jwt_secret(path).map_err(SecretsError::JwtSecretFile)?;
         if bytes.len() < MIN_JWT_SECRET_BYTES {
@@ -98,26 +94,30 @@ pub fn resolve(config: &Config, dev_mode: bool) -> Result<Secrets, SecretsError>
                 len: bytes.len(),
             });
         }
-        (VerifyKey::Secret(bytes.clone()), Some(bytes))
+        VerifyKey::Secret(bytes)
     } else if let Some(path) = &config.auth.jwt_public_key_file {
         let pem = std::fs::read(path).map_err(|e| SecretsError::PublicKey {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        (VerifyKey::PublicPem(pem), None)
+        VerifyKey::PublicPem(pem)
     } else if dev_mode {
-        let secret = load_or_create(
+        VerifyKey::Secret(load_or_create(
             &data_dir.join(DEV_JWT_SECRET_FILE),
             &mut generated,
             create_jwt_secret,
             load_jwt_secret,
-        )?;
-        (VerifyKey::Secret(secret.clone()), Some(secret))
+        )?)
     } else {
         return Err(SecretsError::Missing {
             key: "auth.jwt_secret",
             hint: "the host app's signing key; or auth.jwt_secret_file, or auth.jwt_public_key_file",
         });
+    };
+    // Tokens can be minted (local accounts, `indaba token`) only with a shared secret.
+    let signing_secret = match &verify_key {
+        VerifyKey::Secret(bytes) => Some(bytes.clone()),
+        VerifyKey::PublicPem(_) => None,
     };
 
     Ok(Secrets {
@@ -153,19 +153,7 @@ fn create_jwt_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
 /// 0600 rule as key files. Only trailing line ends are dropped: `echo secret > file` adds one,
 /// and whatever else the file holds is the secret, byte for byte, as the host app has it.
 fn load_jwt_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let mut bytes = std::fs::read(path).map_err(io)?;
+    let mut bytes = read_secret_file(path)?;
     while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
         bytes.pop();
     }
