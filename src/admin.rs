@@ -383,16 +383,22 @@ async fn snapshot(shared: &Shared) -> Result<(File, Summary), (ErrorCode, String
 /// other) and unlinks it at once, so nothing is left behind whatever happens next.
 fn scratch_file(data_dir: &Path) -> std::io::Result<(File, File)> {
     let path = data_dir.join(SCRATCH_FILE);
-    let file = std::fs::OpenOptions::new()
+    let file = create_private(&path)?;
+    let reader = File::open(&path);
+    std::fs::remove_file(&path)?;
+    Ok((file, reader?))
+}
+
+/// Creates (or empties) `path` for reading and writing, readable only by its owner: a backup
+/// holds everything the daemon stores.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&path)?;
-    let reader = File::open(&path);
-    std::fs::remove_file(&path)?;
-    Ok((file, reader?))
+        .open(path)
 }
 
 fn blocking_stream(stream: UnixStream) -> std::io::Result<std::os::unix::net::UnixStream> {
@@ -531,14 +537,7 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<BackupReport, ClientError>
         let path = path.to_owned();
         move |source| ClientError::Write { path, source }
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(write_error(&partial))?;
+    let file = create_private(&partial).map_err(write_error(&partial))?;
     let cleanup = RemoveOnDrop(Some(partial.clone()));
 
     let socket = socket_path(data_dir);
