@@ -36,7 +36,7 @@ pub struct AppState {
     pub verifier: TokenVerifier,
     /// Signs tokens for local accounts; `None` when tokens come from a public-key issuer.
     pub minter: Option<TokenMinter>,
-    /// Users seen since start, provisioned on first sight.
+    /// Every recorded user's name, loaded at start; new users provisioned on first sight.
     pub users: Directory,
     /// Live sockets, fan-out, presence.
     pub hub: Arc<Hub>,
@@ -68,9 +68,11 @@ const LOGIN_NAME_PER_SECOND: f64 = 1.0 / 30.0;
 
 impl AppState {
     /// Builds the shared state around an open store.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
         store: Store,
+        users: Directory,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
         secrets_verify: &crate::auth::jwt::VerifyKey,
@@ -98,7 +100,7 @@ impl AppState {
             ),
             login_ip_limiter: RateLimiter::new(LOGIN_IP_PER_SECOND, LOGIN_IP_BURST),
             login_name_limiter: RateLimiter::new(LOGIN_NAME_PER_SECOND, LOGIN_NAME_BURST),
-            users: Directory::default(),
+            users,
             hub,
             metrics,
             open_connections: Arc::default(),
@@ -204,9 +206,18 @@ pub async fn run(
         ack_tx,
         config.limits.presence_grace,
     ));
+    // Requests never read the users table: the directory holds it (see `users`).
+    let loading = Instant::now();
+    let users = Directory::load(&store).await?;
+    tracing::info!(
+        users = users.len(),
+        ms = loading.elapsed().as_millis(),
+        "user directory loaded"
+    );
     let mut state = AppState::new(
         config,
         store,
+        users,
         hub.clone(),
         metrics,
         &secrets.verify_key,
@@ -299,6 +310,7 @@ mod tests {
         let state = AppState::new(
             Config::default(),
             store.clone(),
+            Directory::default(),
             hub,
             Arc::new(Metrics::new()),
             &VerifyKey::Secret(b"0123456789abcdef".to_vec()),

@@ -1,74 +1,178 @@
-//! Users the daemon has seen: provisioned on first sight, names remembered for events.
+//! Users the daemon knows: every recorded user, loaded at start; new ones provisioned on sight.
 //!
-//! The host app owns its users; Indaba learns about them from tokens. The first request of a
-//! user (per process) queues their record for the next commit without waiting for it (see
-//! [`crate::store::WriterHandle::submit_ensure_user`]); later requests cost a map lookup.
+//! The host app owns its users; Indaba learns about them from tokens. The directory holds the
+//! whole `userid_user` table in memory (an id, a name and a flag per user), so a request never
+//! reads the table: a user missing from the map is a user the file does not have. Their first
+//! request queues their record for the next commit without waiting for it (see
+//! [`crate::store::WriterHandle::submit_ensure_user`]); every later request costs a map lookup.
+//! Local accounts enter the map when they are registered.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::auth::Identity;
-use crate::store::{Store, WriteError};
+use crate::store::{Store, StoreError, WriteError};
 
-/// In-memory directory over the `userid_user` table.
+/// In-memory copy of the `userid_user` table's names.
 #[derive(Debug, Default)]
 pub struct Directory {
-    /// User id → username (the token's claim or the account's name), for users seen since start.
-    /// Shared with the tasks that forget a user whose record failed to commit.
-    known: Arc<Mutex<HashMap<u64, Option<String>>>>,
+    /// User id → what events need of them. Shared with the tasks that forget a user whose
+    /// record failed to commit.
+    known: Arc<Mutex<HashMap<u64, Known>>>,
+}
+
+/// What the directory keeps of one user.
+#[derive(Debug, Clone)]
+struct Known {
+    /// The account name, or the latest `username` claim of an external user.
+    name: Option<String>,
+    /// A local account: its own name wins over any token's claim.
+    local: bool,
 }
 
 impl Directory {
+    /// Reads every user record once, on the blocking pool (called before the daemon serves).
+    pub async fn load(store: &Store) -> Result<Self, StoreError> {
+        let users = store.read(|r| r.user_names()).await?;
+        let known = users
+            .into_iter()
+            .map(|(id, name, local)| (id, Known { name, local }))
+            .collect();
+        Ok(Self {
+            known: Arc::new(Mutex::new(known)),
+        })
+    }
+
+    /// Number of users held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no user is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Makes sure the caller is recorded; returns the name events should carry.
+    ///
+    /// Only a user the file does not have, or an external user whose token now claims another
+    /// name, queues a write; nothing here reads the store.
     pub async fn ensure(
         &self,
         store: &Store,
         who: &Identity,
     ) -> Result<Option<String>, WriteError> {
-        if let Some(name) = self.lookup(who.user_id)
-            && (who.username.is_none() || name == who.username)
-        {
-            return Ok(name);
-        }
         let id = who.user_id;
-        let stored = store.read(move |r| r.user(id)).await?;
-        let (name, committed) = match stored {
-            // A local account's own name wins over any claim.
-            Some(record) if record.password_hash.is_some() => (record.username, None),
-            Some(record) if who.username.is_none() || record.username == who.username => {
-                (record.username, None)
-            }
-            _ => {
-                let committed = store
-                    .writer()
-                    .submit_ensure_user(id, who.username.clone())
-                    .await?;
-                (who.username.clone(), Some(committed))
-            }
-        };
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, name.clone());
-        if let Some(committed) = committed {
-            // Not awaited: if the record fails to commit, forget the user, so that their next
-            // request records them again.
-            let known = self.known.clone();
-            tokio::spawn(async move {
-                if !matches!(committed.await, Ok(Ok(()))) {
-                    known.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                }
-            });
+        if let Some(known) = self.lock().get(&id)
+            && (known.local || who.username.is_none() || known.name == who.username)
+        {
+            return Ok(known.name.clone());
         }
-        Ok(name)
+        let committed = store
+            .writer()
+            .submit_ensure_user(id, who.username.clone())
+            .await?;
+        self.lock().insert(
+            id,
+            Known {
+                name: who.username.clone(),
+                local: false,
+            },
+        );
+        // Not awaited: if the record fails to commit, forget the user, so that their next
+        // request records them again.
+        let known = self.known.clone();
+        tokio::spawn(async move {
+            if !matches!(committed.await, Ok(Ok(()))) {
+                known.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            }
+        });
+        Ok(who.username.clone())
     }
 
-    /// The remembered name of `user_id`, if seen since start.
+    /// Remembers a local account once its registration has committed.
+    pub fn add_account(&self, id: u64, username: String) {
+        self.lock().insert(
+            id,
+            Known {
+                name: Some(username),
+                local: true,
+            },
+        );
+    }
+
+    /// The name of `user_id` if the directory has them (the inner `None`: no name known).
     pub fn lookup(&self, user_id: u64) -> Option<Option<String>> {
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&user_id)
-            .cloned()
+        self.lock().get(&user_id).map(|k| k.name.clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Known>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Key, Keyring};
+    use crate::store::writer::{NewAccount, WriterOptions};
+
+    fn who(user_id: u64, username: &str) -> Identity {
+        Identity {
+            user_id,
+            username: Some(username.to_owned()),
+        }
+    }
+
+    /// Requests never read the users table, so what a restart loads must answer exactly as
+    /// the table would: local names win over claims, external users follow their claim, and
+    /// a user first seen after the load is recorded.
+    #[tokio::test]
+    async fn a_loaded_directory_answers_as_the_users_table_would() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
+        let open = || {
+            Store::open(dir.path(), keyring.clone(), WriterOptions::standalone(16)).expect("open")
+        };
+        let (store, thread) = open();
+        let local = store
+            .writer()
+            .register_account(NewAccount {
+                username: "amara".into(),
+                display_name: None,
+                password_hash: "$argon2id$placeholder".into(),
+                id_base: 1_000_000,
+            })
+            .await
+            .expect("register");
+        let first = Directory::default();
+        first
+            .ensure(&store, &who(7, "tendai"))
+            .await
+            .expect("ensure");
+        thread.finish(store.writer()).await;
+        drop(store);
+
+        let (store, thread) = open();
+        let users = Directory::load(&store).await.expect("load");
+        assert_eq!(users.len(), 2);
+        assert_eq!(users.lookup(7), Some(Some("tendai".to_owned())));
+        let claimed = users.ensure(&store, &who(local, "mallory")).await;
+        assert_eq!(claimed.expect("local"), Some("amara".to_owned()));
+        let renamed = users.ensure(&store, &who(7, "tendai2")).await;
+        assert_eq!(renamed.expect("rename"), Some("tendai2".to_owned()));
+        let new = users.ensure(&store, &who(8, "chipo")).await;
+        assert_eq!(new.expect("new"), Some("chipo".to_owned()));
+        thread.finish(store.writer()).await;
+        drop(store);
+
+        // What the table holds now: the rename and the new user landed, the account kept its name.
+        let (store, thread) = open();
+        let users = Directory::load(&store).await.expect("load");
+        assert_eq!(users.len(), 3);
+        assert_eq!(users.lookup(local), Some(Some("amara".to_owned())));
+        assert_eq!(users.lookup(7), Some(Some("tendai2".to_owned())));
+        assert_eq!(users.lookup(8), Some(Some("chipo".to_owned())));
+        thread.finish(store.writer()).await;
     }
 }

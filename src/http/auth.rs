@@ -130,6 +130,7 @@ pub async fn register(
             id_base: state.config.auth.local_id_base,
         })
         .await?;
+    state.users.add_account(id, username.clone());
     tracing::info!(user_id = id, "local account registered");
     Ok(json_response(
         StatusCode::CREATED,

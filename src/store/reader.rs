@@ -3,7 +3,7 @@
 //! Everything here answers from indexes kept by the writer: listing a user's conversations
 //! ranges over their memberships, a history page ranges over one conversation's index.
 
-use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use super::StoreError;
 use super::records::{
@@ -88,6 +88,18 @@ impl<'a> Reader<'a> {
         def: redb::TableDefinition<K, V>,
     ) -> Result<ReadOnlyTable<K, V>, StoreError> {
         Ok(self.txn.open_table(def)?)
+    }
+
+    /// Every user's id, name and whether they are a local account, for the directory.
+    pub fn user_names(&self) -> Result<Vec<(u64, Option<String>, bool)>, StoreError> {
+        let table = self.table(USERS)?;
+        let mut users = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
+        for row in table.iter()? {
+            let (id, bytes) = row?;
+            let record: UserRecord = decode(bytes.value())?;
+            users.push((id.value(), record.username, record.password_hash.is_some()));
+        }
+        Ok(users)
     }
 
     pub fn user(&self, id: u64) -> Result<Option<UserRecord>, StoreError> {

@@ -10,9 +10,9 @@
 //! conversation, ...) fails alone; a storage failure fails the whole batch, which is rolled back.
 //! Because one thread assigns ids inside the transaction, message ids follow commit order.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -225,6 +225,37 @@ pub enum Command {
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
     health: Arc<WriterHealth>,
+    queued: Arc<QueuedUsers>,
+}
+
+/// The users whose queue held entries after the last commit, so a socket with nothing to
+/// replay skips the queue read (a blocking-pool hand-off and a read transaction per connect).
+///
+/// It may name a user whose queue is empty (a removal not yet committed), never the reverse:
+/// the writer adds a user before the batch that queued for them reaches fan-out, so a socket
+/// that registers in the hub and then finds its user absent receives every later message live.
+#[derive(Debug, Default)]
+struct QueuedUsers(Mutex<HashSet<u64>>);
+
+impl QueuedUsers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a committed batch's queue lengths (later entries win).
+    fn apply(&self, changes: &[(u64, bool)]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut users = self.lock();
+        for &(user, non_empty) in changes {
+            if non_empty {
+                users.insert(user);
+            } else {
+                users.remove(&user);
+            }
+        }
+    }
 }
 
 /// What `/health` needs to know about the writer.
@@ -252,6 +283,11 @@ impl WriterHandle {
     pub fn is_healthy(&self) -> bool {
         self.health.running.load(Ordering::Relaxed)
             && self.health.last_commit_ok.load(Ordering::Relaxed)
+    }
+
+    /// False only if `user`'s queue was empty after the last commit (see [`QueuedUsers`]).
+    pub fn may_have_queued(&self, user: u64) -> bool {
+        self.queued.lock().contains(&user)
     }
 
     pub async fn create_conversation(
@@ -407,6 +443,16 @@ pub(super) fn spawn(
             |key| -> Result<u64, StoreError> { Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0)) };
         (get(meta::QUEUE_PENDING)?, get(meta::DEAD_LETTERS)?)
     };
+    // A user is in the lengths table exactly while their queue holds entries.
+    let queued = Arc::new(QueuedUsers::default());
+    {
+        let txn = db.begin_read()?;
+        let lengths = txn.open_table(QUEUE_LENGTHS)?;
+        let mut users = queued.lock();
+        for row in lengths.iter()? {
+            users.insert(row?.0.value());
+        }
+    }
     // Counters continue across restarts.
     options.metrics.dead_letters.inc_by(dead);
     let health = Arc::new(WriterHealth {
@@ -417,9 +463,12 @@ pub(super) fn spawn(
     let guard = RunningGuard(health.clone());
     let join = std::thread::Builder::new()
         .name("indaba-writer".to_owned())
-        .spawn(move || run(&db, rx, options, guard))
+        .spawn({
+            let queued = queued.clone();
+            move || run(&db, rx, options, guard, &queued)
+        })
         .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
-    Ok((WriterHandle { tx, health }, WriterThread { join }))
+    Ok((WriterHandle { tx, health, queued }, WriterThread { join }))
 }
 
 /// Answers one request once the fate of its batch is known.
@@ -441,6 +490,7 @@ fn run(
     mut rx: mpsc::Receiver<Command>,
     options: WriterOptions,
     guard: RunningGuard,
+    queued: &QueuedUsers,
 ) {
     let WriterOptions {
         batch_max,
@@ -488,6 +538,8 @@ fn run(
                 .0
                 .queue_pending
                 .store(report.queue_pending, Ordering::Relaxed);
+            // Before fan-out: see `QueuedUsers`.
+            queued.apply(&report.queue_changes);
             // Fan-out first, in commit order; nobody listens in benches and store tests.
             if !report.stored.is_empty() {
                 let _ = sink.send(report.stored);
@@ -543,6 +595,7 @@ fn commit_batch(
             tables.save_counters()?;
             report = BatchReport {
                 stored: std::mem::take(&mut tables.stored),
+                queue_changes: std::mem::take(&mut tables.queue_changes),
                 dead_letters: tables.dead_letters_added,
                 queue_pending: tables.queue_pending,
             };
@@ -568,6 +621,8 @@ fn commit_batch(
 #[derive(Debug, Default)]
 struct BatchReport {
     stored: Vec<StoredMessage>,
+    /// (user, queue non-empty) for each queue length the batch wrote, in order.
+    queue_changes: Vec<(u64, bool)>,
     dead_letters: u64,
     queue_pending: u64,
 }
@@ -613,6 +668,8 @@ struct Tables<'txn> {
     queue_length_cache: WriteBack<u64, u64>,
     /// Messages appended in this transaction, for fan-out once it commits.
     stored: Vec<StoredMessage>,
+    /// Queue lengths written back, as (user, non-empty), for [`QueuedUsers`] once it commits.
+    queue_changes: Vec<(u64, bool)>,
     /// `queues.message_queue_max_size`.
     queue_max: u64,
     /// Entries in all queues (saved to `name_value` at the end of the batch).
@@ -656,6 +713,7 @@ impl<'txn> Tables<'txn> {
             membership_cache: WriteBack::default(),
             queue_length_cache: WriteBack::default(),
             stored: Vec::new(),
+            queue_changes: Vec::new(),
             queue_max,
             queue_pending,
             dead_letters,
@@ -675,6 +733,7 @@ impl<'txn> Tables<'txn> {
             self.memberships.insert(key, encode(record)?.as_slice())?;
         }
         for (user, length) in self.queue_length_cache.take_dirty() {
+            self.queue_changes.push((user, *length > 0));
             if *length == 0 {
                 self.queue_lengths.remove(user)?;
             } else {
@@ -1345,6 +1404,25 @@ impl Clock {
     }
 }
 
+/// A one-character text message, for the tests below.
+#[cfg(test)]
+fn test_message(conversation: u64, sender: u64, priority: Priority) -> NewMessage {
+    NewMessage {
+        conversation,
+        sender,
+        receiver: None,
+        message_type: "text".into(),
+        priority,
+        client_id: None,
+        body: vec![7],
+        plain: Arc::new(MessageBody {
+            text: "t".into(),
+            metadata_json: "{}".into(),
+        }),
+        origin: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Regression: one request whose stored record cannot be decoded used to fail every other
@@ -1369,20 +1447,7 @@ mod tests {
         oneshot::Receiver<Result<MessageAppended, WriteError>>,
     ) {
         let (reply, rx) = oneshot::channel();
-        let new = NewMessage {
-            conversation,
-            sender: 1,
-            receiver: None,
-            message_type: "text".into(),
-            priority: Priority::Normal,
-            client_id: None,
-            body: vec![1, 2, 3],
-            plain: Arc::new(MessageBody {
-                text: "t".into(),
-                metadata_json: "{}".into(),
-            }),
-            origin: None,
-        };
+        let new = test_message(conversation, 1, Priority::Normal);
         (Command::AppendMessage(new, reply), rx)
     }
 
@@ -1451,6 +1516,64 @@ mod queue_tests {
         }
     }
 
+    /// A socket skips its queue read when `may_have_queued` says no: that must never be
+    /// said of a user whose queue holds an entry, before or after a restart.
+    #[tokio::test]
+    async fn queued_users_follow_committed_queues_and_survive_reopen() {
+        use crate::crypto::{Key, Keyring};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
+        let open = || {
+            let (store, thread) = crate::store::Store::open(
+                dir.path(),
+                keyring.clone(),
+                WriterOptions::standalone(16),
+            )
+            .expect("open");
+            (store.writer().clone(), thread)
+        };
+        let (writer, thread) = open();
+        let conversation = writer
+            .create_conversation(NewConversation {
+                creator: 1,
+                participants: vec![2],
+                property: None,
+                booking: None,
+                subject: None,
+            })
+            .await
+            .expect("conversation")
+            .id;
+        assert!(!writer.may_have_queued(2), "nothing queued yet");
+        let new = test_message(conversation, 1, Priority::Normal);
+        let MessageAppended::Stored { id, .. } = writer.append_message(new).await.expect("append")
+        else {
+            panic!("a first send is stored")
+        };
+        assert!(writer.may_have_queued(2), "the recipient has an entry");
+        assert!(
+            !writer.may_have_queued(1),
+            "the sender's own message is not queued for them"
+        );
+        thread.finish(&writer).await;
+
+        // Reopened: the set is rebuilt from the file.
+        let (writer, thread) = open();
+        assert!(writer.may_have_queued(2), "loaded at start");
+        writer
+            .dequeue(vec![(2, Priority::Normal.rank(), id)])
+            .await
+            .expect("dequeue");
+        // Dequeues are not answered; the writer is first-in first-out, so an answered request
+        // sent after one commits no earlier.
+        writer.expire(0).await.expect("barrier");
+        assert!(!writer.may_have_queued(2), "emptied by the dequeue");
+        thread.finish(&writer).await;
+        let (writer, thread) = open();
+        assert!(!writer.may_have_queued(2), "still empty after a restart");
+        thread.finish(&writer).await;
+    }
+
     #[test]
     fn entries_past_retention_become_dead_letters() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1473,20 +1596,7 @@ mod queue_tests {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             let (reply, _rx) = oneshot::channel();
-            let new = NewMessage {
-                conversation: 1,
-                sender: 1,
-                receiver: None,
-                message_type: "text".into(),
-                priority,
-                client_id: None,
-                body: vec![0],
-                plain: Arc::new(MessageBody {
-                    text: "t".into(),
-                    metadata_json: "{}".into(),
-                }),
-                origin: None,
-            };
+            let new = test_message(1, 1, priority);
             run(&db, Command::AppendMessage(new, reply));
         }
         let (reply, mut expired) = oneshot::channel();
@@ -1529,20 +1639,7 @@ mod write_back_tests {
     use redb::ReadableDatabase;
 
     fn message(conversation: u64, sender: u64) -> NewMessage {
-        NewMessage {
-            conversation,
-            sender,
-            receiver: None,
-            message_type: "text".into(),
-            priority: Priority::Normal,
-            client_id: None,
-            body: vec![7],
-            plain: Arc::new(MessageBody {
-                text: "t".into(),
-                metadata_json: "{}".into(),
-            }),
-            origin: None,
-        }
+        test_message(conversation, sender, Priority::Normal)
     }
 
     /// The requests, in order. Conversation 2 is read (and refused) before it exists, then

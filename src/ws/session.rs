@@ -166,7 +166,14 @@ pub async fn run(
     });
     tracing::debug!(session = id, user = session.user.user_id, "websocket open");
     if matches!(session.kind, Kind::Chat) {
-        state.tasks.spawn(replay_queue(session.clone()));
+        // The socket is in the hub by now: a message committed for the user after this check
+        // reaches it live, and one committed before put the user in the writer's queued set
+        // before its fan-out. So an absent user has nothing to replay and no read is needed.
+        if state.store.writer().may_have_queued(session.user.user_id) {
+            state.tasks.spawn(replay_queue(session.clone()));
+        } else {
+            outbox.end_replay();
+        }
     }
 
     let activity = Arc::new(AtomicU64::new(now_ms()));
