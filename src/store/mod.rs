@@ -5,6 +5,7 @@
 //! * [`writer`] owns the only write path: a dedicated thread that folds every pending request
 //!   into one transaction and answers each only after the commit is durable.
 //! * [`reader`] answers queries on a snapshot, off the async runtime.
+//! * [`history`] finds a conversation's messages: an index folded in bulk, plus its tail.
 //! * [`backup`] copies one snapshot of every table into a fresh file, for `indaba backup`.
 //!
 //! [`Store`] is the cheap, cloneable handle the rest of the daemon holds.
@@ -23,6 +24,7 @@ macro_rules! storage_error_from {
 }
 
 pub mod backup;
+pub mod history;
 pub mod reader;
 pub mod records;
 pub mod tables;
@@ -227,6 +229,15 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
                     found,
                     supported: SCHEMA_VERSION,
                 });
+            }
+            // Version 1 indexed every message as it was appended.
+            Some(1) => {
+                let next = meta_table
+                    .get(meta::NEXT_MESSAGE_ID)?
+                    .map_or(1, |v| v.value());
+                meta_table.insert(meta::HISTORY_INDEXED_TO, next.saturating_sub(1))?;
+                meta_table.insert(meta::SCHEMA_VERSION, SCHEMA_VERSION)?;
+                tracing::info!(from = 1, to = SCHEMA_VERSION, "data file schema upgraded");
             }
             Some(_) => {}
             None => {

@@ -1,19 +1,24 @@
 //! Queries on one read snapshot. Runs on the blocking pool via [`super::Store::read`].
 //!
 //! Everything here answers from indexes kept by the writer: listing a user's conversations
-//! ranges over their memberships, a history page ranges over one conversation's index.
+//! ranges over their memberships, a history page ranges over one conversation's index and
+//! the unindexed tail ([`super::history`]).
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use super::StoreError;
+use super::history::{History, Tail, read_tail};
 use super::records::{
     ConversationRecord, MembershipRecord, MessageBody, MessageRecord, UserRecord, decode,
 };
 use super::tables::{
-    CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES, QUEUE, QUEUE_LENGTHS, USERNAMES,
-    USERS,
+    CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES, META, QUEUE, QUEUE_LENGTHS,
+    USERNAMES, USERS, meta,
 };
 use crate::crypto::Keyring;
+
+/// `convid_msgid`, opened for reading.
+type HistoryIndex = ReadOnlyTable<(u64, u64), ()>;
 
 /// A read snapshot plus the keys to open what it holds.
 #[derive(Debug)]
@@ -81,6 +86,18 @@ pub enum Cursor {
 impl<'a> Reader<'a> {
     pub(super) fn new(txn: &'a ReadTransaction, keyring: &'a Keyring) -> Self {
         Self { txn, keyring }
+    }
+
+    /// A counter of `name_value` (0 when absent).
+    pub fn meta(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self.table(META)?.get(key)?.map_or(0, |v| v.value()))
+    }
+
+    /// The history index of this snapshot and its tail (read once per query).
+    fn history(&self) -> Result<(HistoryIndex, Tail), StoreError> {
+        let indexed_to = self.meta(meta::HISTORY_INDEXED_TO)?;
+        let tail = read_tail(&self.table(MESSAGES)?, indexed_to)?;
+        Ok((self.table(CONVERSATION_MESSAGES)?, tail))
     }
 
     fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -180,15 +197,19 @@ impl<'a> Reader<'a> {
         since: u64,
         limit: usize,
     ) -> Result<(Vec<QueuedMessage>, bool), StoreError> {
-        let index = self.table(CONVERSATION_MESSAGES)?;
+        let (index, tail) = self.history()?;
+        let history = History {
+            index: &index,
+            tail: &tail,
+        };
         let mut ids = Vec::new();
         for conv in self.conversation_ids(user)? {
             // Each conversation contributes at most `limit + 1`: enough to know if more follow.
-            for entry in index
-                .range((conv, since.saturating_add(1))..=(conv, u64::MAX))?
+            for id in history
+                .ids(conv, since.saturating_add(1)..=u64::MAX)?
                 .take(limit + 1)
             {
-                ids.push(entry?.0.value().1);
+                ids.push(id?);
             }
         }
         ids.sort_unstable();
@@ -239,7 +260,11 @@ impl<'a> Reader<'a> {
         user: u64,
         limit: usize,
     ) -> Result<(u64, Vec<MessageView>), StoreError> {
-        let index = self.table(CONVERSATION_MESSAGES)?;
+        let (index, tail) = self.history()?;
+        let history = History {
+            index: &index,
+            tail: &tail,
+        };
         let mut total = 0;
         let mut found = Vec::new();
         for entry in self
@@ -255,8 +280,8 @@ impl<'a> Reader<'a> {
             let conv = key.value().1;
             // Only the oldest `limit` of this conversation can make the answer.
             let mut taken = 0;
-            for item in index.range((conv, membership.read_marker + 1)..=(conv, u64::MAX))? {
-                let id = item?.0.value().1;
+            for item in history.ids(conv, membership.read_marker.saturating_add(1)..=u64::MAX)? {
+                let id = item?;
                 if let Some(record) = self.message(id)?
                     && record.sender != user
                 {
@@ -437,44 +462,45 @@ impl<'a> Reader<'a> {
         cursor: Cursor,
         limit: usize,
     ) -> Result<MessagePage, StoreError> {
-        let index = self.table(CONVERSATION_MESSAGES)?;
+        let (index, tail) = self.history()?;
+        let history = History {
+            index: &index,
+            tail: &tail,
+        };
         let mut ids: Vec<u64> = Vec::with_capacity(limit);
         match cursor {
             Cursor::Latest | Cursor::Before(_) => {
-                let end = match cursor {
-                    Cursor::Before(b) => b,
-                    _ => u64::MAX,
+                let below = match cursor {
+                    Cursor::Before(0) => None,
+                    Cursor::Before(b) => Some(0..=b - 1),
+                    _ => Some(0..=u64::MAX),
                 };
-                for entry in index.range((conv, 0)..(conv, end))?.rev().take(limit) {
-                    ids.push(entry?.0.value().1);
+                if let Some(below) = below {
+                    for id in history.ids(conv, below)?.rev().take(limit) {
+                        ids.push(id?);
+                    }
                 }
                 ids.reverse();
             }
             Cursor::After(a) => {
-                for entry in index
-                    .range((conv, a.saturating_add(1))..=(conv, u64::MAX))?
+                for id in history
+                    .ids(conv, a.saturating_add(1)..=u64::MAX)?
                     .take(limit)
                 {
-                    ids.push(entry?.0.value().1);
+                    ids.push(id?);
                 }
             }
         }
         let (has_older, has_newer) = match (ids.first(), ids.last()) {
-            (Some(first), Some(last)) => (
-                index.range((conv, 0)..(conv, *first))?.next().is_some(),
-                index
-                    .range((conv, last.saturating_add(1))..=(conv, u64::MAX))?
-                    .next()
-                    .is_some(),
+            (Some(&first), Some(&last)) => (
+                first > 0 && history.any(conv, 0..=first - 1)?,
+                history.any(conv, last.saturating_add(1)..=u64::MAX)?,
             ),
             // An empty page: whatever lies on the far side of the cursor.
             _ => match cursor {
                 Cursor::Latest => (false, false),
-                Cursor::Before(b) => (
-                    false,
-                    index.range((conv, b)..=(conv, u64::MAX))?.next().is_some(),
-                ),
-                Cursor::After(a) => (index.range((conv, 0)..=(conv, a))?.next().is_some(), false),
+                Cursor::Before(b) => (false, history.any(conv, b..=u64::MAX)?),
+                Cursor::After(a) => (history.any(conv, 0..=a)?, false),
             },
         };
         let mut messages = Vec::with_capacity(ids.len());

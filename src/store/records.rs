@@ -129,6 +129,14 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> 
     postcard::from_bytes(bytes).map_err(|e| StoreError::Encoding(e.to_string()))
 }
 
+/// The conversation of an encoded [`MessageRecord`], read without decoding the rest: it is
+/// the record's first field, so postcard puts it first. For scanning the history tail.
+pub fn message_conversation(bytes: &[u8]) -> Result<u64, StoreError> {
+    postcard::take_from_bytes::<u64>(bytes)
+        .map(|(conversation, _)| conversation)
+        .map_err(|e| StoreError::Encoding(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     //! `body` and `subject` are serialized as bytes since they were a `Vec<u8>` sequence: files
@@ -205,5 +213,27 @@ mod tests {
                 record
             );
         }
+    }
+
+    #[test]
+    fn the_conversation_is_read_from_the_front_of_a_record() {
+        for conversation in [0, 1, 127, 128, 300, u64::MAX] {
+            let record = MessageRecord {
+                conversation,
+                sender: 9,
+                receiver: None,
+                message_type: "text".into(),
+                priority: Priority::Low,
+                client_id: None,
+                created_at_ms: 5,
+                body: vec![1, 2, 3],
+            };
+            let bytes = encode(&record).expect("encode");
+            assert_eq!(message_conversation(&bytes).expect("peek"), conversation);
+        }
+        assert!(
+            message_conversation(&[0xff]).is_err(),
+            "a truncated varint is an error"
+        );
     }
 }

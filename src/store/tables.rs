@@ -9,8 +9,9 @@
 
 use redb::TableDefinition;
 
-/// On-disk schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// On-disk schema this build reads and writes. 2: `convid_msgid` holds the messages up to
+/// `history_indexed_to` only (see [`super::history`]); a version 1 file is upgraded at open.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Small named numbers: the schema version and id counters (see [`meta`]).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("name_value");
@@ -34,6 +35,8 @@ pub const CONVERSATION_KEYS: TableDefinition<&[u8], u64> = TableDefinition::new(
 pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("msgid_message");
 
 /// Index of a conversation's history, for cursor pagination without scanning other messages.
+/// Holds the messages up to [`meta::HISTORY_INDEXED_TO`]; newer ones are folded in by the
+/// writer in bulk ([`super::history`]).
 pub const CONVERSATION_MESSAGES: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("convid_msgid");
 
@@ -70,4 +73,6 @@ pub mod meta {
     pub const QUEUE_PENDING: &str = "queue_pending";
     /// Queue entries ever dropped by overflow or expiry.
     pub const DEAD_LETTERS: &str = "dead_letters";
+    /// Every message id up to this one is in `convid_msgid` (absent: 0).
+    pub const HISTORY_INDEXED_TO: &str = "history_indexed_to";
 }

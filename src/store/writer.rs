@@ -19,6 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::history::{FOLD_AT, History, Tail, read_tail};
 use super::records::{
     ConversationRecord, MembershipRecord, MessageBody, MessageRecord, Priority, UserRecord, decode,
     encode,
@@ -461,11 +462,12 @@ pub(super) fn spawn(
         queue_pending: AtomicU64::new(pending),
     });
     let guard = RunningGuard(health.clone());
+    let state = WriterState::load(&db)?;
     let join = std::thread::Builder::new()
         .name("indaba-writer".to_owned())
         .spawn({
             let queued = queued.clone();
-            move || run(&db, rx, options, guard, &queued)
+            move || run(&db, rx, options, guard, &queued, state)
         })
         .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
     Ok((WriterHandle { tx, health, queued }, WriterThread { join }))
@@ -491,6 +493,7 @@ fn run(
     options: WriterOptions,
     guard: RunningGuard,
     queued: &QueuedUsers,
+    mut state: WriterState,
 ) {
     let WriterOptions {
         batch_max,
@@ -499,7 +502,6 @@ fn run(
         metrics,
     } = options;
     let mut batch = Vec::with_capacity(batch_max.min(4096));
-    let mut clock = Clock::default();
     let mut stopping = false;
     while !stopping && let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
@@ -524,7 +526,7 @@ fn run(
             .iter()
             .filter(|c| matches!(c, Command::AppendMessage(..)))
             .count() as u64;
-        let (completions, report, outcome) = commit_batch(db, &mut batch, &mut clock, queue_max);
+        let (completions, report, outcome) = commit_batch(db, &mut batch, &mut state, queue_max);
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -571,17 +573,19 @@ fn run(
 fn commit_batch(
     db: &Database,
     batch: &mut Vec<Command>,
-    clock: &mut Clock,
+    state: &mut WriterState,
     queue_max: u64,
 ) -> (Vec<Completion>, BatchReport, Result<(), StoreError>) {
     let mut completions = Vec::with_capacity(batch.len());
     let mut report = BatchReport::default();
     let mut pending = batch.drain(..);
+    let tail_before = state.tail.len();
+    let mut folded = false;
     let outcome = (|| -> Result<(), StoreError> {
         let txn = db.begin_write()?;
         {
-            let mut tables = Tables::open(&txn, queue_max)?;
-            let now = clock.now_ms();
+            let now = state.clock.now_ms();
+            let mut tables = Tables::open(&txn, queue_max, &mut state.tail)?;
             for command in pending.by_ref() {
                 match tables.apply(command, now) {
                     Ok(done) => completions.push(done),
@@ -590,6 +594,10 @@ fn commit_batch(
                         return Err(e);
                     }
                 }
+            }
+            if tables.tail.len() >= FOLD_AT {
+                tables.fold_history()?;
+                folded = true;
             }
             tables.flush()?;
             tables.save_counters()?;
@@ -611,8 +619,14 @@ fn commit_batch(
             completions.push(done);
         }
     }
-    if outcome.is_err() {
-        report = BatchReport::default();
+    match outcome {
+        // Folded and committed: the whole tail is in the index now.
+        Ok(()) if folded => state.tail.clear(),
+        Ok(()) => {}
+        Err(_) => {
+            state.tail.truncate(tail_before);
+            report = BatchReport::default();
+        }
     }
     (completions, report, outcome)
 }
@@ -647,6 +661,12 @@ impl Command {
 
 /// The tables of one write transaction, plus the id counters it advances.
 struct Tables<'txn> {
+    /// The history tail, shared with the next batches (appends push, a fold empties it once
+    /// committed).
+    tail: &'txn mut Tail,
+    /// `history_indexed_to`, and whether this batch moved it.
+    indexed_to: u64,
+    folded: bool,
     meta: Table<'txn, &'static str, u64>,
     users: Table<'txn, u64, &'static [u8]>,
     usernames: Table<'txn, &'static str, u64>,
@@ -684,7 +704,11 @@ struct Tables<'txn> {
 }
 
 impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn WriteTransaction, queue_max: u64) -> Result<Self, StoreError> {
+    fn open(
+        txn: &'txn WriteTransaction,
+        queue_max: u64,
+        tail: &'txn mut Tail,
+    ) -> Result<Self, StoreError> {
         let meta = txn.open_table(META)?;
         let next_message_id = meta
             .get(meta::NEXT_MESSAGE_ID)?
@@ -697,7 +721,11 @@ impl<'txn> Tables<'txn> {
         let next_local_user_id = meta.get(meta::NEXT_LOCAL_USER_ID)?.map(|v| v.value());
         let queue_pending = meta.get(meta::QUEUE_PENDING)?.map_or(0, |v| v.value());
         let dead_letters = meta.get(meta::DEAD_LETTERS)?.map_or(0, |v| v.value());
+        let indexed_to = meta.get(meta::HISTORY_INDEXED_TO)?.map_or(0, |v| v.value());
         Ok(Self {
+            tail,
+            indexed_to,
+            folded: false,
             meta,
             users: txn.open_table(USERS)?,
             usernames: txn.open_table(USERNAMES)?,
@@ -797,6 +825,23 @@ impl<'txn> Tables<'txn> {
         }
         self.meta.insert(meta::QUEUE_PENDING, self.queue_pending)?;
         self.meta.insert(meta::DEAD_LETTERS, self.dead_letters)?;
+        if self.folded {
+            self.meta
+                .insert(meta::HISTORY_INDEXED_TO, self.indexed_to)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the whole tail into the history index, conversation by conversation, so each
+    /// conversation's leaf is written once for all its tail messages.
+    fn fold_history(&mut self) -> Result<(), StoreError> {
+        let mut entries = self.tail.clone();
+        entries.sort_unstable();
+        for key in entries {
+            self.conversation_messages.insert(key, ())?;
+        }
+        self.indexed_to = self.next_message_id - 1;
+        self.folded = true;
         Ok(())
     }
 
@@ -1083,14 +1128,12 @@ impl<'txn> Tables<'txn> {
             0
         } else {
             let mut unread = 0;
-            for entry in self
-                .conversation_messages
-                .range((conversation, target + 1)..=(conversation, u64::MAX))
-                .map_err(rd)?
-            {
-                let (key, _) = entry.map_err(rd)?;
-                let id = key.value().1;
-                if let Some(bytes) = self.messages.get(id).map_err(rd)? {
+            let history = History {
+                index: &self.conversation_messages,
+                tail: self.tail,
+            };
+            for id in history.ids(conversation, target + 1..=u64::MAX)? {
+                if let Some(bytes) = self.messages.get(id?).map_err(rd)? {
                     let record: MessageRecord = decode(bytes.value())?;
                     unread += u64::from(record.sender != user);
                 }
@@ -1225,9 +1268,8 @@ impl<'txn> Tables<'txn> {
         self.messages
             .insert(id, record_bytes.as_slice())
             .map_err(wr)?;
-        self.conversation_messages
-            .insert((new.conversation, id), ())
-            .map_err(wr)?;
+        // The history index gets it at the next fold.
+        self.tail.push((new.conversation, id));
         if let Some(client_id) = &record.client_id {
             self.client_ids
                 .insert((new.sender, client_id.as_str()), id)
@@ -1387,6 +1429,29 @@ fn finish<T: Send + 'static>(
     }
 }
 
+/// What the writer carries from one batch to the next.
+#[derive(Debug, Default)]
+struct WriterState {
+    clock: Clock,
+    /// Messages not yet in the history index ([`crate::store::history`]), as committed.
+    tail: Tail,
+}
+
+impl WriterState {
+    fn load(db: &Database) -> Result<Self, StoreError> {
+        let txn = db.begin_read()?;
+        let indexed_to = txn
+            .open_table(META)?
+            .get(meta::HISTORY_INDEXED_TO)?
+            .map_or(0, |v| v.value());
+        let tail = read_tail(&txn.open_table(MESSAGES)?, indexed_to)?;
+        Ok(Self {
+            clock: Clock::default(),
+            tail,
+        })
+    }
+}
+
 /// Commit timestamps that never go backwards, even if the wall clock does.
 #[derive(Debug, Default)]
 struct Clock {
@@ -1402,6 +1467,12 @@ impl Clock {
         self.last_ms = self.last_ms.max(wall);
         self.last_ms
     }
+}
+
+/// The writer's state for a test database (empty while its tables do not exist yet).
+#[cfg(test)]
+fn test_state(db: &Database) -> WriterState {
+    WriterState::load(db).unwrap_or_default()
 }
 
 /// A one-character text message, for the tests below.
@@ -1433,8 +1504,7 @@ mod tests {
 
     fn run_batch(db: &Database, batch: Vec<Command>) {
         let mut batch = batch;
-        let (completions, _, outcome) =
-            commit_batch(db, &mut batch, &mut Clock::default(), u64::MAX);
+        let (completions, _, outcome) = commit_batch(db, &mut batch, &mut test_state(db), u64::MAX);
         for done in completions {
             done(outcome.as_ref().map(|_| ()));
         }
@@ -1509,8 +1579,7 @@ mod queue_tests {
 
     fn run(db: &Database, command: Command) {
         let mut batch = vec![command];
-        let mut clock = Clock::default();
-        let (completions, _, outcome) = commit_batch(db, &mut batch, &mut clock, u64::MAX);
+        let (completions, _, outcome) = commit_batch(db, &mut batch, &mut test_state(db), u64::MAX);
         for done in completions {
             done(outcome.as_ref().map(|_| ()));
         }
@@ -1746,13 +1815,14 @@ mod write_back_tests {
         );
         let together = Database::create(dir_a.path().join("a.redb")).expect("db");
         let apart = Database::create(dir_b.path().join("b.redb")).expect("db");
-        let mut clock = Clock::default();
         let mut batch = script();
-        let (_, _, outcome) = commit_batch(&together, &mut batch, &mut clock, u64::MAX);
+        let (_, _, outcome) =
+            commit_batch(&together, &mut batch, &mut test_state(&together), u64::MAX);
         outcome.expect("batch commits");
+        let mut state = test_state(&apart);
         for command in script() {
             let mut batch = vec![command];
-            let (_, _, outcome) = commit_batch(&apart, &mut batch, &mut clock, u64::MAX);
+            let (_, _, outcome) = commit_batch(&apart, &mut batch, &mut state, u64::MAX);
             outcome.expect("commit");
         }
         let rows = dump(&together);
