@@ -114,8 +114,8 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{Key, Keyring};
-    use crate::store::writer::{NewAccount, WriterOptions};
+    use crate::store::testing::TempStore;
+    use crate::store::writer::NewAccount;
 
     fn who(user_id: u64, username: &str) -> Identity {
         Identity {
@@ -129,11 +129,8 @@ mod tests {
     /// a user first seen after the load is recorded.
     #[tokio::test]
     async fn a_loaded_directory_answers_as_the_users_table_would() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
-        let open = || {
-            Store::open(dir.path(), keyring.clone(), WriterOptions::standalone(16)).expect("open")
-        };
+        let temp = TempStore::new();
+        let open = || temp.open();
         let (store, thread) = open();
         let local = store
             .writer()

@@ -164,12 +164,12 @@ mod fold_tests {
 
     use std::sync::Arc;
 
-    use crate::crypto::{Key, Keyring};
     use crate::store::Store;
     use crate::store::reader::Cursor;
     use crate::store::records::{MessageBody, Priority, encode};
     use crate::store::tables::meta;
-    use crate::store::writer::{MessageAppended, NewConversation, NewMessage, WriterOptions};
+    use crate::store::testing::{TempStore, one_to_one};
+    use crate::store::writer::{MessageAppended, NewMessage};
 
     use super::{FOLD_AT, read_tail};
 
@@ -229,27 +229,17 @@ mod fold_tests {
 
     #[tokio::test]
     async fn history_reads_the_same_across_a_fold_and_a_restart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
-        let open = || {
-            Store::open(dir.path(), keyring.clone(), WriterOptions::standalone(64)).expect("open")
-        };
+        let temp = TempStore::new();
+        let open = || temp.open();
         let (store, thread) = open();
-        let conversation = |other| NewConversation {
-            creator: 1,
-            participants: vec![other],
-            property: None,
-            booking: None,
-            subject: None,
-        };
         let writer = store.writer();
         let a = writer
-            .create_conversation(conversation(2))
+            .create_conversation(one_to_one(1, 2))
             .await
             .expect("a")
             .id;
         let b = writer
-            .create_conversation(conversation(3))
+            .create_conversation(one_to_one(1, 3))
             .await
             .expect("b")
             .id;
@@ -306,21 +296,12 @@ mod fold_tests {
     async fn a_version_1_file_is_upgraded_without_listing_a_message_twice() {
         use crate::store::tables::{CONVERSATION_MESSAGES, MESSAGES, META, SCHEMA_VERSION};
 
-        let dir = tempfile::tempdir().expect("tempdir");
-        let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
-        let open = || {
-            Store::open(dir.path(), keyring.clone(), WriterOptions::standalone(64)).expect("open")
-        };
+        let temp = TempStore::new();
+        let open = || temp.open();
         let (store, thread) = open();
         let a = store
             .writer()
-            .create_conversation(NewConversation {
-                creator: 1,
-                participants: vec![2],
-                property: None,
-                booking: None,
-                subject: None,
-            })
+            .create_conversation(one_to_one(1, 2))
             .await
             .expect("a")
             .id;
@@ -335,7 +316,7 @@ mod fold_tests {
         drop(store);
 
         // Make it the file version 1 wrote: every message indexed, no watermark.
-        let db = redb::Database::open(dir.path().join(crate::store::DATABASE_FILE)).expect("db");
+        let db = redb::Database::open(temp.path().join(crate::store::DATABASE_FILE)).expect("db");
         let txn = db.begin_write().expect("write");
         {
             let ids: Vec<(u64, u64)> = {

@@ -303,3 +303,53 @@ pub(crate) async fn request<T>(
         .await
         .map_err(|_| WriteError::Store(StoreError::Closed))?
 }
+
+/// Helpers for tests that open a real store, close it and open it again.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use super::Store;
+    use super::writer::{NewConversation, WriterOptions, WriterThread};
+    use crate::crypto::{Key, Keyring};
+
+    /// A temporary data dir with one key, reopened as often as a test likes.
+    pub struct TempStore {
+        dir: tempfile::TempDir,
+        keyring: Arc<Keyring>,
+    }
+
+    impl TempStore {
+        pub fn new() -> Self {
+            Self {
+                dir: tempfile::tempdir().expect("tempdir"),
+                keyring: Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring")),
+            }
+        }
+
+        /// Opens the store (drop the `Store` and finish the thread before opening again).
+        pub fn open(&self) -> (Store, WriterThread) {
+            Store::open(
+                self.dir.path(),
+                self.keyring.clone(),
+                WriterOptions::standalone(64),
+            )
+            .expect("open")
+        }
+
+        pub fn path(&self) -> &std::path::Path {
+            self.dir.path()
+        }
+    }
+
+    /// A conversation of `creator` with `other` and nothing else.
+    pub fn one_to_one(creator: u64, other: u64) -> NewConversation {
+        NewConversation {
+            creator,
+            participants: vec![other],
+            property: None,
+            booking: None,
+            subject: None,
+        }
+    }
+}

@@ -1589,27 +1589,15 @@ mod queue_tests {
     /// said of a user whose queue holds an entry, before or after a restart.
     #[tokio::test]
     async fn queued_users_follow_committed_queues_and_survive_reopen() {
-        use crate::crypto::{Key, Keyring};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let keyring = Arc::new(Keyring::new(&Key::generate().expect("key"), &[]).expect("ring"));
+        use crate::store::testing::{TempStore, one_to_one};
+        let temp = TempStore::new();
         let open = || {
-            let (store, thread) = crate::store::Store::open(
-                dir.path(),
-                keyring.clone(),
-                WriterOptions::standalone(16),
-            )
-            .expect("open");
+            let (store, thread) = temp.open();
             (store.writer().clone(), thread)
         };
         let (writer, thread) = open();
         let conversation = writer
-            .create_conversation(NewConversation {
-                creator: 1,
-                participants: vec![2],
-                property: None,
-                booking: None,
-                subject: None,
-            })
+            .create_conversation(one_to_one(1, 2))
             .await
             .expect("conversation")
             .id;
