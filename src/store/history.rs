@@ -4,11 +4,12 @@
 //! The index `convid_msgid` is keyed by conversation, so a commit that appends to fifty
 //! conversations dirties fifty of its leaves, and a commit writes every dirty leaf (measured:
 //! with 50 busy conversations, leaving the index out of appends halved the open-loop p50 and
-//! added ~15% to the closed-loop rate; `docs/PERFORMANCE.md`). So appends do not write it.
-//! Every message id up to `name_value["history_indexed_to"]` is in the index; the ids above it,
-//! the *tail*, are found in `msgid_message`, whose keys only grow. Once the tail holds
-//! [`FOLD_AT`] messages, the writer folds it into the index within a batch: each
-//! conversation's leaf is then written once per fold instead of once per commit.
+//! added ~15% to the closed-loop rate; `docs/PERFORMANCE.md`). So appends do not write it, nor
+//! `senderid_clientid_msgid`, keyed by sender, for the same reason (the writer answers
+//! idempotency for the tail from memory). Every message id up to `name_value["indexed_to"]`
+//! is in both indexes; the ids above it, the *tail*, are found in `msgid_message`, whose keys
+//! only grow. Once the tail holds [`FOLD_AT`] messages, the writer folds it into the indexes
+//! within a batch: each leaf is then written once per fold instead of once per commit.
 //!
 //! Every tail id is above every indexed id, so a conversation's ids in order are its indexed
 //! ids followed by its tail ids.
@@ -173,7 +174,7 @@ mod fold_tests {
 
     use super::{FOLD_AT, read_tail};
 
-    fn text(store: &Store, conversation: u64) -> NewMessage {
+    fn text(store: &Store, conversation: u64, client_id: Option<String>) -> NewMessage {
         let plain = MessageBody {
             text: "t".into(),
             metadata_json: "{}".into(),
@@ -184,7 +185,7 @@ mod fold_tests {
             receiver: None,
             message_type: "text".into(),
             priority: Priority::Normal,
-            client_id: None,
+            client_id,
             body: store.keyring().seal(&encode(&plain).expect("encode")),
             plain: Arc::new(plain),
             origin: None,
@@ -250,22 +251,24 @@ mod fold_tests {
             pending.push((
                 conv,
                 writer
-                    .submit_append(text(&store, conv))
+                    .submit_append(text(&store, conv, Some(format!("c{i}"))))
                     .await
                     .expect("submit"),
             ));
         }
         let mut in_a = Vec::new();
+        let mut all = Vec::new();
         for (conv, append) in pending {
             let MessageAppended::Stored { id, .. } = append.done().await.expect("append") else {
                 panic!("stored")
             };
+            all.push(id);
             if conv == a {
                 in_a.push(id);
             }
         }
         let indexed_to = store
-            .read(|r| r.meta(meta::HISTORY_INDEXED_TO))
+            .read(|r| r.meta(meta::INDEXED_TO))
             .await
             .expect("meta");
         let last = *in_a.last().expect("some");
@@ -279,6 +282,23 @@ mod fold_tests {
         let marked = writer.mark_read(2, a, Some(middle)).await.expect("mark");
         let left = in_a.iter().filter(|id| **id > middle).count() as u64;
         assert_eq!(marked.unread, left);
+        // A resent client id is answered with its first message, folded or not.
+        let n = all.len();
+        let resend = |store: Store, i: usize| async move {
+            let conv = if i % 3 == 2 { b } else { a };
+            let new = text(&store, conv, Some(format!("c{i}")));
+            match store.writer().append_message(new).await.expect("resend") {
+                MessageAppended::Duplicate { id } => id,
+                MessageAppended::Stored { id, .. } => panic!("c{i} stored again as {id}"),
+            }
+        };
+        assert!(all[0] <= indexed_to && all[n - 1] > indexed_to);
+        assert_eq!(resend(store.clone(), 0).await, all[0], "from the index");
+        assert_eq!(
+            resend(store.clone(), n - 1).await,
+            all[n - 1],
+            "from the tail"
+        );
         thread.finish(writer).await;
         drop(store);
 
@@ -287,6 +307,12 @@ mod fold_tests {
         let (back, forward, since, unread) = seen(&store, a).await;
         assert_eq!((back, forward, since), (in_a.clone(), in_a.clone(), in_a));
         assert_eq!(unread, left);
+        assert_eq!(resend(store.clone(), 0).await, all[0]);
+        assert_eq!(
+            resend(store.clone(), n - 1).await,
+            all[n - 1],
+            "tail rebuilt at start"
+        );
         thread.finish(store.writer()).await;
     }
 
@@ -308,7 +334,7 @@ mod fold_tests {
         for _ in 0..5 {
             store
                 .writer()
-                .append_message(text(&store, a))
+                .append_message(text(&store, a, None))
                 .await
                 .expect("append");
         }
@@ -328,7 +354,7 @@ mod fold_tests {
                 index.insert(key, ()).expect("index");
             }
             let mut meta_table = txn.open_table(META).expect("meta");
-            meta_table.remove(meta::HISTORY_INDEXED_TO).expect("remove");
+            meta_table.remove(meta::INDEXED_TO).expect("remove");
             meta_table.insert(meta::SCHEMA_VERSION, 1).expect("v1");
         }
         txn.commit().expect("commit");
@@ -341,7 +367,7 @@ mod fold_tests {
                 let page = r.message_page(2, a, &conversation, Cursor::Latest, 100)?;
                 Ok((
                     r.meta(meta::SCHEMA_VERSION)?,
-                    r.meta(meta::HISTORY_INDEXED_TO)?,
+                    r.meta(meta::INDEXED_TO)?,
                     page.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
                 ))
             })

@@ -235,7 +235,7 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
                 let next = meta_table
                     .get(meta::NEXT_MESSAGE_ID)?
                     .map_or(1, |v| v.value());
-                meta_table.insert(meta::HISTORY_INDEXED_TO, next.saturating_sub(1))?;
+                meta_table.insert(meta::INDEXED_TO, next.saturating_sub(1))?;
                 meta_table.insert(meta::SCHEMA_VERSION, SCHEMA_VERSION)?;
                 tracing::info!(from = 1, to = SCHEMA_VERSION, "data file schema upgraded");
             }

@@ -95,7 +95,7 @@ impl<'a> Reader<'a> {
 
     /// The history index of this snapshot and its tail (read once per query).
     fn history(&self) -> Result<(HistoryIndex, Tail), StoreError> {
-        let indexed_to = self.meta(meta::HISTORY_INDEXED_TO)?;
+        let indexed_to = self.meta(meta::INDEXED_TO)?;
         let tail = read_tail(&self.table(MESSAGES)?, indexed_to)?;
         Ok((self.table(CONVERSATION_MESSAGES)?, tail))
     }

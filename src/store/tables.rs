@@ -9,8 +9,9 @@
 
 use redb::TableDefinition;
 
-/// On-disk schema this build reads and writes. 2: `convid_msgid` holds the messages up to
-/// `history_indexed_to` only (see [`super::history`]); a version 1 file is upgraded at open.
+/// On-disk schema this build reads and writes. 2: `convid_msgid` and
+/// `senderid_clientid_msgid` hold the messages up to `indexed_to` only (see
+/// [`super::history`]); a version 1 file is upgraded at open.
 pub const SCHEMA_VERSION: u64 = 2;
 
 /// Small named numbers: the schema version and id counters (see [`meta`]).
@@ -35,7 +36,7 @@ pub const CONVERSATION_KEYS: TableDefinition<&[u8], u64> = TableDefinition::new(
 pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("msgid_message");
 
 /// Index of a conversation's history, for cursor pagination without scanning other messages.
-/// Holds the messages up to [`meta::HISTORY_INDEXED_TO`]; newer ones are folded in by the
+/// Holds the messages up to [`meta::INDEXED_TO`]; newer ones are folded in by the
 /// writer in bulk ([`super::history`]).
 pub const CONVERSATION_MESSAGES: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("convid_msgid");
@@ -55,7 +56,8 @@ pub const QUEUE: TableDefinition<(u64, u8, u64), u64> =
 /// Entries in each user's queue (kept with the queue, so overflow and stats need no scan).
 pub const QUEUE_LENGTHS: TableDefinition<u64, u64> = TableDefinition::new("userid_queuelen");
 
-/// Idempotent sends: (sender, client_id) → the message first accepted with it.
+/// Idempotent sends: (sender, client_id) → the message first accepted with it. Holds the
+/// messages up to [`meta::INDEXED_TO`]; the writer knows the newer ones ([`super::history`]).
 pub const CLIENT_IDS: TableDefinition<(u64, &str), u64> =
     TableDefinition::new("senderid_clientid_msgid");
 
@@ -73,6 +75,7 @@ pub mod meta {
     pub const QUEUE_PENDING: &str = "queue_pending";
     /// Queue entries ever dropped by overflow or expiry.
     pub const DEAD_LETTERS: &str = "dead_letters";
-    /// Every message id up to this one is in `convid_msgid` (absent: 0).
-    pub const HISTORY_INDEXED_TO: &str = "history_indexed_to";
+    /// Every message id up to this one is in `convid_msgid` and `senderid_clientid_msgid`
+    /// (absent: 0).
+    pub const INDEXED_TO: &str = "indexed_to";
 }

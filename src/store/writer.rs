@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::history::{FOLD_AT, History, Tail, read_tail};
+use super::history::{FOLD_AT, History, Tail};
 use super::records::{
     ConversationRecord, MembershipRecord, MessageBody, MessageRecord, Priority, UserRecord, decode,
     encode,
@@ -596,7 +596,7 @@ fn commit_batch(
                 }
             }
             if tables.tail.len() >= FOLD_AT {
-                tables.fold_history()?;
+                tables.fold_tail()?;
                 folded = true;
             }
             tables.flush()?;
@@ -661,10 +661,10 @@ impl Command {
 
 /// The tables of one write transaction, plus the id counters it advances.
 struct Tables<'txn> {
-    /// The history tail, shared with the next batches (appends push, a fold empties it once
+    /// The unindexed tail, shared with the next batches (appends push, a fold empties it once
     /// committed).
-    tail: &'txn mut Tail,
-    /// `history_indexed_to`, and whether this batch moved it.
+    tail: &'txn mut WriterTail,
+    /// `indexed_to`, and whether this batch moved it.
     indexed_to: u64,
     folded: bool,
     meta: Table<'txn, &'static str, u64>,
@@ -707,7 +707,7 @@ impl<'txn> Tables<'txn> {
     fn open(
         txn: &'txn WriteTransaction,
         queue_max: u64,
-        tail: &'txn mut Tail,
+        tail: &'txn mut WriterTail,
     ) -> Result<Self, StoreError> {
         let meta = txn.open_table(META)?;
         let next_message_id = meta
@@ -721,7 +721,7 @@ impl<'txn> Tables<'txn> {
         let next_local_user_id = meta.get(meta::NEXT_LOCAL_USER_ID)?.map(|v| v.value());
         let queue_pending = meta.get(meta::QUEUE_PENDING)?.map_or(0, |v| v.value());
         let dead_letters = meta.get(meta::DEAD_LETTERS)?.map_or(0, |v| v.value());
-        let indexed_to = meta.get(meta::HISTORY_INDEXED_TO)?.map_or(0, |v| v.value());
+        let indexed_to = meta.get(meta::INDEXED_TO)?.map_or(0, |v| v.value());
         Ok(Self {
             tail,
             indexed_to,
@@ -826,19 +826,28 @@ impl<'txn> Tables<'txn> {
         self.meta.insert(meta::QUEUE_PENDING, self.queue_pending)?;
         self.meta.insert(meta::DEAD_LETTERS, self.dead_letters)?;
         if self.folded {
-            self.meta
-                .insert(meta::HISTORY_INDEXED_TO, self.indexed_to)?;
+            self.meta.insert(meta::INDEXED_TO, self.indexed_to)?;
         }
         Ok(())
     }
 
-    /// Moves the whole tail into the history index, conversation by conversation, so each
-    /// conversation's leaf is written once for all its tail messages.
-    fn fold_history(&mut self) -> Result<(), StoreError> {
-        let mut entries = self.tail.clone();
-        entries.sort_unstable();
-        for key in entries {
+    /// Moves the whole tail into the history and client-id indexes, in key order, so each
+    /// leaf is written once for all the tail's entries in it.
+    fn fold_tail(&mut self) -> Result<(), StoreError> {
+        let mut history = self.tail.history.clone();
+        history.sort_unstable();
+        for key in history {
             self.conversation_messages.insert(key, ())?;
+        }
+        let mut client_ids: Vec<(u64, &str, u64)> = self
+            .tail
+            .client_ids
+            .iter()
+            .flat_map(|(sender, ids)| ids.iter().map(|(c, id)| (*sender, c.as_str(), *id)))
+            .collect();
+        client_ids.sort_unstable();
+        for (sender, client_id, id) in client_ids {
+            self.client_ids.insert((sender, client_id), id)?;
         }
         self.indexed_to = self.next_message_id - 1;
         self.folded = true;
@@ -1130,7 +1139,7 @@ impl<'txn> Tables<'txn> {
             let mut unread = 0;
             let history = History {
                 index: &self.conversation_messages,
-                tail: self.tail,
+                tail: &self.tail.history,
             };
             for id in history.ids(conversation, target + 1..=u64::MAX)? {
                 if let Some(bytes) = self.messages.get(id?).map_err(rd)? {
@@ -1227,15 +1236,18 @@ impl<'txn> Tables<'txn> {
             }
             None => None,
         };
-        if let Some(client_id) = &new.client_id
-            && let Some(existing) = self
-                .client_ids
-                .get((new.sender, client_id.as_str()))
-                .map_err(rd)?
-        {
-            return Ok(MessageAppended::Duplicate {
-                id: existing.value(),
-            });
+        if let Some(client_id) = &new.client_id {
+            let earlier = match self.tail.client_id(new.sender, client_id) {
+                Some(id) => Some(id),
+                None => self
+                    .client_ids
+                    .get((new.sender, client_id.as_str()))
+                    .map_err(rd)?
+                    .map(|v| v.value()),
+            };
+            if let Some(id) = earlier {
+                return Ok(MessageAppended::Duplicate { id });
+            }
         }
         let mut memberships = Vec::with_capacity(participants.len());
         for user in &participants {
@@ -1268,13 +1280,9 @@ impl<'txn> Tables<'txn> {
         self.messages
             .insert(id, record_bytes.as_slice())
             .map_err(wr)?;
-        // The history index gets it at the next fold.
-        self.tail.push((new.conversation, id));
-        if let Some(client_id) = &record.client_id {
-            self.client_ids
-                .insert((new.sender, client_id.as_str()), id)
-                .map_err(wr)?;
-        }
+        // The history and client-id indexes get it at the next fold.
+        let client = record.client_id.clone().map(|c| (new.sender, c));
+        self.tail.push(new.conversation, id, client);
         if let Some(conversation) = self.conversation_cache.get_mut(new.conversation) {
             conversation.last_message_id = Some(id);
             conversation.updated_at_ms = now_ms;
@@ -1433,8 +1441,7 @@ fn finish<T: Send + 'static>(
 #[derive(Debug, Default)]
 struct WriterState {
     clock: Clock,
-    /// Messages not yet in the history index ([`crate::store::history`]), as committed.
-    tail: Tail,
+    tail: WriterTail,
 }
 
 impl WriterState {
@@ -1442,13 +1449,73 @@ impl WriterState {
         let txn = db.begin_read()?;
         let indexed_to = txn
             .open_table(META)?
-            .get(meta::HISTORY_INDEXED_TO)?
+            .get(meta::INDEXED_TO)?
             .map_or(0, |v| v.value());
-        let tail = read_tail(&txn.open_table(MESSAGES)?, indexed_to)?;
+        let mut tail = WriterTail::default();
+        for row in txn
+            .open_table(MESSAGES)?
+            .range(indexed_to.saturating_add(1)..)?
+        {
+            let (id, bytes) = row?;
+            let record: MessageRecord = decode(bytes.value())?;
+            let client = record.client_id.map(|c| (record.sender, c));
+            tail.push(record.conversation, id.value(), client);
+        }
         Ok(Self {
             clock: Clock::default(),
             tail,
         })
+    }
+}
+
+/// The messages the history and client-id indexes do not have yet, as committed (see
+/// [`crate::store::history`]): their conversations, and the client ids they were sent with.
+/// Both indexes are keyed by something other than the message id (conversation, sender), so
+/// writing them at every append dirtied a leaf per busy conversation and per sender in every
+/// commit; the writer adds them at each fold instead, and answers from here until then.
+#[derive(Debug, Default)]
+struct WriterTail {
+    /// (conversation, message id), in id order.
+    history: Tail,
+    /// Sender → client id → message id, for the tail's messages sent with a client id.
+    client_ids: HashMap<u64, HashMap<String, u64>>,
+}
+
+impl WriterTail {
+    fn len(&self) -> usize {
+        self.history.len()
+    }
+
+    fn push(&mut self, conversation: u64, id: u64, client: Option<(u64, String)>) {
+        self.history.push((conversation, id));
+        if let Some((sender, client_id)) = client {
+            self.client_ids
+                .entry(sender)
+                .or_default()
+                .insert(client_id, id);
+        }
+    }
+
+    /// The message `sender` sent with `client_id`, if it is in the tail.
+    fn client_id(&self, sender: u64, client_id: &str) -> Option<u64> {
+        self.client_ids.get(&sender)?.get(client_id).copied()
+    }
+
+    /// Takes back the messages from position `len` on (a batch that failed).
+    fn truncate(&mut self, len: usize) {
+        let Some(&(_, first)) = self.history.get(len) else {
+            return;
+        };
+        self.history.truncate(len);
+        for ids in self.client_ids.values_mut() {
+            ids.retain(|_, id| *id < first);
+        }
+        self.client_ids.retain(|_, ids| !ids.is_empty());
+    }
+
+    fn clear(&mut self) {
+        self.history.clear();
+        self.client_ids.clear();
     }
 }
 
