@@ -28,7 +28,8 @@ pub const FOLD_AT: usize = 1024;
 /// The messages above the indexed id, as (conversation, message id), in id order.
 pub type Tail = Vec<(u64, u64)>;
 
-/// Reads the tail: every message with an id above `indexed_to`.
+/// Reads the tail: every message with an id above `indexed_to`. A record that cannot be read
+/// is left out (and logged), so one bad record never breaks every history query.
 pub fn read_tail(
     messages: &impl ReadableTable<u64, &'static [u8]>,
     indexed_to: u64,
@@ -39,7 +40,12 @@ pub fn read_tail(
     }
     for row in messages.range(indexed_to + 1..)? {
         let (id, bytes) = row?;
-        tail.push((message_conversation(bytes.value())?, id.value()));
+        match message_conversation(bytes.value()) {
+            Ok(conversation) => tail.push((conversation, id.value())),
+            Err(e) => {
+                tracing::error!(message = id.value(), error = %e, "message record cannot be read; left out of history")
+            }
+        }
     }
     Ok(tail)
 }
@@ -122,6 +128,8 @@ mod tests {
                     index.insert((conv, id), ()).expect("index");
                 }
             }
+            // A damaged record in the tail is left out, not an error for every reader.
+            messages.insert(7, [0xffu8].as_slice()).expect("insert");
         }
         txn.commit().expect("commit");
 

@@ -1457,9 +1457,16 @@ impl WriterState {
             .range(indexed_to.saturating_add(1)..)?
         {
             let (id, bytes) = row?;
-            let record: MessageRecord = decode(bytes.value())?;
-            let client = record.client_id.map(|c| (record.sender, c));
-            tail.push(record.conversation, id.value(), client);
+            // As readers do (`history::read_tail`): a bad record must not stop the daemon.
+            match decode::<MessageRecord>(bytes.value()) {
+                Ok(record) => {
+                    let client = record.client_id.map(|c| (record.sender, c));
+                    tail.push(record.conversation, id.value(), client);
+                }
+                Err(e) => {
+                    tracing::error!(message = id.value(), error = %e, "message record cannot be read; left out of the tail")
+                }
+            }
         }
         Ok(Self {
             clock: Clock::default(),
