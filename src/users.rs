@@ -171,5 +171,24 @@ mod tests {
         assert_eq!(users.lookup(7), Some(Some("tendai2".to_owned())));
         assert_eq!(users.lookup(8), Some(Some("chipo".to_owned())));
         thread.finish(store.writer()).await;
+        drop(store);
+
+        // A damaged record does not stop the load (the daemon's start); it is left out.
+        {
+            let path = temp.path().join(crate::store::DATABASE_FILE);
+            let db = redb::Database::open(path).expect("db");
+            let txn = db.begin_write().expect("write");
+            txn.open_table(crate::store::tables::USERS)
+                .expect("users")
+                .insert(9, [0xffu8].as_slice())
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let (store, thread) = open();
+        let users = Directory::load(&store)
+            .await
+            .expect("load despite the bad record");
+        assert_eq!((users.len(), users.lookup(9)), (3, None));
+        thread.finish(store.writer()).await;
     }
 }

@@ -107,14 +107,22 @@ impl<'a> Reader<'a> {
         Ok(self.txn.open_table(def)?)
     }
 
-    /// Every user's id, name and whether they are a local account, for the directory.
+    /// Every user's id, name and whether they are a local account, for the directory. A
+    /// record that cannot be read is left out (and logged): the daemon still starts, and that
+    /// user's requests fail as they did before the directory was loaded at start.
     pub fn user_names(&self) -> Result<Vec<(u64, Option<String>, bool)>, StoreError> {
         let table = self.table(USERS)?;
         let mut users = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
         for row in table.iter()? {
             let (id, bytes) = row?;
-            let record: UserRecord = decode(bytes.value())?;
-            users.push((id.value(), record.username, record.password_hash.is_some()));
+            match decode::<UserRecord>(bytes.value()) {
+                Ok(record) => {
+                    users.push((id.value(), record.username, record.password_hash.is_some()))
+                }
+                Err(e) => {
+                    tracing::error!(user = id.value(), error = %e, "user record cannot be read; left out of the directory")
+                }
+            }
         }
         Ok(users)
     }
