@@ -174,16 +174,12 @@ mod tests {
         drop(store);
 
         // A damaged record does not stop the load (the daemon's start); it is left out.
-        {
-            let path = temp.path().join(crate::store::DATABASE_FILE);
-            let db = redb::Database::open(path).expect("db");
-            let txn = db.begin_write().expect("write");
+        temp.write_raw(|txn| {
             txn.open_table(crate::store::tables::USERS)
                 .expect("users")
                 .insert(9, [0xffu8].as_slice())
                 .expect("insert");
-            txn.commit().expect("commit");
-        }
+        });
         let (store, thread) = open();
         let users = Directory::load(&store)
             .await

@@ -28,26 +28,43 @@ pub const FOLD_AT: usize = 1024;
 /// The messages above the indexed id, as (conversation, message id), in id order.
 pub type Tail = Vec<(u64, u64)>;
 
-/// Reads the tail: every message with an id above `indexed_to`. A record that cannot be read
-/// is left out (and logged), so one bad record never breaks every history query.
+/// Reads the tail: every message with an id above `indexed_to`.
 pub fn read_tail(
     messages: &impl ReadableTable<u64, &'static [u8]>,
     indexed_to: u64,
 ) -> Result<Tail, StoreError> {
     let mut tail = Vec::new();
+    scan_tail(
+        messages,
+        indexed_to,
+        message_conversation,
+        |id, conversation| tail.push((conversation, id)),
+    )?;
+    Ok(tail)
+}
+
+/// Calls `found` with each tail message's id and what `read` takes from its record, in id
+/// order. A record `read` fails on is left out (and logged), so one bad record never stops
+/// the daemon or breaks every history query.
+pub fn scan_tail<T>(
+    messages: &impl ReadableTable<u64, &'static [u8]>,
+    indexed_to: u64,
+    read: impl Fn(&[u8]) -> Result<T, StoreError>,
+    mut found: impl FnMut(u64, T),
+) -> Result<(), StoreError> {
     if indexed_to == u64::MAX {
-        return Ok(tail);
+        return Ok(());
     }
     for row in messages.range(indexed_to + 1..)? {
         let (id, bytes) = row?;
-        match message_conversation(bytes.value()) {
-            Ok(conversation) => tail.push((conversation, id.value())),
+        match read(bytes.value()) {
+            Ok(value) => found(id.value(), value),
             Err(e) => {
                 tracing::error!(message = id.value(), error = %e, "message record cannot be read; left out of history")
             }
         }
     }
-    Ok(tail)
+    Ok(())
 }
 
 /// One snapshot's view of every conversation's message ids: the index and the tail.
@@ -350,9 +367,7 @@ mod fold_tests {
         drop(store);
 
         // Make it the file version 1 wrote: every message indexed, no watermark.
-        let db = redb::Database::open(temp.path().join(crate::store::DATABASE_FILE)).expect("db");
-        let txn = db.begin_write().expect("write");
-        {
+        temp.write_raw(|txn| {
             let ids: Vec<(u64, u64)> = {
                 let messages = txn.open_table(MESSAGES).expect("messages");
                 read_tail(&messages, 0).expect("all")
@@ -364,9 +379,7 @@ mod fold_tests {
             let mut meta_table = txn.open_table(META).expect("meta");
             meta_table.remove(meta::INDEXED_TO).expect("remove");
             meta_table.insert(meta::SCHEMA_VERSION, 1).expect("v1");
-        }
-        txn.commit().expect("commit");
-        drop(db);
+        });
 
         let (store, thread) = open();
         let (version, indexed_to, ids) = store

@@ -337,8 +337,13 @@ pub(crate) mod testing {
             .expect("open")
         }
 
-        pub fn path(&self) -> &std::path::Path {
-            self.dir.path()
+        /// Changes the file of the closed store directly, as damage or an older version
+        /// would have left it.
+        pub fn write_raw(&self, change: impl FnOnce(&redb::WriteTransaction)) {
+            let db = redb::Database::open(self.dir.path().join(super::DATABASE_FILE)).expect("db");
+            let txn = db.begin_write().expect("write");
+            change(&txn);
+            txn.commit().expect("commit");
         }
     }
 

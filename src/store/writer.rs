@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::history::{FOLD_AT, History, Tail};
+use super::history::{FOLD_AT, History, Tail, scan_tail};
 use super::records::{
     ConversationRecord, MembershipRecord, MessageBody, MessageRecord, Priority, UserRecord, decode,
     encode,
@@ -437,23 +437,22 @@ pub(super) fn spawn(
     options: WriterOptions,
 ) -> Result<(WriterHandle, WriterThread), StoreError> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    // Everything the writer starts from, out of one snapshot.
+    let txn = db.begin_read()?;
     let (pending, dead) = {
-        let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let get =
             |key| -> Result<u64, StoreError> { Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0)) };
         (get(meta::QUEUE_PENDING)?, get(meta::DEAD_LETTERS)?)
     };
     // A user is in the lengths table exactly while their queue holds entries.
-    let queued = Arc::new(QueuedUsers::default());
-    {
-        let txn = db.begin_read()?;
-        let lengths = txn.open_table(QUEUE_LENGTHS)?;
-        let mut users = queued.lock();
-        for row in lengths.iter()? {
-            users.insert(row?.0.value());
-        }
+    let mut users = HashSet::new();
+    for row in txn.open_table(QUEUE_LENGTHS)?.iter()? {
+        users.insert(row?.0.value());
     }
+    let queued = Arc::new(QueuedUsers(Mutex::new(users)));
+    let state = WriterState::load(&txn)?;
+    drop(txn);
     // Counters continue across restarts.
     options.metrics.dead_letters.inc_by(dead);
     let health = Arc::new(WriterHealth {
@@ -462,7 +461,6 @@ pub(super) fn spawn(
         queue_pending: AtomicU64::new(pending),
     });
     let guard = RunningGuard(health.clone());
-    let state = WriterState::load(&db)?;
     let join = std::thread::Builder::new()
         .name("indaba-writer".to_owned())
         .spawn({
@@ -664,9 +662,6 @@ struct Tables<'txn> {
     /// The unindexed tail, shared with the next batches (appends push, a fold empties it once
     /// committed).
     tail: &'txn mut WriterTail,
-    /// `indexed_to`, and whether this batch moved it.
-    indexed_to: u64,
-    folded: bool,
     meta: Table<'txn, &'static str, u64>,
     users: Table<'txn, u64, &'static [u8]>,
     usernames: Table<'txn, &'static str, u64>,
@@ -721,11 +716,8 @@ impl<'txn> Tables<'txn> {
         let next_local_user_id = meta.get(meta::NEXT_LOCAL_USER_ID)?.map(|v| v.value());
         let queue_pending = meta.get(meta::QUEUE_PENDING)?.map_or(0, |v| v.value());
         let dead_letters = meta.get(meta::DEAD_LETTERS)?.map_or(0, |v| v.value());
-        let indexed_to = meta.get(meta::INDEXED_TO)?.map_or(0, |v| v.value());
         Ok(Self {
             tail,
-            indexed_to,
-            folded: false,
             meta,
             users: txn.open_table(USERS)?,
             usernames: txn.open_table(USERNAMES)?,
@@ -825,9 +817,6 @@ impl<'txn> Tables<'txn> {
         }
         self.meta.insert(meta::QUEUE_PENDING, self.queue_pending)?;
         self.meta.insert(meta::DEAD_LETTERS, self.dead_letters)?;
-        if self.folded {
-            self.meta.insert(meta::INDEXED_TO, self.indexed_to)?;
-        }
         Ok(())
     }
 
@@ -849,8 +838,9 @@ impl<'txn> Tables<'txn> {
         for (sender, client_id, id) in client_ids {
             self.client_ids.insert((sender, client_id), id)?;
         }
-        self.indexed_to = self.next_message_id - 1;
-        self.folded = true;
+        // Called after the batch's last append: every id below the next one is indexed now.
+        self.meta
+            .insert(meta::INDEXED_TO, self.next_message_id - 1)?;
         Ok(())
     }
 
@@ -1445,29 +1435,22 @@ struct WriterState {
 }
 
 impl WriterState {
-    fn load(db: &Database) -> Result<Self, StoreError> {
-        let txn = db.begin_read()?;
+    /// The tail as of `txn`: every message above `indexed_to`, with its client id.
+    fn load(txn: &ReadTransaction) -> Result<Self, StoreError> {
         let indexed_to = txn
             .open_table(META)?
             .get(meta::INDEXED_TO)?
             .map_or(0, |v| v.value());
         let mut tail = WriterTail::default();
-        for row in txn
-            .open_table(MESSAGES)?
-            .range(indexed_to.saturating_add(1)..)?
-        {
-            let (id, bytes) = row?;
-            // As readers do (`history::read_tail`): a bad record must not stop the daemon.
-            match decode::<MessageRecord>(bytes.value()) {
-                Ok(record) => {
-                    let client = record.client_id.map(|c| (record.sender, c));
-                    tail.push(record.conversation, id.value(), client);
-                }
-                Err(e) => {
-                    tracing::error!(message = id.value(), error = %e, "message record cannot be read; left out of the tail")
-                }
-            }
-        }
+        scan_tail(
+            &txn.open_table(MESSAGES)?,
+            indexed_to,
+            |bytes| decode::<MessageRecord>(bytes),
+            |id, record| {
+                let client = record.client_id.map(|c| (record.sender, c));
+                tail.push(record.conversation, id, client);
+            },
+        )?;
         Ok(Self {
             clock: Clock::default(),
             tail,
@@ -1546,7 +1529,10 @@ impl Clock {
 /// The writer's state for a test database (empty while its tables do not exist yet).
 #[cfg(test)]
 fn test_state(db: &Database) -> WriterState {
-    WriterState::load(db).unwrap_or_default()
+    db.begin_read()
+        .map_err(StoreError::from)
+        .and_then(|txn| WriterState::load(&txn))
+        .unwrap_or_default()
 }
 
 /// A one-character text message, for the tests below.
