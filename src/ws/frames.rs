@@ -76,8 +76,9 @@ impl Assembler {
             return Err(violation(close::TOO_BIG, "message too large"));
         }
         self.buffer.extend_from_slice(&frame.payload);
-        if self.opcode == Some(OpCode::Text) {
-            // Fail fast: check what arrived, leaving a possibly split last character for later.
+        if self.opcode == Some(OpCode::Text) && !frame.fin {
+            // Fail fast on a fragment: check what arrived, leaving a possibly split last
+            // character for later. A final frame is checked once, whole, below.
             match std::str::from_utf8(&self.buffer[self.checked..]) {
                 Ok(_) => self.checked = self.buffer.len(),
                 Err(e) if e.error_len().is_some() => {
@@ -153,6 +154,18 @@ mod tests {
         let mut a = Assembler::new(100);
         let bad = a.push(&frame(false, OpCode::Text, &[0xce, 0xba, 0xff]));
         assert_eq!(bad.map_err(|v| v.code), Err(close::INVALID_PAYLOAD));
+        // Final frames, checked whole: a bad byte, a character cut off at the end, and a
+        // fragment that ended half-way through one.
+        for bytes in [&[b'o', b'k', 0xff][..], &euro[..2]] {
+            let bad = Assembler::new(100).push(&frame(true, OpCode::Text, bytes));
+            assert_eq!(bad.map_err(|v| v.code), Err(close::INVALID_PAYLOAD));
+        }
+        let mut a = Assembler::new(100);
+        assert_eq!(a.push(&frame(false, OpCode::Text, &euro[..2])), Ok(None));
+        let cut = a.push(&frame(true, OpCode::Continuation, b"!"));
+        assert_eq!(cut.map_err(|v| v.code), Err(close::INVALID_PAYLOAD));
+        let whole = Assembler::new(100).push(&frame(true, OpCode::Text, "κόσμε".as_bytes()));
+        assert_eq!(whole, Ok(Some(Message::Text("κόσμε".into()))));
     }
 
     #[test]

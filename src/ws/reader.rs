@@ -142,6 +142,13 @@ fn parse_header(bytes: &[u8], max_payload: usize) -> Result<Option<Header>, Read
             _ => return Ok(None),
         },
         127 => match rest {
+            // RFC 6455 §5.2: the most significant bit of a 64-bit length MUST be 0.
+            [a, ..] if a & 0x80 != 0 => {
+                return Err(violation(
+                    close::PROTOCOL_ERROR,
+                    "64-bit length with the top bit set",
+                ));
+            }
             [a, b, c, d, e, f, g, h, ..] => {
                 (u64::from_be_bytes([*a, *b, *c, *d, *e, *f, *g, *h]), 8)
             }
@@ -246,7 +253,7 @@ mod tests {
 
     #[test]
     fn protocol_violations_get_their_close_codes() {
-        let cases: [(&[u8], u16); 7] = [
+        let cases: [(&[u8], u16); 9] = [
             (&[0xC1, 0x80, 0, 0, 0, 0], close::PROTOCOL_ERROR), // RSV1
             (&[0x83, 0x80, 0, 0, 0, 0], close::PROTOCOL_ERROR), // opcode 3
             (
@@ -258,7 +265,13 @@ mod tests {
             (&[0x82, 0xFE, 0x04, 0x01], close::TOO_BIG),        // 1025 > 1024
             (
                 &[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0],
-                close::TOO_BIG, // 2^63
+                close::PROTOCOL_ERROR, // 2^63: the top bit must be 0
+            ),
+            // Decided on the first length byte, before the rest of the header has arrived.
+            (&[0x82, 0xFF, 0xFF], close::PROTOCOL_ERROR),
+            (
+                &[0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+                close::TOO_BIG, // 2^63 - 1, well-formed but over the limit
             ),
         ];
         for (bytes, code) in cases {
