@@ -49,6 +49,9 @@ pub struct Metrics {
     pub rss_bytes: Gauge,
     /// Time from the start of a write transaction to its durable commit.
     pub commit_seconds: Histogram,
+    /// The part of `commit_seconds` spent in the storage engine's durable commit (page writes
+    /// and `fdatasync`): when acknowledgements are slow, this says whether it is the disk.
+    pub commit_sync_seconds: Histogram,
     /// Requests folded into one commit.
     pub commit_batch_size: Histogram,
     /// From a message's commit to its frame being written to a recipient's socket.
@@ -81,6 +84,7 @@ impl Metrics {
             rss_bytes: Gauge::default(),
             // 50 µs .. ~1.6 s
             commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            commit_sync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             // 1 .. 4096
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             // 50 µs .. ~1.6 s
@@ -154,6 +158,11 @@ impl Metrics {
             "commit_seconds",
             "Write transaction duration, to durable commit",
             m.commit_seconds.clone(),
+        );
+        r.register(
+            "commit_sync_seconds",
+            "Durable commit's page writes and fdatasync, part of commit_seconds",
+            m.commit_sync_seconds.clone(),
         );
         r.register(
             "commit_batch_size",

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -531,6 +531,9 @@ fn run(
         metrics.commit_batch_size.observe(size as f64);
         if outcome.is_ok() {
             metrics
+                .commit_sync_seconds
+                .observe(report.sync.as_secs_f64());
+            metrics
                 .messages_persisted
                 .inc_by(report.stored.len() as u64);
             metrics.dead_letters.inc_by(report.dead_letters);
@@ -604,9 +607,12 @@ fn commit_batch(
                 queue_changes: std::mem::take(&mut tables.queue_changes),
                 dead_letters: tables.dead_letters_added,
                 queue_pending: tables.queue_pending,
+                sync: Duration::ZERO,
             };
         }
+        let syncing = Instant::now();
         txn.commit()?;
+        report.sync = syncing.elapsed();
         Ok(())
     })();
     // Requests not reached because an earlier one hit a storage error fail with it too.
@@ -637,6 +643,9 @@ struct BatchReport {
     queue_changes: Vec<(u64, bool)>,
     dead_letters: u64,
     queue_pending: u64,
+    /// How long redb's durable commit took (its page writes and `fdatasync`): the disk's
+    /// share of the batch, apart from applying it.
+    sync: Duration,
 }
 
 impl Command {
