@@ -33,9 +33,9 @@
 //! falls behind shows up in the numbers instead of hiding it; the report also gives each
 //! send's lag behind its schedule ("send lag": tokio's timers fire on whole milliseconds, and
 //! the generator waits for the CPU like the daemon does) and the end-to-end latency with that
-//! lag taken off ("e2e from send"), which is the daemon's and the network's share. The exit
-//! status is non-zero when a run saw loss, duplicates, reordering, errors, closed sockets or
-//! failed connects, or when the daemon died or did not stop cleanly.
+//! lag taken off ("e2e from send": the daemon, loopback and the generator's receiving side).
+//! The exit status is non-zero when a run saw loss, duplicates, reordering, errors, closed
+//! sockets or failed connects, or when the daemon died or did not stop cleanly.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader};
@@ -1171,8 +1171,11 @@ mod pairs {
         sent: u64,
         /// When the last message was queued, µs on the run's clock.
         last_send_us: u64,
-        /// Every send's delay behind its schedule (open loop), µs, by sequence number.
+        /// Every send's delay behind its schedule (open loop), µs, by sequence number: from
+        /// the scheduled time until the flush that handed the frame to the socket returned.
         lag_us: Vec<u64>,
+        /// Scheduled times of the open-loop messages fed since the last flush, in order.
+        unflushed_due_us: Vec<u64>,
     }
 
     impl Writer<'_> {
@@ -1185,8 +1188,15 @@ mod pairs {
             Ok(())
         }
 
+        /// Writes out everything fed so far; the open loop's lags are taken here, when the
+        /// frames have actually been written.
         async fn flush(&mut self) -> Result<(), String> {
-            self.sink.flush().await.map_err(write_error)
+            self.sink.flush().await.map_err(write_error)?;
+            let now_us = self.clock.now_us();
+            for due_us in self.unflushed_due_us.drain(..) {
+                self.lag_us.push(now_us.saturating_sub(due_us));
+            }
+            Ok(())
         }
 
         /// Sends `messages` at `pace`, then flushes.
@@ -1241,8 +1251,7 @@ mod pairs {
                     self.flush().await?;
                     tokio::time::sleep_until(self.clock.at_us(due_us).into()).await;
                 }
-                let lag_us = self.clock.now_us().saturating_sub(due_us);
-                self.lag_us.push(lag_us);
+                self.unflushed_due_us.push(due_us);
                 self.feed(seq, due_us).await?;
             }
             Ok(())
@@ -1275,6 +1284,7 @@ mod pairs {
             sent: 0,
             last_send_us: 0,
             lag_us: Vec::new(),
+            unflushed_due_us: Vec::new(),
         };
         let writing = async {
             tokio::select! {

@@ -49,8 +49,9 @@ pub struct Metrics {
     pub rss_bytes: Gauge,
     /// Time from the start of a write transaction to its durable commit.
     pub commit_seconds: Histogram,
-    /// The part of `commit_seconds` spent in the storage engine's durable commit (page writes
-    /// and `fdatasync`): when acknowledgements are slow, this says whether it is the disk.
+    /// The part of `commit_seconds` spent in the storage engine's `commit()` (finishing its
+    /// B-trees and freed-page records, writing the pages, `fdatasync`), for committed batches
+    /// only: when acknowledgements are slow, it tells the commit apart from applying the batch.
     pub commit_sync_seconds: Histogram,
     /// Requests folded into one commit.
     pub commit_batch_size: Histogram,
@@ -161,7 +162,7 @@ impl Metrics {
         );
         r.register(
             "commit_sync_seconds",
-            "Durable commit's page writes and fdatasync, part of commit_seconds",
+            "Storage engine commit (page writes, fdatasync) of committed batches, part of commit_seconds",
             m.commit_sync_seconds.clone(),
         );
         r.register(

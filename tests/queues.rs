@@ -415,8 +415,8 @@ fn stats_metrics_and_the_engine_health_alias() {
         })
         .expect("rejected by reason");
     assert_eq!(value(&rejected.value), 1.0);
-    // The disk's share of each commit is reported apart: one observation per commit, and
-    // never more time in all than the commits themselves took.
+    // The storage engine's commit is timed apart: one observation per committed batch, and
+    // never more time in all than the batches themselves took.
     let commits = observations(&m, "indaba_commit_seconds");
     assert!(commits > 0.0);
     assert_eq!(observations(&m, "indaba_commit_sync_seconds"), commits);

@@ -643,8 +643,8 @@ struct BatchReport {
     queue_changes: Vec<(u64, bool)>,
     dead_letters: u64,
     queue_pending: u64,
-    /// How long redb's durable commit took (its page writes and `fdatasync`): the disk's
-    /// share of the batch, apart from applying it.
+    /// How long redb's `commit()` took (finishing its trees, writing the pages, `fdatasync`),
+    /// apart from applying the batch.
     sync: Duration,
 }
 

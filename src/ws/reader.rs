@@ -284,6 +284,8 @@ mod tests {
             parse_header(&client_frame(0x82, &[0u8; 1024]), 1024),
             Ok(Some(_))
         ));
+        // A first length byte with the top bit clear waits for the rest of the header.
+        assert!(matches!(parse_header(&[0x82, 0xFF, 0x7F], 1024), Ok(None)));
     }
 
     #[tokio::test]
