@@ -130,8 +130,7 @@ mod tests {
     #[tokio::test]
     async fn a_loaded_directory_answers_as_the_users_table_would() {
         let temp = TempStore::new();
-        let open = || temp.open();
-        let (store, thread) = open();
+        let (store, thread) = temp.open();
         let local = store
             .writer()
             .register_account(NewAccount {
@@ -150,7 +149,7 @@ mod tests {
         thread.finish(store.writer()).await;
         drop(store);
 
-        let (store, thread) = open();
+        let (store, thread) = temp.open();
         let users = Directory::load(&store).await.expect("load");
         assert_eq!(users.len(), 2);
         assert_eq!(users.lookup(7), Some(Some("tendai".to_owned())));
@@ -164,7 +163,7 @@ mod tests {
         drop(store);
 
         // What the table holds now: the rename and the new user landed, the account kept its name.
-        let (store, thread) = open();
+        let (store, thread) = temp.open();
         let users = Directory::load(&store).await.expect("load");
         assert_eq!(users.len(), 3);
         assert_eq!(users.lookup(local), Some(Some("amara".to_owned())));
@@ -180,7 +179,7 @@ mod tests {
                 .insert(9, [0xffu8].as_slice())
                 .expect("insert");
         });
-        let (store, thread) = open();
+        let (store, thread) = temp.open();
         let users = Directory::load(&store)
             .await
             .expect("load despite the bad record");

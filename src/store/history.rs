@@ -256,8 +256,7 @@ mod fold_tests {
     #[tokio::test]
     async fn history_reads_the_same_across_a_fold_and_a_restart() {
         let temp = TempStore::new();
-        let open = || temp.open();
-        let (store, thread) = open();
+        let (store, thread) = temp.open();
         let writer = store.writer();
         let a = writer
             .create_conversation(one_to_one(1, 2))
@@ -328,7 +327,7 @@ mod fold_tests {
         drop(store);
 
         // After a restart the tail is rebuilt from the messages table.
-        let (store, thread) = open();
+        let (store, thread) = temp.open();
         let (back, forward, since, unread) = seen(&store, a).await;
         assert_eq!((back, forward, since), (in_a.clone(), in_a.clone(), in_a));
         assert_eq!(unread, left);
@@ -348,8 +347,7 @@ mod fold_tests {
         use crate::store::tables::{CONVERSATION_MESSAGES, MESSAGES, META, SCHEMA_VERSION};
 
         let temp = TempStore::new();
-        let open = || temp.open();
-        let (store, thread) = open();
+        let (store, thread) = temp.open();
         let a = store
             .writer()
             .create_conversation(one_to_one(1, 2))
@@ -381,7 +379,7 @@ mod fold_tests {
             meta_table.insert(meta::SCHEMA_VERSION, 1).expect("v1");
         });
 
-        let (store, thread) = open();
+        let (store, thread) = temp.open();
         let (version, indexed_to, ids) = store
             .read(move |r| {
                 let conversation = r.conversation(a)?.expect("exists");

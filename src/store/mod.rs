@@ -221,7 +221,7 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
         .map_err(|e| StoreError::Storage(e.to_string()))?;
     {
         let mut meta_table = txn.open_table(META)?;
-        let found = meta_table.get(meta::SCHEMA_VERSION)?.map(|v| v.value());
+        let found = meta::get(&meta_table, meta::SCHEMA_VERSION)?;
         match found {
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StoreError::NewerSchema {
@@ -232,9 +232,7 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
             }
             // Version 1 indexed every message as it was appended.
             Some(1) => {
-                let next = meta_table
-                    .get(meta::NEXT_MESSAGE_ID)?
-                    .map_or(1, |v| v.value());
+                let next = meta::get(&meta_table, meta::NEXT_MESSAGE_ID)?.unwrap_or(1);
                 meta_table.insert(meta::INDEXED_TO, next.saturating_sub(1))?;
                 meta_table.insert(meta::SCHEMA_VERSION, SCHEMA_VERSION)?;
                 tracing::info!(from = 1, to = SCHEMA_VERSION, "data file schema upgraded");

@@ -20,6 +20,21 @@ use crate::crypto::Keyring;
 /// `convid_msgid`, opened for reading.
 type HistoryIndex = ReadOnlyTable<(u64, u64), ()>;
 
+/// One snapshot's history index and tail, owned for the length of a query.
+struct SnapshotHistory {
+    index: HistoryIndex,
+    tail: Tail,
+}
+
+impl SnapshotHistory {
+    fn view(&self) -> History<'_, HistoryIndex> {
+        History {
+            index: &self.index,
+            tail: &self.tail,
+        }
+    }
+}
+
 /// A read snapshot plus the keys to open what it holds.
 #[derive(Debug)]
 pub struct Reader<'a> {
@@ -90,14 +105,17 @@ impl<'a> Reader<'a> {
 
     /// A counter of `name_value` (0 when absent).
     pub fn meta(&self, key: &str) -> Result<u64, StoreError> {
-        Ok(self.table(META)?.get(key)?.map_or(0, |v| v.value()))
+        Ok(meta::get(&self.table(META)?, key)?.unwrap_or(0))
     }
 
     /// The history index of this snapshot and its tail (read once per query).
-    fn history(&self) -> Result<(HistoryIndex, Tail), StoreError> {
+    fn history(&self) -> Result<SnapshotHistory, StoreError> {
         let indexed_to = self.meta(meta::INDEXED_TO)?;
         let tail = read_tail(&self.table(MESSAGES)?, indexed_to)?;
-        Ok((self.table(CONVERSATION_MESSAGES)?, tail))
+        Ok(SnapshotHistory {
+            index: self.table(CONVERSATION_MESSAGES)?,
+            tail,
+        })
     }
 
     fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -205,11 +223,8 @@ impl<'a> Reader<'a> {
         since: u64,
         limit: usize,
     ) -> Result<(Vec<QueuedMessage>, bool), StoreError> {
-        let (index, tail) = self.history()?;
-        let history = History {
-            index: &index,
-            tail: &tail,
-        };
+        let snapshot = self.history()?;
+        let history = snapshot.view();
         let mut ids = Vec::new();
         for conv in self.conversation_ids(user)? {
             // Each conversation contributes at most `limit + 1`: enough to know if more follow.
@@ -268,11 +283,8 @@ impl<'a> Reader<'a> {
         user: u64,
         limit: usize,
     ) -> Result<(u64, Vec<MessageView>), StoreError> {
-        let (index, tail) = self.history()?;
-        let history = History {
-            index: &index,
-            tail: &tail,
-        };
+        let snapshot = self.history()?;
+        let history = snapshot.view();
         let mut total = 0;
         let mut found = Vec::new();
         for entry in self
@@ -470,11 +482,8 @@ impl<'a> Reader<'a> {
         cursor: Cursor,
         limit: usize,
     ) -> Result<MessagePage, StoreError> {
-        let (index, tail) = self.history()?;
-        let history = History {
-            index: &index,
-            tail: &tail,
-        };
+        let snapshot = self.history()?;
+        let history = snapshot.view();
         let mut ids: Vec<u64> = Vec::with_capacity(limit);
         match cursor {
             Cursor::Latest | Cursor::Before(_) => {

@@ -63,6 +63,19 @@ pub const CLIENT_IDS: TableDefinition<(u64, &str), u64> =
 
 /// Keys of [`META`].
 pub mod meta {
+    use redb::ReadableTable;
+
+    use crate::store::StoreError;
+
+    /// The number stored under `key`, `None` when absent: the one way every reader and the
+    /// writer read [`super::META`].
+    pub fn get(
+        table: &impl ReadableTable<&'static str, u64>,
+        key: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(table.get(key)?.map(|v| v.value()))
+    }
+
     /// Schema version of the file.
     pub const SCHEMA_VERSION: &str = "schema_version";
     /// The id the next message gets.

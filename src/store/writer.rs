@@ -440,9 +440,8 @@ pub(super) fn spawn(
     // Everything the writer starts from, out of one snapshot.
     let txn = db.begin_read()?;
     let (pending, dead) = {
-        let meta = txn.open_table(META)?;
-        let get =
-            |key| -> Result<u64, StoreError> { Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0)) };
+        let table = txn.open_table(META)?;
+        let get = |key| Ok::<_, StoreError>(meta::get(&table, key)?.unwrap_or(0));
         (get(meta::QUEUE_PENDING)?, get(meta::DEAD_LETTERS)?)
     };
     // A user is in the lengths table exactly while their queue holds entries.
@@ -713,21 +712,15 @@ impl<'txn> Tables<'txn> {
         queue_max: u64,
         tail: &'txn mut WriterTail,
     ) -> Result<Self, StoreError> {
-        let meta = txn.open_table(META)?;
-        let next_message_id = meta
-            .get(meta::NEXT_MESSAGE_ID)?
-            .map(|v| v.value())
-            .unwrap_or(1);
-        let next_conversation_id = meta
-            .get(meta::NEXT_CONVERSATION_ID)?
-            .map(|v| v.value())
-            .unwrap_or(1);
-        let next_local_user_id = meta.get(meta::NEXT_LOCAL_USER_ID)?.map(|v| v.value());
-        let queue_pending = meta.get(meta::QUEUE_PENDING)?.map_or(0, |v| v.value());
-        let dead_letters = meta.get(meta::DEAD_LETTERS)?.map_or(0, |v| v.value());
+        let table = txn.open_table(META)?;
+        let next_message_id = meta::get(&table, meta::NEXT_MESSAGE_ID)?.unwrap_or(1);
+        let next_conversation_id = meta::get(&table, meta::NEXT_CONVERSATION_ID)?.unwrap_or(1);
+        let next_local_user_id = meta::get(&table, meta::NEXT_LOCAL_USER_ID)?;
+        let queue_pending = meta::get(&table, meta::QUEUE_PENDING)?.unwrap_or(0);
+        let dead_letters = meta::get(&table, meta::DEAD_LETTERS)?.unwrap_or(0);
         Ok(Self {
             tail,
-            meta,
+            meta: table,
             users: txn.open_table(USERS)?,
             usernames: txn.open_table(USERNAMES)?,
             conversations: txn.open_table(CONVERSATIONS)?,
@@ -1446,10 +1439,7 @@ struct WriterState {
 impl WriterState {
     /// The tail as of `txn`: every message above `indexed_to`, with its client id.
     fn load(txn: &ReadTransaction) -> Result<Self, StoreError> {
-        let indexed_to = txn
-            .open_table(META)?
-            .get(meta::INDEXED_TO)?
-            .map_or(0, |v| v.value());
+        let indexed_to = meta::get(&txn.open_table(META)?, meta::INDEXED_TO)?.unwrap_or(0);
         let mut tail = WriterTail::default();
         scan_tail(
             &txn.open_table(MESSAGES)?,
