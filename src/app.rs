@@ -188,6 +188,8 @@ pub async fn run(
     let options = WriterOptions {
         batch_max,
         queue_max: config.queues.message_queue_max_size,
+        journal: config.storage.journal,
+        checkpoint_interval: config.storage.checkpoint_interval,
         sink: commit_sink,
         metrics: metrics.clone(),
     };

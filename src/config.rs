@@ -74,6 +74,14 @@ pub struct StorageConfig {
     pub old_encryption_key_files: Vec<PathBuf>,
     /// Upper bound on write requests folded into one commit.
     pub commit_batch_max: usize,
+    /// Make batches durable in `indaba.journal` (one contiguous write and sync each) and
+    /// commit them to the redb file durably only at checkpoints. Off, every batch is a
+    /// durable redb commit: one file, slower acknowledgements.
+    pub journal: bool,
+    /// The longest a batch stays only in the journal before a checkpoint commits it durably to
+    /// the redb file: bounds what a restart after a crash replays.
+    #[serde(with = "duration_str")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for StorageConfig {
@@ -84,6 +92,8 @@ impl Default for StorageConfig {
             encryption_key: None,
             old_encryption_key_files: Vec::new(),
             commit_batch_max: 4096,
+            journal: true,
+            checkpoint_interval: Duration::from_millis(50),
         }
     }
 }
@@ -346,6 +356,14 @@ impl Config {
         }
         if self.storage.commit_batch_max == 0 {
             return invalid("storage.commit_batch_max", "must be at least 1");
+        }
+        if self.storage.checkpoint_interval.is_zero()
+            || self.storage.checkpoint_interval > Duration::from_secs(3600)
+        {
+            return invalid(
+                "storage.checkpoint_interval",
+                "must be more than zero and at most 1h",
+            );
         }
         if self.auth.jwt_secret.is_some() && self.auth.jwt_secret_file.is_some() {
             return invalid(

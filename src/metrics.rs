@@ -47,12 +47,15 @@ pub struct Metrics {
     pub queue_pending: Gauge,
     /// Resident memory of the process.
     pub rss_bytes: Gauge,
-    /// Time from the start of a write transaction to its durable commit.
+    /// The writer's time per batch: applying it and committing it to redb (without a sync,
+    /// or durably for a checkpoint). Durability comes after, from the journal.
     pub commit_seconds: Histogram,
-    /// The part of `commit_seconds` spent in the storage engine's `commit()` (finishing its
-    /// B-trees and freed-page records, writing the pages, `fdatasync`), for committed batches
-    /// only: when acknowledgements are slow, it tells the commit apart from applying the batch.
-    pub commit_sync_seconds: Histogram,
+    /// One journal write and `fdatasync`, making one or more committed batches durable: when
+    /// acknowledgements are slow, this tells a slow disk apart from a busy writer.
+    pub journal_sync_seconds: Histogram,
+    /// redb's `commit()` of a checkpoint (writing the pages dirtied since the last one,
+    /// `fdatasync`), part of `commit_seconds`; with `storage.journal = false`, of every batch.
+    pub checkpoint_seconds: Histogram,
     /// Requests folded into one commit.
     pub commit_batch_size: Histogram,
     /// From a message's commit to its frame being written to a recipient's socket.
@@ -85,7 +88,8 @@ impl Metrics {
             rss_bytes: Gauge::default(),
             // 50 µs .. ~1.6 s
             commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
-            commit_sync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            journal_sync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            checkpoint_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             // 1 .. 4096
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             // 50 µs .. ~1.6 s
@@ -157,13 +161,18 @@ impl Metrics {
         );
         r.register(
             "commit_seconds",
-            "Write transaction duration, to durable commit",
+            "Applying a batch and committing it to redb (durable only for checkpoints)",
             m.commit_seconds.clone(),
         );
         r.register(
-            "commit_sync_seconds",
-            "Storage engine commit (page writes, fdatasync) of committed batches, part of commit_seconds",
-            m.commit_sync_seconds.clone(),
+            "journal_sync_seconds",
+            "One journal write and fdatasync, making committed batches durable",
+            m.journal_sync_seconds.clone(),
+        );
+        r.register(
+            "checkpoint_seconds",
+            "Durable redb commit of a checkpoint (page writes, fdatasync), part of commit_seconds",
+            m.checkpoint_seconds.clone(),
         );
         r.register(
             "commit_batch_size",

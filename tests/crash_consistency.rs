@@ -99,3 +99,123 @@ fn verify(daemon: &Daemon, acknowledged: &BTreeMap<u64, String>) {
         assert_eq!(body["text"], text.as_str());
     }
 }
+
+const SECRET: &str = "service-secret-for-tests-0123456789";
+
+/// With no checkpoint during the run, everything the daemon did after it started lives only in
+/// its journal when it is killed. After the restart every user must read what they read
+/// before: conversations with their unread counts and archive flags, history pages, queues.
+#[test]
+fn the_journal_alone_brings_back_every_kind_of_write_after_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start_with(
+        dir.path(),
+        Options::env(&[
+            ("INDABA_STORAGE__CHECKPOINT_INTERVAL", "1h"),
+            ("INDABA_SERVICE__SHARED_SECRET", SECRET),
+            ("INDABA_LIMITS__MESSAGES_PER_SECOND", "1000000"),
+            ("INDABA_LIMITS__MESSAGES_BURST", "1000000"),
+        ]),
+    );
+    let one = daemon.conversation(1, 2);
+    let (status, group) = daemon.post(
+        3,
+        "/api/v1/messaging/conversations/",
+        &json!({"participants": [1, 2], "subject": "Viewing on Saturday", "property": 7}),
+    );
+    assert_eq!(status, 201, "{group}");
+    let group = group["id"].as_u64().expect("id");
+    let mut sent = Vec::new();
+    for i in 0..30u64 {
+        let (from, conversation) = [(1, one), (2, one), (3, group)][(i % 3) as usize];
+        sent.push(daemon.send(from, conversation, &format!("message {i}"))["id"].clone());
+    }
+    let read = |user, id: &serde_json::Value| {
+        let (status, body) = daemon.post(
+            user,
+            &format!("/api/v1/messaging/messages/{id}/mark_as_read/"),
+            &json!({}),
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    read(2, &sent[12]);
+    read(1, &sent[29]);
+    let (status, body) = daemon.post(
+        1,
+        &format!("/api/v1/messaging/conversations/{group}/archive/"),
+        &json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = service(
+        &daemon,
+        "POST",
+        "/api/messages/broadcast",
+        Some(
+            json!({"message": {"sender_id": 1, "text": "maintenance tonight", "message_type": "system"}, "user_ids": [4, 5]}),
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    // The service API drains user 5's queue.
+    let (status, body) = service(&daemon, "GET", "/api/messages/queue/5", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 1);
+
+    let before = everything_users_read(&daemon, one, group);
+    daemon.crash();
+
+    let daemon = Daemon::start_with(
+        dir.path(),
+        Options::env(&[("INDABA_SERVICE__SHARED_SECRET", SECRET)]),
+    );
+    assert!(
+        daemon.log_text().contains("journal replayed"),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(everything_users_read(&daemon, one, group), before);
+}
+
+/// What users 1–5 see of their conversations, the two conversations' history and their
+/// queues (peeked, not drained).
+fn everything_users_read(daemon: &Daemon, one: u64, group: u64) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    for user in 1..=5u64 {
+        for path in [
+            "/api/v1/messaging/conversations/".to_owned(),
+            "/api/v1/messaging/conversations/?archived=true".to_owned(),
+            "/api/v1/messaging/conversations/unread_count/".to_owned(),
+            format!("/api/v1/messaging/messages/?conversation={one}"),
+            format!("/api/v1/messaging/messages/?conversation={group}"),
+        ] {
+            let (status, body) = daemon.get(user, &path);
+            seen.push(json!({"user": user, "path": path, "status": status, "body": body}));
+        }
+        let (status, body) = service(
+            daemon,
+            "GET",
+            &format!("/api/messages/queue/{user}?peek=true"),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        seen.push(json!({"user": user, "queue": body}));
+    }
+    seen
+}
+
+fn service(
+    daemon: &Daemon,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let request = match method {
+        "POST" => daemon.http.post(daemon.url(path)),
+        _ => daemon.http.get(daemon.url(path)),
+    }
+    .header("X-Service-Token", SECRET);
+    let request = match body {
+        Some(body) => request.json(&body),
+        None => request,
+    };
+    common::split(request.send().expect("service call"))
+}

@@ -170,7 +170,8 @@ fn count_rows(txn: &ReadTransaction) -> Result<Summary, BackupError> {
     Ok(Summary::sorted(tables))
 }
 
-fn write_copy(
+/// Writes what `src` sees into `dest`, an empty file (see [`snapshot`]).
+pub(super) fn write_copy(
     src: &ReadTransaction,
     dest: File,
     cancelled: &dyn Fn() -> bool,
@@ -185,7 +186,19 @@ fn write_copy(
         copied: Vec::new(),
     };
     copy_every_table(&mut copier)?;
-    let copied = copier.copied;
+    let mut copied = copier.copied;
+    // A backup is a data file of its own: opened, it gets a journal id of its own, so no
+    // journal is ever replayed into it, and it holds everything without one.
+    {
+        let mut meta_table = dst.open_table(tables::META)?;
+        let mut left_out = 0;
+        for key in [tables::meta::JOURNAL_ID, tables::meta::CHECKPOINT_SEQ] {
+            left_out += u64::from(meta_table.remove(key)?.is_some());
+        }
+        if let Some(meta_count) = copied.iter_mut().find(|t| t.name == tables::META.name()) {
+            meta_count.rows -= left_out;
+        }
+    }
 
     // The snapshot must hold nothing that was not copied.
     let names: BTreeSet<&str> = copied.iter().map(|t| t.name.as_str()).collect();
@@ -318,6 +331,74 @@ mod tests {
             .create_new(true)
             .open(path)
             .expect("create backup file")
+    }
+
+    /// A backup restored over a data file whose journal holds batches from after the backup
+    /// must open as the backup: those batches were applied to another state, and replaying
+    /// them into the copy would give its message ids to other messages.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restored_backup_does_not_replay_the_journal_beside_it() {
+        use crate::store::records::Priority;
+        use crate::store::testing::{TempStore, one_to_one};
+        use crate::store::writer::{MessageAppended, NewMessage};
+
+        let temp = TempStore::new();
+        // No checkpoint during the run: every batch stays in the journal.
+        let (store, thread) = temp.open_with(WriterOptions {
+            checkpoint_interval: std::time::Duration::from_secs(3600),
+            ..WriterOptions::standalone(16)
+        });
+        let writer = store.writer().clone();
+        let conversation = writer
+            .create_conversation(one_to_one(1, 2))
+            .await
+            .expect("conversation")
+            .id;
+        let send = |text: &str| NewMessage {
+            conversation,
+            sender: 1,
+            receiver: None,
+            message_type: "text".into(),
+            priority: Priority::Normal,
+            client_id: None,
+            body: text.as_bytes().to_vec(),
+            plain: Arc::default(),
+            origin: None,
+        };
+        let appended = |result| match result {
+            Ok(MessageAppended::Stored { id, .. }) => id,
+            other => panic!("{other:?}"),
+        };
+        let kept = appended(writer.append_message(send("in the backup")).await);
+        let backup = tempfile::tempdir().expect("tempdir");
+        let backup_file = backup.path().join("b.redb");
+        store
+            .backup(
+                empty_file(&backup_file),
+                tokio_util::sync::CancellationToken::new(),
+            )
+            .await
+            .expect("backup");
+        let later = appended(writer.append_message(send("after the backup")).await);
+        let crashed = temp.crash_copy();
+        thread.finish(&writer).await;
+        drop(store);
+
+        // Restored as docs/OPERATIONS.md says: the backup replaces the data file; the journal
+        // the crash left stays where it is.
+        std::fs::copy(
+            &backup_file,
+            crashed.path().join(crate::store::DATABASE_FILE),
+        )
+        .expect("restore");
+        let (store, thread) = crashed.open();
+        let (kept, later) = store
+            .read(move |r| Ok((r.message(kept)?, r.message(later)?)))
+            .await
+            .expect("read");
+        assert_eq!(kept.expect("in the backup").body, b"in the backup");
+        assert!(later.is_none(), "the journal was replayed into the backup");
+        thread.finish(store.writer()).await;
     }
 
     #[tokio::test]

@@ -3,7 +3,10 @@
 //! * [`tables`] defines every table and the schema version.
 //! * [`records`] defines what the tables hold.
 //! * [`writer`] owns the only write path: a dedicated thread that folds every pending request
-//!   into one transaction and answers each only after the commit is durable.
+//!   into one transaction and commits it.
+//! * [`journal`] makes most of those commits durable with one contiguous write; a periodic
+//!   checkpoint commits to the redb file durably; [`durability`] answers each request only
+//!   once its batch is durable.
 //! * [`reader`] answers queries on a snapshot, off the async runtime.
 //! * [`history`] finds a conversation's messages: an index folded in bulk, plus its tail.
 //! * [`backup`] copies one snapshot of every table into a fresh file, for `indaba backup`.
@@ -24,7 +27,9 @@ macro_rules! storage_error_from {
 }
 
 pub mod backup;
+pub mod durability;
 pub mod history;
+pub mod journal;
 pub mod reader;
 pub mod records;
 pub mod tables;
@@ -73,6 +78,8 @@ pub enum StoreError {
         stored: String,
         configured: String,
     },
+    #[error("journal {path}: {message}")]
+    Journal { path: PathBuf, message: String },
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("stored record cannot be decoded: {0}")]
@@ -106,6 +113,9 @@ impl Store {
     ///
     /// Messages committed from then on are reported, batch by batch in commit order, on the
     /// options' sink.
+    ///
+    /// A journal left by a crash is replayed first: the store opens holding every batch that
+    /// was acknowledged.
     pub fn open(
         data_dir: &Path,
         keyring: Arc<Keyring>,
@@ -113,9 +123,27 @@ impl Store {
     ) -> Result<(Store, writer::WriterThread), StoreError> {
         let db = open_database(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
-        check_schema_and_keys(&db, &path, &keyring)?;
+        let journal_id = check_schema_and_keys(&db, &path, &keyring)?;
+        let (journal, opened) = journal::Journal::open(data_dir, journal_id)?;
+        if opened == journal::Opened::Replaced {
+            tracing::warn!(
+                path = %data_dir.join(journal::JOURNAL_FILE).display(),
+                "the journal belonged to another data file (a restored backup?); started a new one"
+            );
+        }
+        let journal_path = data_dir.join(journal::JOURNAL_FILE);
+        let replayed = writer::replay(&db, &journal, &journal_path, options.queue_max)?;
+        if replayed.batches > 0 {
+            tracing::info!(
+                batches = replayed.batches,
+                messages = replayed.messages,
+                "journal replayed into the data file"
+            );
+        }
+        // With the journal off, the file was only read: every commit is durable by itself.
+        let journal = options.journal.then_some(journal);
         let db = Arc::new(db);
-        let (handle, thread) = writer::spawn(db.clone(), options)?;
+        let (handle, thread) = writer::spawn(db.clone(), options, journal, replayed.seq)?;
         Ok((
             Store {
                 db,
@@ -137,21 +165,36 @@ impl Store {
     }
 
     /// Writes a consistent snapshot of every table into `dest` (an empty file, opened for
-    /// reading and writing) on the blocking pool; stops early once `cancel` fires.
+    /// reading and writing) on the blocking pool; stops early once `cancel` fires. Returns
+    /// once everything the snapshot holds is durable.
     pub async fn backup(
         &self,
         dest: std::fs::File,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<backup::Summary, backup::BackupError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            backup::snapshot(db.as_ref(), dest, &|| cancel.is_cancelled())
+        let progress = self.writer.progress().clone();
+        let (summary, seq) = tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read()?;
+            let seq = progress.committing();
+            Ok::<_, backup::BackupError>((
+                backup::write_copy(&txn, dest, &|| cancel.is_cancelled())?,
+                seq,
+            ))
         })
         .await
-        .map_err(|e| backup::BackupError::Storage(format!("backup task failed: {e}")))?
+        .map_err(|e| backup::BackupError::Storage(format!("backup task failed: {e}")))??;
+        self.writer
+            .progress()
+            .settled(seq)
+            .await
+            .map_err(|e| backup::BackupError::Storage(e.to_string()))?;
+        Ok(summary)
     }
 
-    /// Runs a read-only query on a consistent snapshot, on the blocking pool.
+    /// Runs a read-only query on a consistent snapshot, on the blocking pool. Answers once
+    /// every batch the snapshot holds is durable, so nothing a crash could take back (and
+    /// whose ids could be given again) is ever shown.
     pub async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -159,13 +202,18 @@ impl Store {
     {
         let db = self.db.clone();
         let keyring = self.keyring.clone();
-        tokio::task::spawn_blocking(move || {
+        let progress = self.writer.progress().clone();
+        let (answer, seq) = tokio::task::spawn_blocking(move || {
             let txn = db.begin_read()?;
+            // After the snapshot began: at least the seq of every batch it holds.
+            let seq = progress.committing();
             let reader = reader::Reader::new(&txn, &keyring);
-            query(&reader)
+            Ok::<_, StoreError>((query(&reader)?, seq))
         })
         .await
-        .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
+        .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))??;
+        self.writer.progress().settled(seq).await?;
+        Ok(answer)
     }
 }
 
@@ -214,12 +262,13 @@ fn probe_writable(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Refuses a newer schema and a key that did not seal the existing data; records the current
-/// key's canary so the next start can check it.
-fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Result<(), StoreError> {
+/// key's canary so the next start can check it. Returns the file's journal id (given one now
+/// if it has none).
+fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Result<u64, StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(redb::Durability::Immediate)
         .map_err(|e| StoreError::Storage(e.to_string()))?;
-    {
+    let journal_id = {
         let mut meta_table = txn.open_table(META)?;
         let found = meta::get(&meta_table, meta::SCHEMA_VERSION)?;
         match found {
@@ -230,18 +279,37 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
                     supported: SCHEMA_VERSION,
                 });
             }
-            // Version 1 indexed every message as it was appended.
-            Some(1) => {
-                let next = meta::get(&meta_table, meta::NEXT_MESSAGE_ID)?.unwrap_or(1);
-                meta_table.insert(meta::INDEXED_TO, next.saturating_sub(1))?;
+            Some(found) if found < SCHEMA_VERSION => {
+                // Version 1 indexed every message as it was appended. Version 2 had no journal:
+                // with no checkpoint seq, nothing is replayed into it.
+                if found == 1 {
+                    let next = meta::get(&meta_table, meta::NEXT_MESSAGE_ID)?.unwrap_or(1);
+                    meta_table.insert(meta::INDEXED_TO, next.saturating_sub(1))?;
+                }
                 meta_table.insert(meta::SCHEMA_VERSION, SCHEMA_VERSION)?;
-                tracing::info!(from = 1, to = SCHEMA_VERSION, "data file schema upgraded");
+                tracing::info!(
+                    from = found,
+                    to = SCHEMA_VERSION,
+                    "data file schema upgraded"
+                );
             }
             Some(_) => {}
             None => {
                 meta_table.insert(meta::SCHEMA_VERSION, SCHEMA_VERSION)?;
             }
         }
+        let journal_id = match meta::get(&meta_table, meta::JOURNAL_ID)? {
+            Some(id) => id,
+            None => {
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes).map_err(|e| {
+                    StoreError::Storage(format!("no randomness for a journal id: {e}"))
+                })?;
+                let id = u64::from_le_bytes(bytes);
+                meta_table.insert(meta::JOURNAL_ID, id)?;
+                id
+            }
+        };
 
         // Create every table up front, so readers never meet a missing one.
         txn.open_table(tables::USERS)?;
@@ -280,9 +348,10 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
         if !stored.contains(&current) {
             checks.insert(current, keyring.seal(KEY_CHECK_PLAINTEXT).as_slice())?;
         }
-    }
+        journal_id
+    };
     txn.commit()?;
-    Ok(())
+    Ok(journal_id)
 }
 
 /// A reply slot for one write request.
@@ -327,12 +396,69 @@ pub(crate) mod testing {
 
         /// Opens the store (drop the `Store` and finish the thread before opening again).
         pub fn open(&self) -> (Store, WriterThread) {
-            Store::open(
-                self.dir.path(),
-                self.keyring.clone(),
-                WriterOptions::standalone(64),
-            )
-            .expect("open")
+            self.open_with(WriterOptions::standalone(64))
+        }
+
+        /// The data dir.
+        pub fn path(&self) -> &std::path::Path {
+            self.dir.path()
+        }
+
+        pub fn open_with(&self, options: WriterOptions) -> (Store, WriterThread) {
+            Store::open(self.dir.path(), self.keyring.clone(), options).expect("open")
+        }
+
+        /// The files as `kill -9` would leave them now: the data file as of its last durable
+        /// commit (what is not durable lives only in redb's memory) and the journal.
+        pub fn crash_copy(&self) -> TempStore {
+            let copy = TempStore {
+                dir: tempfile::tempdir().expect("tempdir"),
+                keyring: self.keyring.clone(),
+            };
+            for file in [super::DATABASE_FILE, super::journal::JOURNAL_FILE] {
+                std::fs::copy(self.dir.path().join(file), copy.dir.path().join(file))
+                    .expect("copy");
+            }
+            copy
+        }
+
+        /// Every row of every table of the closed store, as text, in key order.
+        pub fn dump(&self) -> Vec<String> {
+            use redb::{Key, ReadTransaction, ReadableDatabase, TableDefinition, Value};
+
+            fn rows<K: Key + 'static, V: Value + 'static>(
+                txn: &ReadTransaction,
+                table: TableDefinition<K, V>,
+                out: &mut Vec<String>,
+            ) where
+                for<'a> K::SelfType<'a>: std::fmt::Debug,
+                for<'a> V::SelfType<'a>: std::fmt::Debug,
+            {
+                use redb::{ReadableTable, TableHandle};
+                let name = table.name().to_owned();
+                for row in txn.open_table(table).expect("table").iter().expect("iter") {
+                    let (key, value) = row.expect("row");
+                    out.push(format!("{name} {:?} {:?}", key.value(), value.value()));
+                }
+            }
+
+            use super::tables::*;
+            let db = redb::Database::open(self.dir.path().join(super::DATABASE_FILE)).expect("db");
+            let txn = db.begin_read().expect("read");
+            let mut out = Vec::new();
+            rows(&txn, META, &mut out);
+            rows(&txn, KEY_CHECKS, &mut out);
+            rows(&txn, USERS, &mut out);
+            rows(&txn, USERNAMES, &mut out);
+            rows(&txn, CONVERSATIONS, &mut out);
+            rows(&txn, CONVERSATION_KEYS, &mut out);
+            rows(&txn, MESSAGES, &mut out);
+            rows(&txn, CONVERSATION_MESSAGES, &mut out);
+            rows(&txn, MEMBERSHIPS, &mut out);
+            rows(&txn, CLIENT_IDS, &mut out);
+            rows(&txn, QUEUE, &mut out);
+            rows(&txn, QUEUE_LENGTHS, &mut out);
+            out
         }
 
         /// Changes the file of the closed store directly, as damage or an older version

@@ -68,7 +68,7 @@ pub struct MessageRecord {
 }
 
 /// What a user wrote in a message; sealed at rest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageBody {
     pub text: String,
     /// The `metadata` object as JSON text (postcard cannot carry free-form JSON values).

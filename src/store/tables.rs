@@ -11,8 +11,10 @@ use redb::TableDefinition;
 
 /// On-disk schema this build reads and writes. 2: `convid_msgid` and
 /// `senderid_clientid_msgid` hold the messages up to `indexed_to` only (see
-/// [`super::history`]); a version 1 file is upgraded at open.
-pub const SCHEMA_VERSION: u64 = 2;
+/// [`super::history`]). 3: batches after `checkpoint_seq` are in `indaba.journal`
+/// ([`super::journal`]), so an older build must not open the file and miss them. Older
+/// files are upgraded at open.
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Small named numbers: the schema version and id counters (see [`meta`]).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("name_value");
@@ -91,4 +93,10 @@ pub mod meta {
     /// Every message id up to this one is in `convid_msgid` and `senderid_clientid_msgid`
     /// (absent: 0).
     pub const INDEXED_TO: &str = "indexed_to";
+    /// The seq of the last checkpoint: the journal's records after it are not in this file
+    /// yet (absent: 0).
+    pub const CHECKPOINT_SEQ: &str = "checkpoint_seq";
+    /// Ties `indaba.journal` to this file: a journal with another id is not replayed here.
+    /// A backup leaves it out, so a restored copy starts a journal of its own.
+    pub const JOURNAL_ID: &str = "journal_id";
 }
