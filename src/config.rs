@@ -567,6 +567,27 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_interval_is_a_bounded_duration() {
+        let config = Config::load(
+            None,
+            env(&[("INDABA_STORAGE__CHECKPOINT_INTERVAL", "250ms")]),
+        )
+        .expect("a duration");
+        assert_eq!(
+            config.storage.checkpoint_interval,
+            Duration::from_millis(250)
+        );
+        for bad in ["0s", "2h"] {
+            let err = Config::load(None, env(&[("INDABA_STORAGE__CHECKPOINT_INTERVAL", bad)]))
+                .expect_err("out of range");
+            assert!(
+                err.to_string().contains("storage.checkpoint_interval"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_env_key_is_named() {
         let err = Config::load(None, env(&[("INDABA_SERVER__LISTN", "x")]))
             .expect_err("unknown key must fail");

@@ -3,7 +3,9 @@
 //! Several threads send messages as fast as they are acknowledged; the daemon is killed with
 //! SIGKILL mid-stream; after a restart every message that got a 201 must be there with its
 //! text, and ids must still be strictly increasing. Repeated over several rounds on the same
-//! data file, so recovery from a crash is itself crashed into.
+//! data file, so recovery from a crash is itself crashed into; every other round runs with
+//! `storage.journal = false` (every batch a durable redb commit), so both ways of making a
+//! batch durable are killed, and switching between them after a crash is too.
 
 mod common;
 
@@ -25,11 +27,13 @@ fn acknowledged_messages_survive_kill_9() {
     let mut conversations = Vec::new();
     for round in 0..ROUNDS {
         // Senders go as fast as they are acknowledged: lift the per-user send rate limit.
+        let journal = if round % 2 == 0 { "true" } else { "false" };
         let daemon = Arc::new(Daemon::start_with(
             dir.path(),
             Options::env(&[
                 ("INDABA_LIMITS__MESSAGES_PER_SECOND", "1000000"),
                 ("INDABA_LIMITS__MESSAGES_BURST", "1000000"),
+                ("INDABA_STORAGE__JOURNAL", journal),
             ]),
         ));
         // Everything acknowledged in earlier rounds is still there.

@@ -293,6 +293,7 @@ get_message() {
 step "start the installed daemon as its unit would (under strace)"
 start_daemon strace
 owner_mode "$DATA/indaba.redb" "600 indaba indaba"
+owner_mode "$DATA/indaba.journal" "600 indaba indaba"
 # log.format = "json": every line the daemon writes is one JSON object.
 python3 - "$TMP/daemon.log" <<'PY' || fail "the daemon's log is not JSON lines"
 import json, sys

@@ -70,7 +70,7 @@ pub enum BackupError {
     )]
     SourceInUse { path: PathBuf },
     #[error(
-        "data file {path} was not closed cleanly (did indaba crash?): indaba repairs it at its next start; back up the running daemon then, or copy the stopped file as it is"
+        "data file {path} was not closed cleanly (did indaba crash?): indaba repairs it and replays its journal at its next start; back up the running daemon then"
     )]
     SourceNeedsRepair { path: PathBuf },
     #[error("cannot open data file {path}: {message}")]
