@@ -11,9 +11,9 @@
 //! checkpoint, and the writer makes every batch a checkpoint from then on (it reads
 //! [`JournalHealth`]); an acknowledgement is never sent for a batch that is not durable.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Condvar, Mutex};
 #[cfg(test)]
 use std::time::Duration;
 use std::time::Instant;
@@ -25,9 +25,58 @@ use super::journal::Journal;
 use super::writer::{BatchReport, Command, CommitSink, Completion, QueuedUsers, WriterHealth};
 use crate::metrics::Metrics;
 
-/// Committed batches the writer may be ahead of this thread by before it waits: enough to
-/// keep it busy through one `fdatasync`, few enough to bound what a slow disk holds in memory.
-pub(super) const JOBS_IN_FLIGHT: usize = 0;
+/// Committed batches waiting for this thread: one. The writer does not commit while a sync is
+/// under way ([`SyncGate`]), so it never has more than one to hand over, and this thread finds
+/// it waiting when it is done reporting the last one: neither thread sleeps on the hand-over.
+pub(super) const JOBS_IN_FLIGHT: usize = 1;
+
+/// Whether this thread is writing and syncing the journal. The writer holds its next commit
+/// until it is not: the requests that arrive meanwhile would wait for the end of this sync and
+/// then for the next one whatever the writer did, so they may as well share one commit, and
+/// the next sync starts as soon as this one ends. Committing them as they came cut them into
+/// more commits, each paying the writer's page copies (docs/PERFORMANCE.md).
+#[derive(Debug, Default)]
+pub(super) struct SyncGate {
+    syncing: Mutex<bool>,
+    done: Condvar,
+}
+
+impl SyncGate {
+    /// Returns once no sync is under way.
+    pub(super) fn wait(&self) {
+        let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        while *syncing {
+            syncing = self.done.wait(syncing).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Closed by the writer as it hands a batch over, so it cannot race ahead of the sync;
+    /// opened by this thread once the sync is done.
+    pub(super) fn close(&self) {
+        self.set(true);
+    }
+
+    pub(super) fn open(&self) {
+        self.set(false);
+    }
+
+    fn set(&self, value: bool) {
+        *self.syncing.lock().unwrap_or_else(|e| e.into_inner()) = value;
+        if !value {
+            self.done.notify_all();
+        }
+    }
+}
+
+/// Opens the gate however the durability thread ends, so the writer never waits on a thread
+/// that is gone.
+struct OpenOnDrop<'a>(&'a SyncGate);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
 
 /// A batch the writer has dealt with, in commit order.
 pub(super) enum Job {
@@ -133,6 +182,7 @@ pub(super) struct Durability {
     /// `None` with `storage.journal = false`: every batch is then a checkpoint.
     pub journal: Option<Journal>,
     pub journal_health: Arc<JournalHealth>,
+    pub gate: Arc<SyncGate>,
     /// To ask the writer for a checkpoint when the journal failed; weak, so it does not keep
     /// the writer's queue open.
     pub writer: mpsc::WeakSender<Command>,
@@ -149,10 +199,13 @@ impl Durability {
         // Jobs behind a journaled batch whose record could not be synced, in order: they wait
         // for a checkpoint (or for the failure of the one meant to cover them).
         let mut held: Vec<Job> = Vec::new();
+        let gate = self.gate.clone();
+        let _open = OpenOnDrop(&gate);
         while let Ok(first) = self.jobs.recv() {
             let mut jobs = vec![first];
             jobs.extend(self.jobs.try_iter().take(16));
             let synced = self.sync_journal(&jobs);
+            gate.open();
             let mut settled = None;
             for (index, job) in jobs.into_iter().enumerate() {
                 let seq = job.seq();
@@ -377,6 +430,7 @@ mod tests {
             jobs,
             journal: Some(journal),
             journal_health: journal_health.clone(),
+            gate: Arc::default(),
             writer: writer_tx.downgrade(),
             settled,
             sink,

@@ -26,7 +26,9 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, Wr
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::durability::{Committed, Durability, JOBS_IN_FLIGHT, Job, JournalHealth, Progress};
+use super::durability::{
+    Committed, Durability, JOBS_IN_FLIGHT, Job, JournalHealth, Progress, SyncGate,
+};
 use super::history::{FOLD_AT, History, Tail, scan_tail};
 use super::journal::{self, Journal};
 use super::records::{
@@ -651,12 +653,14 @@ pub(super) fn spawn(
         queue_pending: AtomicU64::new(pending),
     });
     let journal_health = Arc::new(JournalHealth::default());
+    let gate = Arc::new(SyncGate::default());
     let (jobs_tx, jobs) = std::sync::mpsc::sync_channel(JOBS_IN_FLIGHT);
     let journaled = journal.is_some();
     let durability = Durability {
         jobs,
         journal,
         journal_health: journal_health.clone(),
+        gate: gate.clone(),
         writer: tx.downgrade(),
         settled,
         sink: options.sink.clone(),
@@ -672,6 +676,7 @@ pub(super) fn spawn(
     let writer = Writer {
         db,
         jobs: jobs_tx,
+        gate,
         journal: journaled.then(|| JournalCursor::new(journal_health)),
         batch_max: options.batch_max,
         queue_max: options.queue_max,
@@ -746,6 +751,8 @@ struct Writer {
     db: Arc<Database>,
     /// Committed batches, in order, to the durability thread.
     jobs: std::sync::mpsc::SyncSender<Job>,
+    /// Closed while the durability thread syncs: the next commit waits for it.
+    gate: Arc<SyncGate>,
     /// `None` with `storage.journal = false`: every batch is then a checkpoint.
     journal: Option<JournalCursor>,
     batch_max: usize,
@@ -761,6 +768,8 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.batch_max.min(4096));
         let mut stopping = false;
         while !stopping && let Some(first) = rx.blocking_recv() {
+            // Whatever arrives while a sync is under way joins this batch.
+            self.gate.wait();
             let mut checkpoint = false;
             let mut next = Some(first);
             while let Some(command) = next {
@@ -889,8 +898,12 @@ impl Writer {
                 }
             }
         };
-        // Only fails once the durability thread is gone, which it is not before this one.
-        let _ = self.jobs.send(job);
+        self.gate.close();
+        if self.jobs.send(job).is_err() {
+            // The durability thread is gone (it panicked): nobody will open the gate.
+            tracing::error!("store durability thread is gone");
+            self.gate.open();
+        }
     }
 }
 
