@@ -8,7 +8,8 @@
 //!   schedule whatever the acknowledgements do). Reports delivered messages/s, end-to-end
 //!   latency (send → `new_message` at the receiver), acknowledgement latency (send →
 //!   `message_sent`), lost / duplicated / out-of-order messages, the server's CPU time and peak
-//!   RSS, and the CPU time per delivered message.
+//!   RSS, the CPU time per delivered message, and the machine's steal and iowait time over the
+//!   run (a VM stall shows there).
 //! * `--mode idle`: opens `--sockets` authenticated `/ws/chat/` sockets, holds them `--hold`
 //!   seconds, and reports the connect rate and the server's resident memory per socket.
 //!
@@ -651,6 +652,43 @@ impl ProcSample {
     }
 }
 
+/// The whole machine's CPU time lost to others, from the `cpu` line of /proc/stat: time the
+/// hypervisor gave to other guests (steal) and idle time with I/O outstanding (iowait). A run
+/// whose latencies jump while these do met the VM, not the daemon.
+#[derive(Debug, Clone, Copy)]
+struct MachineSample {
+    iowait_ticks: u64,
+    steal_ticks: u64,
+}
+
+impl MachineSample {
+    fn read() -> Option<MachineSample> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        // cpu user nice system idle iowait irq softirq steal ...
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(MachineSample {
+            iowait_ticks: *fields.get(4)?,
+            steal_ticks: *fields.get(7)?,
+        })
+    }
+
+    /// "steal S s, iowait W s" between `self` and the later `after`.
+    fn describe_until(&self, after: &MachineSample) -> String {
+        let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / clock_ticks_per_sec();
+        format!(
+            "steal {:.2} s, iowait {:.2} s (CPU time of all cores)",
+            secs(self.steal_ticks, after.steal_ticks),
+            secs(self.iowait_ticks, after.iowait_ticks)
+        )
+    }
+}
+
 /// `getconf CLK_TCK`, 100 if that fails (the value on every Linux port that matters).
 fn clock_ticks_per_sec() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
@@ -1038,8 +1076,14 @@ mod pairs {
         errors: Tally,
         closes: Tally,
         timed_out: bool,
+        samples: Samples,
+    }
+
+    /// Before-and-after figures of the daemon, the generator and the machine.
+    struct Samples {
         server: Option<(ProcSample, ProcSample)>,
         generator: Option<(ProcSample, ProcSample)>,
+        machine: Option<(MachineSample, MachineSample)>,
     }
 
     pub(super) async fn run(
@@ -1057,6 +1101,7 @@ mod pairs {
         let (senders, receivers) = connect_all(target, pairs).await?;
         let server_before = target.sample();
         let generator_before = ProcSample::read("self");
+        let machine_before = MachineSample::read();
         // Every sender starts at this moment (open-loop schedules count from it too), a little
         // ahead so that all of them are spawned by then.
         let started_us = shared.clock.now_us() + START_DELAY_US;
@@ -1116,8 +1161,11 @@ mod pairs {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(SETTLE).await;
-        let server_after = target.sample();
-        let generator_after = ProcSample::read("self");
+        let samples = Samples {
+            server: server_before.zip(target.sample()),
+            generator: generator_before.zip(ProcSample::read("self")),
+            machine: machine_before.zip(MachineSample::read()),
+        };
         shared.stop_receivers.cancel();
         let mut receiver_outcomes = Vec::with_capacity(pairs.len());
         for task in receiver_tasks {
@@ -1129,8 +1177,7 @@ mod pairs {
             sender_outcomes,
             receiver_outcomes,
             timed_out,
-            server_before.zip(server_after),
-            generator_before.zip(generator_after),
+            samples,
         ))
     }
 
@@ -1488,8 +1535,7 @@ mod pairs {
             senders: Vec<SenderOutcome>,
             receivers: Vec<ReceiverOutcome>,
             timed_out: bool,
-            server: Option<(ProcSample, ProcSample)>,
-            generator: Option<(ProcSample, ProcSample)>,
+            samples: Samples,
         ) -> Report {
             let (mut lost, mut delivered_unacked) = (0, 0);
             let (mut errors, mut closes) = (Tally::default(), Tally::default());
@@ -1532,8 +1578,7 @@ mod pairs {
                 errors,
                 closes,
                 timed_out,
-                server,
-                generator,
+                samples,
             }
         }
 
@@ -1626,7 +1671,7 @@ mod pairs {
                     args.timeout
                 );
             }
-            match self.server {
+            match self.samples.server {
                 Some((before, after)) => {
                     let cpu = before.cpu_secs_until(&after);
                     let per_message = per_s(1, self.delivered as f64) * cpu * 1e6;
@@ -1637,11 +1682,14 @@ mod pairs {
                 }
                 None => println!("server CPU/RSS   unknown (pass --pid with --url)"),
             }
-            if let Some((before, after)) = self.generator {
+            if let Some((before, after)) = self.samples.generator {
                 println!(
                     "generator CPU    {:.2} s (this process, same machine)",
                     before.cpu_secs_until(&after)
                 );
+            }
+            if let Some((before, after)) = self.samples.machine {
+                println!("machine          {}", before.describe_until(&after));
             }
         }
     }

@@ -50,7 +50,7 @@ pub struct Metrics {
     /// The writer's time per batch: applying it and committing it to redb (without a sync,
     /// or durably for a checkpoint). Durability comes after, from the journal.
     pub commit_seconds: Histogram,
-    /// One journal write and `fdatasync`, making one or more committed batches durable: when
+    /// One journal write and `fdatasync`, making one committed batch durable: when
     /// acknowledgements are slow, this tells a slow disk apart from a busy writer.
     pub journal_sync_seconds: Histogram,
     /// redb's `commit()` of a checkpoint (writing the pages dirtied since the last one,

@@ -415,17 +415,18 @@ fn stats_metrics_and_the_engine_health_alias() {
         })
         .expect("rejected by reason");
     assert_eq!(value(&rejected.value), 1.0);
-    // Durability is timed apart from the writer's work: the journal's syncs (each covers one
-    // batch or more) and the checkpoints (durable commits, part of the batches' time).
+    // Durability is timed apart from the writer's work: every committed batch was made
+    // durable by one journal sync or was a checkpoint (a durable commit, part of its time).
     let commits = observations(&m, "indaba_commit_seconds");
-    assert!(commits > 0.0);
     let syncs = observations(&m, "indaba_journal_sync_seconds");
+    let checkpoints = observations(&m, "indaba_checkpoint_seconds");
+    assert!(syncs > 0.0, "messages were journaled");
+    // A batch still on its way (a delivered entry's removal) may be counted on one side only.
     assert!(
-        syncs > 0.0 && syncs <= commits,
-        "{syncs} syncs for {commits} commits"
+        (syncs + checkpoints - commits).abs() <= 1.0,
+        "{syncs} syncs and {checkpoints} checkpoints for {commits} commits"
     );
     assert!(metric(&m, "indaba_journal_sync_seconds_sum") > 0.0);
-    assert!(observations(&m, "indaba_checkpoint_seconds") <= commits);
     assert!(metric(&m, "indaba_checkpoint_seconds_sum") <= metric(&m, "indaba_commit_seconds_sum"));
 
     let (status, health) = d.get(1, "/api/v1/messaging/erlang/health/");

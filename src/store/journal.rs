@@ -20,11 +20,14 @@
 //!     payload length u32 LE | crc32 u32 LE | seq u64 LE | payload
 //! ```
 //!
-//! The crc covers the seq and the payload. Seqs only grow (the writer numbers every batch it
-//! attempts), and each checkpoint records its seq in the redb file, so recovery reads from the
-//! first record while each is whole, matches its crc and has a seq above the one before it and
-//! above the checkpoint's. The scan therefore ends at a torn last write, and at the records an
-//! earlier round left further into the file (their seqs are lower), without ever erasing them.
+//! The crc covers the seq and the payload. Seqs only grow while the daemon runs (the writer
+//! numbers every batch it attempts), and each checkpoint records its seq in the redb file, so
+//! recovery reads from the first record while each is whole, matches its crc and has a seq
+//! above the one before it and above the checkpoint's. The scan therefore ends at a torn last
+//! write, and at the records an earlier round left further into the file (their seqs are
+//! lower), without erasing them as it goes. At each start, once what it holds is replayed and
+//! checkpointed, the file is emptied ([`Journal::clear`]): the writer then numbers batches
+//! from the last one replayed, and no record of the run before may be left to meet them.
 //!
 //! The journal id ties the file to one data file (`name_value["journal_id"]`): a journal found
 //! beside a data file with another id (a restored backup, a deleted database) is emptied
@@ -178,6 +181,27 @@ impl Journal {
         Ok(scan(&bytes, after))
     }
 
+    /// Drops every record, durably: called once the store has replayed what it needed and
+    /// checkpointed. A crash can leave records of batches that were never acknowledged behind
+    /// a torn one, and the restarted writer numbers its batches from the last one replayed, so
+    /// without this a later recovery could meet such a record, with a seq that looks new, right
+    /// where the new records end.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        (|| {
+            self.file.set_len(RECORDS_START)?;
+            self.file.sync_all()
+        })()
+        .map_err(|e| StoreError::Journal {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Where the file is, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Writes `bytes` (whole records) at `offset`; durable only after [`Journal::sync`].
     pub fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
         self.file.write_all_at(bytes, offset)
@@ -277,6 +301,24 @@ mod tests {
         // ones, and a checkpoint at the newest seq leaves nothing to replay.
         assert_eq!(seqs(2), [3, 4, 6]);
         assert_eq!(seqs(6), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn cleared_records_are_gone_and_the_journal_still_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (journal, _) = open(dir.path(), 3);
+        journal
+            .write_at(RECORDS_START, &record(9, b"old run"))
+            .expect("write");
+        journal.clear().expect("clear");
+        assert!(journal.records(0).expect("records").is_empty());
+        drop(journal);
+        let (journal, opened) = open(dir.path(), 3);
+        assert_eq!(opened, Opened::Existing);
+        journal
+            .write_at(RECORDS_START, &record(4, b"new run"))
+            .expect("write");
+        assert_eq!(journal.records(0).expect("records").len(), 1);
     }
 
     #[test]

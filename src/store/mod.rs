@@ -4,9 +4,10 @@
 //! * [`records`] defines what the tables hold.
 //! * [`writer`] owns the only write path: a dedicated thread that folds every pending request
 //!   into one transaction and commits it.
-//! * [`journal`] makes most of those commits durable with one contiguous write; a periodic
-//!   checkpoint commits to the redb file durably; [`durability`] answers each request only
-//!   once its batch is durable.
+//! * [`journal`] makes most of those commits durable with one contiguous write of the batch's
+//!   requests ([`redo`]: written down, and redone after a crash); a periodic checkpoint commits
+//!   to the redb file durably; [`durability`] answers each request only once its batch is
+//!   durable.
 //! * [`reader`] answers queries on a snapshot, off the async runtime.
 //! * [`history`] finds a conversation's messages: an index folded in bulk, plus its tail.
 //! * [`backup`] copies one snapshot of every table into a fresh file, for `indaba backup`.
@@ -32,6 +33,7 @@ pub mod history;
 pub mod journal;
 pub mod reader;
 pub mod records;
+pub mod redo;
 pub mod tables;
 pub mod writer;
 
@@ -127,12 +129,11 @@ impl Store {
         let (journal, opened) = journal::Journal::open(data_dir, journal_id)?;
         if opened == journal::Opened::Replaced {
             tracing::warn!(
-                path = %data_dir.join(journal::JOURNAL_FILE).display(),
+                path = %journal.path().display(),
                 "the journal belonged to another data file (a restored backup?); started a new one"
             );
         }
-        let journal_path = data_dir.join(journal::JOURNAL_FILE);
-        let replayed = writer::replay(&db, &journal, &journal_path, options.queue_max)?;
+        let replayed = redo::replay(&db, &journal, options.queue_max)?;
         if replayed.batches > 0 {
             tracing::info!(
                 batches = replayed.batches,
@@ -140,6 +141,8 @@ impl Store {
                 "journal replayed into the data file"
             );
         }
+        // Everything it held is in the data file now, durably.
+        journal.clear()?;
         // With the journal off, the file was only read: every commit is durable by itself.
         let journal = options.journal.then_some(journal);
         let db = Arc::new(db);

@@ -2,15 +2,13 @@
 //!
 //! One thread owns the write side. It blocks for the first request, takes every other request
 //! already waiting (up to `commit_batch_max`), applies them all in one write transaction and
-//! commits it. Most commits are not synced: the batch's requests go to the journal instead
-//! ([`super::journal`]), and every `storage.checkpoint_interval` a batch is committed durably
-//! (a checkpoint). The batch then goes to the durability thread ([`super::durability`]),
-//! which answers each request only once the batch is durable, while this thread applies the
-//! next one. A thousand concurrent senders therefore cost one journal write, not a thousand
-//! commits, and nobody hears "sent" before their message would survive `kill -9`.
-//!
-//! After a crash, [`replay`] applies the journal's batches again through the same code
-//! ([`commit_batch`]) with the same timestamps, so they produce the same rows and ids.
+//! commits it. Most commits are not synced: the thread appends the batch's requests to the
+//! journal in one write and syncs that ([`super::journal`], [`super::redo`]); every
+//! `storage.checkpoint_interval` a batch is committed durably instead (a checkpoint). Only then
+//! are the batch's requests answered and its messages fanned out ([`super::durability`]).
+//! Requests that arrive meanwhile wait in the queue and make the next batch. A thousand
+//! concurrent senders therefore cost one commit and one journal write, not a thousand, and
+//! nobody hears "sent" before their message would survive `kill -9`.
 //!
 //! Each request is checked before it mutates anything, so a request that is refused (unknown
 //! conversation, ...) fails alone; a storage failure fails the whole batch, which is rolled back.
@@ -26,15 +24,14 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, Wr
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::durability::{
-    Committed, Durability, JOBS_IN_FLIGHT, Job, JournalHealth, Progress, SyncGate,
-};
+use super::durability::{Committed, Durable, Progress};
 use super::history::{FOLD_AT, History, Tail, scan_tail};
 use super::journal::{self, Journal};
 use super::records::{
     ConversationRecord, MembershipRecord, MessageBody, MessageRecord, Priority, UserRecord, decode,
     encode,
 };
+use super::redo::{encode_record, fill_record};
 use super::tables::{
     CLIENT_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES,
     META, QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
@@ -250,140 +247,6 @@ pub enum Command {
     Stop,
 }
 
-/// A [`Command`] as the journal holds it: the request without its reply channel. Encoded from
-/// a borrowed command; read back as [`Logged`], which must keep the same variants in the same
-/// order (postcard numbers them): append new ones at the end, never reorder.
-#[derive(Debug, Serialize)]
-enum LoggedRef<'a> {
-    CreateConversation(&'a NewConversation),
-    AppendMessage(&'a NewMessage),
-    EnsureUser {
-        id: u64,
-        username: &'a Option<String>,
-    },
-    RegisterAccount(&'a NewAccount),
-    MarkRead {
-        user: u64,
-        conversation: u64,
-        up_to: Option<u64>,
-    },
-    SetArchived {
-        user: u64,
-        conversation: u64,
-        archived: bool,
-    },
-    Dequeue(&'a [QueueKey]),
-    Drain(&'a [QueueKey]),
-    Expire(u64),
-    Broadcast(&'a Broadcast),
-}
-
-/// What [`LoggedRef`] encodes, read back for a replay.
-#[derive(Debug, Deserialize)]
-enum Logged {
-    CreateConversation(NewConversation),
-    AppendMessage(NewMessage),
-    EnsureUser {
-        id: u64,
-        username: Option<String>,
-    },
-    RegisterAccount(NewAccount),
-    MarkRead {
-        user: u64,
-        conversation: u64,
-        up_to: Option<u64>,
-    },
-    SetArchived {
-        user: u64,
-        conversation: u64,
-        archived: bool,
-    },
-    Dequeue(Vec<QueueKey>),
-    Drain(Vec<QueueKey>),
-    Expire(u64),
-    Broadcast(Broadcast),
-}
-
-impl Command {
-    /// What the journal keeps of this request (nothing of the control commands).
-    fn logged(&self) -> Option<LoggedRef<'_>> {
-        Some(match self {
-            Command::CreateConversation(new, _) => LoggedRef::CreateConversation(new),
-            Command::AppendMessage(new, _) => LoggedRef::AppendMessage(new),
-            Command::EnsureUser { id, username, .. } => LoggedRef::EnsureUser { id: *id, username },
-            Command::RegisterAccount(new, _) => LoggedRef::RegisterAccount(new),
-            Command::MarkRead {
-                user,
-                conversation,
-                up_to,
-                ..
-            } => LoggedRef::MarkRead {
-                user: *user,
-                conversation: *conversation,
-                up_to: *up_to,
-            },
-            Command::SetArchived {
-                user,
-                conversation,
-                archived,
-                ..
-            } => LoggedRef::SetArchived {
-                user: *user,
-                conversation: *conversation,
-                archived: *archived,
-            },
-            Command::Dequeue(entries) => LoggedRef::Dequeue(entries),
-            Command::Drain(entries, _) => LoggedRef::Drain(entries),
-            Command::Expire(before_ms, _) => LoggedRef::Expire(*before_ms),
-            Command::Broadcast(broadcast, _) => LoggedRef::Broadcast(broadcast),
-            Command::Checkpoint | Command::Stop => return None,
-        })
-    }
-}
-
-impl From<Logged> for Command {
-    /// The request again, its answer going nowhere: nobody waits for a replay.
-    fn from(logged: Logged) -> Self {
-        fn nobody<T>() -> Reply<T> {
-            oneshot::channel().0
-        }
-        match logged {
-            Logged::CreateConversation(new) => Command::CreateConversation(new, nobody()),
-            Logged::AppendMessage(new) => Command::AppendMessage(new, nobody()),
-            Logged::EnsureUser { id, username } => Command::EnsureUser {
-                id,
-                username,
-                reply: nobody(),
-            },
-            Logged::RegisterAccount(new) => Command::RegisterAccount(new, nobody()),
-            Logged::MarkRead {
-                user,
-                conversation,
-                up_to,
-            } => Command::MarkRead {
-                user,
-                conversation,
-                up_to,
-                reply: nobody(),
-            },
-            Logged::SetArchived {
-                user,
-                conversation,
-                archived,
-            } => Command::SetArchived {
-                user,
-                conversation,
-                archived,
-                reply: nobody(),
-            },
-            Logged::Dequeue(entries) => Command::Dequeue(entries),
-            Logged::Drain(entries) => Command::Drain(entries, nobody()),
-            Logged::Expire(before_ms) => Command::Expire(before_ms, nobody()),
-            Logged::Broadcast(broadcast) => Command::Broadcast(broadcast, nobody()),
-        }
-    }
-}
-
 /// Cloneable sender side of the writer's queue.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
@@ -432,17 +295,6 @@ pub(super) struct WriterHealth {
     last_commit_ok: AtomicBool,
     /// Entries in all queues after the last durable batch.
     pub(super) queue_pending: AtomicU64,
-}
-
-#[cfg(test)]
-impl WriterHealth {
-    pub(super) fn for_tests() -> Self {
-        Self {
-            running: AtomicBool::new(true),
-            last_commit_ok: AtomicBool::new(true),
-            queue_pending: AtomicU64::new(0),
-        }
-    }
 }
 
 /// Sets `running` to false however the writer thread ends.
@@ -593,12 +445,11 @@ impl PendingAppend {
     }
 }
 
-/// The writer thread and the durability thread behind it; [`WriterThread::finish`] commits
-/// what is queued, checkpoints, and waits for both.
+/// The writer thread; [`WriterThread::finish`] commits what is queued, checkpoints, and
+/// waits for it.
 #[derive(Debug)]
 pub struct WriterThread {
-    writer: JoinHandle<()>,
-    durability: JoinHandle<()>,
+    join: JoinHandle<()>,
 }
 
 impl WriterThread {
@@ -607,19 +458,15 @@ impl WriterThread {
     pub async fn finish(self, handle: &WriterHandle) {
         // If the thread is already gone the send fails, and joining below is all there is to do.
         let _ = handle.tx.send(Command::Stop).await;
-        let joined = tokio::task::spawn_blocking(move || {
-            // The writer's end closes the durability thread's queue: it answers the rest, then ends.
-            (self.writer.join(), self.durability.join())
-        })
-        .await;
-        if !matches!(joined, Ok((Ok(()), Ok(())))) {
+        let joined = tokio::task::spawn_blocking(move || self.join.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
             tracing::error!("store writer thread panicked");
         }
     }
 }
 
-/// Starts the writer and the durability thread on `db`, whose batches up to `seq` are durable
-/// (replayed and checkpointed at open); `journal` is `None` with `storage.journal = false`.
+/// Starts the writer on `db`, whose batches up to `seq` are durable (replayed and
+/// checkpointed at open); `journal` is `None` with `storage.journal = false`.
 pub(super) fn spawn(
     db: Arc<Database>,
     options: WriterOptions,
@@ -652,40 +499,24 @@ pub(super) fn spawn(
         last_commit_ok: AtomicBool::new(true),
         queue_pending: AtomicU64::new(pending),
     });
-    let journal_health = Arc::new(JournalHealth::default());
-    let gate = Arc::new(SyncGate::default());
-    let (jobs_tx, jobs) = std::sync::mpsc::sync_channel(JOBS_IN_FLIGHT);
-    let journaled = journal.is_some();
-    let durability = Durability {
-        jobs,
-        journal,
-        journal_health: journal_health.clone(),
-        gate: gate.clone(),
-        writer: tx.downgrade(),
-        settled,
-        sink: options.sink.clone(),
-        metrics: options.metrics.clone(),
-        health: health.clone(),
-        queued: queued.clone(),
-    };
-    let durability = std::thread::Builder::new()
-        .name("indaba-durable".to_owned())
-        .spawn(move || durability.run())
-        .map_err(|e| StoreError::Storage(format!("cannot start durability thread: {e}")))?;
-    let guard = RunningGuard(health.clone());
     let writer = Writer {
         db,
-        jobs: jobs_tx,
-        gate,
-        journal: journaled.then(|| JournalCursor::new(journal_health)),
+        journal: journal.map(JournalCursor::new),
         batch_max: options.batch_max,
         queue_max: options.queue_max,
         checkpoint_interval: options.checkpoint_interval,
+        durable: Durable {
+            settled,
+            sink: options.sink,
+            metrics: options.metrics.clone(),
+            health: health.clone(),
+            queued: queued.clone(),
+        },
         metrics: options.metrics,
-        guard,
+        guard: RunningGuard(health.clone()),
         state,
     };
-    let writer = std::thread::Builder::new()
+    let join = std::thread::Builder::new()
         .name("indaba-writer".to_owned())
         .spawn(move || writer.run(rx))
         .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
@@ -696,7 +527,7 @@ pub(super) fn spawn(
             queued,
             progress,
         },
-        WriterThread { writer, durability },
+        WriterThread { join },
     ))
 }
 
@@ -714,50 +545,64 @@ fn complete<T: Send + 'static>(reply: Reply<T>, result: Result<T, WriteError>) -
     })
 }
 
-/// The writer thread's side of the journal: where the next record goes, and since when the
-/// journal holds batches no checkpoint has covered yet.
+/// The journal and where its next record goes.
 #[derive(Debug)]
 struct JournalCursor {
+    journal: Journal,
     /// Offset of the next record in the journal file.
     offset: u64,
     /// When the first batch after the last checkpoint was journaled.
     since: Option<Instant>,
-    /// Set by the durability thread when a journal write failed.
-    health: Arc<JournalHealth>,
+    /// A write or sync failed: every batch is a checkpoint until the daemon restarts.
+    broken: bool,
 }
 
 impl JournalCursor {
-    fn new(health: Arc<JournalHealth>) -> Self {
+    fn new(journal: Journal) -> Self {
         Self {
+            journal,
             offset: journal::RECORDS_START,
             since: None,
-            health,
+            broken: false,
         }
     }
 
     /// Whether the next batch must be a checkpoint whatever its size.
     fn checkpoint_due(&self, interval: Duration) -> bool {
-        self.health.is_broken() || self.since.is_some_and(|since| since.elapsed() >= interval)
+        self.broken || self.since.is_some_and(|since| since.elapsed() >= interval)
     }
 
     /// Whether a record of `len` bytes fits before the journal's bound.
     fn fits(&self, len: usize) -> bool {
         self.offset + len as u64 <= journal::RECORDS_START + journal::CAPACITY
     }
+
+    /// Appends `record` and syncs it: the batch is durable once this returns `Ok`.
+    fn append(&mut self, record: &[u8], started: Instant) -> std::io::Result<()> {
+        self.journal.write_at(self.offset, record)?;
+        self.journal.sync()?;
+        self.offset += record.len() as u64;
+        self.since.get_or_insert(started);
+        Ok(())
+    }
+
+    /// A checkpoint committed: everything journaled so far is in the data file.
+    fn start_over(&mut self) {
+        self.offset = journal::RECORDS_START;
+        self.since = None;
+    }
 }
 
 /// The writer thread: everything it owns.
 struct Writer {
     db: Arc<Database>,
-    /// Committed batches, in order, to the durability thread.
-    jobs: std::sync::mpsc::SyncSender<Job>,
-    /// Closed while the durability thread syncs: the next commit waits for it.
-    gate: Arc<SyncGate>,
     /// `None` with `storage.journal = false`: every batch is then a checkpoint.
     journal: Option<JournalCursor>,
     batch_max: usize,
     queue_max: u64,
     checkpoint_interval: Duration,
+    /// Where each batch goes once durable.
+    durable: Durable,
     metrics: Arc<Metrics>,
     guard: RunningGuard,
     state: WriterState,
@@ -768,8 +613,6 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.batch_max.min(4096));
         let mut stopping = false;
         while !stopping && let Some(first) = rx.blocking_recv() {
-            // Whatever arrives while a sync is under way joins this batch.
-            self.gate.wait();
             let mut checkpoint = false;
             let mut next = Some(first);
             while let Some(command) = next {
@@ -805,7 +648,7 @@ impl Writer {
         self.journal.as_ref().is_some_and(|j| j.since.is_some())
     }
 
-    /// Commits `batch` (emptying it) and hands it to the durability thread.
+    /// Commits `batch` (emptying it), makes it durable and reports it.
     fn commit(&mut self, batch: &mut Vec<Command>, checkpoint: bool) {
         let started = Instant::now();
         let size = batch.len();
@@ -815,7 +658,7 @@ impl Writer {
             .count();
         self.state.seq += 1;
         let seq = self.state.seq;
-        let now_ms = self.state.clock.now_ms();
+        let now_ms = self.state.now_ms();
         let interval = self.checkpoint_interval;
         let record = match &self.journal {
             Some(cursor) if !checkpoint && !cursor.checkpoint_due(interval) => {
@@ -846,204 +689,87 @@ impl Writer {
             .0
             .last_commit_ok
             .store(outcome.is_ok(), Ordering::Relaxed);
-        let job = match (outcome, record) {
+        let committed = Committed {
+            completions,
+            report,
+        };
+        match (outcome, record) {
             (Ok(()), Some(mut record)) => {
-                let cursor = self.journal.as_mut().expect("a record means a journal");
-                fill_record(&mut record, seq, &report);
-                let offset = cursor.offset;
-                cursor.offset += record.len() as u64;
-                cursor.since.get_or_insert(started);
-                tracing::trace!(
-                    batch = size,
-                    seq,
-                    bytes = record.len(),
-                    "committed, to the journal"
-                );
-                Job::Journaled {
-                    seq,
-                    offset,
-                    record,
-                    batch: Committed {
-                        completions,
-                        report,
-                    },
-                }
+                fill_record(&mut record, seq, &committed.report);
+                self.journal_and_report(seq, &record, committed, started);
             }
             (Ok(()), None) => {
                 self.metrics
                     .checkpoint_seconds
-                    .observe(report.sync.as_secs_f64());
+                    .observe(committed.report.sync.as_secs_f64());
                 if let Some(cursor) = &mut self.journal {
-                    // Everything journaled so far is in the data file: start over.
-                    cursor.offset = journal::RECORDS_START;
-                    cursor.since = None;
+                    cursor.start_over();
                 }
                 tracing::trace!(batch = size, seq, "committed, checkpoint");
-                Job::Checkpoint {
-                    seq,
-                    batch: Committed {
-                        completions,
-                        report,
-                    },
-                }
+                self.durable.report(seq, committed);
             }
-            (Err(error), record) => {
+            (Err(error), _) => {
                 tracing::error!(batch = size, error = %error, "commit failed; batch rolled back");
-                Job::Failed {
-                    seq,
-                    error,
-                    completions,
-                    appends,
-                    checkpoint: record.is_none(),
+                self.durable
+                    .fail(seq, committed.completions, &error, appends);
+            }
+        }
+    }
+
+    /// Makes a batch committed without a sync durable through its journal record, then reports
+    /// it. If the journal cannot be written, a checkpoint makes it durable instead, and every
+    /// later batch is a checkpoint; if that fails too, its requests hear the error.
+    fn journal_and_report(
+        &mut self,
+        seq: u64,
+        record: &[u8],
+        committed: Committed,
+        started: Instant,
+    ) {
+        let cursor = self.journal.as_mut().expect("a record means a journal");
+        let syncing = Instant::now();
+        match cursor.append(record, started) {
+            Ok(()) => {
+                self.metrics
+                    .journal_sync_seconds
+                    .observe(syncing.elapsed().as_secs_f64());
+                tracing::trace!(seq, bytes = record.len(), "committed, journaled");
+                self.durable.report(seq, committed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal write failed; every batch is a checkpoint from now on");
+                cursor.broken = true;
+                // An empty checkpoint: it makes this batch, committed already, durable.
+                self.commit(&mut Vec::new(), true);
+                if self.guard.0.last_commit_ok.load(Ordering::Relaxed) {
+                    self.durable.report(seq, committed);
+                } else {
+                    let appends = committed.report.stored.len();
+                    let error = StoreError::Storage(format!(
+                        "journal write failed ({e}) and so did the checkpoint after it"
+                    ));
+                    self.durable
+                        .fail(seq, committed.completions, &error, appends);
                 }
             }
-        };
-        self.gate.close();
-        if self.jobs.send(job).is_err() {
-            // The durability thread is gone (it panicked): nobody will open the gate.
-            tracing::error!("store durability thread is gone");
-            self.gate.open();
         }
     }
 }
 
 /// How [`commit_batch`] commits one batch.
 #[derive(Debug, Clone, Copy)]
-struct Plan {
+pub(super) struct Plan {
     /// The batch's number: every batch the writer attempts takes the next one.
-    seq: u64,
-    /// A durable redb commit (a checkpoint), rather than one the journal makes durable.
-    durable: bool,
-    /// The batch's time: now, or what the journal recorded, for a replay.
-    now_ms: u64,
-}
-
-/// Bytes of a record's payload before its requests: time, first and next message id.
-const RECORD_FIELDS: usize = 24;
-
-/// A journal record for `batch`, its seq and message ids left to [`fill_record`].
-fn encode_record(batch: &[Command], now_ms: u64) -> Result<Vec<u8>, StoreError> {
-    let mut record = vec![0; journal::RECORD_HEADER + RECORD_FIELDS];
-    record[journal::RECORD_HEADER..][..8].copy_from_slice(&now_ms.to_le_bytes());
-    for logged in batch.iter().filter_map(Command::logged) {
-        record = postcard::to_extend(&logged, record)
-            .map_err(|e| StoreError::Encoding(e.to_string()))?;
-    }
-    Ok(record)
-}
-
-/// Completes a record once its batch committed: the message ids it gave, then the header.
-fn fill_record(record: &mut [u8], seq: u64, report: &BatchReport) {
-    let fields = &mut record[journal::RECORD_HEADER..][..RECORD_FIELDS];
-    fields[8..16].copy_from_slice(&report.first_message_id.to_le_bytes());
-    fields[16..24].copy_from_slice(&report.next_message_id.to_le_bytes());
-    journal::seal(record, seq);
-}
-
-/// A journal record's batch, read back.
-struct LoggedBatch {
-    now_ms: u64,
-    /// The message ids it gave: first, and the next after its last.
-    ids: (u64, u64),
-    commands: Vec<Command>,
-}
-
-/// A record's payload read back.
-fn decode_record(payload: &[u8]) -> Result<LoggedBatch, String> {
-    if payload.len() < RECORD_FIELDS {
-        return Err(format!("{} bytes, shorter than its fields", payload.len()));
-    }
-    let field = |i: usize| u64::from_le_bytes(payload[i * 8..][..8].try_into().expect("8 bytes"));
-    let mut rest = &payload[RECORD_FIELDS..];
-    let mut commands = Vec::new();
-    while !rest.is_empty() {
-        let (logged, after) =
-            postcard::take_from_bytes::<Logged>(rest).map_err(|e| e.to_string())?;
-        commands.push(Command::from(logged));
-        rest = after;
-    }
-    Ok(LoggedBatch {
-        now_ms: field(0),
-        ids: (field(1), field(2)),
-        commands,
-    })
-}
-
-/// What [`replay`] found and did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Replayed {
-    /// The seq the writer continues from.
     pub seq: u64,
-    /// Journal records applied.
-    pub batches: usize,
-    /// Messages they stored.
-    pub messages: usize,
-}
-
-/// Applies the journal's batches after the data file's last checkpoint, each as the writer
-/// applied it (same requests, same time), then checkpoints: the data file then holds every
-/// batch that was durable when the daemon stopped. Refuses to go on if a batch gives other
-/// message ids than it gave the first time, rather than renumber acknowledged messages.
-pub(super) fn replay(
-    db: &Database,
-    journal: &Journal,
-    path: &std::path::Path,
-    queue_max: u64,
-) -> Result<Replayed, StoreError> {
-    let damaged = |message: String| StoreError::Journal {
-        path: path.to_owned(),
-        message,
-    };
-    let (checkpoint, mut state) = {
-        let txn = db.begin_read()?;
-        let checkpoint = meta::get(&txn.open_table(META)?, meta::CHECKPOINT_SEQ)?.unwrap_or(0);
-        (checkpoint, WriterState::load(&txn)?)
-    };
-    let records = journal.records(checkpoint)?;
-    let mut replayed = Replayed {
-        seq: checkpoint,
-        batches: 0,
-        messages: 0,
-    };
-    for record in &records {
-        let LoggedBatch {
-            now_ms,
-            ids,
-            commands: mut batch,
-        } = decode_record(&record.payload)
-            .map_err(|e| damaged(format!("record {} cannot be read: {e}", record.seq)))?;
-        let plan = Plan {
-            seq: record.seq,
-            durable: false,
-            now_ms,
-        };
-        let (_, report, outcome) = commit_batch(db, &mut batch, &mut state, queue_max, plan);
-        outcome?;
-        let gave = (report.first_message_id, report.next_message_id);
-        if gave != ids {
-            return Err(damaged(format!(
-                "record {} gave message ids {}..{} again, not {}..{} as the first time",
-                record.seq, gave.0, gave.1, ids.0, ids.1
-            )));
-        }
-        replayed.seq = record.seq;
-        replayed.batches += 1;
-        replayed.messages += report.stored.len();
-    }
-    if replayed.batches > 0 {
-        let plan = Plan {
-            seq: replayed.seq,
-            durable: true,
-            now_ms: state.clock.now_ms(),
-        };
-        commit_batch(db, &mut Vec::new(), &mut state, queue_max, plan).2?;
-    }
-    Ok(replayed)
+    /// A durable redb commit (a checkpoint), rather than one the journal makes durable.
+    pub durable: bool,
+    /// The batch's time: now, or what the journal recorded, for a replay.
+    pub now_ms: u64,
 }
 
 /// Applies `batch` in one transaction and commits it as `plan` says. On any storage error
 /// nothing of the batch is kept, and every request hears the error.
-fn commit_batch(
+pub(super) fn commit_batch(
     db: &Database,
     batch: &mut Vec<Command>,
     state: &mut WriterState,
@@ -1918,7 +1644,7 @@ fn finish<T: Send + 'static>(
 
 /// What the writer carries from one batch to the next.
 #[derive(Debug, Default)]
-struct WriterState {
+pub(super) struct WriterState {
     clock: Clock,
     tail: WriterTail,
     /// The seq of the last batch attempted.
@@ -1928,8 +1654,13 @@ struct WriterState {
 }
 
 impl WriterState {
+    /// Now, as a batch's time (never before the last batch's).
+    pub(super) fn now_ms(&mut self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// The tail as of `txn`: every message above `indexed_to`, with its client id.
-    fn load(txn: &ReadTransaction) -> Result<Self, StoreError> {
+    pub(super) fn load(txn: &ReadTransaction) -> Result<Self, StoreError> {
         let indexed_to = meta::get(&txn.open_table(META)?, meta::INDEXED_TO)?.unwrap_or(0);
         let mut tail = WriterTail::default();
         scan_tail(
@@ -2039,7 +1770,7 @@ fn test_state(db: &Database) -> WriterState {
 
 /// A one-character text message, for the tests below.
 #[cfg(test)]
-fn test_message(conversation: u64, sender: u64, priority: Priority) -> NewMessage {
+pub(super) fn test_message(conversation: u64, sender: u64, priority: Priority) -> NewMessage {
     NewMessage {
         conversation,
         sender,
@@ -2410,246 +2141,79 @@ mod write_back_tests {
 }
 
 #[cfg(test)]
-mod replay_tests {
-    //! A crash loses everything redb had not committed durably; the journal must give all of it
-    //! back. The files a crash leaves, opened again, must hold exactly the rows the same store
-    //! holds after a clean stop.
+mod journal_failure_tests {
+    //! A journal that cannot be written must not lose an acknowledged write, nor acknowledge
+    //! one that is not durable: the writer falls back to checkpoints.
 
     use super::*;
     use crate::store::testing::{TempStore, one_to_one};
 
-    fn message(conversation: u64, sender: u64, client_id: Option<String>) -> NewMessage {
-        NewMessage {
-            client_id,
-            ..test_message(conversation, sender, Priority::Normal)
-        }
+    fn count(metrics: &Metrics, name: &str) -> u64 {
+        let text = metrics.encode();
+        let line = format!("{name}_count ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {text}"))
     }
 
-    /// Every kind of request, many in one batch and one to a batch, enough messages to fold
-    /// the history tail once. Returns how many messages it stored.
-    async fn script(writer: &WriterHandle) -> u64 {
-        let one = writer
+    #[tokio::test]
+    async fn a_journal_that_cannot_be_written_falls_back_to_checkpoints() {
+        let temp = TempStore::new();
+        let (store, thread) = temp.open();
+        thread.finish(store.writer()).await;
+        drop(store);
+
+        let db =
+            Arc::new(Database::open(temp.path().join(crate::store::DATABASE_FILE)).expect("db"));
+        let journal = Journal::read_only(temp.path()).expect("journal");
+        let options = WriterOptions::standalone(16);
+        let metrics = options.metrics.clone();
+        let (writer, thread) = spawn(db.clone(), options, Some(journal), 0).expect("spawn");
+        let conversation = writer
             .create_conversation(one_to_one(1, 2))
             .await
-            .expect("conversation")
+            .expect("answered once a checkpoint made it durable")
             .id;
-        let group = writer
-            .create_conversation(NewConversation {
-                creator: 3,
-                participants: vec![1, 2],
-                property: Some(7),
-                booking: None,
-                subject: Some(vec![1, 2, 3]),
-            })
+        // A crash now: what was acknowledged must be in the data file itself.
+        let crashed = temp.crash_copy();
+        let (copy, copy_thread) = crashed.open();
+        let found = copy
+            .read(move |r| r.conversation(conversation))
             .await
-            .expect("group")
-            .id;
-        let again = writer
-            .create_conversation(one_to_one(2, 1))
-            .await
-            .expect("same");
-        assert!(!again.created);
-        let mut stored = 0;
+            .expect("read");
+        assert!(found.is_some(), "an acknowledged conversation was lost");
+        copy_thread.finish(copy.writer()).await;
+        drop(copy);
         let mut ids = Vec::new();
-        for round in 0..22 {
-            let sends: Vec<_> = (0..50u64)
-                .map(|i| {
-                    let (conversation, sender) = match i % 3 {
-                        0 => (group, 3),
-                        1 => (one, 1),
-                        _ => (one, 2),
-                    };
-                    let client_id = (i % 4 == 0).then(|| format!("{round}-{i}"));
-                    let writer = writer.clone();
-                    tokio::spawn(async move {
-                        writer
-                            .append_message(message(conversation, sender, client_id))
-                            .await
-                    })
-                })
-                .collect();
-            for send in sends {
-                if let MessageAppended::Stored { id, .. } =
-                    send.await.expect("task").expect("append")
-                {
-                    stored += 1;
-                    ids.push(id);
-                }
+        for _ in 0..3 {
+            match writer
+                .append_message(test_message(conversation, 1, Priority::Normal))
+                .await
+            {
+                Ok(MessageAppended::Stored { id, .. }) => ids.push(id),
+                other => panic!("{other:?}"),
             }
         }
-        let duplicate = writer
-            .append_message(message(group, 3, Some("0-0".into())))
-            .await
-            .expect("duplicate");
-        assert!(matches!(duplicate, MessageAppended::Duplicate { .. }));
-        let refused = writer.append_message(message(one, 9, None)).await;
-        assert!(matches!(refused, Err(WriteError::ConversationNotFound)));
-        writer
-            .mark_read(2, one, Some(ids[40]))
-            .await
-            .expect("mark read");
-        writer.mark_read(3, group, None).await.expect("mark all");
-        writer.set_archived(1, group, true).await.expect("archive");
-        let normal = Priority::Normal.rank();
-        writer
-            .dequeue(ids[..30].iter().map(|id| (2, normal, *id)).collect())
-            .await
-            .expect("dequeue");
-        let drained = writer
-            .drain(ids[30..60].iter().map(|id| (1, normal, *id)).collect())
-            .await
-            .expect("drain");
-        assert!(!drained.is_empty());
-        let account = NewAccount {
-            username: "ann".into(),
-            display_name: Some("Ann".into()),
-            password_hash: "$argon2id$stand-in".into(),
-            id_base: 1_000_000,
-        };
-        writer
-            .register_account(account.clone())
-            .await
-            .expect("register");
-        let taken = writer.register_account(account).await;
-        assert!(matches!(taken, Err(WriteError::UsernameTaken)));
-        writer
-            .submit_ensure_user(42, Some("zed".into()))
-            .await
-            .expect("submit")
-            .await
-            .expect("answer")
-            .expect("ensure user");
-        let recipients = writer
-            .broadcast(Broadcast {
-                sender: 1,
-                message_type: "system".into(),
-                priority: Priority::High,
-                recipients: vec![4, 5, 6],
-                body: Arc::new(vec![9; 10]),
-                plain: Arc::default(),
+        let crashed_later = temp.crash_copy();
+        assert_eq!(count(&metrics, "indaba_journal_sync_seconds"), 0);
+        // The checkpoint after the failed write, then one per batch.
+        assert!(count(&metrics, "indaba_checkpoint_seconds") >= 4);
+        assert!(writer.is_healthy());
+        thread.finish(&writer).await;
+        drop(writer);
+        drop(db);
+
+        let (store, thread) = crashed_later.open();
+        let found = store
+            .read(move |r| {
+                ids.iter()
+                    .map(|id| r.message(*id))
+                    .collect::<Result<Vec<_>, _>>()
             })
             .await
-            .expect("broadcast");
-        stored += recipients;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let boundary = crate::time::now_ms();
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        writer
-            .append_message(message(one, 2, None))
-            .await
-            .expect("after the boundary");
-        assert!(writer.expire(boundary).await.expect("expire") > 0);
-        stored + 1
-    }
-
-    fn without_checkpoint_seq(rows: Vec<String>) -> Vec<String> {
-        rows.into_iter()
-            .filter(|row| !row.starts_with("name_value \"checkpoint_seq\""))
-            .collect()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_replayed_journal_rebuilds_every_row() {
-        let temp = TempStore::new();
-        // No checkpoint in the whole run: everything after the open is in the journal only.
-        let (store, thread) = temp.open_with(WriterOptions {
-            checkpoint_interval: Duration::from_secs(3600),
-            ..WriterOptions::standalone(64)
-        });
-        let stored = script(store.writer()).await;
-        let crashed = temp.crash_copy();
+            .expect("read");
+        assert!(found.iter().all(Option::is_some), "{found:?}");
         thread.finish(store.writer()).await;
-        drop(store);
-        let expected = without_checkpoint_seq(temp.dump());
-        let messages = expected
-            .iter()
-            .filter(|row| row.starts_with("msgid_message "))
-            .count();
-        assert_eq!(messages as u64, stored);
-        assert!(messages > FOLD_AT, "the script folds the tail once");
-
-        // What the crash left in the data file itself: none of it.
-        assert!(
-            !crashed
-                .dump()
-                .iter()
-                .any(|row| row.starts_with("msgid_message ")),
-            "nothing was checkpointed during the run"
-        );
-        let (store, thread) = crashed.open();
-        thread.finish(store.writer()).await;
-        drop(store);
-        assert_eq!(without_checkpoint_seq(crashed.dump()), expected);
-
-        // Replayed once, and checkpointed: a second start has nothing to replay and changes
-        // nothing.
-        let (store, thread) = crashed.open();
-        thread.finish(store.writer()).await;
-        drop(store);
-        assert_eq!(without_checkpoint_seq(crashed.dump()), expected);
-    }
-
-    #[test]
-    fn every_logged_request_reads_back_as_written() {
-        let commands = vec![
-            Command::CreateConversation(one_to_one(1, 2), oneshot::channel().0),
-            Command::AppendMessage(message(1, 2, Some("c".into())), oneshot::channel().0),
-            Command::EnsureUser {
-                id: 5,
-                username: Some("x".into()),
-                reply: oneshot::channel().0,
-            },
-            Command::MarkRead {
-                user: 1,
-                conversation: 2,
-                up_to: Some(3),
-                reply: oneshot::channel().0,
-            },
-            Command::SetArchived {
-                user: 1,
-                conversation: 2,
-                archived: true,
-                reply: oneshot::channel().0,
-            },
-            Command::Dequeue(vec![(1, 0, 2)]),
-            Command::Drain(vec![(3, 1, 4)], oneshot::channel().0),
-            Command::Expire(99, oneshot::channel().0),
-            Command::RegisterAccount(
-                NewAccount {
-                    username: "u".into(),
-                    display_name: None,
-                    password_hash: "h".into(),
-                    id_base: 8,
-                },
-                oneshot::channel().0,
-            ),
-            Command::Broadcast(
-                Broadcast {
-                    sender: 1,
-                    message_type: "system".into(),
-                    priority: Priority::High,
-                    recipients: vec![2, 3],
-                    body: Arc::new(vec![4, 5]),
-                    plain: Arc::default(),
-                },
-                oneshot::channel().0,
-            ),
-            Command::Checkpoint,
-        ];
-        let written = encode_record(&commands, 1234).expect("encode");
-        let mut record = written.clone();
-        let report = BatchReport {
-            first_message_id: 10,
-            next_message_id: 12,
-            ..BatchReport::default()
-        };
-        fill_record(&mut record, 77, &report);
-        let back = decode_record(&record[journal::RECORD_HEADER..]).expect("decode");
-        assert_eq!((back.now_ms, back.ids), (1234, (10, 12)));
-        let back = back.commands;
-        // The control command is not logged; the rest come back in order, alike: logged
-        // again, they give the same bytes.
-        assert_eq!(back.len(), commands.len() - 1);
-        assert_eq!(encode_record(&back, 1234).expect("encode"), written);
     }
 }

@@ -1,0 +1,533 @@
+//! The journal's records: what the writer writes down for each batch, and how a restart
+//! redoes them.
+//!
+//! A record holds the batch's requests as they came (postcard, without their reply
+//! channels), the time the writer gave the batch, and the message ids it gave out. Redoing
+//! them means applying the same requests in the same order at the same time through the same
+//! code ([`super::writer`]'s `commit_batch`), on the state the last checkpoint left: that gives
+//! the same rows, which the recorded message ids check. Logging the requests rather than the
+//! rows they changed keeps a record small (a message's sealed body and a few ids, not its
+//! queue entries, memberships and counters), at the price of that code staying deterministic:
+//! it reads the clock only through the batch's time and orders everything it iterates.
+//! [`super::journal`] stores the records; this module knows what they mean.
+
+use redb::{Database, ReadableDatabase};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::journal::{self, Journal};
+use super::tables::{META, meta};
+use super::writer::{
+    BatchReport, Broadcast, Command, NewAccount, NewConversation, NewMessage, Plan, QueueKey,
+    WriterState, commit_batch,
+};
+use super::{Reply, StoreError};
+
+/// A [`Command`] as the journal holds it: the request without its reply channel. Encoded from
+/// a borrowed command; read back as [`Logged`], which must keep the same variants in the same
+/// order (postcard numbers them): append new ones at the end, never reorder.
+#[derive(Debug, Serialize)]
+enum LoggedRef<'a> {
+    CreateConversation(&'a NewConversation),
+    AppendMessage(&'a NewMessage),
+    EnsureUser {
+        id: u64,
+        username: &'a Option<String>,
+    },
+    RegisterAccount(&'a NewAccount),
+    MarkRead {
+        user: u64,
+        conversation: u64,
+        up_to: Option<u64>,
+    },
+    SetArchived {
+        user: u64,
+        conversation: u64,
+        archived: bool,
+    },
+    Dequeue(&'a [QueueKey]),
+    Drain(&'a [QueueKey]),
+    Expire(u64),
+    Broadcast(&'a Broadcast),
+}
+
+/// What [`LoggedRef`] encodes, read back for a replay.
+#[derive(Debug, Deserialize)]
+enum Logged {
+    CreateConversation(NewConversation),
+    AppendMessage(NewMessage),
+    EnsureUser {
+        id: u64,
+        username: Option<String>,
+    },
+    RegisterAccount(NewAccount),
+    MarkRead {
+        user: u64,
+        conversation: u64,
+        up_to: Option<u64>,
+    },
+    SetArchived {
+        user: u64,
+        conversation: u64,
+        archived: bool,
+    },
+    Dequeue(Vec<QueueKey>),
+    Drain(Vec<QueueKey>),
+    Expire(u64),
+    Broadcast(Broadcast),
+}
+
+impl Command {
+    /// What the journal keeps of this request (nothing of the control commands).
+    fn logged(&self) -> Option<LoggedRef<'_>> {
+        Some(match self {
+            Command::CreateConversation(new, _) => LoggedRef::CreateConversation(new),
+            Command::AppendMessage(new, _) => LoggedRef::AppendMessage(new),
+            Command::EnsureUser { id, username, .. } => LoggedRef::EnsureUser { id: *id, username },
+            Command::RegisterAccount(new, _) => LoggedRef::RegisterAccount(new),
+            Command::MarkRead {
+                user,
+                conversation,
+                up_to,
+                ..
+            } => LoggedRef::MarkRead {
+                user: *user,
+                conversation: *conversation,
+                up_to: *up_to,
+            },
+            Command::SetArchived {
+                user,
+                conversation,
+                archived,
+                ..
+            } => LoggedRef::SetArchived {
+                user: *user,
+                conversation: *conversation,
+                archived: *archived,
+            },
+            Command::Dequeue(entries) => LoggedRef::Dequeue(entries),
+            Command::Drain(entries, _) => LoggedRef::Drain(entries),
+            Command::Expire(before_ms, _) => LoggedRef::Expire(*before_ms),
+            Command::Broadcast(broadcast, _) => LoggedRef::Broadcast(broadcast),
+            Command::Checkpoint | Command::Stop => return None,
+        })
+    }
+}
+
+impl From<Logged> for Command {
+    /// The request again, its answer going nowhere: nobody waits for a replay.
+    fn from(logged: Logged) -> Self {
+        fn nobody<T>() -> Reply<T> {
+            oneshot::channel().0
+        }
+        match logged {
+            Logged::CreateConversation(new) => Command::CreateConversation(new, nobody()),
+            Logged::AppendMessage(new) => Command::AppendMessage(new, nobody()),
+            Logged::EnsureUser { id, username } => Command::EnsureUser {
+                id,
+                username,
+                reply: nobody(),
+            },
+            Logged::RegisterAccount(new) => Command::RegisterAccount(new, nobody()),
+            Logged::MarkRead {
+                user,
+                conversation,
+                up_to,
+            } => Command::MarkRead {
+                user,
+                conversation,
+                up_to,
+                reply: nobody(),
+            },
+            Logged::SetArchived {
+                user,
+                conversation,
+                archived,
+            } => Command::SetArchived {
+                user,
+                conversation,
+                archived,
+                reply: nobody(),
+            },
+            Logged::Dequeue(entries) => Command::Dequeue(entries),
+            Logged::Drain(entries) => Command::Drain(entries, nobody()),
+            Logged::Expire(before_ms) => Command::Expire(before_ms, nobody()),
+            Logged::Broadcast(broadcast) => Command::Broadcast(broadcast, nobody()),
+        }
+    }
+}
+
+/// Bytes of a record's payload before its requests: time, first and next message id.
+const RECORD_FIELDS: usize = 24;
+
+/// A journal record for `batch`, its seq and message ids left to [`fill_record`].
+pub(super) fn encode_record(batch: &[Command], now_ms: u64) -> Result<Vec<u8>, StoreError> {
+    let mut record = vec![0; journal::RECORD_HEADER + RECORD_FIELDS];
+    record[journal::RECORD_HEADER..][..8].copy_from_slice(&now_ms.to_le_bytes());
+    for logged in batch.iter().filter_map(Command::logged) {
+        record = postcard::to_extend(&logged, record)
+            .map_err(|e| StoreError::Encoding(e.to_string()))?;
+    }
+    Ok(record)
+}
+
+/// Completes a record once its batch committed: the message ids it gave, then the header.
+pub(super) fn fill_record(record: &mut [u8], seq: u64, report: &BatchReport) {
+    let fields = &mut record[journal::RECORD_HEADER..][..RECORD_FIELDS];
+    fields[8..16].copy_from_slice(&report.first_message_id.to_le_bytes());
+    fields[16..24].copy_from_slice(&report.next_message_id.to_le_bytes());
+    journal::seal(record, seq);
+}
+
+/// A journal record's batch, read back.
+struct LoggedBatch {
+    now_ms: u64,
+    /// The message ids it gave: first, and the next after its last.
+    ids: (u64, u64),
+    commands: Vec<Command>,
+}
+
+/// A record's payload read back.
+fn decode_record(payload: &[u8]) -> Result<LoggedBatch, String> {
+    if payload.len() < RECORD_FIELDS {
+        return Err(format!("{} bytes, shorter than its fields", payload.len()));
+    }
+    let field = |i: usize| u64::from_le_bytes(payload[i * 8..][..8].try_into().expect("8 bytes"));
+    let mut rest = &payload[RECORD_FIELDS..];
+    let mut commands = Vec::new();
+    while !rest.is_empty() {
+        let (logged, after) =
+            postcard::take_from_bytes::<Logged>(rest).map_err(|e| e.to_string())?;
+        commands.push(Command::from(logged));
+        rest = after;
+    }
+    Ok(LoggedBatch {
+        now_ms: field(0),
+        ids: (field(1), field(2)),
+        commands,
+    })
+}
+
+/// What [`replay`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Replayed {
+    /// The seq the writer continues from.
+    pub seq: u64,
+    /// Journal records applied.
+    pub batches: usize,
+    /// Messages they stored.
+    pub messages: usize,
+}
+
+/// Applies the journal's batches after the data file's last checkpoint, each as the writer
+/// applied it (same requests, same time), then checkpoints: the data file then holds every
+/// batch that was durable when the daemon stopped. Refuses to go on if a batch gives other
+/// message ids than it gave the first time, rather than renumber acknowledged messages.
+pub(super) fn replay(
+    db: &Database,
+    journal: &Journal,
+    queue_max: u64,
+) -> Result<Replayed, StoreError> {
+    let damaged = |message: String| StoreError::Journal {
+        path: journal.path().to_owned(),
+        message,
+    };
+    let (checkpoint, mut state) = {
+        let txn = db.begin_read()?;
+        let checkpoint = meta::get(&txn.open_table(META)?, meta::CHECKPOINT_SEQ)?.unwrap_or(0);
+        (checkpoint, WriterState::load(&txn)?)
+    };
+    let records = journal.records(checkpoint)?;
+    let mut replayed = Replayed {
+        seq: checkpoint,
+        batches: 0,
+        messages: 0,
+    };
+    for record in &records {
+        let LoggedBatch {
+            now_ms,
+            ids,
+            commands: mut batch,
+        } = decode_record(&record.payload)
+            .map_err(|e| damaged(format!("record {} cannot be read: {e}", record.seq)))?;
+        let plan = Plan {
+            seq: record.seq,
+            durable: false,
+            now_ms,
+        };
+        let (_, report, outcome) = commit_batch(db, &mut batch, &mut state, queue_max, plan);
+        outcome?;
+        let gave = (report.first_message_id, report.next_message_id);
+        if gave != ids {
+            return Err(damaged(format!(
+                "record {} gave message ids {}..{} again, not {}..{} as the first time",
+                record.seq, gave.0, gave.1, ids.0, ids.1
+            )));
+        }
+        replayed.seq = record.seq;
+        replayed.batches += 1;
+        replayed.messages += report.stored.len();
+    }
+    if replayed.batches > 0 {
+        let plan = Plan {
+            seq: replayed.seq,
+            durable: true,
+            now_ms: state.now_ms(),
+        };
+        commit_batch(db, &mut Vec::new(), &mut state, queue_max, plan).2?;
+    }
+    Ok(replayed)
+}
+
+#[cfg(test)]
+mod tests {
+    //! A crash loses everything redb had not committed durably; the journal must give all of it
+    //! back. The files a crash leaves, opened again, must hold exactly the rows the same store
+    //! holds after a clean stop.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::history::FOLD_AT;
+    use crate::store::records::Priority;
+    use crate::store::testing::{TempStore, one_to_one};
+    use crate::store::writer::{
+        MessageAppended, WriteError, WriterHandle, WriterOptions, test_message,
+    };
+
+    fn message(conversation: u64, sender: u64, client_id: Option<String>) -> NewMessage {
+        NewMessage {
+            client_id,
+            ..test_message(conversation, sender, Priority::Normal)
+        }
+    }
+
+    /// Every kind of request, many in one batch and one to a batch, enough messages to fold
+    /// the history tail once. Returns how many messages it stored.
+    async fn script(writer: &WriterHandle) -> u64 {
+        let one = writer
+            .create_conversation(one_to_one(1, 2))
+            .await
+            .expect("conversation")
+            .id;
+        let group = writer
+            .create_conversation(NewConversation {
+                creator: 3,
+                participants: vec![1, 2],
+                property: Some(7),
+                booking: None,
+                subject: Some(vec![1, 2, 3]),
+            })
+            .await
+            .expect("group")
+            .id;
+        let again = writer
+            .create_conversation(one_to_one(2, 1))
+            .await
+            .expect("same");
+        assert!(!again.created);
+        let mut stored = 0;
+        let mut ids = Vec::new();
+        for round in 0..22 {
+            let sends: Vec<_> = (0..50u64)
+                .map(|i| {
+                    let (conversation, sender) = match i % 3 {
+                        0 => (group, 3),
+                        1 => (one, 1),
+                        _ => (one, 2),
+                    };
+                    let client_id = (i % 4 == 0).then(|| format!("{round}-{i}"));
+                    let writer = writer.clone();
+                    tokio::spawn(async move {
+                        writer
+                            .append_message(message(conversation, sender, client_id))
+                            .await
+                    })
+                })
+                .collect();
+            for send in sends {
+                if let MessageAppended::Stored { id, .. } =
+                    send.await.expect("task").expect("append")
+                {
+                    stored += 1;
+                    ids.push(id);
+                }
+            }
+        }
+        let duplicate = writer
+            .append_message(message(group, 3, Some("0-0".into())))
+            .await
+            .expect("duplicate");
+        assert!(matches!(duplicate, MessageAppended::Duplicate { .. }));
+        let refused = writer.append_message(message(one, 9, None)).await;
+        assert!(matches!(refused, Err(WriteError::ConversationNotFound)));
+        writer
+            .mark_read(2, one, Some(ids[40]))
+            .await
+            .expect("mark read");
+        writer.mark_read(3, group, None).await.expect("mark all");
+        writer.set_archived(1, group, true).await.expect("archive");
+        let normal = Priority::Normal.rank();
+        writer
+            .dequeue(ids[..30].iter().map(|id| (2, normal, *id)).collect())
+            .await
+            .expect("dequeue");
+        let drained = writer
+            .drain(ids[30..60].iter().map(|id| (1, normal, *id)).collect())
+            .await
+            .expect("drain");
+        assert!(!drained.is_empty());
+        let account = NewAccount {
+            username: "ann".into(),
+            display_name: Some("Ann".into()),
+            password_hash: "$argon2id$stand-in".into(),
+            id_base: 1_000_000,
+        };
+        writer
+            .register_account(account.clone())
+            .await
+            .expect("register");
+        let taken = writer.register_account(account).await;
+        assert!(matches!(taken, Err(WriteError::UsernameTaken)));
+        writer
+            .submit_ensure_user(42, Some("zed".into()))
+            .await
+            .expect("submit")
+            .await
+            .expect("answer")
+            .expect("ensure user");
+        let recipients = writer
+            .broadcast(Broadcast {
+                sender: 1,
+                message_type: "system".into(),
+                priority: Priority::High,
+                recipients: vec![4, 5, 6],
+                body: Arc::new(vec![9; 10]),
+                plain: Arc::default(),
+            })
+            .await
+            .expect("broadcast");
+        stored += recipients;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let boundary = crate::time::now_ms();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        writer
+            .append_message(message(one, 2, None))
+            .await
+            .expect("after the boundary");
+        assert!(writer.expire(boundary).await.expect("expire") > 0);
+        stored + 1
+    }
+
+    fn without_checkpoint_seq(rows: Vec<String>) -> Vec<String> {
+        rows.into_iter()
+            .filter(|row| !row.starts_with("name_value \"checkpoint_seq\""))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replayed_journal_rebuilds_every_row() {
+        let temp = TempStore::new();
+        // No checkpoint in the whole run: everything after the open is in the journal only.
+        let (store, thread) = temp.open_with(WriterOptions {
+            checkpoint_interval: Duration::from_secs(3600),
+            ..WriterOptions::standalone(64)
+        });
+        let stored = script(store.writer()).await;
+        let crashed = temp.crash_copy();
+        thread.finish(store.writer()).await;
+        drop(store);
+        let expected = without_checkpoint_seq(temp.dump());
+        let messages = expected
+            .iter()
+            .filter(|row| row.starts_with("msgid_message "))
+            .count();
+        assert_eq!(messages as u64, stored);
+        assert!(messages > FOLD_AT, "the script folds the tail once");
+
+        // What the crash left in the data file itself: none of it.
+        assert!(
+            !crashed
+                .dump()
+                .iter()
+                .any(|row| row.starts_with("msgid_message ")),
+            "nothing was checkpointed during the run"
+        );
+        let (store, thread) = crashed.open();
+        thread.finish(store.writer()).await;
+        drop(store);
+        assert_eq!(without_checkpoint_seq(crashed.dump()), expected);
+
+        // Replayed once, and checkpointed: a second start has nothing to replay and changes
+        // nothing.
+        let (store, thread) = crashed.open();
+        thread.finish(store.writer()).await;
+        drop(store);
+        assert_eq!(without_checkpoint_seq(crashed.dump()), expected);
+    }
+
+    #[test]
+    fn every_logged_request_reads_back_as_written() {
+        let commands = vec![
+            Command::CreateConversation(one_to_one(1, 2), oneshot::channel().0),
+            Command::AppendMessage(message(1, 2, Some("c".into())), oneshot::channel().0),
+            Command::EnsureUser {
+                id: 5,
+                username: Some("x".into()),
+                reply: oneshot::channel().0,
+            },
+            Command::MarkRead {
+                user: 1,
+                conversation: 2,
+                up_to: Some(3),
+                reply: oneshot::channel().0,
+            },
+            Command::SetArchived {
+                user: 1,
+                conversation: 2,
+                archived: true,
+                reply: oneshot::channel().0,
+            },
+            Command::Dequeue(vec![(1, 0, 2)]),
+            Command::Drain(vec![(3, 1, 4)], oneshot::channel().0),
+            Command::Expire(99, oneshot::channel().0),
+            Command::RegisterAccount(
+                NewAccount {
+                    username: "u".into(),
+                    display_name: None,
+                    password_hash: "h".into(),
+                    id_base: 8,
+                },
+                oneshot::channel().0,
+            ),
+            Command::Broadcast(
+                Broadcast {
+                    sender: 1,
+                    message_type: "system".into(),
+                    priority: Priority::High,
+                    recipients: vec![2, 3],
+                    body: Arc::new(vec![4, 5]),
+                    plain: Arc::default(),
+                },
+                oneshot::channel().0,
+            ),
+            Command::Checkpoint,
+        ];
+        let written = encode_record(&commands, 1234).expect("encode");
+        let mut record = written.clone();
+        let report = BatchReport {
+            first_message_id: 10,
+            next_message_id: 12,
+            ..BatchReport::default()
+        };
+        fill_record(&mut record, 77, &report);
+        let back = decode_record(&record[journal::RECORD_HEADER..]).expect("decode");
+        assert_eq!((back.now_ms, back.ids), (1234, (10, 12)));
+        let back = back.commands;
+        // The control command is not logged; the rest come back in order, alike: logged
+        // again, they give the same bytes.
+        assert_eq!(back.len(), commands.len() - 1);
+        assert_eq!(encode_record(&back, 1234).expect("encode"), written);
+    }
+}
