@@ -79,7 +79,9 @@ pub struct StorageConfig {
     /// durable redb commit: one file, slower acknowledgements.
     pub journal: bool,
     /// The longest a batch stays only in the journal before a checkpoint commits it durably to
-    /// the redb file: bounds what a restart after a crash replays.
+    /// the redb file: bounds what a restart after a crash replays. A checkpoint holds the
+    /// writer while it writes and syncs the pages dirtied since the last one (~1.4 ms every
+    /// 50 ms, ~3 ms every 250 ms at 5,000 messages/s): rarer, it holds fewer messages back.
     #[serde(with = "duration_str")]
     pub checkpoint_interval: Duration,
 }
@@ -93,7 +95,7 @@ impl Default for StorageConfig {
             old_encryption_key_files: Vec::new(),
             commit_batch_max: 4096,
             journal: true,
-            checkpoint_interval: Duration::from_millis(50),
+            checkpoint_interval: Duration::from_millis(250),
         }
     }
 }
