@@ -50,6 +50,13 @@ pub const RECORDS_START: u64 = 4096;
 /// itself: bounds the file, and the work a recovery replays.
 pub const CAPACITY: u64 = 64 << 20;
 
+/// Bytes of records after which the next batch is a checkpoint, however recent the last one.
+/// A checkpoint writes the pages the journaled batches dirtied, which grow with the messages
+/// they hold, and holds the writer (and every message behind it) meanwhile: at 45,000
+/// messages/s, 250 ms of them made checkpoints of 11.9 ms on average (up to 26 ms); with this
+/// bound, 8.2 ms. Under heavier load it also bounds what a crash leaves to replay.
+pub const CHECKPOINT_BYTES: u64 = 1 << 20;
+
 /// Bytes in front of each record's payload: its length, crc and seq.
 pub const RECORD_HEADER: usize = 16;
 

@@ -109,7 +109,7 @@ impl Command {
             Command::Drain(entries, _) => LoggedRef::Drain(entries),
             Command::Expire(before_ms, _) => LoggedRef::Expire(*before_ms),
             Command::Broadcast(broadcast, _) => LoggedRef::Broadcast(broadcast),
-            Command::Checkpoint | Command::Stop => return None,
+            Command::Stop => return None,
         })
     }
 }
@@ -512,7 +512,7 @@ mod tests {
                 },
                 oneshot::channel().0,
             ),
-            Command::Checkpoint,
+            Command::Stop,
         ];
         let written = encode_record(&commands, 1234).expect("encode");
         let mut record = written.clone();

@@ -241,8 +241,6 @@ pub enum Command {
     Expire(u64, Reply<u64>),
     /// One system message from `sender` to each user, in their one-to-one conversation.
     Broadcast(Broadcast, Reply<u64>),
-    /// Make the batch that holds this a checkpoint (sent when the journal failed).
-    Checkpoint,
     /// Commit everything queued before this, then stop. Sent by [`WriterThread::finish`].
     Stop,
 }
@@ -567,9 +565,12 @@ impl JournalCursor {
         }
     }
 
-    /// Whether the next batch must be a checkpoint whatever its size.
+    /// Whether the next batch must be a checkpoint whatever its size: the journal failed, or
+    /// holds batches older than `interval` or more than [`journal::CHECKPOINT_BYTES`] of them.
     fn checkpoint_due(&self, interval: Duration) -> bool {
-        self.broken || self.since.is_some_and(|since| since.elapsed() >= interval)
+        self.broken
+            || self.since.is_some_and(|since| since.elapsed() >= interval)
+            || self.offset - journal::RECORDS_START >= journal::CHECKPOINT_BYTES
     }
 
     /// Whether a record of `len` bytes fits before the journal's bound.
@@ -613,7 +614,6 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.batch_max.min(4096));
         let mut stopping = false;
         while !stopping && let Some(first) = rx.blocking_recv() {
-            let mut checkpoint = false;
             let mut next = Some(first);
             while let Some(command) = next {
                 match command {
@@ -621,7 +621,6 @@ impl Writer {
                         stopping = true;
                         break;
                     }
-                    Command::Checkpoint => checkpoint = true,
                     command => batch.push(command),
                 }
                 next = if batch.len() < self.batch_max {
@@ -630,10 +629,9 @@ impl Writer {
                     None
                 };
             }
-            // The last batch, and one asked for, are checkpoints: a stopped daemon leaves
-            // nothing to replay.
-            if !batch.is_empty() || self.uncheckpointed() {
-                self.commit(&mut batch, checkpoint || stopping);
+            // The last batch is a checkpoint: a stopped daemon leaves nothing to replay.
+            if !batch.is_empty() || (stopping && self.uncheckpointed()) {
+                self.commit(&mut batch, stopping);
             }
         }
         // Every handle is gone without a stop: still leave nothing to replay.
@@ -873,7 +871,7 @@ impl Command {
             Command::Drain(_, reply) => complete(reply, Err(err)),
             Command::Expire(_, reply) => complete(reply, Err(err)),
             Command::Broadcast(_, reply) => complete(reply, Err(err)),
-            Command::Dequeue(_) | Command::Checkpoint | Command::Stop => return None,
+            Command::Dequeue(_) | Command::Stop => return None,
         })
     }
 }
@@ -1103,8 +1101,8 @@ impl<'txn> Tables<'txn> {
             Command::Broadcast(broadcast, reply) => {
                 finish(reply, self.broadcast(broadcast, now_ms))
             }
-            // Never batched: the collecting loop takes them out.
-            Command::Checkpoint | Command::Stop => Ok(Box::new(|_| {})),
+            // Never batched: the collecting loop takes it out.
+            Command::Stop => Ok(Box::new(|_| {})),
         }
     }
 
