@@ -1766,6 +1766,21 @@ fn test_state(db: &Database) -> WriterState {
         .unwrap_or_default()
 }
 
+/// Commits `batch` as one durable batch on a test database and answers its requests.
+#[cfg(test)]
+fn run_batch(db: &Database, mut batch: Vec<Command>) {
+    let (completions, _, outcome) = commit_batch(
+        db,
+        &mut batch,
+        &mut test_state(db),
+        u64::MAX,
+        Plan::checkpoint_now(),
+    );
+    for done in completions {
+        done(outcome.as_ref().map(|_| ()));
+    }
+}
+
 /// A one-character text message, for the tests below.
 #[cfg(test)]
 pub(super) fn test_message(conversation: u64, sender: u64, priority: Priority) -> NewMessage {
@@ -1792,20 +1807,6 @@ mod tests {
 
     use super::*;
     use redb::ReadableDatabase;
-
-    fn run_batch(db: &Database, batch: Vec<Command>) {
-        let mut batch = batch;
-        let (completions, _, outcome) = commit_batch(
-            db,
-            &mut batch,
-            &mut test_state(db),
-            u64::MAX,
-            Plan::checkpoint_now(),
-        );
-        for done in completions {
-            done(outcome.as_ref().map(|_| ()));
-        }
-    }
 
     fn append(
         conversation: u64,
@@ -1874,20 +1875,6 @@ mod queue_tests {
     use super::*;
     use redb::ReadableDatabase;
 
-    fn run(db: &Database, command: Command) {
-        let mut batch = vec![command];
-        let (completions, _, outcome) = commit_batch(
-            db,
-            &mut batch,
-            &mut test_state(db),
-            u64::MAX,
-            Plan::checkpoint_now(),
-        );
-        for done in completions {
-            done(outcome.as_ref().map(|_| ()));
-        }
-    }
-
     /// A socket skips its queue read when `may_have_queued` says no: that must never be
     /// said of a user whose queue holds an entry, before or after a restart.
     #[tokio::test]
@@ -1946,7 +1933,7 @@ mod queue_tests {
             booking: None,
             subject: None,
         };
-        run(&db, Command::CreateConversation(new, reply));
+        run_batch(&db, vec![Command::CreateConversation(new, reply)]);
         // Two messages, then the retention boundary, then one more.
         let mut boundary = 0;
         for priority in [Priority::Low, Priority::High, Priority::Normal] {
@@ -1957,10 +1944,10 @@ mod queue_tests {
             }
             let (reply, _rx) = oneshot::channel();
             let new = test_message(1, 1, priority);
-            run(&db, Command::AppendMessage(new, reply));
+            run_batch(&db, vec![Command::AppendMessage(new, reply)]);
         }
         let (reply, mut expired) = oneshot::channel();
-        run(&db, Command::Expire(boundary, reply));
+        run_batch(&db, vec![Command::Expire(boundary, reply)]);
         assert_eq!(expired.try_recv().expect("answered").expect("ok"), 2);
 
         let read = db.begin_read().expect("read");
