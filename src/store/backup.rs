@@ -192,7 +192,7 @@ pub(super) fn write_copy(
     {
         let mut meta_table = dst.open_table(tables::META)?;
         let mut left_out = 0;
-        for key in [tables::meta::JOURNAL_ID, tables::meta::CHECKPOINT_SEQ] {
+        for key in [tables::meta::JOURNAL_ID, tables::meta::APPLIED_SEQ] {
             left_out += u64::from(meta_table.remove(key)?.is_some());
         }
         if let Some(meta_count) = copied.iter_mut().find(|t| t.name == tables::META.name()) {
@@ -343,11 +343,7 @@ mod tests {
         use crate::store::writer::{MessageAppended, NewMessage};
 
         let temp = TempStore::new();
-        // No checkpoint during the run: every batch stays in the journal.
-        let (store, thread) = temp.open_with(WriterOptions {
-            checkpoint_interval: std::time::Duration::from_secs(3600),
-            ..WriterOptions::standalone(16)
-        });
+        let (store, thread) = temp.open_journal_only();
         let writer = store.writer().clone();
         let conversation = writer
             .create_conversation(one_to_one(1, 2))

@@ -104,8 +104,8 @@ impl Durable {
         self.settle(seq);
     }
 
-    /// Batch `seq` failed: its requests hear `error`. `appends` is how many messages it would
-    /// have stored.
+    /// Batch `seq` failed and left nothing behind: its requests hear `error`. `appends` is how
+    /// many messages it would have stored.
     pub(super) fn fail(
         &self,
         seq: u64,
@@ -113,16 +113,22 @@ impl Durable {
         error: &StoreError,
         appends: usize,
     ) {
+        self.abandon(completions, error, appends);
+        self.settle(seq);
+    }
+
+    /// A batch that readers can see could not be made durable: its requests hear `error`, and
+    /// it is never settled, so no reader is answered with it.
+    pub(super) fn abandon(&self, completions: Vec<Completion>, error: &StoreError, appends: usize) {
         self.metrics.persistence_failures.inc_by(appends as u64);
         for done in completions {
             done(Err(error));
         }
-        self.settle(seq);
     }
 
     /// Every batch up to `seq` is answered. Never moves back: the checkpoint that covers a
-    /// batch whose journal write failed is reported before that batch.
-    fn settle(&self, seq: u64) {
+    /// batch whose journal write failed is reported after that batch, and settles both.
+    pub(super) fn settle(&self, seq: u64) {
         self.settled.send_if_modified(|settled| {
             let advanced = seq > *settled;
             *settled = (*settled).max(seq);

@@ -12,22 +12,31 @@
 //! store opens at its last checkpoint and replays the journal's batches after it, through the
 //! code that applied them the first time ([`super::writer`]).
 //!
-//! This module knows the file, not what a record means. Layout:
+//! This module knows the file, not what a record means. Layout (format 2):
 //!
 //! ```text
-//! header (4 KiB): magic "IDBJRNL\0" | format u32 LE | 0u32 | journal id u64 LE | zeros
+//! header (4 KiB): magic "IDBJRNL\0" | format u32 LE | 0u32 | journal id u64 LE | key (32 B) | zeros
 //! records, back to back from offset 4096:
-//!     payload length u32 LE | crc32 u32 LE | seq u64 LE | payload
+//!     payload length u32 LE | seq u64 LE | tag (16 B) | payload
 //! ```
 //!
-//! The crc covers the seq and the payload. Seqs only grow while the daemon runs (the writer
-//! numbers every batch it attempts), and each checkpoint records its seq in the redb file, so
-//! recovery reads from the first record while each is whole, matches its crc and has a seq
-//! above the one before it and above the checkpoint's. The scan therefore ends at a torn last
-//! write, and at the records an earlier round left further into the file (their seqs are
-//! lower), without erasing them as it goes. At each start, once what it holds is replayed and
-//! checkpointed, the file is emptied ([`Journal::clear`]): the writer then numbers batches
-//! from the last one replayed, and no record of the run before may be left to meet them.
+//! The tag is HMAC-SHA256 over the length, the seq and the payload, under the header's key (the
+//! first 16 bytes of it). Seqs only grow while the daemon runs (the writer numbers every batch
+//! it attempts), and the data file records the seq of the newest batch it holds, so recovery
+//! reads from the first record while each is whole, carries a good tag and has a seq above the
+//! one before it and above the data file's. The scan therefore ends at a torn last write, and
+//! at the records an earlier round left further into the file (their seqs are lower), without
+//! erasing them as it goes. The key is why a checksum is not enough: what follows the newest
+//! record is old bytes, and some of them were chosen by clients (a `client_id` is stored as
+//! sent). With a plain crc, bytes crafted to look like a record with a high seq, left behind
+//! by an earlier round exactly where a later round stops, would be replayed after a crash; a
+//! client cannot tag bytes without the key, which never leaves the journal file (mode 0600).
+//! At each start, once what the file holds is replayed and checkpointed, it is emptied and
+//! given a new key ([`Journal::clear`]): the writer then numbers batches from the last one
+//! replayed, and no record of the run before may be left to meet them.
+//!
+//! Format 1, written by the first builds with a journal, checked records with a crc32 and had
+//! no key. Such a journal is still read at open, replayed, and then emptied into format 2.
 //!
 //! The journal id ties the file to one data file (`name_value["journal_id"]`): a journal found
 //! beside a data file with another id (a restored backup, a deleted database) is emptied
@@ -37,6 +46,9 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
 use super::StoreError;
 
@@ -57,13 +69,41 @@ pub const CAPACITY: u64 = 64 << 20;
 /// bound, 8.2 ms. Under heavier load it also bounds what a crash leaves to replay.
 pub const CHECKPOINT_BYTES: u64 = 1 << 20;
 
-/// Bytes in front of each record's payload: its length, crc and seq.
-pub const RECORD_HEADER: usize = 16;
+/// Bytes in front of each record's payload: its length, seq and tag.
+pub const RECORD_HEADER: usize = 28;
 
 const MAGIC: &[u8; 8] = b"IDBJRNL\0";
-const FORMAT: u32 = 1;
-/// Magic, format, padding, journal id.
-const HEADER_LEN: usize = 24;
+/// The format this build writes.
+const FORMAT: u32 = 2;
+/// The format of the first builds with a journal: read for a replay, never written.
+const FORMAT_CRC: u32 = 1;
+/// Magic, format, padding, journal id, key.
+const HEADER_LEN: usize = 56;
+/// Bytes of a record's tag: the first half of its HMAC-SHA256.
+const TAG_LEN: usize = 16;
+/// Bytes in front of a format-1 record's payload: its length, crc and seq.
+const RECORD_HEADER_CRC: usize = 16;
+
+type RecordMac = Hmac<Sha256>;
+
+/// How the records of the file as found are checked.
+#[derive(Clone, Copy)]
+enum Check {
+    /// Format 2: a tag under this key.
+    Tag([u8; 32]),
+    /// Format 1: a crc32.
+    Crc,
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of logs.
+        f.write_str(match self {
+            Check::Tag(_) => "Tag",
+            Check::Crc => "Crc",
+        })
+    }
+}
 
 /// One record found by [`Journal::records`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +117,9 @@ pub struct Record {
 pub struct Journal {
     file: File,
     path: PathBuf,
+    /// The data file's journal id, written in the header.
+    id: u64,
+    check: Check,
 }
 
 /// How [`Journal::open`] found the file.
@@ -107,41 +150,25 @@ impl Journal {
             .mode(0o600)
             .open(&path)
             .map_err(|e| error(e.to_string()))?;
-        let journal = Journal {
+        let mut journal = Journal {
             file,
             path: path.clone(),
+            id,
+            check: Check::Crc,
         };
-        let mut header = [0u8; HEADER_LEN];
-        let found = match journal.file.read_exact_at(&mut header, 0) {
-            Ok(()) => Some(header),
-            // Shorter than a header: new, or a crash cut its creation short. Nothing of it
-            // was ever acknowledged.
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => None,
-            Err(e) => return Err(error(e.to_string())),
-        };
-        let opened = match found {
+        let opened = match read_header(&journal.file).map_err(|e| error(e.to_string()))? {
             Some(header) => {
-                if &header[..8] != MAGIC {
-                    return Err(error(
-                        "not an indaba journal (wrong magic bytes); move it away to start".into(),
-                    ));
-                }
-                let format = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-                if format != FORMAT {
-                    return Err(error(format!(
-                        "journal format {format}, this indaba reads format {FORMAT}; start the indaba that wrote it once, so it folds the journal into the data file"
-                    )));
-                }
-                let found_id = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+                let (found_id, check) = parse_header(&header).map_err(error)?;
                 if found_id == id {
+                    journal.check = check;
                     Opened::Existing
                 } else {
-                    journal.reset(id).map_err(|e| error(e.to_string()))?;
+                    journal.reset().map_err(|e| error(e.to_string()))?;
                     Opened::Replaced
                 }
             }
             None => {
-                journal.reset(id).map_err(|e| error(e.to_string()))?;
+                journal.reset().map_err(|e| error(e.to_string()))?;
                 // The file's name must survive a crash too.
                 sync_dir(data_dir).map_err(|e| error(e.to_string()))?;
                 Opened::Created
@@ -155,24 +182,34 @@ impl Journal {
     #[cfg(test)]
     pub fn read_only(data_dir: &Path) -> std::io::Result<Journal> {
         let path = data_dir.join(JOURNAL_FILE);
+        let file = File::open(&path)?;
+        let header = read_header(&file)?.ok_or(ErrorKind::UnexpectedEof)?;
+        let (id, check) = parse_header(&header).map_err(std::io::Error::other)?;
         Ok(Journal {
-            file: File::open(&path)?,
+            file,
             path,
+            id,
+            check,
         })
     }
 
-    /// Empties the file and writes a header for `id`, durably.
-    fn reset(&self, id: u64) -> std::io::Result<()> {
+    /// Empties the file and writes a header with a new key, durably.
+    fn reset(&mut self) -> std::io::Result<()> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
         self.file.set_len(0)?;
         let mut header = vec![0u8; RECORDS_START as usize];
         header[..8].copy_from_slice(MAGIC);
         header[8..12].copy_from_slice(&FORMAT.to_le_bytes());
-        header[16..24].copy_from_slice(&id.to_le_bytes());
+        header[16..24].copy_from_slice(&self.id.to_le_bytes());
+        header[24..56].copy_from_slice(&key);
         self.file.write_all_at(&header, 0)?;
-        self.file.sync_all()
+        self.file.sync_all()?;
+        self.check = Check::Tag(key);
+        Ok(())
     }
 
-    /// The records after `after` (a checkpoint's seq), in order, up to the first that is
+    /// The records after `after` (the data file's `applied_seq`), in order, up to the first that is
     /// incomplete, damaged or not newer than the one before.
     pub fn records(&self, after: u64) -> Result<Vec<Record>, StoreError> {
         let read = || -> std::io::Result<Vec<u8>> {
@@ -185,20 +222,17 @@ impl Journal {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        Ok(scan(&bytes, after))
+        Ok(scan(&bytes, after, self.check))
     }
 
-    /// Drops every record, durably: called once the store has replayed what it needed and
-    /// checkpointed. A crash can leave records of batches that were never acknowledged behind
-    /// a torn one, and the restarted writer numbers its batches from the last one replayed, so
-    /// without this a later recovery could meet such a record, with a seq that looks new, right
-    /// where the new records end.
-    pub fn clear(&self) -> Result<(), StoreError> {
-        (|| {
-            self.file.set_len(RECORDS_START)?;
-            self.file.sync_all()
-        })()
-        .map_err(|e| StoreError::Journal {
+    /// Drops every record and takes a new key, durably: called once the store has replayed
+    /// what it needed and checkpointed. A crash can leave records of batches that were never
+    /// acknowledged behind a torn one, and the restarted writer numbers its batches from the
+    /// last one replayed, so without this a later recovery could meet such a record, with a
+    /// seq that looks new, right where the new records end. A journal of format 1 becomes
+    /// format 2 here.
+    pub fn clear(&mut self) -> Result<(), StoreError> {
+        self.reset().map_err(|e| StoreError::Journal {
             path: self.path.clone(),
             message: e.to_string(),
         })
@@ -218,48 +252,114 @@ impl Journal {
     pub fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()
     }
+
+    /// Fills in the header of a record whose payload follows [`RECORD_HEADER`] reserved bytes
+    /// at the start of `record`. Only for a journal [`Journal::clear`] has made format 2, as
+    /// the store does at open before its writer starts.
+    pub fn seal(&self, record: &mut [u8], seq: u64) {
+        let Check::Tag(key) = &self.check else {
+            unreachable!("records are written only after clear(), which makes format 2");
+        };
+        let (header, payload) = record.split_at_mut(RECORD_HEADER);
+        let len = u32::try_from(payload.len()).expect("a record is smaller than the journal");
+        header[..4].copy_from_slice(&len.to_le_bytes());
+        header[4..12].copy_from_slice(&seq.to_le_bytes());
+        let mut mac = record_mac(key);
+        mac.update(&header[..12]);
+        mac.update(payload);
+        header[12..RECORD_HEADER].copy_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
+    }
 }
 
-/// Fills in the header of a record whose payload follows [`RECORD_HEADER`] reserved bytes
-/// at the start of `record`.
-pub fn seal(record: &mut [u8], seq: u64) {
-    let (header, payload) = record.split_at_mut(RECORD_HEADER);
-    let len = u32::try_from(payload.len()).expect("a record is smaller than the journal");
-    header[8..16].copy_from_slice(&seq.to_le_bytes());
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&header[8..16]);
-    crc.update(payload);
-    header[..4].copy_from_slice(&len.to_le_bytes());
-    header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+/// The HMAC of one record, keyed.
+fn record_mac(key: &[u8; 32]) -> RecordMac {
+    <RecordMac as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+/// The first [`HEADER_LEN`] bytes of the file, or `None` if it is shorter: new, or a crash cut
+/// its creation short (nothing of it was ever acknowledged).
+fn read_header(file: &File) -> std::io::Result<Option<[u8; HEADER_LEN]>> {
+    let mut header = [0u8; HEADER_LEN];
+    match file.read_exact_at(&mut header, 0) {
+        Ok(()) => Ok(Some(header)),
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The journal id in a header, and how its records are checked.
+fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(u64, Check), String> {
+    if &header[..8] != MAGIC {
+        return Err("not an indaba journal (wrong magic bytes); move it away to start".into());
+    }
+    let format = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    let id = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+    let check = match format {
+        FORMAT => Check::Tag(header[24..56].try_into().expect("32 bytes")),
+        FORMAT_CRC => Check::Crc,
+        _ => {
+            return Err(format!(
+                "journal format {format}, this indaba reads formats {FORMAT_CRC} and {FORMAT}; start the indaba that wrote it once, so it folds the journal into the data file"
+            ));
+        }
+    };
+    Ok((id, check))
 }
 
 /// The valid run of records at the start of `bytes` with seqs above `after`.
-fn scan(bytes: &[u8], after: u64) -> Vec<Record> {
+fn scan(bytes: &[u8], after: u64, check: Check) -> Vec<Record> {
     let mut records = Vec::new();
     let mut last = after;
     let mut rest = bytes;
-    while rest.len() >= RECORD_HEADER {
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        let seq = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
-        if seq <= last || rest.len() - RECORD_HEADER < len {
+    while let Some((record, len)) = next_record(rest, check) {
+        if record.seq <= last {
             break;
         }
-        let payload = &rest[RECORD_HEADER..RECORD_HEADER + len];
-        let mut check = crc32fast::Hasher::new();
-        check.update(&rest[8..16]);
-        check.update(payload);
-        if check.finalize() != crc {
-            break;
-        }
-        records.push(Record {
-            seq,
-            payload: payload.to_vec(),
-        });
-        last = seq;
-        rest = &rest[RECORD_HEADER + len..];
+        last = record.seq;
+        records.push(record);
+        rest = &rest[len..];
     }
     records
+}
+
+/// The record at the start of `bytes` and its length in the file, if it is whole and checks.
+fn next_record(bytes: &[u8], check: Check) -> Option<(Record, usize)> {
+    let head = match check {
+        Check::Tag(_) => RECORD_HEADER,
+        Check::Crc => RECORD_HEADER_CRC,
+    };
+    if bytes.len() < head {
+        return None;
+    }
+    let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+    if bytes.len() - head < len {
+        return None;
+    }
+    let payload = &bytes[head..head + len];
+    let seq = match check {
+        Check::Tag(key) => {
+            let mut mac = record_mac(&key);
+            mac.update(&bytes[..12]);
+            mac.update(payload);
+            mac.verify_truncated_left(&bytes[12..RECORD_HEADER]).ok()?;
+            u64::from_le_bytes(bytes[4..12].try_into().expect("8 bytes"))
+        }
+        Check::Crc => {
+            let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&bytes[8..16]);
+            hasher.update(payload);
+            if hasher.finalize() != crc {
+                return None;
+            }
+            u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"))
+        }
+    };
+    let record = Record {
+        seq,
+        payload: payload.to_vec(),
+    };
+    Some((record, head + len))
 }
 
 /// Makes a new directory entry durable.
@@ -271,15 +371,22 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn record(seq: u64, payload: &[u8]) -> Vec<u8> {
+    fn record(journal: &Journal, seq: u64, payload: &[u8]) -> Vec<u8> {
         let mut bytes = vec![0; RECORD_HEADER];
         bytes.extend_from_slice(payload);
-        seal(&mut bytes, seq);
+        journal.seal(&mut bytes, seq);
         bytes
     }
 
     fn open(dir: &Path, id: u64) -> (Journal, Opened) {
         Journal::open(dir, id).expect("open")
+    }
+
+    /// A journal in a temp dir, for the tests that only scan bytes.
+    fn scratch() -> (tempfile::TempDir, Journal) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = open(dir.path(), 1).0;
+        (dir, journal)
     }
 
     #[test]
@@ -289,7 +396,7 @@ mod tests {
         assert_eq!(opened, Opened::Created);
         let mut offset = RECORDS_START;
         for (seq, payload) in [(3, &b"a"[..]), (4, b""), (6, b"ccc")] {
-            let bytes = record(seq, payload);
+            let bytes = record(&journal, seq, payload);
             journal.write_at(offset, &bytes).expect("write");
             offset += bytes.len() as u64;
         }
@@ -313,55 +420,115 @@ mod tests {
     #[test]
     fn cleared_records_are_gone_and_the_journal_still_opens() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (journal, _) = open(dir.path(), 3);
-        journal
-            .write_at(RECORDS_START, &record(9, b"old run"))
-            .expect("write");
+        let (mut journal, _) = open(dir.path(), 3);
+        let old = record(&journal, 9, b"old run");
+        journal.write_at(RECORDS_START, &old).expect("write");
         journal.clear().expect("clear");
+        assert!(journal.records(0).expect("records").is_empty());
+        // The old run's record, written back where it was, is not read: the key changed.
+        journal.write_at(RECORDS_START, &old).expect("write");
         assert!(journal.records(0).expect("records").is_empty());
         drop(journal);
         let (journal, opened) = open(dir.path(), 3);
         assert_eq!(opened, Opened::Existing);
-        journal
-            .write_at(RECORDS_START, &record(4, b"new run"))
-            .expect("write");
+        let new = record(&journal, 4, b"new run");
+        journal.write_at(RECORDS_START, &new).expect("write");
         assert_eq!(journal.records(0).expect("records").len(), 1);
     }
 
     #[test]
     fn a_torn_or_damaged_record_ends_the_scan() {
-        let good = record(1, b"first");
-        let second = record(2, b"second");
-        let third = record(3, b"third");
+        let (_dir, journal) = scratch();
+        let good = record(&journal, 1, b"first");
+        let second = record(&journal, 2, b"second");
+        let third = record(&journal, 3, b"third");
         let all = [good.clone(), second.clone(), third].concat();
-        assert_eq!(scan(&all, 0).len(), 3);
+        assert_eq!(scan(&all, 0, journal.check).len(), 3);
         // Cut anywhere inside the second record: only the first is whole.
         for cut in good.len() + 1..good.len() + second.len() {
-            assert_eq!(scan(&all[..cut], 0).len(), 1, "cut at {cut}");
+            assert_eq!(scan(&all[..cut], 0, journal.check).len(), 1, "cut at {cut}");
         }
-        // One flipped payload bit in the second: the scan stops before it, not after.
-        let mut damaged = all.clone();
-        damaged[good.len() + RECORD_HEADER + 2] ^= 1;
-        assert_eq!(scan(&damaged, 0).len(), 1);
+        // One flipped bit in the second's payload, seq or tag: the scan stops before it.
+        for at in [RECORD_HEADER + 2, 5, 20] {
+            let mut damaged = all.clone();
+            damaged[good.len() + at] ^= 1;
+            assert_eq!(scan(&damaged, 0, journal.check).len(), 1, "bit at {at}");
+        }
         // A length that runs past the end is a torn write, not a reason to panic.
         let mut long = all;
         long[good.len()..good.len() + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(scan(&long, 0).len(), 1);
+        assert_eq!(scan(&long, 0, journal.check).len(), 1);
     }
 
     #[test]
     fn records_of_an_earlier_round_are_not_read_as_new() {
+        let (_dir, journal) = scratch();
         // Round one wrote seqs 1..=3; a checkpoint at 3; round two wrote 4 over the start.
-        let round_one = [record(1, b"xxxxxxxx"), record(2, b"y"), record(3, b"z")].concat();
+        let round_one = [
+            record(&journal, 1, b"xxxxxxxx"),
+            record(&journal, 2, b"y"),
+            record(&journal, 3, b"z"),
+        ]
+        .concat();
         let mut file = round_one.clone();
-        let newer = record(4, b"n");
+        let newer = record(&journal, 4, b"n");
         file[..newer.len()].copy_from_slice(&newer);
         // What follows 4 is the tail of an old record or old records with lower seqs.
-        let found = scan(&file, 3);
+        let found = scan(&file, 3, journal.check);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].seq, 4);
         // Nothing written since the checkpoint: the old records are not replayed.
-        assert!(scan(&round_one, 3).is_empty());
+        assert!(scan(&round_one, 3, journal.check).is_empty());
+    }
+
+    #[test]
+    fn bytes_a_client_chose_are_not_read_as_a_record() {
+        // An earlier round left, right where the newest record ends, bytes shaped like a
+        // record with a high seq: a client_id is stored as sent. Without the key, whatever
+        // tag it carries does not check.
+        let (_dir, journal) = scratch();
+        let (_other_dir, other) = scratch();
+        let newest = record(&journal, 5, b"acknowledged");
+        let forged = record(&other, u64::MAX / 2, b"rename user 1 to admin");
+        let file = [newest, forged].concat();
+        let found = scan(&file, 4, journal.check);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].seq, 5);
+    }
+
+    #[test]
+    fn a_format_1_journal_is_replayed_then_becomes_format_2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // As the first builds with a journal wrote it: a 24-byte header, crc32 records.
+        let mut file = vec![0u8; RECORDS_START as usize];
+        file[..8].copy_from_slice(MAGIC);
+        file[8..12].copy_from_slice(&FORMAT_CRC.to_le_bytes());
+        file[16..24].copy_from_slice(&7u64.to_le_bytes());
+        for (seq, payload) in [(11u64, &b"one"[..]), (12, b"two")] {
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&seq.to_le_bytes());
+            crc.update(payload);
+            file.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            file.extend_from_slice(&crc.finalize().to_le_bytes());
+            file.extend_from_slice(&seq.to_le_bytes());
+            file.extend_from_slice(payload);
+        }
+        std::fs::write(dir.path().join(JOURNAL_FILE), &file).expect("write");
+
+        let (mut journal, opened) = open(dir.path(), 7);
+        assert_eq!(opened, Opened::Existing);
+        let records = journal.records(10).expect("records");
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [11, 12]);
+        assert_eq!(records[1].payload, b"two");
+        journal.clear().expect("clear");
+        let new = record(&journal, 13, b"three");
+        journal.write_at(RECORDS_START, &new).expect("write");
+        drop(journal);
+        let (journal, opened) = open(dir.path(), 7);
+        assert_eq!(opened, Opened::Existing);
+        let header = std::fs::read(dir.path().join(JOURNAL_FILE)).expect("read");
+        assert_eq!(header[8..12], FORMAT.to_le_bytes());
+        assert_eq!(journal.records(12).expect("records")[0].payload, b"three");
     }
 
     #[test]
@@ -369,7 +536,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (journal, _) = open(dir.path(), 1);
         journal
-            .write_at(RECORDS_START, &record(5, b"theirs"))
+            .write_at(RECORDS_START, &record(&journal, 5, b"theirs"))
             .expect("write");
         drop(journal);
         let (journal, opened) = open(dir.path(), 2);
@@ -388,5 +555,18 @@ mod tests {
         let err = Journal::open(dir.path(), 1).expect_err("refused");
         assert!(err.to_string().contains("not an indaba journal"), "{err}");
         assert_eq!(std::fs::read(&path).expect("read"), vec![b'x'; 100]);
+    }
+
+    #[test]
+    fn a_journal_of_an_unknown_format_is_refused_not_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(JOURNAL_FILE);
+        let mut file = vec![0u8; RECORDS_START as usize];
+        file[..8].copy_from_slice(MAGIC);
+        file[8..12].copy_from_slice(&9u32.to_le_bytes());
+        std::fs::write(&path, &file).expect("write");
+        let err = Journal::open(dir.path(), 0).expect_err("refused");
+        assert!(err.to_string().contains("journal format 9"), "{err}");
+        assert_eq!(std::fs::read(&path).expect("read"), file);
     }
 }

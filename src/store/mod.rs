@@ -126,7 +126,7 @@ impl Store {
         let db = open_database(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let journal_id = check_schema_and_keys(&db, &path, &keyring)?;
-        let (journal, opened) = journal::Journal::open(data_dir, journal_id)?;
+        let (mut journal, opened) = journal::Journal::open(data_dir, journal_id)?;
         if opened == journal::Opened::Replaced {
             tracing::warn!(
                 path = %journal.path().display(),
@@ -141,7 +141,7 @@ impl Store {
                 "journal replayed into the data file"
             );
         }
-        // Everything it held is in the data file now, durably.
+        // Everything it held is in the data file now, durably: empty it, with a new key.
         journal.clear()?;
         // With the journal off, the file was only read: every commit is durable by itself.
         let journal = options.journal.then_some(journal);
@@ -284,7 +284,7 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
             }
             Some(found) if found < SCHEMA_VERSION => {
                 // Version 1 indexed every message as it was appended. Version 2 had no journal:
-                // with no checkpoint seq, nothing is replayed into it.
+                // with no applied seq, nothing is replayed into it.
                 if found == 1 {
                     let next = meta::get(&meta_table, meta::NEXT_MESSAGE_ID)?.unwrap_or(1);
                     meta_table.insert(meta::INDEXED_TO, next.saturating_sub(1))?;
@@ -300,6 +300,12 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
             None => {
                 meta_table.insert(meta::SCHEMA_VERSION, SCHEMA_VERSION)?;
             }
+        }
+        let renamed = meta_table
+            .remove(meta::CHECKPOINT_SEQ_BEFORE)?
+            .map(|seq| seq.value());
+        if let Some(seq) = renamed {
+            meta_table.insert(meta::APPLIED_SEQ, seq)?;
         }
         let journal_id = match meta::get(&meta_table, meta::JOURNAL_ID)? {
             Some(id) => id,
@@ -407,8 +413,30 @@ pub(crate) mod testing {
             self.dir.path()
         }
 
+        /// The store's keys.
+        pub fn keyring(&self) -> Arc<Keyring> {
+            self.keyring.clone()
+        }
+
         pub fn open_with(&self, options: WriterOptions) -> (Store, WriterThread) {
-            Store::open(self.dir.path(), self.keyring.clone(), options).expect("open")
+            self.try_open(options).expect("open")
+        }
+
+        /// Opens the store with no checkpoint for an hour: every batch of a test stays in the
+        /// journal, and a crash copy holds nothing of them in the data file itself.
+        pub fn open_journal_only(&self) -> (Store, WriterThread) {
+            self.open_with(WriterOptions {
+                checkpoint_interval: std::time::Duration::from_secs(3600),
+                ..WriterOptions::standalone(64)
+            })
+        }
+
+        /// Opens the store, or says why it cannot.
+        pub fn try_open(
+            &self,
+            options: WriterOptions,
+        ) -> Result<(Store, WriterThread), super::StoreError> {
+            Store::open(self.dir.path(), self.keyring.clone(), options)
         }
 
         /// The files as `kill -9` would leave them now: the data file as of its last durable

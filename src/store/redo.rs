@@ -160,7 +160,8 @@ impl From<Logged> for Command {
 /// Bytes of a record's payload before its requests: time, first and next message id.
 const RECORD_FIELDS: usize = 24;
 
-/// A journal record for `batch`, its seq and message ids left to [`fill_record`].
+/// A journal record for `batch`, its message ids left to [`fill_record`] and its header to
+/// [`Journal::seal`].
 pub(super) fn encode_record(batch: &[Command], now_ms: u64) -> Result<Vec<u8>, StoreError> {
     let mut record = vec![0; journal::RECORD_HEADER + RECORD_FIELDS];
     record[journal::RECORD_HEADER..][..8].copy_from_slice(&now_ms.to_le_bytes());
@@ -171,12 +172,11 @@ pub(super) fn encode_record(batch: &[Command], now_ms: u64) -> Result<Vec<u8>, S
     Ok(record)
 }
 
-/// Completes a record once its batch committed: the message ids it gave, then the header.
-pub(super) fn fill_record(record: &mut [u8], seq: u64, report: &BatchReport) {
+/// Completes a record once its batch committed: the message ids it gave.
+pub(super) fn fill_record(record: &mut [u8], report: &BatchReport) {
     let fields = &mut record[journal::RECORD_HEADER..][..RECORD_FIELDS];
     fields[8..16].copy_from_slice(&report.first_message_id.to_le_bytes());
     fields[16..24].copy_from_slice(&report.next_message_id.to_le_bytes());
-    journal::seal(record, seq);
 }
 
 /// A journal record's batch, read back.
@@ -219,7 +219,8 @@ pub(super) struct Replayed {
     pub messages: usize,
 }
 
-/// Applies the journal's batches after the data file's last checkpoint, each as the writer
+/// Applies the journal's batches after the newest one the data file holds (its last checkpoint
+/// after a crash; a later batch if redb was closed without one), each as the writer
 /// applied it (same requests, same time), then checkpoints: the data file then holds every
 /// batch that was durable when the daemon stopped. Refuses to go on if a batch gives other
 /// message ids than it gave the first time, rather than renumber acknowledged messages.
@@ -232,14 +233,14 @@ pub(super) fn replay(
         path: journal.path().to_owned(),
         message,
     };
-    let (checkpoint, mut state) = {
+    let (applied, mut state) = {
         let txn = db.begin_read()?;
-        let checkpoint = meta::get(&txn.open_table(META)?, meta::CHECKPOINT_SEQ)?.unwrap_or(0);
-        (checkpoint, WriterState::load(&txn)?)
+        let applied = meta::get(&txn.open_table(META)?, meta::APPLIED_SEQ)?.unwrap_or(0);
+        (applied, WriterState::load(&txn)?)
     };
-    let records = journal.records(checkpoint)?;
+    let records = journal.records(applied)?;
     let mut replayed = Replayed {
-        seq: checkpoint,
+        seq: applied,
         batches: 0,
         messages: 0,
     };
@@ -420,25 +421,21 @@ mod tests {
         stored + 1
     }
 
-    fn without_checkpoint_seq(rows: Vec<String>) -> Vec<String> {
+    fn without_applied_seq(rows: Vec<String>) -> Vec<String> {
         rows.into_iter()
-            .filter(|row| !row.starts_with("name_value \"checkpoint_seq\""))
+            .filter(|row| !row.starts_with("name_value \"applied_seq\""))
             .collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_replayed_journal_rebuilds_every_row() {
         let temp = TempStore::new();
-        // No checkpoint in the whole run: everything after the open is in the journal only.
-        let (store, thread) = temp.open_with(WriterOptions {
-            checkpoint_interval: Duration::from_secs(3600),
-            ..WriterOptions::standalone(64)
-        });
+        let (store, thread) = temp.open_journal_only();
         let stored = script(store.writer()).await;
         let crashed = temp.crash_copy();
         thread.finish(store.writer()).await;
         drop(store);
-        let expected = without_checkpoint_seq(temp.dump());
+        let expected = without_applied_seq(temp.dump());
         let messages = expected
             .iter()
             .filter(|row| row.starts_with("msgid_message "))
@@ -457,14 +454,143 @@ mod tests {
         let (store, thread) = crashed.open();
         thread.finish(store.writer()).await;
         drop(store);
-        assert_eq!(without_checkpoint_seq(crashed.dump()), expected);
+        assert_eq!(without_applied_seq(crashed.dump()), expected);
 
         // Replayed once, and checkpointed: a second start has nothing to replay and changes
         // nothing.
         let (store, thread) = crashed.open();
         thread.finish(store.writer()).await;
         drop(store);
-        assert_eq!(without_checkpoint_seq(crashed.dump()), expected);
+        assert_eq!(without_applied_seq(crashed.dump()), expected);
+    }
+
+    /// A conversation and three messages, none checkpointed before the stop: the store
+    /// stopped cleanly, and a copy of its files taken just before (as a crash leaves them).
+    async fn three_messages_in_the_journal() -> (TempStore, TempStore) {
+        let temp = TempStore::new();
+        let (store, thread) = temp.open_journal_only();
+        let writer = store.writer().clone();
+        let conversation = writer
+            .create_conversation(one_to_one(1, 2))
+            .await
+            .expect("conversation")
+            .id;
+        for _ in 0..3 {
+            writer
+                .append_message(message(conversation, 1, None))
+                .await
+                .expect("append");
+        }
+        let crashed = temp.crash_copy();
+        thread.finish(&writer).await;
+        drop(store);
+        (temp, crashed)
+    }
+
+    fn messages_in(store: &TempStore) -> usize {
+        store
+            .dump()
+            .iter()
+            .filter(|row| row.starts_with("msgid_message "))
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_a_stopped_replay_applied_are_not_applied_again() {
+        let (_stopped, crashed) = three_messages_in_the_journal().await;
+
+        // After the crash's records, one that carries a good tag but does not decode (as
+        // a newer build's request would read to this one): the open stops there.
+        let path = crashed.path().join(journal::JOURNAL_FILE);
+        let as_crashed = std::fs::read(&path).expect("read");
+        let journal = Journal::read_only(crashed.path()).expect("journal");
+        let records = journal.records(0).expect("records");
+        assert_eq!(records.len(), 4, "the conversation and three messages");
+        let end = journal::RECORDS_START as usize
+            + records
+                .iter()
+                .map(|r| journal::RECORD_HEADER + r.payload.len())
+                .sum::<usize>();
+        let mut unreadable = vec![0u8; journal::RECORD_HEADER + RECORD_FIELDS + 3];
+        unreadable[journal::RECORD_HEADER + RECORD_FIELDS..].fill(0xff);
+        journal.seal(&mut unreadable, records[3].seq + 1);
+        drop(journal);
+        std::fs::write(&path, [&as_crashed[..end], &unreadable[..]].concat()).expect("write");
+        let refused = crashed
+            .try_open(WriterOptions::standalone(64))
+            .expect_err("the unreadable record stops the open");
+        assert!(refused.to_string().contains("cannot be read"), "{refused}");
+
+        // Closing redb made the four batches replayed before it durable. The journal as the
+        // crash left it must still open, with each of them applied once.
+        std::fs::write(&path, &as_crashed[..end]).expect("write");
+        let (store, thread) = crashed.open();
+        thread.finish(store.writer()).await;
+        drop(store);
+        assert_eq!(messages_in(&crashed), 3);
+    }
+
+    /// Rewrites a closed store's files as the first builds with a journal left them:
+    /// `checkpoint_seq` in the data file, and a format-1 journal (crc32 records).
+    fn as_the_first_journal_builds_wrote_it(store: &TempStore) {
+        let records = Journal::read_only(store.path())
+            .expect("journal")
+            .records(0)
+            .expect("records");
+        assert!(!records.is_empty());
+        let rows = store.dump();
+        let meta_row = |name: &str| -> Option<u64> {
+            let prefix = format!("name_value {name:?} ");
+            rows.iter()
+                .find_map(|row| row.strip_prefix(&prefix))
+                .and_then(|value| value.parse().ok())
+        };
+        let journal_id = meta_row("journal_id").expect("journal id");
+        {
+            let db = Database::open(store.path().join(crate::store::DATABASE_FILE)).expect("db");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut table = txn.open_table(META).expect("meta");
+                if let Some(seq) = meta_row("applied_seq") {
+                    table.remove(meta::APPLIED_SEQ).expect("remove");
+                    table
+                        .insert(meta::CHECKPOINT_SEQ_BEFORE, seq)
+                        .expect("insert");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        let mut file = vec![0u8; journal::RECORDS_START as usize];
+        file[..8].copy_from_slice(b"IDBJRNL\0");
+        file[8..12].copy_from_slice(&1u32.to_le_bytes());
+        file[16..24].copy_from_slice(&journal_id.to_le_bytes());
+        for record in &records {
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&record.seq.to_le_bytes());
+            crc.update(&record.payload);
+            file.extend_from_slice(&(record.payload.len() as u32).to_le_bytes());
+            file.extend_from_slice(&crc.finalize().to_le_bytes());
+            file.extend_from_slice(&record.seq.to_le_bytes());
+            file.extend_from_slice(&record.payload);
+        }
+        std::fs::write(store.path().join(journal::JOURNAL_FILE), &file).expect("write");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_the_first_journal_builds_left_open_with_each_batch_once() {
+        // After a crash, the journal's records are newer than the data file; after a clean
+        // stop, the data file holds them all and its applied seq says so.
+        let (stopped, crashed) = three_messages_in_the_journal().await;
+        for left in [crashed, stopped] {
+            as_the_first_journal_builds_wrote_it(&left);
+            for _ in 0..2 {
+                let (store, thread) = left.open();
+                thread.finish(store.writer()).await;
+                drop(store);
+                assert_eq!(messages_in(&left), 3);
+                assert!(!left.dump().iter().any(|row| row.contains("checkpoint_seq")));
+            }
+        }
     }
 
     #[test]
@@ -521,7 +647,7 @@ mod tests {
             next_message_id: 12,
             ..BatchReport::default()
         };
-        fill_record(&mut record, 77, &report);
+        fill_record(&mut record, &report);
         let back = decode_record(&record[journal::RECORD_HEADER..]).expect("decode");
         assert_eq!((back.now_ms, back.ids), (1234, (10, 12)));
         let back = back.commands;

@@ -11,7 +11,7 @@ use redb::TableDefinition;
 
 /// On-disk schema this build reads and writes. 2: `convid_msgid` and
 /// `senderid_clientid_msgid` hold the messages up to `indexed_to` only (see
-/// [`super::history`]). 3: batches after `checkpoint_seq` are in `indaba.journal`
+/// [`super::history`]). 3: batches after `applied_seq` are in `indaba.journal`
 /// ([`super::journal`]), so an older build must not open the file and miss them. Older
 /// files are upgraded at open.
 pub const SCHEMA_VERSION: u64 = 3;
@@ -93,9 +93,14 @@ pub mod meta {
     /// Every message id up to this one is in `convid_msgid` and `senderid_clientid_msgid`
     /// (absent: 0).
     pub const INDEXED_TO: &str = "indexed_to";
-    /// The seq of the last checkpoint: the journal's records after it are not in this file
-    /// yet (absent: 0).
-    pub const CHECKPOINT_SEQ: &str = "checkpoint_seq";
+    /// The seq of the newest batch this file holds: the journal's records after it are not in
+    /// it yet (absent: 0). Written by every batch, not only by checkpoints: a crash leaves the
+    /// file at its last checkpoint, but closing redb makes the batches committed since then
+    /// durable too, and they must not be replayed a second time at the next start.
+    pub const APPLIED_SEQ: &str = "applied_seq";
+    /// [`APPLIED_SEQ`]'s name in the first schema-3 builds, which wrote it at checkpoints only;
+    /// renamed at open.
+    pub const CHECKPOINT_SEQ_BEFORE: &str = "checkpoint_seq";
     /// Ties `indaba.journal` to this file: a journal with another id is not replayed here.
     /// A backup leaves it out, so a restored copy starts a journal of its own.
     pub const JOURNAL_ID: &str = "journal_id";

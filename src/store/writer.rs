@@ -513,6 +513,7 @@ pub(super) fn spawn(
         metrics: options.metrics,
         guard: RunningGuard(health.clone()),
         state,
+        halted: false,
     };
     let join = std::thread::Builder::new()
         .name("indaba-writer".to_owned())
@@ -578,8 +579,10 @@ impl JournalCursor {
         self.offset + len as u64 <= journal::RECORDS_START + journal::CAPACITY
     }
 
-    /// Appends `record` and syncs it: the batch is durable once this returns `Ok`.
-    fn append(&mut self, record: &[u8], started: Instant) -> std::io::Result<()> {
+    /// Seals `record` as batch `seq`'s, appends it and syncs it: the batch is durable once
+    /// this returns `Ok`.
+    fn append(&mut self, record: &mut [u8], seq: u64, started: Instant) -> std::io::Result<()> {
+        self.journal.seal(record, seq);
         self.journal.write_at(self.offset, record)?;
         self.journal.sync()?;
         self.offset += record.len() as u64;
@@ -607,13 +610,20 @@ struct Writer {
     metrics: Arc<Metrics>,
     guard: RunningGuard,
     state: WriterState,
+    /// A batch readers can already see could not be made durable (the journal write and the
+    /// checkpoint after it both failed): the writer stops rather than let anything settle
+    /// past it. See [`Writer::journal_and_report`].
+    halted: bool,
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(self.batch_max.min(4096));
         let mut stopping = false;
-        while !stopping && let Some(first) = rx.blocking_recv() {
+        while !stopping
+            && !self.halted
+            && let Some(first) = rx.blocking_recv()
+        {
             let mut next = Some(first);
             while let Some(command) = next {
                 match command {
@@ -633,6 +643,12 @@ impl Writer {
             if !batch.is_empty() || (stopping && self.uncheckpointed()) {
                 self.commit(&mut batch, stopping);
             }
+        }
+        if self.halted {
+            // Dropping `rx` fails every request still queued; dropping `self` closes the
+            // readers' progress, so a reader waiting on the lost batch hears "closed".
+            tracing::error!("store writer halted: no more writes until the daemon restarts");
+            return;
         }
         // Every handle is gone without a stop: still leave nothing to replay.
         if !stopping && self.uncheckpointed() {
@@ -693,8 +709,8 @@ impl Writer {
         };
         match (outcome, record) {
             (Ok(()), Some(mut record)) => {
-                fill_record(&mut record, seq, &committed.report);
-                self.journal_and_report(seq, &record, committed, started);
+                fill_record(&mut record, &committed.report);
+                self.journal_and_report(seq, &mut record, committed, started);
             }
             (Ok(()), None) => {
                 self.metrics
@@ -716,17 +732,20 @@ impl Writer {
 
     /// Makes a batch committed without a sync durable through its journal record, then reports
     /// it. If the journal cannot be written, a checkpoint makes it durable instead, and every
-    /// later batch is a checkpoint; if that fails too, its requests hear the error.
+    /// later batch is a checkpoint. If that fails too, its requests hear the error and the
+    /// writer halts: the batch is in redb's memory, where readers see it, and nothing can take
+    /// it back there; settling it would show readers rows a crash loses (and whose message ids
+    /// would then be given out again).
     fn journal_and_report(
         &mut self,
         seq: u64,
-        record: &[u8],
+        record: &mut [u8],
         committed: Committed,
         started: Instant,
     ) {
         let cursor = self.journal.as_mut().expect("a record means a journal");
         let syncing = Instant::now();
-        match cursor.append(record, started) {
+        match cursor.append(record, seq, started) {
             Ok(()) => {
                 self.metrics
                     .journal_sync_seconds
@@ -738,19 +757,55 @@ impl Writer {
                 tracing::error!(error = %e, "journal write failed; every batch is a checkpoint from now on");
                 cursor.broken = true;
                 // An empty checkpoint: it makes this batch, committed already, durable.
-                self.commit(&mut Vec::new(), true);
-                if self.guard.0.last_commit_ok.load(Ordering::Relaxed) {
-                    self.durable.report(seq, committed);
-                } else {
-                    let appends = committed.report.stored.len();
-                    let error = StoreError::Storage(format!(
-                        "journal write failed ({e}) and so did the checkpoint after it"
-                    ));
-                    self.durable
-                        .fail(seq, committed.completions, &error, appends);
+                match self.checkpoint() {
+                    Ok(checkpoint) => {
+                        self.durable.report(seq, committed);
+                        self.durable.settle(checkpoint);
+                    }
+                    Err(error) => {
+                        tracing::error!(error = %error, "the checkpoint after a failed journal write failed too");
+                        let appends = committed.report.stored.len();
+                        let error = StoreError::Storage(format!(
+                            "journal write failed ({e}) and so did the checkpoint after it ({error})"
+                        ));
+                        self.durable.abandon(committed.completions, &error, appends);
+                        self.halted = true;
+                    }
                 }
             }
         }
+    }
+}
+
+impl Writer {
+    /// An empty durable commit, with a seq of its own: everything committed before it is
+    /// durable once it returns that seq. Answers nobody and settles nothing.
+    fn checkpoint(&mut self) -> Result<u64, StoreError> {
+        self.state.seq += 1;
+        let plan = Plan {
+            seq: self.state.seq,
+            durable: true,
+            now_ms: self.state.now_ms(),
+        };
+        let (_, report, outcome) = commit_batch(
+            &self.db,
+            &mut Vec::new(),
+            &mut self.state,
+            self.queue_max,
+            plan,
+        );
+        self.guard
+            .0
+            .last_commit_ok
+            .store(outcome.is_ok(), Ordering::Relaxed);
+        outcome?;
+        self.metrics
+            .checkpoint_seconds
+            .observe(report.sync.as_secs_f64());
+        if let Some(cursor) = &mut self.journal {
+            cursor.start_over();
+        }
+        Ok(plan.seq)
     }
 }
 
@@ -803,9 +858,8 @@ pub(super) fn commit_batch(
             }
             tables.flush()?;
             tables.save_counters()?;
-            if plan.durable {
-                tables.meta.insert(meta::CHECKPOINT_SEQ, plan.seq)?;
-            }
+            // Durable or not: see `meta::APPLIED_SEQ`.
+            tables.meta.insert(meta::APPLIED_SEQ, plan.seq)?;
             report = BatchReport {
                 stored: std::mem::take(&mut tables.stored),
                 queue_changes: std::mem::take(&mut tables.queue_changes),
@@ -2200,5 +2254,98 @@ mod journal_failure_tests {
             .expect("read");
         assert!(found.iter().all(Option::is_some), "{found:?}");
         thread.finish(store.writer()).await;
+    }
+
+    /// The data file's writes and syncs fail once `fail` is set: a full or dying disk.
+    #[derive(Debug)]
+    struct FailingDisk {
+        inner: redb::backends::FileBackend,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl redb::StorageBackend for FailingDisk {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("EIO (simulated)"));
+            }
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.inner.write(offset, data)
+        }
+        fn close(&self) -> Result<(), std::io::Error> {
+            self.inner.close()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_cannot_be_made_durable_is_never_shown_to_readers() {
+        let temp = TempStore::new();
+        let (store, thread) = temp.open();
+        let conversation = store
+            .writer()
+            .create_conversation(one_to_one(1, 2))
+            .await
+            .expect("conversation")
+            .id;
+        thread.finish(store.writer()).await;
+        drop(store);
+
+        let fail = Arc::new(AtomicBool::new(false));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(temp.path().join(crate::store::DATABASE_FILE))
+            .expect("file");
+        let disk = FailingDisk {
+            inner: redb::backends::FileBackend::new(file).expect("backend"),
+            fail: fail.clone(),
+        };
+        let db = Arc::new(Database::builder().create_with_backend(disk).expect("db"));
+        // redb's first write after an open syncs once more; get it done before the disk fails.
+        for durability in [redb::Durability::Immediate, redb::Durability::None] {
+            let mut txn = db.begin_write().expect("write");
+            txn.set_durability(durability).expect("durability");
+            txn.commit().expect("commit");
+        }
+        let journal = Journal::read_only(temp.path()).expect("journal");
+        let (writer, thread) =
+            spawn(db.clone(), WriterOptions::standalone(16), Some(journal), 0).expect("spawn");
+        let store = crate::store::Store {
+            db: db.clone(),
+            writer: writer.clone(),
+            keyring: temp.keyring(),
+        };
+
+        // The journal cannot be written, and the checkpoint meant to cover that fails too.
+        fail.store(true, Ordering::SeqCst);
+        let sent = writer
+            .append_message(test_message(conversation, 1, Priority::Normal))
+            .await;
+        assert!(
+            sent.is_err(),
+            "acknowledged without being durable: {sent:?}"
+        );
+        // The message is in redb's memory, and a crash loses it: no reader may see it.
+        let seen = store.read(|r| r.message(1)).await;
+        assert!(
+            matches!(seen, Err(StoreError::Closed)),
+            "a reader was answered: {seen:?}"
+        );
+        assert!(!writer.is_healthy());
+        let later = writer
+            .append_message(test_message(conversation, 1, Priority::Normal))
+            .await;
+        assert!(later.is_err(), "{later:?}");
+        thread.finish(&writer).await;
     }
 }
