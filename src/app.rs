@@ -136,6 +136,10 @@ pub enum AppError {
     Admin(#[from] crate::admin::AdminError),
     #[error("graceful stop exceeded server.shutdown_timeout ({0:?})")]
     ShutdownTimeout(std::time::Duration),
+    #[error(
+        "the store writer stopped on an error (see the log above); indaba stopped so that its supervisor restarts it from what is durable"
+    )]
+    WriterFailed,
 }
 
 /// How often queue entries past `queues.message_retention_days` are dead-lettered.
@@ -252,6 +256,18 @@ pub async fn run(
     tokio::task::spawn_blocking(crate::auth::password::warm_up);
     let tasks = state.tasks.clone();
     tasks.spawn(expire_queues(state.clone()));
+    // A writer that failed (a batch it could not make durable, a panic) takes no writes
+    // again: stop, so the service manager restarts the daemon from the durable state.
+    tokio::spawn({
+        let (writer, shutdown) = (writer.clone(), shutdown.clone());
+        async move {
+            writer.ended().await;
+            if writer.failed() && !shutdown.is_cancelled() {
+                tracing::error!("the store writer failed: stopping");
+                shutdown.cancel();
+            }
+        }
+    });
     tasks.spawn(admin.serve(state.store.clone(), shutdown.clone(), tasks.clone()));
     // The listener is bound (by the caller) and the store open: what systemd waits for.
     crate::shutdown::notify(crate::shutdown::ServiceState::Ready);
@@ -282,6 +298,9 @@ pub async fn run(
     .await;
     // The writer is gone, so fan-out has seen its last batch.
     fanout.abort();
+    if writer.failed() {
+        return Err(AppError::WriterFailed);
+    }
     if finished.is_err() || drained.is_err() {
         return Err(AppError::ShutdownTimeout(shutdown_timeout));
     }

@@ -24,7 +24,7 @@
 //! first 16 bytes of it). Seqs only grow while the daemon runs (the writer numbers every batch
 //! it attempts), and the data file records the seq of the newest batch it holds, so recovery
 //! reads from the first record while each is whole, carries a good tag and has a seq above the
-//! one before it and above the data file's. The scan therefore ends at a torn last write, and
+//! one before it, and replays those above the data file's. The scan therefore ends at a torn last write, and
 //! at the records an earlier round left further into the file (their seqs are lower), without
 //! erasing them as it goes. The key is why a checksum is not enough: what follows the newest
 //! record is old bytes, and some of them were chosen by clients (a `client_id` is stored as
@@ -193,17 +193,20 @@ impl Journal {
         })
     }
 
-    /// Empties the file and writes a header with a new key, durably.
+    /// Empties the file and writes a header with a new key, durably. The header is written
+    /// over the old one in place before the file is cut to it, so no crash leaves a file
+    /// without its magic bytes (which the next start would refuse); records left by a crash
+    /// in between carry the old key's tags, which the new key does not accept.
     fn reset(&mut self) -> std::io::Result<()> {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
-        self.file.set_len(0)?;
         let mut header = vec![0u8; RECORDS_START as usize];
         header[..8].copy_from_slice(MAGIC);
         header[8..12].copy_from_slice(&FORMAT.to_le_bytes());
         header[16..24].copy_from_slice(&self.id.to_le_bytes());
         header[24..56].copy_from_slice(&key);
         self.file.write_all_at(&header, 0)?;
+        self.file.set_len(RECORDS_START)?;
         self.file.sync_all()?;
         self.check = Check::Tag(key);
         Ok(())
@@ -313,18 +316,23 @@ fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(u64, Check), String> {
     Ok((id, check))
 }
 
-/// The valid run of records at the start of `bytes` with seqs above `after`.
+/// The records with seqs above `after` in the valid run at the start of `bytes`: whole
+/// records, each tagged right and with a seq above the one before. Records at or below
+/// `after` may lead the run (a start stopped part-way through a replay leaves the data file
+/// past some of them); a seq that goes down ends it (an earlier round's record).
 fn scan(bytes: &[u8], after: u64, check: Check) -> Vec<Record> {
     let mut records = Vec::new();
-    let mut last = after;
+    let mut last = None;
     let mut rest = bytes;
     while let Some((record, len)) = next_record(rest, check) {
-        if record.seq <= last {
+        if last.is_some_and(|last| record.seq <= last) {
             break;
         }
-        last = record.seq;
-        records.push(record);
+        last = Some(record.seq);
         rest = &rest[len..];
+        if record.seq > after {
+            records.push(record);
+        }
     }
     records
 }
@@ -422,6 +430,8 @@ mod tests {
         // ones, and a checkpoint at the newest seq leaves nothing to replay.
         assert_eq!(seqs(2), [3, 4, 6]);
         assert_eq!(seqs(6), Vec::<u64>::new());
+        // The data file is past some of them (a replay stopped part-way): the rest.
+        assert_eq!(seqs(4), [6]);
     }
 
     #[test]
@@ -545,8 +555,8 @@ mod tests {
         journal
             .write_at(RECORDS_START, &record(&journal, 1, b"kept"))
             .expect("write");
-        // Sparse: 1 TiB on paper, nothing on the disk, and never allocated here.
-        journal.file.set_len(1 << 40).expect("grow");
+        // Sparse: 16 GiB on paper, nothing on the disk, and never allocated here.
+        journal.file.set_len(1 << 34).expect("grow");
         let records = journal.records(0).expect("records");
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].payload, b"kept");

@@ -90,6 +90,15 @@ pub enum StoreError {
     Sealed(#[from] crate::crypto::OpenError),
     #[error("the store is shut down")]
     Closed,
+    /// A replayed journal record gave other message ids than it gave the first time.
+    #[error(
+        "gave message ids {}..{} again, not {}..{} as the first time",
+        gave.0, gave.1, recorded.0, recorded.1
+    )]
+    ReplayDiverged {
+        gave: (u64, u64),
+        recorded: (u64, u64),
+    },
 }
 
 storage_error_from!(

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::durability::{Committed, Durable, Progress};
 use super::history::{FOLD_AT, History, Tail, scan_tail};
@@ -293,14 +294,22 @@ pub(super) struct WriterHealth {
     last_commit_ok: AtomicBool,
     /// Entries in all queues after the last durable batch.
     pub(super) queue_pending: AtomicU64,
+    /// The thread ended without being asked to: it halted (see `Writer::halted`) or panicked.
+    failed: AtomicBool,
+    /// Cancelled when the thread ends, however it ends.
+    ended: CancellationToken,
 }
 
-/// Sets `running` to false however the writer thread ends.
+/// Sets `running` to false however the writer thread ends, and says so.
 struct RunningGuard(Arc<WriterHealth>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.failed.store(true, Ordering::SeqCst);
+        }
         self.0.running.store(false, Ordering::Relaxed);
+        self.0.ended.cancel();
     }
 }
 
@@ -309,6 +318,17 @@ impl WriterHandle {
     pub fn is_healthy(&self) -> bool {
         self.health.running.load(Ordering::Relaxed)
             && self.health.last_commit_ok.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the writer thread has ended, however it ended.
+    pub async fn ended(&self) {
+        self.health.ended.cancelled().await;
+    }
+
+    /// Whether the writer ended without being asked to stop: a batch it could not make
+    /// durable halted it, or it panicked. The daemon cannot write again before a restart.
+    pub fn failed(&self) -> bool {
+        self.health.failed.load(Ordering::SeqCst)
     }
 
     /// False only if `user`'s queue was empty after the last commit (see [`QueuedUsers`]).
@@ -496,6 +516,8 @@ pub(super) fn spawn(
         running: AtomicBool::new(true),
         last_commit_ok: AtomicBool::new(true),
         queue_pending: AtomicU64::new(pending),
+        failed: AtomicBool::new(false),
+        ended: CancellationToken::new(),
     });
     let writer = Writer {
         db,
@@ -648,6 +670,7 @@ impl Writer {
             // Dropping `rx` fails every request still queued; dropping `self` closes the
             // readers' progress, so a reader waiting on the lost batch hears "closed".
             tracing::error!("store writer halted: no more writes until the daemon restarts");
+            self.guard.0.failed.store(true, Ordering::SeqCst);
             return;
         }
         // Every handle is gone without a stop: still leave nothing to replay.
@@ -692,6 +715,7 @@ impl Writer {
             seq,
             durable: record.is_none(),
             now_ms,
+            expect_ids: None,
         };
         let (completions, report, outcome) =
             commit_batch(&self.db, batch, &mut self.state, self.queue_max, plan);
@@ -786,6 +810,7 @@ impl Writer {
             seq: self.state.seq,
             durable: true,
             now_ms: self.state.now_ms(),
+            expect_ids: None,
         };
         let (_, report, outcome) = commit_batch(
             &self.db,
@@ -818,6 +843,10 @@ pub(super) struct Plan {
     pub durable: bool,
     /// The batch's time: now, or what the journal recorded, for a replay.
     pub now_ms: u64,
+    /// For a replay: the message ids the batch gave the first time (first, and the next after
+    /// its last). Any other ids fail the batch before its commit, so nothing renumbered is
+    /// kept: redb's close would make even a non-durable commit durable.
+    pub expect_ids: Option<(u64, u64)>,
 }
 
 /// Applies `batch` in one transaction and commits it as `plan` says. On any storage error
@@ -860,6 +889,12 @@ pub(super) fn commit_batch(
             tables.save_counters()?;
             // Durable or not: see `meta::APPLIED_SEQ`.
             tables.meta.insert(meta::APPLIED_SEQ, plan.seq)?;
+            if let Some(recorded) = plan.expect_ids {
+                let gave = (first_message_id, tables.next_message_id);
+                if gave != recorded {
+                    return Err(StoreError::ReplayDiverged { gave, recorded });
+                }
+            }
             report = BatchReport {
                 stored: std::mem::take(&mut tables.stored),
                 queue_changes: std::mem::take(&mut tables.queue_changes),
@@ -1807,6 +1842,7 @@ impl Plan {
             seq: 0,
             durable: true,
             now_ms: crate::time::now_ms(),
+            expect_ids: None,
         }
     }
 }
@@ -2342,6 +2378,11 @@ mod journal_failure_tests {
             "a reader was answered: {seen:?}"
         );
         assert!(!writer.is_healthy());
+        // The daemon watches for this to stop itself (see `app::run`).
+        tokio::time::timeout(std::time::Duration::from_secs(10), writer.ended())
+            .await
+            .expect("the writer thread ends");
+        assert!(writer.failed());
         let later = writer
             .append_message(test_message(conversation, 1, Priority::Normal))
             .await;
