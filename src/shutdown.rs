@@ -69,15 +69,20 @@ pub fn install(
     std::thread::Builder::new()
         .name("indaba-signals".to_owned())
         .spawn(move || {
+            // A stop signal seen already: the token alone cannot say, as the daemon also
+            // cancels it itself (a failed store writer), and a first signal then must not
+            // cut that stop short.
+            let mut signalled = false;
             for signal in signals.forever() {
                 match signal {
                     SIGHUP => reload(&token, &on_reload),
-                    _ if token.is_cancelled() => {
+                    _ if signalled => {
                         tracing::warn!(signal, "second stop signal: exiting now");
                         std::process::exit(EXIT_FORCED);
                     }
                     _ => {
                         tracing::info!(signal, "stop signal received: draining");
+                        signalled = true;
                         token.cancel();
                     }
                 }

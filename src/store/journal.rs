@@ -286,11 +286,14 @@ fn record_mac(key: &[u8; 32]) -> RecordMac {
     <RecordMac as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
-/// The first [`HEADER_LEN`] bytes of the file, or `None` if it is shorter: new, or a crash cut
-/// its creation short (nothing of it was ever acknowledged).
+/// The first [`HEADER_LEN`] bytes of the file, or `None` if it is shorter or they are zeros:
+/// new, or a crash cut its creation short (nothing of it was ever acknowledged).
 fn read_header(file: &File) -> std::io::Result<Option<[u8; HEADER_LEN]>> {
     let mut header = [0u8; HEADER_LEN];
     match file.read_exact_at(&mut header, 0) {
+        // Zeros: a crash kept the new file's length but not its header. No record was written
+        // before the header was durable, and none could be checked without its key.
+        Ok(()) if header == [0; HEADER_LEN] => Ok(None),
         Ok(()) => Ok(Some(header)),
         Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(e),
@@ -326,6 +329,11 @@ fn scan(bytes: &[u8], after: u64, check: Check) -> Vec<Record> {
     let mut rest = bytes;
     while let Some((record, len)) = next_record(rest, check) {
         if last.is_some_and(|last| record.seq <= last) {
+            break;
+        }
+        // Format 1 had no key: past a record the data file holds, the bytes may be a client's
+        // (see the module doc), so its scan ends there as it always did.
+        if matches!(check, Check::Crc) && record.seq <= after {
             break;
         }
         last = Some(record.seq);
@@ -537,6 +545,8 @@ mod tests {
         let records = journal.records(10).expect("records");
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [11, 12]);
         assert_eq!(records[1].payload, b"two");
+        // Without a key, nothing past a record the data file holds is read.
+        assert!(journal.records(11).expect("records").is_empty());
         journal.clear().expect("clear");
         let new = record(&journal, 13, b"three");
         journal.write_at(RECORDS_START, &new).expect("write");
@@ -560,6 +570,17 @@ mod tests {
         let records = journal.records(0).expect("records");
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].payload, b"kept");
+    }
+
+    #[test]
+    fn a_header_of_zeros_is_a_journal_never_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(JOURNAL_FILE);
+        std::fs::write(&path, vec![0u8; RECORDS_START as usize]).expect("write");
+        let (journal, opened) = open(dir.path(), 4);
+        assert_eq!(opened, Opened::Created);
+        assert!(journal.records(0).expect("records").is_empty());
+        assert_eq!(std::fs::read(&path).expect("read")[..8], MAGIC[..]);
     }
 
     #[test]
