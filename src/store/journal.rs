@@ -228,10 +228,7 @@ impl Journal {
             self.file.read_exact_at(&mut bytes, RECORDS_START)?;
             Ok(bytes)
         };
-        let bytes = read().map_err(|e| StoreError::Journal {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = read().map_err(|e| self.error(e))?;
         Ok(scan(&bytes, after, self.check))
     }
 
@@ -242,10 +239,15 @@ impl Journal {
     /// seq that looks new, right where the new records end. A journal of format 1 becomes
     /// format 2 here.
     pub fn clear(&mut self) -> Result<(), StoreError> {
-        self.reset().map_err(|e| StoreError::Journal {
+        self.reset().map_err(|e| self.error(e))
+    }
+
+    /// An I/O error on this file, as the store reports it.
+    fn error(&self, e: std::io::Error) -> StoreError {
+        StoreError::Journal {
             path: self.path.clone(),
             message: e.to_string(),
-        })
+        }
     }
 
     /// Where the file is, for messages.
@@ -390,6 +392,34 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// A journal file of `format` for journal id `id` with no records, as a test writes it.
+#[cfg(test)]
+fn test_header(format: u32, id: u64) -> Vec<u8> {
+    let mut file = vec![0u8; RECORDS_START as usize];
+    file[..8].copy_from_slice(MAGIC);
+    file[8..12].copy_from_slice(&format.to_le_bytes());
+    file[16..24].copy_from_slice(&id.to_le_bytes());
+    file
+}
+
+/// A journal as the first builds with one wrote it (format 1: no key, crc32 records), holding
+/// `records` (seq, payload) for journal id `id`.
+#[cfg(test)]
+pub(super) fn format_1_file(id: u64, records: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut file = test_header(FORMAT_CRC, id);
+    for (seq, payload) in records {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&seq.to_le_bytes());
+        crc.update(payload);
+        let len = u32::try_from(payload.len()).expect("a small payload");
+        file.extend_from_slice(&len.to_le_bytes());
+        file.extend_from_slice(&crc.finalize().to_le_bytes());
+        file.extend_from_slice(&seq.to_le_bytes());
+        file.extend_from_slice(payload);
+    }
+    file
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,20 +554,7 @@ mod tests {
     #[test]
     fn a_format_1_journal_is_replayed_then_becomes_format_2() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // As the first builds with a journal wrote it: a 24-byte header, crc32 records.
-        let mut file = vec![0u8; RECORDS_START as usize];
-        file[..8].copy_from_slice(MAGIC);
-        file[8..12].copy_from_slice(&FORMAT_CRC.to_le_bytes());
-        file[16..24].copy_from_slice(&7u64.to_le_bytes());
-        for (seq, payload) in [(11u64, &b"one"[..]), (12, b"two")] {
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(&seq.to_le_bytes());
-            crc.update(payload);
-            file.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            file.extend_from_slice(&crc.finalize().to_le_bytes());
-            file.extend_from_slice(&seq.to_le_bytes());
-            file.extend_from_slice(payload);
-        }
+        let file = format_1_file(7, &[(11, b"one"), (12, b"two")]);
         std::fs::write(dir.path().join(JOURNAL_FILE), &file).expect("write");
 
         let (mut journal, opened) = open(dir.path(), 7);
@@ -613,9 +630,7 @@ mod tests {
     fn a_journal_of_an_unknown_format_is_refused_not_overwritten() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(JOURNAL_FILE);
-        let mut file = vec![0u8; RECORDS_START as usize];
-        file[..8].copy_from_slice(MAGIC);
-        file[8..12].copy_from_slice(&9u32.to_le_bytes());
+        let file = test_header(9, 0);
         std::fs::write(&path, &file).expect("write");
         let err = Journal::open(dir.path(), 0).expect_err("refused");
         assert!(err.to_string().contains("journal format 9"), "{err}");

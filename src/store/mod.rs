@@ -440,6 +440,20 @@ pub(crate) mod testing {
             })
         }
 
+        /// Opens the store, creates the conversation of users 1 and 2, and stops the store
+        /// again (with a checkpoint): the conversation's id.
+        pub async fn with_conversation(&self) -> u64 {
+            let (store, thread) = self.open();
+            let conversation = store
+                .writer()
+                .create_conversation(one_to_one(1, 2))
+                .await
+                .expect("conversation")
+                .id;
+            thread.finish(store.writer()).await;
+            conversation
+        }
+
         /// Opens the store, or says why it cannot.
         pub fn try_open(
             &self,

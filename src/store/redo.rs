@@ -467,15 +467,7 @@ mod tests {
     /// (as a crash leaves them).
     async fn three_messages_in_the_journal() -> (TempStore, TempStore) {
         let temp = TempStore::new();
-        let (store, thread) = temp.open_journal_only();
-        let conversation = store
-            .writer()
-            .create_conversation(one_to_one(1, 2))
-            .await
-            .expect("conversation")
-            .id;
-        thread.finish(store.writer()).await;
-        drop(store);
+        let conversation = temp.with_conversation().await;
         let (store, thread) = temp.open_journal_only();
         let writer = store.writer().clone();
         for _ in 0..3 {
@@ -575,41 +567,30 @@ mod tests {
             .records(0)
             .expect("records");
         assert!(!records.is_empty());
-        let rows = store.dump();
-        let meta_row = |name: &str| -> Option<u64> {
-            let prefix = format!("name_value {name:?} ");
-            rows.iter()
-                .find_map(|row| row.strip_prefix(&prefix))
-                .and_then(|value| value.parse().ok())
-        };
-        let journal_id = meta_row("journal_id").expect("journal id");
-        {
-            let db = Database::open(store.path().join(crate::store::DATABASE_FILE)).expect("db");
-            let txn = db.begin_write().expect("write");
-            {
-                let mut table = txn.open_table(META).expect("meta");
-                if let Some(seq) = meta_row("applied_seq") {
-                    table.remove(meta::APPLIED_SEQ).expect("remove");
-                    table
-                        .insert(meta::CHECKPOINT_SEQ_BEFORE, seq)
-                        .expect("insert");
-                }
+        let db = Database::open(store.path().join(crate::store::DATABASE_FILE)).expect("db");
+        let txn = db.begin_write().expect("write");
+        let journal_id = {
+            let mut table = txn.open_table(META).expect("meta");
+            let applied = table
+                .remove(meta::APPLIED_SEQ)
+                .expect("remove")
+                .map(|v| v.value());
+            if let Some(seq) = applied {
+                table
+                    .insert(meta::CHECKPOINT_SEQ_BEFORE, seq)
+                    .expect("insert");
             }
-            txn.commit().expect("commit");
-        }
-        let mut file = vec![0u8; journal::RECORDS_START as usize];
-        file[..8].copy_from_slice(b"IDBJRNL\0");
-        file[8..12].copy_from_slice(&1u32.to_le_bytes());
-        file[16..24].copy_from_slice(&journal_id.to_le_bytes());
-        for record in &records {
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(&record.seq.to_le_bytes());
-            crc.update(&record.payload);
-            file.extend_from_slice(&(record.payload.len() as u32).to_le_bytes());
-            file.extend_from_slice(&crc.finalize().to_le_bytes());
-            file.extend_from_slice(&record.seq.to_le_bytes());
-            file.extend_from_slice(&record.payload);
-        }
+            meta::get(&table, meta::JOURNAL_ID)
+                .expect("get")
+                .expect("journal id")
+        };
+        txn.commit().expect("commit");
+        drop(db);
+        let records: Vec<(u64, &[u8])> = records
+            .iter()
+            .map(|r| (r.seq, r.payload.as_slice()))
+            .collect();
+        let file = journal::format_1_file(journal_id, &records);
         std::fs::write(store.path().join(journal::JOURNAL_FILE), &file).expect("write");
     }
 

@@ -717,16 +717,11 @@ impl Writer {
             now_ms,
             expect_ids: None,
         };
-        let (completions, report, outcome) =
-            commit_batch(&self.db, batch, &mut self.state, self.queue_max, plan);
+        let (completions, report, outcome) = self.apply(batch, plan);
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.commit_batch_size.observe(size as f64);
-        self.guard
-            .0
-            .last_commit_ok
-            .store(outcome.is_ok(), Ordering::Relaxed);
         let committed = Committed {
             completions,
             report,
@@ -737,12 +732,7 @@ impl Writer {
                 self.journal_and_report(seq, &mut record, committed, started);
             }
             (Ok(()), None) => {
-                self.metrics
-                    .checkpoint_seconds
-                    .observe(committed.report.sync.as_secs_f64());
-                if let Some(cursor) = &mut self.journal {
-                    cursor.start_over();
-                }
+                self.checkpointed(&committed.report);
                 tracing::trace!(batch = size, seq, "committed, checkpoint");
                 self.durable.report(seq, committed);
             }
@@ -799,9 +789,7 @@ impl Writer {
             }
         }
     }
-}
 
-impl Writer {
     /// An empty durable commit, with a seq of its own: everything committed before it is
     /// durable once it returns that seq. Answers nobody and settles nothing.
     fn checkpoint(&mut self) -> Result<u64, StoreError> {
@@ -812,25 +800,35 @@ impl Writer {
             now_ms: self.state.now_ms(),
             expect_ids: None,
         };
-        let (_, report, outcome) = commit_batch(
-            &self.db,
-            &mut Vec::new(),
-            &mut self.state,
-            self.queue_max,
-            plan,
-        );
+        let (_, report, outcome) = self.apply(&mut Vec::new(), plan);
+        outcome?;
+        self.checkpointed(&report);
+        Ok(plan.seq)
+    }
+
+    /// [`commit_batch`] on this writer's database and state; `/health` learns whether it went
+    /// through.
+    fn apply(
+        &mut self,
+        batch: &mut Vec<Command>,
+        plan: Plan,
+    ) -> (Vec<Completion>, BatchReport, Result<(), StoreError>) {
+        let applied = commit_batch(&self.db, batch, &mut self.state, self.queue_max, plan);
         self.guard
             .0
             .last_commit_ok
-            .store(outcome.is_ok(), Ordering::Relaxed);
-        outcome?;
+            .store(applied.2.is_ok(), Ordering::Relaxed);
+        applied
+    }
+
+    /// A checkpoint committed: everything journaled so far is in the data file.
+    fn checkpointed(&mut self, report: &BatchReport) {
         self.metrics
             .checkpoint_seconds
             .observe(report.sync.as_secs_f64());
         if let Some(cursor) = &mut self.journal {
             cursor.start_over();
         }
-        Ok(plan.seq)
     }
 }
 
@@ -2326,15 +2324,7 @@ mod journal_failure_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_that_cannot_be_made_durable_is_never_shown_to_readers() {
         let temp = TempStore::new();
-        let (store, thread) = temp.open();
-        let conversation = store
-            .writer()
-            .create_conversation(one_to_one(1, 2))
-            .await
-            .expect("conversation")
-            .id;
-        thread.finish(store.writer()).await;
-        drop(store);
+        let conversation = temp.with_conversation().await;
 
         let fail = Arc::new(AtomicBool::new(false));
         let file = std::fs::OpenOptions::new()
