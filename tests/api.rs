@@ -696,6 +696,64 @@ fn bad_requests_get_precise_4xx() {
     expect(resp, 401, "token_invalid");
 }
 
+/// Regression (issue 16, defect 7): `{"participants":[182]}}}]]garbage!!` created a
+/// conversation (201): the parser stopped after the first JSON value and ignored the rest. A body
+/// is one JSON value and optional whitespace; anything after it is 400 `invalid_json`, and
+/// nothing is created.
+#[test]
+fn json_with_trailing_garbage_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path());
+    let conv = d.conversation(1, 2);
+    let post = |path: &str, body: &str| {
+        let resp = d
+            .request("POST", 1, path)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .expect("POST");
+        let json_type = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v == "application/json");
+        let (status, body) = split(resp);
+        assert!(json_type, "{status} {body}");
+        (status, body)
+    };
+    for body in [
+        r#"{"participants":[1,182]}}}]]garbage!!"#.to_owned(),
+        r#"{"participants":[1,183]} {"participants":[1,184]}"#.to_owned(),
+        r#"{"participants":[1,185]}x"#.to_owned(),
+    ] {
+        let (status, answer) = post(CONV, &body);
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert_eq!(answer["error"], "invalid_json", "{answer}");
+        assert!(
+            answer["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("trailing")),
+            "{answer}"
+        );
+    }
+    let (status, answer) = post(
+        MSGS,
+        &format!(r#"{{"conversation": {conv}, "text": "hi"}}garbage"#),
+    );
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_json")),
+        "{answer}"
+    );
+    // Nothing was created by the refused bodies.
+    let (_, list) = d.get(1, CONV);
+    assert_eq!(list["count"], 1, "{list}");
+    let (_, page) = d.get(1, &format!("{MSGS}?conversation={conv}"));
+    assert_eq!(page["count"], 0, "{page}");
+    // Whitespace after the value is fine.
+    let (status, answer) = post(CONV, "{\"participants\":[1,186]} \r\n\t ");
+    assert_eq!(status, 201, "{answer}");
+}
+
 #[test]
 fn sends_over_the_rate_limit_get_429_with_retry_after() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -110,9 +110,12 @@ pub async fn read_empty(req: Request<Incoming>, limits: &LimitsConfig) -> Result
     }
 }
 
+/// Parses `body` as exactly one JSON value: `Deserializer::end` refuses anything but
+/// whitespace after it (without it, `{"participants":[2]}}}garbage` was read as its first
+/// value and served).
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let code = if inner.is_syntax() || inner.is_eof() {
@@ -128,7 +131,10 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             format!("field `{path}`: {inner}")
         };
         ApiError::bad_request(code, detail)
-    })
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))?;
+    Ok(value)
 }
 
 /// Decoded query parameters, in order.
