@@ -754,6 +754,121 @@ fn json_with_trailing_garbage_is_refused() {
     assert_eq!(status, 201, "{answer}");
 }
 
+/// Regression (issue 16, defect 16): `messages_processed` counted every send that passed
+/// validation, including those the writer then refused (unknown conversation, a receiver who
+/// is not a participant, a `client_id` conflict) and idempotent repeats: 47 processed for 40
+/// stored and 0 failures. Processed is now what was taken on to store: stored, or failed in
+/// its commit; refusals are counted by reason in `indaba_messages_rejected_total`.
+#[test]
+fn stats_count_processed_sends_not_refused_ones() {
+    const SECRET: &str = "service-secret-for-stats-0123456789";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start_with(
+        dir.path(),
+        Options::env(&[("INDABA_SERVICE__SHARED_SECRET", SECRET)]),
+    );
+    let service = |method: &str, path: &str, body: Option<Value>| {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = d
+            .http
+            .request(method, d.url(path))
+            .header("X-Service-Token", SECRET);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().expect("service call")
+    };
+    let conv = d.conversation(1, 2);
+    let theirs = d.conversation(3, 4);
+    // Stored: three REST sends, one service send, a broadcast to two users.
+    for text in ["one", "two", "three"] {
+        d.send(1, conv, text);
+    }
+    let (status, body) = split(service(
+        "POST",
+        "/api/messages/send",
+        Some(json!({"sender_id": 5, "receiver_id": 6, "text": "hi"})),
+    ));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = split(service(
+        "POST",
+        "/api/messages/broadcast",
+        Some(json!({"message": {"sender_id": 7, "text": "news"}, "user_ids": [8, 9]})),
+    ));
+    assert_eq!(
+        (status, body["recipients"].as_u64()),
+        (200, Some(2)),
+        "{body}"
+    );
+    // Refused, each for its own reason, and one idempotent repeat.
+    let refusals = [
+        (
+            json!({"conversation": conv, "text": "   "}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"conversation": 424242, "text": "x"}),
+            404,
+            "not_found",
+        ),
+        (
+            json!({"conversation": theirs, "text": "x"}),
+            404,
+            "not_found",
+        ),
+        (
+            json!({"conversation": conv, "text": "x", "receiver": 9}),
+            400,
+            "invalid_receiver",
+        ),
+    ];
+    for (body, want, code) in &refusals {
+        let (status, answer) = d.post(1, MSGS, body);
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (*want, Some(*code)),
+            "{answer}"
+        );
+    }
+    let once = json!({"conversation": conv, "text": "once", "client_id": "c-1"});
+    assert_eq!(d.post(1, MSGS, &once).0, 201);
+    assert_eq!(
+        d.post(1, MSGS, &once).0,
+        200,
+        "a repeat of the same client_id"
+    );
+    let (status, _) = d.post(
+        1,
+        MSGS,
+        &json!({"conversation": conv, "text": "other", "client_id": "c-1"}),
+    );
+    assert_eq!(status, 409);
+
+    let stored = 3 + 1 + 2 + 1;
+    let (status, stats) = split(service("GET", "/api/stats", None));
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["messages_persisted"], stored, "{stats}");
+    assert_eq!(stats["persistence_failures"], 0, "{stats}");
+    assert_eq!(
+        stats["messages_processed"], stored,
+        "processed = persisted + failures: {stats}"
+    );
+    let metrics = service("GET", "/metrics", None).text().expect("metrics");
+    for line in [
+        format!("indaba_messages_accepted_total {stored}"),
+        "indaba_messages_rejected_total{reason=\"not_found\"} 2".to_owned(),
+        "indaba_messages_rejected_total{reason=\"invalid_request\"} 1".to_owned(),
+        "indaba_messages_rejected_total{reason=\"invalid_receiver\"} 1".to_owned(),
+        "indaba_messages_rejected_total{reason=\"client_id_conflict\"} 1".to_owned(),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
+}
+
 #[test]
 fn sends_over_the_rate_limit_get_429_with_retry_after() {
     let dir = tempfile::tempdir().expect("tempdir");
