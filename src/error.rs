@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, password};
 use crate::messaging::SendError;
 use crate::store::{StoreError, WriteError};
 
@@ -46,6 +46,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A bounded resource (password hashing) is at capacity: retry shortly.
+    #[error("{0}")]
+    Busy(&'static str),
     #[error("the request body was not received in time")]
     RequestTimeout,
     #[error("internal error")]
@@ -88,6 +91,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_busy"),
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -115,6 +119,9 @@ impl ApiError {
             } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
+            ApiError::Busy(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             ApiError::ShuttingDown | ApiError::RequestTimeout => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
                 headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
@@ -128,6 +135,21 @@ impl ApiError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<password::Busy> for ApiError {
+    fn from(_: password::Busy) -> Self {
+        ApiError::Busy("too many password checks at once; try again in a second")
+    }
+}
+
+impl From<password::HashError> for ApiError {
+    fn from(e: password::HashError) -> Self {
+        match e {
+            password::HashError::Busy(busy) => busy.into(),
+            password::HashError::Failed(cause) => ApiError::Internal(cause),
+        }
     }
 }
 

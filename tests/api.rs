@@ -1032,6 +1032,103 @@ fn local_accounts_register_login_refresh_me() {
     assert_eq!(status, 200);
 }
 
+/// Regression (issue 16, defect 12): every password hash ran on the blocking pool at once, so a
+/// login flood held one Argon2 computation (19 MiB each) per request in flight, hundreds at a
+/// time, and competed with the store reads that share that pool. Hashes are now bounded to the
+/// cores with a short queue; past it a login or registration is answered 503 `server_busy`
+/// with `Retry-After` at once. Correct passwords are used, so the per-address limit on *failed*
+/// logins is not what answers.
+#[test]
+fn a_login_flood_is_bounded_and_store_reads_still_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path());
+    let (status, user) = split(
+        d.http
+            .post(d.url("/api/v1/auth/register/"))
+            .json(&json!({"username": "flood", "password": "correct horse battery"}))
+            .send()
+            .expect("register"),
+    );
+    assert_eq!(status, 201, "{user}");
+    let conv = d.conversation(1, 2);
+    d.send(1, conv, "still here");
+    // Far more at once than the cores and their queue, on any machine this runs on.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let logins = 12 * cores + 16;
+    let registrations = 8;
+    let barrier = std::sync::Barrier::new(logins + registrations + 1);
+    let answers = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..logins + registrations)
+            .map(|i| {
+                let (d, barrier) = (&d, &barrier);
+                scope.spawn(move || {
+                    let (path, body) = if i < logins {
+                        (
+                            "/api/v1/auth/token/",
+                            json!({"username": "flood", "password": "correct horse battery"}),
+                        )
+                    } else {
+                        (
+                            "/api/v1/auth/register/",
+                            json!({"username": format!("new{i}"), "password": "long enough pw"}),
+                        )
+                    };
+                    barrier.wait();
+                    let resp = d.http.post(d.url(path)).json(&body).send().expect("POST");
+                    let retry_after = resp.headers().contains_key("retry-after");
+                    let json_type = resp
+                        .headers()
+                        .get("content-type")
+                        .is_some_and(|v| v == "application/json");
+                    let (status, body) = split(resp);
+                    (path, status, retry_after, json_type, body)
+                })
+            })
+            .collect();
+        barrier.wait();
+        // A store read while the flood is under way.
+        let (status, page) = d.get(2, &format!("{CONV}{conv}/"));
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["last_message"]["text"], "still here", "{page}");
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .collect::<Vec<_>>()
+    });
+    let mut busy = 0;
+    for (path, status, retry_after, json_type, body) in &answers {
+        assert!(json_type, "{path} {status}: {body}");
+        match status {
+            200 | 201 => {}
+            503 => {
+                assert_eq!(body["error"], "server_busy", "{body}");
+                assert!(retry_after, "503 without Retry-After: {body}");
+                busy += 1;
+            }
+            429 => assert!(retry_after, "429 without Retry-After: {body}"),
+            _ => panic!("{path}: {status} {body}"),
+        }
+    }
+    assert!(
+        busy > 0,
+        "{logins} logins and {registrations} registrations at once, none refused: {:?}",
+        answers.iter().map(|a| a.1).collect::<Vec<_>>()
+    );
+    assert!(
+        answers.iter().any(|a| a.1 == 200),
+        "some logins get through"
+    );
+    // The flood is over: a login is served again.
+    let (status, tokens) = split(
+        d.http
+            .post(d.url("/api/v1/auth/token/"))
+            .json(&json!({"username": "flood", "password": "correct horse battery"}))
+            .send()
+            .expect("login"),
+    );
+    assert_eq!(status, 200, "{tokens}");
+}
+
 #[test]
 fn registration_can_be_switched_off() {
     let dir = tempfile::tempdir().expect("tempdir");
