@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Daemon, Options, split};
+use common::{Daemon, Options, raw_request, read_response, split};
 use serde_json::{Value, json};
 
 const CONV: &str = "/api/v1/messaging/conversations/";
@@ -1257,4 +1257,103 @@ fn public_key_issuers_rs256_es256_eddsa() {
             (403, Some("local_accounts_unavailable"))
         );
     }
+}
+
+/// Regression (issue 16, defect 8): the errors hyper answered by itself had no body at all —
+/// a malformed request line or header (400), a request line too long (414), headers too large
+/// or too many (431) — and a request head that never finished was cut off with no answer.
+/// Every one of them is now the contract's JSON error, read here off a raw socket.
+#[test]
+fn http_layer_errors_are_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start_with(
+        dir.path(),
+        Options::env(&[
+            ("INDABA_LIMITS__BODY_TIMEOUT", "1s"),
+            ("INDABA_LIMITS__MAX_BODY_BYTES", "4096"),
+        ]),
+    );
+    let send = |request: Vec<u8>| raw_request(d.addr, request).expect("an answer, not a hang-up");
+    let malformed: &[&[u8]] = &[
+        b"GARBAGE\r\n\r\n",
+        b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /he\x01lth HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n",
+        b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+    ];
+    for request in malformed {
+        let answer = send(request.to_vec());
+        answer.assert_error(400, "malformed_request");
+        assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
+    }
+    // A request line longer than any URI the daemon takes: hyper's own limit, 64 KiB, and more.
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    send(long_uri.into_bytes()).assert_error(414, "uri_too_long");
+    // One header of half a megabyte; then 150 small ones.
+    let big_header = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(500_000)
+    );
+    send(big_header.into_bytes()).assert_error(431, "headers_too_large");
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many_headers = format!("GET /health HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    send(many_headers.into_bytes()).assert_error(431, "headers_too_large");
+    // Half a head, then silence: 408 after `limits.body_timeout`.
+    let mut stalled = std::net::TcpStream::connect(d.addr).expect("connect");
+    std::io::Write::write_all(&mut stalled, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Half")
+        .expect("write");
+    read_response(&mut stalled)
+        .expect("408, not a hang-up")
+        .assert_error(408, "request_timeout");
+    // A body over the limit, still being sent: a real 413, not a reset connection.
+    let mut upload = format!(
+        "POST {MSGS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n",
+        d.token(1)
+    )
+    .into_bytes();
+    upload.extend(std::iter::repeat_n(b' ', 2_000_000));
+    send(upload).assert_error(413, "payload_too_large");
+
+    // Well-formed requests around them are served as before, pipelined on one connection:
+    // a chunked body, a sized body, then a malformed request, answered in order.
+    let conv = d.conversation(1, 2);
+    let token = d.token(1);
+    let message = format!(r#"{{"conversation": {conv}, "text": "chunked"}}"#);
+    let sized = format!(r#"{{"conversation": {conv}, "text": "sized"}}"#);
+    let pipelined = format!(
+        "POST {MSGS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{message}\r\n0\r\n\r\n\
+         POST {MSGS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{sized}\
+         GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        message.len(),
+        sized.len(),
+    );
+    let mut stream = std::net::TcpStream::connect(d.addr).expect("connect");
+    std::io::Write::write_all(&mut stream, pipelined.as_bytes()).expect("write");
+    let first = read_response(&mut stream).expect("first answer");
+    assert_eq!(first.status, 201, "{first:?}");
+    assert_eq!(first.body["text"], "chunked", "{first:?}");
+    let second = read_response(&mut stream).expect("second answer");
+    assert_eq!(second.status, 201, "{second:?}");
+    assert_eq!(second.body["text"], "sized", "{second:?}");
+    read_response(&mut stream)
+        .expect("third answer")
+        .assert_error(400, "malformed_request");
+}
+
+/// The 503 of the accept loop at `limits.max_connections` has the same JSON shape.
+#[test]
+fn over_the_connection_limit_is_a_json_503() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start_with(
+        dir.path(),
+        Options::env(&[("INDABA_LIMITS__MAX_CONNECTIONS", "1")]),
+    );
+    let _held = std::net::TcpStream::connect(d.addr).expect("connect");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let answer = raw_request(d.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_vec())
+        .expect("an answer");
+    answer.assert_error(503, "too_many_connections");
+    assert!(answer.header("retry-after").is_some(), "{answer:?}");
 }

@@ -2,7 +2,14 @@
 //!
 //! Every connection runs in a task tracked by a [`TaskTracker`], so shutdown can wait for them.
 //! When the shutdown token fires the loop stops accepting (the listener is dropped) and every
-//! connection is told to finish its in-flight request and close.
+//! connection is told to finish its in-flight request and close; one that is idle or holds
+//! only part of a request closes at once (see [`edge`]).
+//!
+//! hyper reads each connection through [`edge::EdgeIo`], which checks every request head
+//! before hyper parses it, so that the errors of the HTTP layer (400, 408, 414, 431) are JSON
+//! like every other error, rather than hyper's empty responses.
+
+mod edge;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,9 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -20,10 +30,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::AppState;
+use crate::error::{ApiError, HttpResponse};
+use crate::http::request::StopSignal;
 use crate::metrics::Metrics;
+use edge::{EdgeIo, Verdict};
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub use edge::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES};
+
+/// hyper's own header timeout, past ours (`limits.body_timeout`, kept by [`EdgeIo`]) so ours
+/// answers a late head with 408 first; hyper's still closes idle keep-alive connections.
+const HYPER_HEADER_MARGIN: Duration = Duration::from_secs(1);
 
 /// Accepts connections until `shutdown` fires. Returns once the listener is closed; the
 /// connections live on in `tracker` until they finish.
@@ -75,16 +91,35 @@ async fn serve_connection(
 ) {
     // Shared with a WebSocket session, so an upgraded connection stays counted.
     let guard: Arc<dyn std::any::Any + Send + Sync> = Arc::new(guard);
+    let head_timeout = state.config.limits.body_timeout;
+    let verdict = Arc::new(Verdict::default());
+    let io = EdgeIo::new(stream, head_timeout, verdict.clone(), shutdown.clone());
+    let stop = StopSignal(shutdown.clone());
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
-        let state = state.clone();
+        let (state, verdict) = (state.clone(), verdict.clone());
+        let refusal = verdict.take_refusal(&req);
+        let upgrade = req.method() == Method::CONNECT || req.headers().contains_key(UPGRADE);
         req.extensions_mut().insert(guard.clone());
-        async move { Ok::<_, Infallible>(super::router::dispatch(state, peer, req).await) }
+        req.extensions_mut().insert(stop.clone());
+        async move {
+            let mut response = match refusal {
+                Some(refusal) => closing(ApiError::from(refusal).into_response()),
+                None => super::router::dispatch(state, peer, req).await,
+            };
+            // After a refused upgrade the reader passes bytes through unchecked: no more
+            // requests on this connection.
+            if upgrade && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                response = closing(response);
+            }
+            verdict.answered();
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(head_timeout + HYPER_HEADER_MARGIN)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -99,16 +134,34 @@ async fn serve_connection(
     }
 }
 
+/// `response` with `Connection: close`.
+fn closing(mut response: HttpResponse) -> HttpResponse {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The TCP stream under an upgraded connection, and the bytes already read from it past the
+/// upgrade request (usually none); `None` if it was not one of ours.
+pub fn upgraded_stream(upgraded: hyper::upgrade::Upgraded) -> Option<(TcpStream, Bytes)> {
+    let parts = upgraded.downcast::<TokioIo<EdgeIo>>().ok()?;
+    let (stream, unread) = parts.io.into_inner().into_parts();
+    // hyper read its bytes before those still in the reader.
+    let early = if unread.is_empty() {
+        parts.read_buf
+    } else {
+        [parts.read_buf, unread].concat().into()
+    };
+    Some((stream, early))
+}
+
 /// Answers a connection over `limits.max_connections` with 503 and closes it.
 async fn refuse_over_limit(mut stream: TcpStream, _guard: ConnectionGuard) {
-    const BODY: &str =
-        r#"{"error":"too_many_connections","detail":"the server is at its connection limit"}"#;
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
-        BODY.len()
-    );
     tracing::debug!("connection refused: at max_connections");
-    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream
+        .write_all(&ApiError::TooManyConnections.into_http1_bytes())
+        .await;
     let _ = stream.shutdown().await;
 }
 
