@@ -1042,13 +1042,18 @@ fn local_accounts_register_login_refresh_me() {
 fn a_login_flood_is_bounded_and_store_reads_still_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start(dir.path());
-    let (status, user) = split(
-        d.http
-            .post(d.url("/api/v1/auth/register/"))
-            .json(&json!({"username": "flood", "password": "correct horse battery"}))
-            .send()
-            .expect("register"),
-    );
+    let account = json!({"username": "flood", "password": "correct horse battery"});
+    let post = |path: &str, body: &Value| {
+        let resp = d.http.post(d.url(path)).json(body).send().expect("POST");
+        let retry_after = resp.headers().contains_key("retry-after");
+        let json_type = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v == "application/json");
+        let (status, body) = split(resp);
+        (status, retry_after, json_type, body)
+    };
+    let (status, _, _, user) = post("/api/v1/auth/register/", &account);
     assert_eq!(status, 201, "{user}");
     let conv = d.conversation(1, 2);
     d.send(1, conv, "still here");
@@ -1060,13 +1065,10 @@ fn a_login_flood_is_bounded_and_store_reads_still_answer() {
     let answers = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..logins + registrations)
             .map(|i| {
-                let (d, barrier) = (&d, &barrier);
+                let (post, account, barrier) = (&post, &account, &barrier);
                 scope.spawn(move || {
                     let (path, body) = if i < logins {
-                        (
-                            "/api/v1/auth/token/",
-                            json!({"username": "flood", "password": "correct horse battery"}),
-                        )
+                        ("/api/v1/auth/token/", account.clone())
                     } else {
                         (
                             "/api/v1/auth/register/",
@@ -1074,13 +1076,7 @@ fn a_login_flood_is_bounded_and_store_reads_still_answer() {
                         )
                     };
                     barrier.wait();
-                    let resp = d.http.post(d.url(path)).json(&body).send().expect("POST");
-                    let retry_after = resp.headers().contains_key("retry-after");
-                    let json_type = resp
-                        .headers()
-                        .get("content-type")
-                        .is_some_and(|v| v == "application/json");
-                    let (status, body) = split(resp);
+                    let (status, retry_after, json_type, body) = post(path, &body);
                     (path, status, retry_after, json_type, body)
                 })
             })
@@ -1119,13 +1115,7 @@ fn a_login_flood_is_bounded_and_store_reads_still_answer() {
         "some logins get through"
     );
     // The flood is over: a login is served again.
-    let (status, tokens) = split(
-        d.http
-            .post(d.url("/api/v1/auth/token/"))
-            .json(&json!({"username": "flood", "password": "correct horse battery"}))
-            .send()
-            .expect("login"),
-    );
+    let (status, _, _, tokens) = post("/api/v1/auth/token/", &account);
     assert_eq!(status, 200, "{tokens}");
 }
 
