@@ -135,6 +135,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Closed => ApiError::ShuttingDown,
+            // Already logged at ERROR where it was found (`store::damage`); for the client it
+            // is a record that cannot be shown, and asking again will not change that.
+            StoreError::Damaged { .. } => {
+                ApiError::NotFound("damaged in the data file; it cannot be shown")
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

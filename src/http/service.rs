@@ -173,7 +173,8 @@ pub async fn queue(
                     continue;
                 };
                 let key = (user, queued.rank, queued.id);
-                let view = r.message_view(user, queued.id, queued.record, &conversation)?;
+                let view =
+                    r.message_view(user, queued.id, queued.record, queued.body, &conversation)?;
                 out.push((key, view));
             }
             Ok(out)
@@ -352,6 +353,7 @@ pub async fn stats(state: &AppState) -> Result<HttpResponse, ApiError> {
                 "max_user_pending": max_user_pending,
             },
             "dead_letters": m.dead_letters.get(),
+            "damaged_records": m.damaged_records.get(),
             "version": crate::VERSION,
         }),
     ))

@@ -28,6 +28,7 @@ macro_rules! storage_error_from {
 }
 
 pub mod backup;
+pub mod damage;
 pub mod durability;
 pub mod history;
 pub mod journal;
@@ -88,6 +89,9 @@ pub enum StoreError {
     Encoding(String),
     #[error("stored value cannot be decrypted: {0}")]
     Sealed(#[from] crate::crypto::OpenError),
+    /// A record asked for by its key cannot be read back (see [`damage`]).
+    #[error("{table} record {key} is damaged in the data file and cannot be read")]
+    Damaged { table: String, key: String },
     #[error("the store is shut down")]
     Closed,
     /// A replayed journal record gave other message ids than it gave the first time.
@@ -99,6 +103,14 @@ pub enum StoreError {
         gave: (u64, u64),
         recorded: (u64, u64),
     },
+}
+
+impl StoreError {
+    /// Whether this is one record that cannot be read back (bytes changed on the disk), not a
+    /// failure to read at all: see [`damage`].
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::Encoding(_) | StoreError::Sealed(_))
+    }
 }
 
 storage_error_from!(
@@ -115,6 +127,8 @@ pub struct Store {
     db: Arc<Database>,
     writer: WriterHandle,
     keyring: Arc<Keyring>,
+    /// Records found damaged, left out of every view.
+    damaged: Arc<damage::DamagedRecords>,
 }
 
 impl Store {
@@ -155,15 +169,25 @@ impl Store {
         // With the journal off, the file was only read: every commit is durable by itself.
         let journal = options.journal.then_some(journal);
         let db = Arc::new(db);
-        let (handle, thread) = writer::spawn(db.clone(), options, journal, replayed.seq)?;
+        let damaged = Arc::new(damage::DamagedRecords::new(
+            options.metrics.damaged_records.clone(),
+        ));
+        let (handle, thread) =
+            writer::spawn(db.clone(), options, journal, replayed.seq, damaged.clone())?;
         Ok((
             Store {
                 db,
                 writer: handle,
                 keyring,
+                damaged,
             },
             thread,
         ))
+    }
+
+    /// Damaged records met since the store opened (see [`damage`]).
+    pub fn damaged_records(&self) -> u64 {
+        self.damaged.count()
     }
 
     /// The queue of the group-commit writer.
@@ -214,12 +238,13 @@ impl Store {
     {
         let db = self.db.clone();
         let keyring = self.keyring.clone();
+        let damaged = self.damaged.clone();
         let progress = self.writer.progress().clone();
         let (answer, seq) = tokio::task::spawn_blocking(move || {
             let txn = db.begin_read()?;
             // After the snapshot began: at least the seq of every batch it holds.
             let seq = progress.committing();
-            let reader = reader::Reader::new(&txn, &keyring);
+            let reader = reader::Reader::new(&txn, &keyring, &damaged);
             Ok::<_, StoreError>((query(&reader)?, seq))
         })
         .await

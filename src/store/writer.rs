@@ -20,11 +20,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableHandle,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::damage::DamagedRecords;
 use super::durability::{Committed, Durable, Progress};
 use super::history::{FOLD_AT, History, Tail, scan_tail};
 use super::journal::{self, Journal};
@@ -484,12 +488,14 @@ impl WriterThread {
 }
 
 /// Starts the writer on `db`, whose batches up to `seq` are durable (replayed and
-/// checkpointed at open); `journal` is `None` with `storage.journal = false`.
+/// checkpointed at open); `journal` is `None` with `storage.journal = false`. Damaged records
+/// it meets go to `damaged`.
 pub(super) fn spawn(
     db: Arc<Database>,
     options: WriterOptions,
     journal: Option<Journal>,
     seq: u64,
+    damaged: Arc<DamagedRecords>,
 ) -> Result<(WriterHandle, WriterThread), StoreError> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     // Everything the writer starts from, out of one snapshot.
@@ -506,7 +512,7 @@ pub(super) fn spawn(
     }
     let queued = Arc::new(QueuedUsers(Mutex::new(users)));
     let (progress, committing, settled) = Progress::new(seq);
-    let mut state = WriterState::load(&txn)?;
+    let mut state = WriterState::load_with(&txn, damaged)?;
     state.seq = seq;
     state.committing = committing;
     drop(txn);
@@ -868,7 +874,7 @@ pub(super) fn commit_batch(
                 .map_err(|e| StoreError::Storage(e.to_string()))?;
         }
         {
-            let mut tables = Tables::open(&txn, queue_max, &mut state.tail)?;
+            let mut tables = Tables::open(&txn, queue_max, &mut state.tail, &state.damaged)?;
             let first_message_id = tables.next_message_id;
             for command in pending.by_ref() {
                 match tables.apply(command, plan.now_ms) {
@@ -968,6 +974,8 @@ struct Tables<'txn> {
     /// The unindexed tail, shared with the next batches (appends push, a fold empties it once
     /// committed).
     tail: &'txn mut WriterTail,
+    /// Where a message record that cannot be decoded is reported.
+    damaged: &'txn DamagedRecords,
     meta: Table<'txn, &'static str, u64>,
     users: Table<'txn, u64, &'static [u8]>,
     usernames: Table<'txn, &'static str, u64>,
@@ -1009,6 +1017,7 @@ impl<'txn> Tables<'txn> {
         txn: &'txn WriteTransaction,
         queue_max: u64,
         tail: &'txn mut WriterTail,
+        damaged: &'txn DamagedRecords,
     ) -> Result<Self, StoreError> {
         let table = txn.open_table(META)?;
         let next_message_id = meta::get(&table, meta::NEXT_MESSAGE_ID)?.unwrap_or(1);
@@ -1018,6 +1027,7 @@ impl<'txn> Tables<'txn> {
         let dead_letters = meta::get(&table, meta::DEAD_LETTERS)?.unwrap_or(0);
         Ok(Self {
             tail,
+            damaged,
             meta: table,
             users: txn.open_table(USERS)?,
             usernames: txn.open_table(USERNAMES)?,
@@ -1432,9 +1442,13 @@ impl<'txn> Tables<'txn> {
                 tail: &self.tail.history,
             };
             for id in history.ids(conversation, target + 1..=u64::MAX)? {
-                if let Some(bytes) = self.messages.get(id?).map_err(rd)? {
-                    let record: MessageRecord = decode(bytes.value())?;
-                    unread += u64::from(record.sender != user);
+                let id = id?;
+                if let Some(bytes) = self.messages.get(id).map_err(rd)? {
+                    // A damaged record has no sender to tell: left out, as every view does.
+                    let record: Option<MessageRecord> =
+                        self.damaged
+                            .skip(MESSAGES.name(), id, decode(bytes.value()))?;
+                    unread += u64::from(record.is_some_and(|r| r.sender != user));
                 }
             }
             unread
@@ -1736,6 +1750,9 @@ pub(super) struct WriterState {
     seq: u64,
     /// Shared with readers: see [`Progress`].
     committing: Arc<AtomicU64>,
+    /// Where a message record the writer cannot decode is reported (the store's, once the
+    /// writer runs).
+    damaged: Arc<DamagedRecords>,
 }
 
 impl WriterState {
@@ -1746,11 +1763,17 @@ impl WriterState {
 
     /// The tail as of `txn`: every message above `indexed_to`, with its client id.
     pub(super) fn load(txn: &ReadTransaction) -> Result<Self, StoreError> {
+        Self::load_with(txn, Arc::default())
+    }
+
+    /// [`WriterState::load`], reporting damaged records to `damaged`.
+    fn load_with(txn: &ReadTransaction, damaged: Arc<DamagedRecords>) -> Result<Self, StoreError> {
         let indexed_to = meta::get(&txn.open_table(META)?, meta::INDEXED_TO)?.unwrap_or(0);
         let mut tail = WriterTail::default();
         scan_tail(
             &txn.open_table(MESSAGES)?,
             indexed_to,
+            &damaged,
             |bytes| decode::<MessageRecord>(bytes),
             |id, record| {
                 let client = record.client_id.map(|c| (record.sender, c));
@@ -1759,6 +1782,7 @@ impl WriterState {
         )?;
         Ok(Self {
             tail,
+            damaged,
             ..Self::default()
         })
     }
@@ -2242,7 +2266,8 @@ mod journal_failure_tests {
         let journal = Journal::read_only(temp.path()).expect("journal");
         let options = WriterOptions::standalone(16);
         let metrics = options.metrics.clone();
-        let (writer, thread) = spawn(db.clone(), options, Some(journal), 0).expect("spawn");
+        let (writer, thread) =
+            spawn(db.clone(), options, Some(journal), 0, Arc::default()).expect("spawn");
         let conversation = writer
             .create_conversation(one_to_one(1, 2))
             .await
@@ -2344,12 +2369,19 @@ mod journal_failure_tests {
             txn.commit().expect("commit");
         }
         let journal = Journal::read_only(temp.path()).expect("journal");
-        let (writer, thread) =
-            spawn(db.clone(), WriterOptions::standalone(16), Some(journal), 0).expect("spawn");
+        let (writer, thread) = spawn(
+            db.clone(),
+            WriterOptions::standalone(16),
+            Some(journal),
+            0,
+            Arc::default(),
+        )
+        .expect("spawn");
         let store = crate::store::Store {
             db: db.clone(),
             writer: writer.clone(),
             keyring: temp.keyring(),
+            damaged: Arc::default(),
         };
 
         // The journal cannot be written, and the checkpoint meant to cover that fails too.

@@ -659,15 +659,19 @@ impl Session {
             .store
             .read(move |r| r.messages_since(user, since, limit))
             .await;
-        let (messages, more) = match found {
-            Ok(found) => found,
+        let page = match found {
+            Ok(page) => page,
             Err(e) => {
                 tracing::error!(error = %e, "sync failed");
                 return self.error("internal_error", "sync failed; try again", None);
             }
         };
-        let last = messages.last().map_or(since, |m| m.id);
-        let mut frames: Vec<Outbound> = messages
+        // The last id covered, a damaged message left out included: the next sync goes on
+        // after it.
+        let last = page.last_id.unwrap_or(since);
+        let more = page.more;
+        let mut frames: Vec<Outbound> = page
+            .messages
             .iter()
             .map(|m| Outbound::Text {
                 payload: protocol::new_message(m.id, &m.record, &m.body),
