@@ -137,7 +137,7 @@ pub enum AppError {
     #[error("graceful stop exceeded server.shutdown_timeout ({0:?})")]
     ShutdownTimeout(std::time::Duration),
     #[error(
-        "the store writer stopped on an error (see the log above); indaba stopped so that its supervisor restarts it from what is durable"
+        "the store writer ended on an error (see the log above): it panicked, or the data file could not be written at the stop; everything acknowledged is durable and is back at the next start"
     )]
     WriterFailed,
 }
@@ -256,8 +256,9 @@ pub async fn run(
     tokio::task::spawn_blocking(crate::auth::password::warm_up);
     let tasks = state.tasks.clone();
     tasks.spawn(expire_queues(state.clone()));
-    // A writer that failed (a batch it could not make durable, a panic) takes no writes
-    // again: stop, so the service manager restarts the daemon from the durable state.
+    // A writer that ended on its own (a panic) takes no writes again: stop, so the service
+    // manager restarts the daemon from the durable state. A full or failing disk does not end
+    // it: writes are refused until the data file can be written again (`store::writer`).
     tokio::spawn({
         let (writer, shutdown) = (writer.clone(), shutdown.clone());
         async move {

@@ -178,7 +178,7 @@ fn history_ids(d: &Daemon, user: u64, conversation: u64) -> Vec<u64> {
     let mut path = format!("{MSGS}?conversation={conversation}&limit=40");
     loop {
         let (status, page) = d.get(user, &path);
-        assert_eq!(status, 200, "history page {path}: {page}");
+        assert_eq!(status, 200, "history page {path}: {page}\n{}", d.log_text());
         let mut found: Vec<u64> = page["results"]
             .as_array()
             .expect("results")
@@ -336,4 +336,304 @@ fn a_damaged_message_record_is_left_out_of_every_view() {
     assert!(d.stop().success(), "clean stop");
     let d = Daemon::start_with(dir.path(), options(&[]));
     assert_eq!(history_ids(&d, 2, conversation), readable);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A full disk
+
+/// A tmpfs of its own, mounted on a temp dir and unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` (after saying why) when not root: only root may mount.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let euid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            .expect("effective uid");
+        if euid != "0" {
+            eprintln!("skipped: mounting a tmpfs for a full disk needs root (CI runs as root)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mounted = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(mounted.success(), "mount -t tmpfs failed as root");
+        Some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Takes every free byte, in a file of its own.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.path().join("filler")).expect("filler");
+        let chunk = vec![0x5a_u8; 64 << 10];
+        loop {
+            if let Err(e) = file.write_all(&chunk) {
+                assert_eq!(e.raw_os_error(), Some(28), "ENOSPC, not {e}");
+                break;
+            }
+        }
+        // The last pages a partial write left free.
+        for _ in 0..64 {
+            let _ = file.write_all(&[0x5a]);
+        }
+    }
+
+    /// Gives the space back.
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// What the daemon answered to sends.
+#[derive(Default)]
+struct Sends {
+    /// (id, text) of each 201, in order.
+    acknowledged: Vec<(u64, String)>,
+    /// Texts refused with 503 `storage_unavailable`.
+    refused: Vec<String>,
+}
+
+impl Sends {
+    /// Sends `text`; anything but a 201 or a 503 `storage_unavailable` fails the test.
+    fn send(&mut self, d: &Daemon, conversation: u64, text: String) -> bool {
+        let (status, body) = d.post(
+            1,
+            MSGS,
+            &json!({"conversation": conversation, "text": text}),
+        );
+        match status {
+            201 => {
+                self.acknowledged
+                    .push((body["id"].as_u64().expect("id"), text));
+                true
+            }
+            503 => {
+                assert_eq!(body["error"], "storage_unavailable", "{body}");
+                self.refused.push(text);
+                false
+            }
+            _ => panic!("send answered {status}: {body}"),
+        }
+    }
+
+    /// Sends until one is refused (the writer met the full disk), for at most `within`.
+    fn until_refused(&mut self, d: &Daemon, conversation: u64, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        let mut i = 0;
+        while self.send(d, conversation, format!("sent on a full disk {i}")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no send was refused on a full disk"
+            );
+            i += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends until one is acknowledged again, for at most `within`.
+    fn until_acknowledged(&mut self, d: &Daemon, conversation: u64, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        let mut i = 0;
+        while !self.send(d, conversation, format!("sent once space is back {i}")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writes never came back after space was freed"
+            );
+            i += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every acknowledged message is in the history with its text, no refused one is, and
+    /// ids grew in the order they were acknowledged.
+    fn check(&self, d: &Daemon, conversation: u64) {
+        let mut texts = std::collections::BTreeMap::new();
+        for id in history_ids(d, 1, conversation) {
+            let (status, message) = d.get(1, &format!("{MSGS}{id}/"));
+            assert_eq!(status, 200, "{message}");
+            texts.insert(id, message["text"].as_str().expect("text").to_owned());
+        }
+        for (id, text) in &self.acknowledged {
+            assert_eq!(texts.get(id), Some(text), "acknowledged message {id} lost");
+        }
+        for text in &self.refused {
+            assert!(
+                !texts.values().any(|t| t == text),
+                "refused message {text:?} was stored"
+            );
+        }
+        let ids: Vec<u64> = self.acknowledged.iter().map(|(id, _)| *id).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids not increasing: {ids:?}"
+        );
+    }
+}
+
+/// Health, as (status, body).
+fn health(d: &Daemon) -> (u16, Value) {
+    common::split(d.http.get(d.url("/health")).send().expect("GET /health"))
+}
+
+/// A daemon on `data_dir` (inside a tmpfs) with `env`, and a conversation of users 1 and 2.
+fn start_on(data_dir: &Path, env: &[(&str, &str)]) -> (Daemon, u64) {
+    let d = Daemon::start_with(data_dir, options(env));
+    let conversation = d.conversation(1, 2);
+    (d, conversation)
+}
+
+/// Once a send was refused on the full disk: sends refused with 503 `storage_unavailable`,
+/// reads answered from what is durable, `/health` 503; once space is back, writes resume by
+/// themselves.
+fn refuse_then_recover(tmpfs: &Tmpfs, d: &Daemon, conversation: u64, sends: &mut Sends) {
+    // Refused again at once, while the disk stays full.
+    assert!(!sends.send(d, conversation, "still full".to_owned()));
+    sends.check(d, conversation);
+    let (status, body) = health(d);
+    assert_eq!(
+        (status, &body["status"]),
+        (503, &json!("unavailable")),
+        "{body}"
+    );
+
+    tmpfs.free();
+    sends.until_acknowledged(d, conversation, Duration::from_secs(30));
+    for i in 0..5 {
+        assert!(sends.send(d, conversation, format!("after recovery {i}")));
+    }
+    assert_eq!(health(d).0, 200);
+    sends.check(d, conversation);
+}
+
+#[test]
+fn a_full_disk_under_the_journal_refuses_writes_keeps_reads_and_recovers() {
+    let Some(tmpfs) = Tmpfs::mount("24m") else {
+        return;
+    };
+    let data = tmpfs.path().join("data");
+    // No checkpoint for a while: the journal grows with each batch, so its first append past
+    // the space it has hits ENOSPC (and so does the checkpoint meant to cover it).
+    let env = [("INDABA_STORAGE__CHECKPOINT_INTERVAL", "60s")];
+    let (d, conversation) = start_on(&data, &env);
+    let mut sends = Sends::default();
+    for i in 0..20 {
+        assert!(sends.send(&d, conversation, format!("before {i}")));
+    }
+    tmpfs.fill();
+    sends.until_refused(&d, conversation, Duration::from_secs(30));
+    refuse_then_recover(&tmpfs, &d, conversation, &mut sends);
+    let log = d.log_text();
+    assert!(log.contains("journal write failed"), "{log}");
+    assert!(d.stop().success(), "clean stop after recovery");
+    let d = Daemon::start_with(&data, options(&env));
+    sends.check(&d, conversation);
+}
+
+#[test]
+fn a_full_disk_at_a_checkpoint_refuses_writes_keeps_reads_and_recovers() {
+    let Some(tmpfs) = Tmpfs::mount("24m") else {
+        return;
+    };
+    let data = tmpfs.path().join("data");
+    let env = [("INDABA_STORAGE__CHECKPOINT_INTERVAL", "1s")];
+    let (d, conversation) = start_on(&data, &env);
+    let mut sends = Sends::default();
+    // Grow the journal to about 1 MiB (where the next batch is a checkpoint), so that once the
+    // disk is full its appends still land in space it has: only checkpoints hit ENOSPC.
+    let bulky = "x".repeat(8000);
+    for i in 0..140 {
+        assert!(sends.send(&d, conversation, format!("before {i} {bulky}")));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(sends.send(&d, conversation, "a checkpoint".to_owned()));
+    tmpfs.fill();
+    // Journaled on the full disk, then refused at the next checkpoint.
+    let before = sends.acknowledged.len();
+    sends.until_refused(&d, conversation, Duration::from_secs(30));
+    assert!(
+        sends.acknowledged.len() > before,
+        "nothing was journaled while the disk was full"
+    );
+    refuse_then_recover(&tmpfs, &d, conversation, &mut sends);
+    let log = d.log_text();
+    assert!(!log.contains("journal write failed"), "{log}");
+    assert!(d.stop().success(), "clean stop after recovery");
+    let d = Daemon::start_with(&data, options(&env));
+    sends.check(&d, conversation);
+}
+
+#[test]
+fn a_full_disk_without_the_journal_refuses_writes_keeps_reads_and_recovers() {
+    let Some(tmpfs) = Tmpfs::mount("24m") else {
+        return;
+    };
+    let data = tmpfs.path().join("data");
+    let env = [("INDABA_STORAGE__JOURNAL", "false")];
+    let (d, conversation) = start_on(&data, &env);
+    let mut sends = Sends::default();
+    for i in 0..20 {
+        assert!(sends.send(&d, conversation, format!("before {i}")));
+    }
+    tmpfs.fill();
+    sends.until_refused(&d, conversation, Duration::from_secs(30));
+    refuse_then_recover(&tmpfs, &d, conversation, &mut sends);
+    assert!(d.stop().success(), "clean stop after recovery");
+    let d = Daemon::start_with(&data, options(&env));
+    sends.check(&d, conversation);
+}
+
+#[test]
+fn a_stop_while_the_disk_is_full_exits_1_and_keeps_every_acknowledged_message() {
+    let Some(tmpfs) = Tmpfs::mount("24m") else {
+        return;
+    };
+    let data = tmpfs.path().join("data");
+    let env = [("INDABA_STORAGE__CHECKPOINT_INTERVAL", "60s")];
+    let (d, conversation) = start_on(&data, &env);
+    let mut sends = Sends::default();
+    for i in 0..20 {
+        assert!(sends.send(&d, conversation, format!("before {i}")));
+    }
+    tmpfs.fill();
+    sends.until_refused(&d, conversation, Duration::from_secs(30));
+    let status = {
+        let mut d = d;
+        d.signal("TERM");
+        let status = d.wait_exit(Duration::from_secs(30));
+        let log = d.log_text();
+        assert!(!log.contains("stopped cleanly"), "{log}");
+        assert!(log.contains("final checkpoint"), "{log}");
+        status
+    };
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    tmpfs.free();
+    let d = Daemon::start_with(&data, options(&env));
+    sends.check(&d, conversation);
 }

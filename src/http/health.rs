@@ -7,8 +7,9 @@ use crate::app::AppState;
 use crate::error::{HttpResponse, json_response};
 
 /// `{"status":"ok","version","uptime_seconds"}`; 503 `{"status":"shutting_down"}` while the
-/// daemon drains, so a balancer stops sending it work; 503 `{"status":"unavailable"}` when the
-/// store cannot write (its commits fail or its writer has stopped), so a supervisor notices.
+/// daemon drains, so a balancer stops sending it work; 503 `{"status":"unavailable"}` while the
+/// store cannot write (the disk is full or failing: writes are refused and resume by
+/// themselves once it can write again; or its writer has stopped), so a supervisor notices.
 pub fn get(state: &AppState) -> HttpResponse {
     let unavailable = |body| {
         let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
@@ -29,7 +30,7 @@ pub fn get(state: &AppState) -> HttpResponse {
     if !state.store.writer().is_healthy() {
         return unavailable(json!({
             "status": "unavailable",
-            "detail": "the store cannot write: see the daemon's error log",
+            "detail": "the store cannot write (is the disk full?): writes are refused until it can; see the daemon's error log",
         }));
     }
     json_response(

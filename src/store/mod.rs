@@ -10,6 +10,7 @@
 //!   durable.
 //! * [`reader`] answers queries on a snapshot, off the async runtime.
 //! * [`history`] finds a conversation's messages: an index folded in bulk, plus its tail.
+//! * [`damage`] leaves a record that cannot be read back out of every view, and reports it.
 //! * [`backup`] copies one snapshot of every table into a fresh file, for `indaba backup`.
 //!
 //! [`Store`] is the cheap, cloneable handle the rest of the daemon holds.
@@ -42,7 +43,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::Keyring;
@@ -51,6 +52,10 @@ pub use writer::{WriteError, WriterHandle};
 
 /// File name of the database inside the data dir.
 pub const DATABASE_FILE: &str = "indaba.redb";
+
+/// Longest a read waits for the writer to reopen the data file after a failed write, before it
+/// is refused with [`StoreError::Unavailable`].
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Plaintext of the per-key canary in [`tables::KEY_CHECKS`].
 const KEY_CHECK_PLAINTEXT: &[u8] = b"indaba key check v1";
@@ -94,6 +99,11 @@ pub enum StoreError {
     Damaged { table: String, key: String },
     #[error("the store is shut down")]
     Closed,
+    /// The data file cannot be written (the disk is full or failing): writes are refused until
+    /// the writer has reopened it and checkpointed; see `writer::Outage`. Maps to 503
+    /// `storage_unavailable`.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// A replayed journal record gave other message ids than it gave the first time.
     #[error(
         "gave message ids {}..{} again, not {}..{} as the first time",
@@ -113,18 +123,41 @@ impl StoreError {
     }
 }
 
-storage_error_from!(
-    StoreError: redb::Error,
+impl StoreError {
+    /// redb's error as ours. An I/O error is [`StoreError::Unavailable`]: redb refuses every
+    /// later use of a handle that met one, so only reopening the file helps.
+    fn from_redb(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed => {
+                StoreError::Unavailable(e.to_string())
+            }
+            other => StoreError::Storage(other.to_string()),
+        }
+    }
+}
+
+macro_rules! store_error_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::from_redb(e.into())
+            }
+        }
+    )*};
+}
+
+store_error_from_redb!(
+    redb::Error,
     redb::StorageError,
     redb::TransactionError,
     redb::TableError,
     redb::CommitError
 );
 
-/// Handle to the store: the database for readers, the writer's queue, the keys.
+/// Handle to the store: the writer's queue (and through it the database readers read), the
+/// keys.
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: Arc<Database>,
     writer: WriterHandle,
     keyring: Arc<Keyring>,
     /// Records found damaged, left out of every view.
@@ -172,11 +205,15 @@ impl Store {
         let damaged = Arc::new(damage::DamagedRecords::new(
             options.metrics.damaged_records.clone(),
         ));
+        let dir = data_dir.to_owned();
+        let file = writer::DataFile {
+            dir: dir.clone(),
+            open: Box::new(move || open_database(&dir)),
+        };
         let (handle, thread) =
-            writer::spawn(db.clone(), options, journal, replayed.seq, damaged.clone())?;
+            writer::spawn(db, options, journal, replayed.seq, damaged.clone(), file)?;
         Ok((
             Store {
-                db,
                 writer: handle,
                 keyring,
                 damaged,
@@ -208,21 +245,21 @@ impl Store {
         dest: std::fs::File,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<backup::Summary, backup::BackupError> {
-        let db = self.db.clone();
         let progress = self.writer.progress().clone();
-        let (summary, seq) = tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read()?;
-            let seq = progress.committing();
+        let (summary, ticket) = tokio::task::spawn_blocking(move || {
+            let (txn, ticket) = progress
+                .begin_read()
+                .map_err(|e| backup::BackupError::Storage(e.to_string()))?;
             Ok::<_, backup::BackupError>((
                 backup::write_copy(&txn, dest, &|| cancel.is_cancelled())?,
-                seq,
+                ticket,
             ))
         })
         .await
         .map_err(|e| backup::BackupError::Storage(format!("backup task failed: {e}")))??;
         self.writer
             .progress()
-            .settled(seq)
+            .settled(ticket)
             .await
             .map_err(|e| backup::BackupError::Storage(e.to_string()))?;
         Ok(summary)
@@ -236,20 +273,18 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&reader::Reader<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = self.db.clone();
         let keyring = self.keyring.clone();
         let damaged = self.damaged.clone();
         let progress = self.writer.progress().clone();
-        let (answer, seq) = tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read()?;
-            // After the snapshot began: at least the seq of every batch it holds.
-            let seq = progress.committing();
+        progress.wait_open(REOPEN_WAIT).await;
+        let (answer, ticket) = tokio::task::spawn_blocking(move || {
+            let (txn, ticket) = progress.begin_read()?;
             let reader = reader::Reader::new(&txn, &keyring, &damaged);
-            Ok::<_, StoreError>((query(&reader)?, seq))
+            Ok::<_, StoreError>((query(&reader)?, ticket))
         })
         .await
         .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))??;
-        self.writer.progress().settled(seq).await?;
+        self.writer.progress().settled(ticket).await?;
         Ok(answer)
     }
 }

@@ -229,6 +229,27 @@ pub(super) fn replay(
     journal: &Journal,
     queue_max: u64,
 ) -> Result<Replayed, StoreError> {
+    let (replayed, mut state) = replay_unsynced(db, journal, queue_max)?;
+    if replayed.batches > 0 {
+        let plan = Plan {
+            seq: replayed.seq,
+            durable: true,
+            now_ms: state.now_ms(),
+            expect_ids: None,
+        };
+        commit_batch(db, &mut Vec::new(), &mut state, queue_max, plan).2?;
+    }
+    Ok(replayed)
+}
+
+/// [`replay`] without its checkpoint: the batches are in redb's memory only, as durable as
+/// the journal that still holds them. The writer reopens the data file this way after a
+/// failed write, so that readers see every acknowledged batch while the disk stays full.
+pub(super) fn replay_unsynced(
+    db: &Database,
+    journal: &Journal,
+    queue_max: u64,
+) -> Result<(Replayed, WriterState), StoreError> {
     let damaged = |message: String| StoreError::Journal {
         path: journal.path().to_owned(),
         message,
@@ -266,16 +287,7 @@ pub(super) fn replay(
         replayed.batches += 1;
         replayed.messages += report.stored.len();
     }
-    if replayed.batches > 0 {
-        let plan = Plan {
-            seq: replayed.seq,
-            durable: true,
-            now_ms: state.now_ms(),
-            expect_ids: None,
-        };
-        commit_batch(db, &mut Vec::new(), &mut state, queue_max, plan).2?;
-    }
-    Ok(replayed)
+    Ok((replayed, state))
 }
 
 #[cfg(test)]
