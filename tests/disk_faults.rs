@@ -502,11 +502,72 @@ fn health(d: &Daemon) -> (u16, Value) {
     common::split(d.http.get(d.url("/health")).send().expect("GET /health"))
 }
 
-/// A daemon on `data_dir` (inside a tmpfs) with `env`, and a conversation of users 1 and 2.
-fn start_on(data_dir: &Path, env: &[(&str, &str)]) -> (Daemon, u64) {
-    let d = Daemon::start_with(data_dir, options(env));
-    let conversation = d.conversation(1, 2);
-    (d, conversation)
+/// A daemon with `env` on a data dir inside a tmpfs of its own, with a conversation of users 1
+/// and 2 and 20 messages in it.
+struct FullDisk {
+    tmpfs: Tmpfs,
+    data: std::path::PathBuf,
+    env: Vec<(&'static str, &'static str)>,
+    d: Daemon,
+    conversation: u64,
+    sends: Sends,
+}
+
+impl FullDisk {
+    /// `None` when not root (see [`Tmpfs::mount`]).
+    fn start(env: &[(&'static str, &'static str)]) -> Option<FullDisk> {
+        let tmpfs = Tmpfs::mount("24m")?;
+        let data = tmpfs.path().join("data");
+        let d = Daemon::start_with(&data, options(env));
+        let conversation = d.conversation(1, 2);
+        let mut sends = Sends::default();
+        for i in 0..20 {
+            assert!(sends.send(&d, conversation, format!("before {i}")));
+        }
+        Some(FullDisk {
+            tmpfs,
+            data,
+            env: env.to_vec(),
+            d,
+            conversation,
+            sends,
+        })
+    }
+
+    /// Fills the disk and sends until a send is refused.
+    fn fill(&mut self) {
+        self.tmpfs.fill();
+        self.sends
+            .until_refused(&self.d, self.conversation, Duration::from_secs(30));
+    }
+
+    /// Refused writes, then recovery (see [`refuse_then_recover`]).
+    fn recover(&mut self) {
+        refuse_then_recover(&self.tmpfs, &self.d, self.conversation, &mut self.sends);
+    }
+
+    /// Stops the daemon (it must exit with `code`), frees the disk, starts it again and checks
+    /// every message; returns the log of the stopped daemon.
+    fn restart(self, code: i32) -> String {
+        let FullDisk {
+            tmpfs,
+            data,
+            env,
+            mut d,
+            conversation,
+            sends,
+        } = self;
+        d.signal("TERM");
+        let status = d.wait_exit(Duration::from_secs(30));
+        let log = d.log_text();
+        assert_eq!(status.code(), Some(code), "{status:?}\n{log}");
+        if tmpfs.path().join("filler").exists() {
+            tmpfs.free();
+        }
+        let d = Daemon::start_with(&data, options(&env));
+        sends.check(&d, conversation);
+        log
+    }
 }
 
 /// Once a send was refused on the full disk: sends refused with 503 `storage_unavailable`,
@@ -534,106 +595,64 @@ fn refuse_then_recover(tmpfs: &Tmpfs, d: &Daemon, conversation: u64, sends: &mut
 
 #[test]
 fn a_full_disk_under_the_journal_refuses_writes_keeps_reads_and_recovers() {
-    let Some(tmpfs) = Tmpfs::mount("24m") else {
-        return;
-    };
-    let data = tmpfs.path().join("data");
     // No checkpoint for a while: the journal grows with each batch, so its first append past
     // the space it has hits ENOSPC (and so does the checkpoint meant to cover it).
-    let env = [("INDABA_STORAGE__CHECKPOINT_INTERVAL", "60s")];
-    let (d, conversation) = start_on(&data, &env);
-    let mut sends = Sends::default();
-    for i in 0..20 {
-        assert!(sends.send(&d, conversation, format!("before {i}")));
-    }
-    tmpfs.fill();
-    sends.until_refused(&d, conversation, Duration::from_secs(30));
-    refuse_then_recover(&tmpfs, &d, conversation, &mut sends);
-    let log = d.log_text();
+    let Some(mut disk) = FullDisk::start(&[("INDABA_STORAGE__CHECKPOINT_INTERVAL", "60s")]) else {
+        return;
+    };
+    disk.fill();
+    disk.recover();
+    let log = disk.restart(0);
     assert!(log.contains("journal write failed"), "{log}");
-    assert!(d.stop().success(), "clean stop after recovery");
-    let d = Daemon::start_with(&data, options(&env));
-    sends.check(&d, conversation);
+    assert!(log.contains("stopped cleanly"), "{log}");
 }
 
 #[test]
 fn a_full_disk_at_a_checkpoint_refuses_writes_keeps_reads_and_recovers() {
-    let Some(tmpfs) = Tmpfs::mount("24m") else {
+    let Some(mut disk) = FullDisk::start(&[("INDABA_STORAGE__CHECKPOINT_INTERVAL", "1s")]) else {
         return;
     };
-    let data = tmpfs.path().join("data");
-    let env = [("INDABA_STORAGE__CHECKPOINT_INTERVAL", "1s")];
-    let (d, conversation) = start_on(&data, &env);
-    let mut sends = Sends::default();
     // Grow the journal to about 1 MiB (where the next batch is a checkpoint), so that once the
     // disk is full its appends still land in space it has: only checkpoints hit ENOSPC.
     let bulky = "x".repeat(8000);
     for i in 0..140 {
-        assert!(sends.send(&d, conversation, format!("before {i} {bulky}")));
+        let text = format!("bulky {i} {bulky}");
+        assert!(disk.sends.send(&disk.d, disk.conversation, text));
     }
     std::thread::sleep(Duration::from_millis(1200));
-    assert!(sends.send(&d, conversation, "a checkpoint".to_owned()));
-    tmpfs.fill();
-    // Journaled on the full disk, then refused at the next checkpoint.
-    let before = sends.acknowledged.len();
-    sends.until_refused(&d, conversation, Duration::from_secs(30));
     assert!(
-        sends.acknowledged.len() > before,
+        disk.sends
+            .send(&disk.d, disk.conversation, "a checkpoint".to_owned())
+    );
+    // Journaled on the full disk, then refused at the next checkpoint.
+    let before = disk.sends.acknowledged.len();
+    disk.fill();
+    assert!(
+        disk.sends.acknowledged.len() > before,
         "nothing was journaled while the disk was full"
     );
-    refuse_then_recover(&tmpfs, &d, conversation, &mut sends);
-    let log = d.log_text();
+    disk.recover();
+    let log = disk.restart(0);
     assert!(!log.contains("journal write failed"), "{log}");
-    assert!(d.stop().success(), "clean stop after recovery");
-    let d = Daemon::start_with(&data, options(&env));
-    sends.check(&d, conversation);
 }
 
 #[test]
 fn a_full_disk_without_the_journal_refuses_writes_keeps_reads_and_recovers() {
-    let Some(tmpfs) = Tmpfs::mount("24m") else {
+    let Some(mut disk) = FullDisk::start(&[("INDABA_STORAGE__JOURNAL", "false")]) else {
         return;
     };
-    let data = tmpfs.path().join("data");
-    let env = [("INDABA_STORAGE__JOURNAL", "false")];
-    let (d, conversation) = start_on(&data, &env);
-    let mut sends = Sends::default();
-    for i in 0..20 {
-        assert!(sends.send(&d, conversation, format!("before {i}")));
-    }
-    tmpfs.fill();
-    sends.until_refused(&d, conversation, Duration::from_secs(30));
-    refuse_then_recover(&tmpfs, &d, conversation, &mut sends);
-    assert!(d.stop().success(), "clean stop after recovery");
-    let d = Daemon::start_with(&data, options(&env));
-    sends.check(&d, conversation);
+    disk.fill();
+    disk.recover();
+    disk.restart(0);
 }
 
 #[test]
 fn a_stop_while_the_disk_is_full_exits_1_and_keeps_every_acknowledged_message() {
-    let Some(tmpfs) = Tmpfs::mount("24m") else {
+    let Some(mut disk) = FullDisk::start(&[("INDABA_STORAGE__CHECKPOINT_INTERVAL", "60s")]) else {
         return;
     };
-    let data = tmpfs.path().join("data");
-    let env = [("INDABA_STORAGE__CHECKPOINT_INTERVAL", "60s")];
-    let (d, conversation) = start_on(&data, &env);
-    let mut sends = Sends::default();
-    for i in 0..20 {
-        assert!(sends.send(&d, conversation, format!("before {i}")));
-    }
-    tmpfs.fill();
-    sends.until_refused(&d, conversation, Duration::from_secs(30));
-    let status = {
-        let mut d = d;
-        d.signal("TERM");
-        let status = d.wait_exit(Duration::from_secs(30));
-        let log = d.log_text();
-        assert!(!log.contains("stopped cleanly"), "{log}");
-        assert!(log.contains("final checkpoint"), "{log}");
-        status
-    };
-    assert_eq!(status.code(), Some(1), "{status:?}");
-    tmpfs.free();
-    let d = Daemon::start_with(&data, options(&env));
-    sends.check(&d, conversation);
+    disk.fill();
+    let log = disk.restart(1);
+    assert!(!log.contains("stopped cleanly"), "{log}");
+    assert!(log.contains("final checkpoint"), "{log}");
 }

@@ -2717,22 +2717,44 @@ mod journal_failure_tests {
         matches!(result, Err(WriteError::Store(StoreError::Unavailable(_))))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_batch_that_cannot_be_made_durable_is_never_shown_and_the_store_recovers() {
+    /// A store whose disk fails while `fail` is set, and the send that met it failing (the
+    /// journal cannot be written, and the checkpoint meant to cover that fails too).
+    struct FailedWrite {
+        temp: TempStore,
+        fail: Arc<AtomicBool>,
+        store: crate::store::Store,
+        thread: WriterThread,
+        writer: WriterHandle,
+        conversation: u64,
+    }
+
+    async fn failed_write() -> FailedWrite {
         let temp = TempStore::new();
         let conversation = temp.with_conversation().await;
         let fail = Arc::new(AtomicBool::new(false));
         let (store, thread) = on_failing_disk(&temp, &fail).await;
         let writer = store.writer().clone();
-
-        // The journal cannot be written, and the checkpoint meant to cover that fails too.
         fail.store(true, Ordering::SeqCst);
         let sent = writer
             .append_message(test_message(conversation, 1, Priority::Normal))
             .await;
         assert!(refused(&sent), "{sent:?}");
+        FailedWrite {
+            temp,
+            fail,
+            store,
+            thread,
+            writer,
+            conversation,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_cannot_be_made_durable_is_never_shown_and_the_store_recovers() {
+        let failed = failed_write().await;
+        let (writer, conversation) = (&failed.writer, failed.conversation);
         // The message was in redb's memory, and a crash loses it: no reader may see it.
-        let seen = store.read(|r| r.message(1)).await;
+        let seen = failed.store.read(|r| r.message(1)).await;
         assert!(
             matches!(seen, Ok(None) | Err(StoreError::Unavailable(_))),
             "a reader was answered: {seen:?}"
@@ -2744,7 +2766,7 @@ mod journal_failure_tests {
         assert!(refused(&later), "{later:?}");
 
         // Space is back: writes resume by themselves.
-        fail.store(false, Ordering::SeqCst);
+        failed.fail.store(false, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(20);
         let id = loop {
             let sent = writer
@@ -2758,14 +2780,14 @@ mod journal_failure_tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(writer.is_healthy());
-        let found = store.read(move |r| r.message(id)).await.expect("read");
-        assert!(found.is_some());
-        thread.finish(&writer).await;
+        let found = failed.store.read(move |r| r.message(id)).await;
+        assert!(found.expect("read").is_some());
+        failed.thread.finish(writer).await;
         assert!(!writer.failed(), "a clean stop after the recovery");
-        drop(store);
+        drop(failed.store);
 
         // Durable: there after a restart.
-        let (store, thread) = temp.open();
+        let (store, thread) = failed.temp.open();
         let found = store.read(move |r| r.message(id)).await.expect("read");
         assert!(found.is_some());
         thread.finish(store.writer()).await;
@@ -2773,17 +2795,11 @@ mod journal_failure_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stop_while_the_disk_fails_is_not_a_clean_one() {
-        let temp = TempStore::new();
-        let conversation = temp.with_conversation().await;
-        let fail = Arc::new(AtomicBool::new(false));
-        let (store, thread) = on_failing_disk(&temp, &fail).await;
-        let writer = store.writer().clone();
-        fail.store(true, Ordering::SeqCst);
-        let sent = writer
-            .append_message(test_message(conversation, 1, Priority::Normal))
-            .await;
-        assert!(refused(&sent), "{sent:?}");
-        thread.finish(&writer).await;
-        assert!(writer.failed(), "stopped without its final checkpoint");
+        let failed = failed_write().await;
+        failed.thread.finish(&failed.writer).await;
+        assert!(
+            failed.writer.failed(),
+            "stopped without its final checkpoint"
+        );
     }
 }
