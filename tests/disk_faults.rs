@@ -371,7 +371,10 @@ impl Tmpfs {
             .arg(dir.path())
             .status()
             .expect("run mount");
-        assert!(mounted.success(), "mount -t tmpfs failed as root");
+        assert!(
+            mounted.success(),
+            "mount -t tmpfs failed as root (a container without CAP_SYS_ADMIN?)"
+        );
         Some(Tmpfs { dir })
     }
 

@@ -733,8 +733,11 @@ struct Outage {
     /// When the next checkpoint may be tried, and the wait after that one if it fails.
     next_try: Instant,
     backoff: Duration,
-    /// When a failed reopen was last logged (it is tried again at every tick).
-    reopen_logged: Option<Instant>,
+    /// When the data file, closed, may be reopened, and the wait after that if it fails: a
+    /// tick at first (a reader may hold the old handle for a moment, and the file stays locked
+    /// until it lets go), growing while it fails (the disk may fail reads too).
+    next_reopen: Instant,
+    reopen_backoff: Duration,
 }
 
 /// The writer thread: everything it owns.
@@ -860,7 +863,8 @@ impl Writer {
                 since: now,
                 next_try: now + RETRY_FIRST,
                 backoff: RETRY_FIRST,
-                reopen_logged: None,
+                next_reopen: now,
+                reopen_backoff: OUTAGE_TICK,
             });
         }
         self.guard.0.last_commit_ok.store(false, Ordering::Relaxed);
@@ -871,19 +875,24 @@ impl Writer {
     /// One step out of an outage: reopen the data file if it is closed, then, when due (or
     /// `now`) and the disk has room, try a checkpoint. Writes resume once one goes through.
     fn recover(&mut self, now: bool) {
-        if self.db.is_none()
-            && let Err(e) = self.reopen()
-        {
-            // The disk may fail reads too: tried again at the next tick, logged now and then.
-            if let Some(outage) = &mut self.outage
-                && outage
-                    .reopen_logged
-                    .is_none_or(|t| t.elapsed() >= RETRY_MAX)
-            {
-                outage.reopen_logged = Some(Instant::now());
-                tracing::warn!(error = %e, "cannot reopen the data file yet; reads are refused too");
-            }
+        let Some(outage) = &mut self.outage else {
             return;
+        };
+        if self.db.is_none() {
+            if !now && Instant::now() < outage.next_reopen {
+                return;
+            }
+            if let Err(e) = self.reopen() {
+                if let Some(outage) = &mut self.outage {
+                    outage.next_reopen = Instant::now() + outage.reopen_backoff;
+                    outage.reopen_backoff = (outage.reopen_backoff * 2).min(RETRY_MAX);
+                    // Quiet while it may only be a reader letting go of the old handle.
+                    if outage.reopen_backoff >= RETRY_FIRST {
+                        tracing::warn!(error = %e, "cannot reopen the data file; reads are refused meanwhile");
+                    }
+                }
+                return;
+            }
         }
         let Some(outage) = &mut self.outage else {
             return;
@@ -924,6 +933,9 @@ impl Writer {
                 }
                 // The handle is spent (redb refuses it after an I/O error): open it again at
                 // the next tick, so reads go on meanwhile.
+                if let Some(outage) = &mut self.outage {
+                    outage.reopen_backoff = OUTAGE_TICK;
+                }
                 self.db = None;
                 self.durable.close();
             }
@@ -953,6 +965,9 @@ impl Writer {
         let db = Arc::new(db);
         self.durable.publish(db.clone(), self.state.seq);
         self.db = Some(db);
+        if let Some(outage) = &mut self.outage {
+            outage.reopen_backoff = OUTAGE_TICK;
+        }
         tracing::info!("data file reopened: reads go on from what is durable");
         Ok(())
     }
