@@ -331,10 +331,10 @@ impl<'a> Reader<'a> {
             let mut taken = 0;
             for item in history.ids(conv, membership.read_marker.saturating_add(1)..=u64::MAX)? {
                 let id = item?;
-                if let Some((record, body)) = self.readable_message(id)?
+                if let Some(record) = self.message(id)?
                     && record.sender != user
                 {
-                    found.push((id, record, body, conv));
+                    found.push((id, record, conv));
                     taken += 1;
                     if taken == limit {
                         break;
@@ -350,8 +350,11 @@ impl<'a> Reader<'a> {
         found.sort_by_key(|(id, ..)| *id);
         found.truncate(limit);
         let mut views = Vec::with_capacity(found.len());
-        for (id, record, body, conv) in found {
-            if let Some(conversation) = self.conversation(conv)? {
+        // Only the answer's bodies are opened (a damaged one leaves the answer one short).
+        for (id, record, conv) in found {
+            if let Some(body) = self.opened(id, &record)?
+                && let Some(conversation) = self.conversation(conv)?
+            {
                 views.push(self.message_view(user, id, record, body, &conversation)?);
             }
         }
@@ -411,15 +414,17 @@ impl<'a> Reader<'a> {
         let Some(record) = self.message(id)? else {
             return Ok(None);
         };
-        let body = self
-            .damaged
-            .skip(MESSAGES.name(), id, self.open_body(&record))?;
-        Ok(body.map(|body| (record, body)))
+        Ok(self.opened(id, &record)?.map(|body| (record, body)))
     }
 
-    /// Opens a message's sealed text and metadata.
-    fn open_body(&self, record: &MessageRecord) -> Result<MessageBody, StoreError> {
-        decode(&self.keyring.open(&record.body)?)
+    /// Message `id`'s sealed text and metadata, opened; `None` if they are damaged.
+    fn opened(&self, id: u64, record: &MessageRecord) -> Result<Option<MessageBody>, StoreError> {
+        let opened = self
+            .keyring
+            .open(&record.body)
+            .map_err(StoreError::from)
+            .and_then(|plain| decode(&plain));
+        self.damaged.skip(MESSAGES.name(), id, opened)
     }
 
     /// Opens a conversation's sealed subject; `None` if it has none or it is damaged.
@@ -538,10 +543,7 @@ impl<'a> Reader<'a> {
         let Some(conversation) = self.conversation(record.conversation)? else {
             return Ok(None);
         };
-        let body = self
-            .damaged
-            .skip(MESSAGES.name(), id, self.open_body(&record))?
-            .ok_or_else(damaged)?;
+        let body = self.opened(id, &record)?.ok_or_else(damaged)?;
         self.message_view(viewer, id, record, body, &conversation)
             .map(Some)
     }
