@@ -58,18 +58,18 @@ pub enum SecretsError {
     },
     #[error("cannot read `auth.jwt_public_key_file` {path}: {message}")]
     PublicKey { path: PathBuf, message: String },
-    #[error("`auth.jwt_secret_file`: {0}")]
-    JwtSecretFile(KeyError),
+    /// A secret file (`auth.jwt_secret_file`, `service.shared_secret_file`) cannot be read.
+    #[error("`{key}`: {source}")]
+    SecretFile { key: &'static str, source: KeyError },
     #[error(
-        "`auth.jwt_secret_file` {path} holds {len} bytes: the secret must be at least {MIN_JWT_SECRET_BYTES} (trailing newlines do not count)"
+        "`{key}` {path} holds {len} bytes: the secret must be at least {min} (trailing newlines do not count)"
     )]
-    JwtSecretTooShort { path: PathBuf, len: usize },
-    #[error("`service.shared_secret_file`: {0}")]
-    ServiceSecretFile(KeyError),
-    #[error(
-        "`service.shared_secret_file` {path} holds {len} bytes: the secret must be at least {MIN_SERVICE_SECRET_BYTES} (trailing newlines do not count)"
-    )]
-    ServiceSecretTooShort { path: PathBuf, len: usize },
+    SecretTooShort {
+        key: &'static str,
+        path: PathBuf,
+        len: usize,
+        min: usize,
+    },
     #[error("`service.shared_secret_file` {path} is not UTF-8 text, which a header can carry")]
     ServiceSecretNotText { path: PathBuf },
     #[error(
@@ -127,14 +127,11 @@ pub fn resolve(config: &Config, source: Source) -> Result<Secrets, SecretsError>
     let verify_key = if let Some(secret) = &config.auth.jwt_secret {
         VerifyKey::Secret(secret.expose().as_bytes().to_vec())
     } else if let Some(path) = &config.auth.jwt_secret_file {
-        let bytes = read_trimmed_secret(path).map_err(SecretsError::JwtSecretFile)?;
-        if bytes.len() < MIN_JWT_SECRET_BYTES {
-            return Err(SecretsError::JwtSecretTooShort {
-                path: path.clone(),
-                len: bytes.len(),
-            });
-        }
-        VerifyKey::Secret(bytes)
+        VerifyKey::Secret(read_secret_file_of(
+            "auth.jwt_secret_file",
+            path,
+            MIN_JWT_SECRET_BYTES,
+        )?)
     } else if let Some(path) = &config.auth.jwt_public_key_file {
         let pem = std::fs::read(path).map_err(|e| SecretsError::PublicKey {
             path: path.clone(),
@@ -200,18 +197,31 @@ fn dev_secret<T>(
 /// `service.shared_secret_file`: held to the key files' 0600 rule; the secret is the file's
 /// bytes less trailing line ends, and must be text, as it is compared with a header value.
 fn load_service_secret(path: &Path) -> Result<Secret, SecretsError> {
-    let bytes = read_trimmed_secret(path).map_err(SecretsError::ServiceSecretFile)?;
-    if bytes.len() < MIN_SERVICE_SECRET_BYTES {
-        return Err(SecretsError::ServiceSecretTooShort {
-            path: path.to_owned(),
-            len: bytes.len(),
-        });
-    }
+    let bytes = read_secret_file_of("service.shared_secret_file", path, MIN_SERVICE_SECRET_BYTES)?;
     String::from_utf8(bytes)
         .map(Secret::new)
         .map_err(|_| SecretsError::ServiceSecretNotText {
             path: path.to_owned(),
         })
+}
+
+/// The secret in the file config key `key` names: [`read_trimmed_secret`], at least `min` bytes.
+fn read_secret_file_of(
+    key: &'static str,
+    path: &Path,
+    min: usize,
+) -> Result<Vec<u8>, SecretsError> {
+    let bytes =
+        read_trimmed_secret(path).map_err(|source| SecretsError::SecretFile { key, source })?;
+    if bytes.len() < min {
+        return Err(SecretsError::SecretTooShort {
+            key,
+            path: path.to_owned(),
+            len: bytes.len(),
+            min,
+        });
+    }
+    Ok(bytes)
 }
 
 fn load_or_create<T>(
@@ -315,7 +325,14 @@ mod tests {
         write(&file, b"too-short\n", 0o600);
         let err = resolve(&config_with_secret_file(&file), Source::Config).expect_err("short");
         assert!(
-            matches!(err, SecretsError::JwtSecretTooShort { len: 9, .. }),
+            matches!(
+                err,
+                SecretsError::SecretTooShort {
+                    len: 9,
+                    key: "auth.jwt_secret_file",
+                    ..
+                }
+            ),
             "{err}"
         );
 
@@ -353,7 +370,14 @@ mod tests {
         write(&service, b"short\n", 0o600);
         let err = resolve(&config, Source::Config).expect_err("short");
         assert!(
-            matches!(err, SecretsError::ServiceSecretTooShort { len: 5, .. }),
+            matches!(
+                err,
+                SecretsError::SecretTooShort {
+                    len: 5,
+                    key: "service.shared_secret_file",
+                    ..
+                }
+            ),
             "{err}"
         );
     }

@@ -440,6 +440,43 @@ fn a_second_stop_signal_exits_at_once() {
     );
 }
 
+/// What `check-config --config CONFIG` says about `file`, the secret file config key `key`
+/// names, holding `secret` with mode 0644: refused naming the key and the fix; at 0600
+/// accepted without printing the secret; with the inline secret (`inline_var`) as well,
+/// refused naming both. Leaves the file at 0600.
+fn check_config_holds_a_secret_file_to_its_rules(
+    config: &std::path::Path,
+    file: &std::path::Path,
+    secret: &str,
+    key: &str,
+    inline_var: &str,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = config.display().to_string();
+    // A world-readable secret is refused before anything starts, naming the key and the fix.
+    let (code, _, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(key), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, stdout, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains(secret), "{stdout}");
+
+    // Both the inline secret and the file: refused, naming both.
+    let (code, _, stderr) = run_cli(
+        &["check-config", "--config", &cfg],
+        &[(inline_var, "an-inline-secret-0123456789")],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    let inline_key = key.strip_suffix("_file").expect("a *_file key");
+    assert!(
+        stderr.contains(&format!("either {inline_key} or {key}, not both")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn jwt_secret_file_is_checked_by_check_config_and_used_by_the_daemon() {
     use std::os::unix::fs::PermissionsExt;
@@ -459,28 +496,12 @@ fn jwt_secret_file_is_checked_by_check_config_and_used_by_the_daemon() {
         ),
     )
     .expect("write config");
-    let cfg = config.display().to_string();
-
-    // A world-readable secret is refused before anything starts, naming the key and the fix.
-    let (code, _, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("auth.jwt_secret_file"), "{stderr}");
-    assert!(stderr.contains("chmod 600"), "{stderr}");
-
-    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let (code, stdout, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(!stdout.contains(secret), "{stdout}");
-
-    // Both the inline secret and the file: refused, naming both.
-    let (code, _, stderr) = run_cli(
-        &["check-config", "--config", &cfg],
-        &[("INDABA_AUTH__JWT_SECRET", "another-secret-0123456789")],
-    );
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("auth.jwt_secret") && stderr.contains("auth.jwt_secret_file"),
-        "{stderr}"
+    check_config_holds_a_secret_file_to_its_rules(
+        &config,
+        &secret_file,
+        secret,
+        "auth.jwt_secret_file",
+        "INDABA_AUTH__JWT_SECRET",
     );
 
     // The daemon verifies tokens signed with the file's secret, without its newline.
@@ -891,26 +912,13 @@ fn service_shared_secret_file_keeps_the_secret_out_of_the_config() {
             secret_file.display()
         ),
     );
-    let cfg = config.display().to_string();
-    let (code, _, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("service.shared_secret_file"), "{stderr}");
-    assert!(stderr.contains("chmod 600"), "{stderr}");
-
-    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let (code, stdout, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(!stdout.contains(service_secret), "{stdout}");
-
-    let (code, _, stderr) = run_cli(
-        &["check-config", "--config", &cfg],
-        &[(
-            "INDABA_SERVICE__SHARED_SECRET",
-            "an-inline-service-secret-0123",
-        )],
+    check_config_holds_a_secret_file_to_its_rules(
+        &config,
+        &secret_file,
+        service_secret,
+        "service.shared_secret_file",
+        "INDABA_SERVICE__SHARED_SECRET",
     );
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("not both"), "{stderr}");
 
     let daemon = Daemon::start_with(
         &dir.path().join("data"),
