@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use std::net::IpAddr;
 
 use crate::auth::{TokenMinter, TokenVerifier};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::hub::Hub;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
@@ -36,6 +36,9 @@ pub struct AppState {
     pub verifier: TokenVerifier,
     /// Signs tokens for local accounts; `None` when tokens come from a public-key issuer.
     pub minter: Option<TokenMinter>,
+    /// The service API's secret, from `service.shared_secret` or `service.shared_secret_file`;
+    /// `None`: the service API is off.
+    pub service_secret: Option<Secret>,
     /// Every recorded user's name, loaded at start; new users provisioned on first sight.
     pub users: Directory,
     /// Live sockets, fan-out, presence.
@@ -77,6 +80,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         secrets_verify: &crate::auth::jwt::VerifyKey,
         signing_secret: Option<&[u8]>,
+        service_secret: Option<Secret>,
         shutdown: CancellationToken,
     ) -> Result<Self, AppError> {
         let verifier = TokenVerifier::new(
@@ -106,6 +110,7 @@ impl AppState {
             open_connections: Arc::default(),
             tasks: TaskTracker::new(),
             minter,
+            service_secret,
             verifier,
             config,
             store,
@@ -228,6 +233,7 @@ pub async fn run(
         metrics,
         &secrets.verify_key,
         secrets.signing_secret.as_deref(),
+        secrets.service_secret,
         shutdown.clone(),
     )?;
     state.started = started;
@@ -243,7 +249,6 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|e| StoreError::Storage(e.to_string()))?;
-    tracing::info!("get a test token with `indaba token --user-id 1` (same --config/--data-dir)");
     // Last of the start-up lines: whoever waits for it has seen the others.
     tracing::info!(
         listen = %addr,
@@ -336,6 +341,7 @@ mod tests {
             hub,
             Arc::new(Metrics::new()),
             &VerifyKey::Secret(b"0123456789abcdef".to_vec()),
+            None,
             None,
             shutdown.clone(),
         )

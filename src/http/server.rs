@@ -25,6 +25,13 @@ use crate::metrics::Metrics;
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Connections over `limits.max_connections` whose request is still read, so that `/health`
+/// and `/ready` are answered on a full node; beyond these, a connection gets its 503 without
+/// being read, as each one read holds a task for up to [`OVER_LIMIT_HEADER_TIMEOUT`].
+const OVER_LIMIT_SERVED: usize = 64;
+/// How long a connection over the limit may take to send its request's headers.
+const OVER_LIMIT_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Accepts connections until `shutdown` fires. Returns once the listener is closed; the
 /// connections live on in `tracker` until they finish.
 pub async fn accept_loop(
@@ -51,8 +58,18 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         state.metrics.connections_opened.inc();
         let guard = ConnectionGuard::new(open.clone(), state.metrics.clone());
-        if guard.count > state.config.limits.max_connections {
+        let max = state.config.limits.max_connections;
+        if guard.count > max.saturating_add(OVER_LIMIT_SERVED) {
             tracker.spawn(refuse_over_limit(stream, guard));
+            continue;
+        }
+        if guard.count > max {
+            tracker.spawn(serve_over_limit(
+                stream,
+                state.clone(),
+                shutdown.clone(),
+                guard,
+            ));
             continue;
         }
         tracker.spawn(serve_connection(
@@ -99,10 +116,37 @@ async fn serve_connection(
     }
 }
 
-/// Answers a connection over `limits.max_connections` with 503 and closes it.
+/// A connection over `limits.max_connections`: one request, answered by
+/// [`super::health::over_limit`] (the health checks, else 503), then closed.
+async fn serve_over_limit(
+    stream: TcpStream,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    _guard: ConnectionGuard,
+) {
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let response = super::health::over_limit(&state, req.method(), req.uri().path());
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(OVER_LIMIT_HEADER_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        result = conn => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection over the limit ended with an error");
+            }
+        }
+        // Nothing in flight worth waiting for: a stop closes it at once.
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+/// Answers a connection far over `limits.max_connections` with 503, unread, and closes it.
 async fn refuse_over_limit(mut stream: TcpStream, _guard: ConnectionGuard) {
-    const BODY: &str =
-        r#"{"error":"too_many_connections","detail":"the server is at its connection limit"}"#;
+    const BODY: &str = super::health::TOO_MANY_CONNECTIONS;
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
         BODY.len()

@@ -33,6 +33,7 @@ pub mod damage;
 pub mod durability;
 pub mod history;
 pub mod journal;
+pub mod keys;
 pub mod reader;
 pub mod records;
 pub mod redo;
@@ -43,7 +44,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable};
+use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::Keyring;
@@ -402,25 +403,13 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
         txn.open_table(tables::QUEUE_LENGTHS)?;
 
         let mut checks = txn.open_table(KEY_CHECKS)?;
-        let mut stored = Vec::new();
-        for entry in checks.iter()? {
-            let (id, canary) = entry?;
-            let id = id.value();
-            stored.push(id);
-            let known = keyring.key_ids().any(|k| k == id);
-            if !known || keyring.open(canary.value()).is_err() {
-                let configured: Vec<String> =
-                    keyring.key_ids().map(|k| format!("{k:08x}")).collect();
-                let stored_ids: Vec<String> = checks
-                    .iter()?
-                    .filter_map(|e| e.ok().map(|(k, _)| format!("{:08x}", k.value())))
-                    .collect();
-                return Err(StoreError::WrongKey {
-                    path: path.to_owned(),
-                    stored: stored_ids.join(", "),
-                    configured: configured.join(", "),
-                });
-            }
+        let (stored, missing) = keys::unopened(&checks, keyring)?;
+        if !missing.is_empty() {
+            return Err(StoreError::WrongKey {
+                path: path.to_owned(),
+                stored: keys::format_ids(stored),
+                configured: keys::format_ids(keyring.key_ids()),
+            });
         }
         let current = keyring.current_key_id();
         if !stored.contains(&current) {

@@ -91,7 +91,9 @@ impl Daemon {
                 let addr = line
                     .split("listening on http://")
                     .nth(1)
-                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned());
+                    // Text lines end the address at a space, JSON lines at the closing quote.
+                    .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
+                    .map(str::to_owned);
                 // Record the line before announcing it, so the log already holds it.
                 sink.lock().expect("log lock").push(line);
                 if let Some(addr) = addr {
