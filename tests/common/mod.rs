@@ -22,6 +22,9 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     /// Every stderr line so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The thread copying stderr into `log`; joined once the process has exited, so a test
+    /// that looks at the log after the exit sees the last lines too.
+    reader: Option<std::thread::JoinHandle<()>>,
     secret: Vec<u8>,
     pub http: reqwest::blocking::Client,
 }
@@ -85,7 +88,7 @@ impl Daemon {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let addr = line
@@ -123,6 +126,7 @@ impl Daemon {
             addr,
             data_dir: data_dir.to_owned(),
             log,
+            reader: Some(reader),
             secret,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(20))
@@ -200,6 +204,10 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Its stderr is closed: the reader ends once it has the last line.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(
