@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use indaba::auth::jwt::{TokenMinter, TokenType};
 use indaba::config::Config;
 use indaba::crypto::Key;
+use indaba::store::DamagedJournal;
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc instead of the C library's malloc: the static musl build's malloc serialises
@@ -39,7 +40,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon (the default).
-    Serve,
+    Serve {
+        /// Start even though the journal (`indaba.journal`) is damaged, which the daemon
+        /// otherwise refuses: what can be replayed is, the damaged file is moved aside
+        /// (`indaba.journal.damaged-<time>`, never deleted) and what it loses is logged at
+        /// ERROR. For once, after reading the refusal; see docs/OPERATIONS.md.
+        #[arg(long)]
+        accept_journal_loss: bool,
+    },
     /// Validate the configuration and print it, secrets redacted.
     CheckConfig,
     /// Print a new 256-bit encryption key (hex) for `storage.encryption_key_file`.
@@ -77,7 +85,19 @@ fn main() -> ExitCode {
         }) => with_config(&cli, |config, path| {
             token(config, path.is_none(), user_id, ttl, username.as_deref())
         }),
-        Some(Command::Serve) | None => with_config(&cli, serve),
+        Some(Command::Serve {
+            accept_journal_loss,
+        }) => with_config(&cli, |config, path| {
+            let damaged = if accept_journal_loss {
+                DamagedJournal::MoveAside
+            } else {
+                DamagedJournal::Refuse
+            };
+            serve(config, path, damaged)
+        }),
+        None => with_config(&cli, |config, path| {
+            serve(config, path, DamagedJournal::Refuse)
+        }),
     }
 }
 
@@ -173,7 +193,11 @@ fn token(
     Ok(())
 }
 
-fn serve(config: Config, config_path: Option<&Path>) -> Result<(), String> {
+fn serve(
+    config: Config,
+    config_path: Option<&Path>,
+    damaged_journal: DamagedJournal,
+) -> Result<(), String> {
     let dev_mode = config_path.is_none();
     let log = indaba::logging::init(&config.log)?;
     let secrets = indaba::secrets::resolve(&config, dev_mode).map_err(|e| e.to_string())?;
@@ -199,7 +223,7 @@ fn serve(config: Config, config_path: Option<&Path>) -> Result<(), String> {
     runtime.block_on(async move {
         let listen = config.server.listen;
         let listener = bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        indaba::app::run(config, secrets, listener, shutdown)
+        indaba::app::run(config, secrets, listener, shutdown, damaged_journal)
             .await
             .map_err(|e| e.to_string())
     })
