@@ -22,7 +22,7 @@ use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::secrets::Secrets;
 use crate::store::writer::WriterOptions;
-use crate::store::{Store, StoreError};
+use crate::store::{DamagedJournal, Store, StoreError};
 use crate::users::Directory;
 
 /// Everything request handlers share, behind one `Arc`.
@@ -179,12 +179,15 @@ async fn expire_queues(state: Arc<AppState>) {
     }
 }
 
-/// Runs the daemon on `listener` until `shutdown` fires, then stops in order.
+/// Runs the daemon on `listener` until `shutdown` fires, then stops in order. A damaged
+/// journal stops the start unless `damaged_journal` accepts its loss (`serve
+/// --accept-journal-loss`).
 pub async fn run(
     config: Config,
     secrets: Secrets,
     listener: TcpListener,
     shutdown: CancellationToken,
+    damaged_journal: DamagedJournal,
 ) -> Result<(), AppError> {
     let started = Instant::now();
     let data_dir = config.storage.data_dir.clone();
@@ -201,6 +204,7 @@ pub async fn run(
         checkpoint_interval: config.storage.checkpoint_interval,
         sink: commit_sink,
         metrics: metrics.clone(),
+        damaged_journal,
     };
     let store_dir = data_dir.clone();
     let (store, writer_thread) =

@@ -15,6 +15,7 @@ use indaba::auth::jwt::{TokenMinter, TokenType};
 use indaba::config::{Config, LogFormat};
 use indaba::crypto::Key;
 use indaba::secrets::Source;
+use indaba::store::DamagedJournal;
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc instead of the C library's malloc: the static musl build's malloc serialises
@@ -46,7 +47,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon (the default).
-    Serve,
+    Serve {
+        /// Start even though the journal (`indaba.journal`) is damaged, which the daemon
+        /// otherwise refuses: what can be replayed is, the damaged file is moved aside
+        /// (`indaba.journal.damaged-<time>`, never deleted) and what it loses is logged at
+        /// ERROR. For once, after reading the refusal; see docs/OPERATIONS.md.
+        #[arg(long)]
+        accept_journal_loss: bool,
+    },
     /// Validate the configuration and print it, secrets redacted.
     CheckConfig,
     /// Print a new 256-bit encryption key (hex) for `storage.encryption_key_file`.
@@ -92,7 +100,17 @@ fn main() -> ExitCode {
                 username.as_deref(),
             )
         }),
-        Some(Command::Serve) | None => return serve(&cli),
+        Some(Command::Serve {
+            accept_journal_loss,
+        }) => {
+            let damaged = if accept_journal_loss {
+                DamagedJournal::MoveAside
+            } else {
+                DamagedJournal::Refuse
+            };
+            return serve(&cli, damaged);
+        }
+        None => return serve(&cli, DamagedJournal::Refuse),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -282,13 +300,13 @@ fn token(
 }
 
 /// `indaba serve`: every failure goes to the log, in `log.format`, not only to plain stderr.
-fn serve(cli: &Cli) -> ExitCode {
+fn serve(cli: &Cli, damaged_journal: DamagedJournal) -> ExitCode {
     let started = load(cli).and_then(|config| {
         let log = indaba::logging::init(&config.log).map_err(Failure::config)?;
         Ok((config, log))
     });
     let result = match started {
-        Ok((config, log)) => run_daemon(config, log, cli.config.as_deref()),
+        Ok((config, log)) => run_daemon(config, log, cli.config.as_deref(), damaged_journal),
         Err(failure) => {
             // No logger yet (the config that sets it up is what failed): one for the error,
             // in the format the config asks for, however broken the rest of it is.
@@ -314,6 +332,7 @@ fn run_daemon(
     config: Config,
     log: indaba::logging::LogHandle,
     config_path: Option<&Path>,
+    damaged_journal: DamagedJournal,
 ) -> Result<(), Failure> {
     let dev_mode = config_path.is_none();
     let source = if dev_mode {
@@ -346,7 +365,7 @@ fn run_daemon(
         let listen = config.server.listen;
         let listener =
             bind(listen).map_err(|e| Failure::run(format!("cannot listen on {listen}: {e}")))?;
-        indaba::app::run(config, secrets, listener, shutdown)
+        indaba::app::run(config, secrets, listener, shutdown, damaged_journal)
             .await
             .map_err(Failure::from)
     })

@@ -8,6 +8,7 @@
 //!   requests ([`redo`]: written down, and redone after a crash); a periodic checkpoint commits
 //!   to the redb file durably; [`durability`] answers each request only once its batch is
 //!   durable.
+//! * [`ids`] reserves ids durably ahead of use, so that none is handed out twice after a crash.
 //! * [`reader`] answers queries on a snapshot, off the async runtime.
 //! * [`history`] finds a conversation's messages: an index folded in bulk, plus its tail.
 //! * [`damage`] leaves a record that cannot be read back out of every view, and reports it.
@@ -32,6 +33,7 @@ pub mod backup;
 pub mod damage;
 pub mod durability;
 pub mod history;
+pub mod ids;
 pub mod journal;
 pub mod keys;
 pub mod reader;
@@ -89,6 +91,16 @@ pub enum StoreError {
     },
     #[error("journal {path}: {message}")]
     Journal { path: PathBuf, message: String },
+    /// The journal is damaged beyond a torn last write; see [`DamagedJournal`].
+    #[error(
+        "journal {path} is damaged at offset {offset}: {what}; {stake}. The journal was left as it is; to start without what it loses, run `indaba serve --accept-journal-loss`, which moves it aside"
+    )]
+    JournalDamaged {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+        stake: String,
+    },
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("stored record cannot be decoded: {0}")]
@@ -155,6 +167,21 @@ store_error_from_redb!(
     redb::CommitError
 );
 
+/// What [`Store::open`] does with a journal that is damaged beyond a torn last write: a bad
+/// header, or a damaged record with whole records after it. Either hides batches that were
+/// acknowledged, which only the journal holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DamagedJournal {
+    /// Refuse to open, with an error naming the file, the offset and what is at stake, and
+    /// leave the file as it is (the default): what to give up is the operator's decision.
+    #[default]
+    Refuse,
+    /// `indaba serve --accept-journal-loss`: replay what can be, move the file aside (never
+    /// delete it), log at ERROR what was lost, and go on with ids above every one that may
+    /// have been handed out.
+    MoveAside,
+}
+
 /// Handle to the store: the writer's queue (and through it the database readers read), the
 /// keys.
 #[derive(Clone, Debug)]
@@ -174,7 +201,8 @@ impl Store {
     /// options' sink.
     ///
     /// A journal left by a crash is replayed first: the store opens holding every batch that
-    /// was acknowledged.
+    /// was acknowledged. A journal damaged beyond a torn last write is refused, or moved aside,
+    /// as `options.damaged_journal` says.
     pub fn open(
         data_dir: &Path,
         keyring: Arc<Keyring>,
@@ -183,20 +211,85 @@ impl Store {
         let db = open_database(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let journal_id = check_schema_and_keys(&db, &path, &keyring)?;
-        let (mut journal, opened) = journal::Journal::open(data_dir, journal_id)?;
+        let (journal, opened) = journal::Journal::open(data_dir, journal_id)?;
         if opened == journal::Opened::Replaced {
             tracing::warn!(
                 path = %journal.path().display(),
                 "the journal belonged to another data file (a restored backup?); started a new one"
             );
         }
-        let replayed = redo::replay(&db, &journal, options.queue_max)?;
+        let scan = journal.scan(redo::applied_seq(&db)?)?;
+        if let Some(offset) = scan.torn_at {
+            tracing::info!(
+                path = %journal.path().display(),
+                offset,
+                "the journal ends in a write the crash cut short (never acknowledged); replaying what precedes it"
+            );
+        }
+        let damage = match scan.damage {
+            Some(damage) => {
+                let stake = redo::Stake::new(&db, &scan.records, &damage)?;
+                if options.damaged_journal == DamagedJournal::Refuse {
+                    let error = StoreError::JournalDamaged {
+                        path: journal.path().to_owned(),
+                        offset: damage.offset,
+                        what: damage.what,
+                        stake: stake.to_string(),
+                    };
+                    tracing::error!(
+                        path = %journal.path().display(),
+                        offset = damage.offset,
+                        records_lost = stake.lost(),
+                        "{error}"
+                    );
+                    return Err(error);
+                }
+                Some((damage, stake))
+            }
+            None => None,
+        };
+        let replayed = redo::replay(&db, &journal, &scan.records, options.queue_max)?;
         if replayed.batches > 0 {
             tracing::info!(
                 batches = replayed.batches,
                 messages = replayed.messages,
                 "journal replayed into the data file"
             );
+        }
+        let mut journal = journal;
+        if let Some((damage, stake)) = &damage {
+            // What could be replayed is in the data file, durably: only what the damage hides
+            // goes, and its file stays on the disk.
+            let damaged = journal.path().to_owned();
+            let (fresh, aside) = journal.move_aside()?;
+            journal = fresh;
+            let (first_id, last_id) = stake.message_ids().unzip();
+            tracing::error!(
+                path = %damaged.display(),
+                moved_to = %aside.display(),
+                offset = damage.offset,
+                records_lost = stake.lost(),
+                first_message_id_lost = first_id,
+                last_message_id_lost = last_id,
+                "journal {} was damaged at offset {}: {}; {}. Started without it (--accept-journal-loss): moved it to {}",
+                damaged.display(),
+                damage.offset,
+                damage.what,
+                stake,
+                aside.display()
+            );
+        }
+        // Batches may be lost whose ids clients were given: a journal damaged, missing (a new
+        // one was created beside a file that had batches), or another data file's.
+        if damage.is_some() || opened != journal::Opened::Existing {
+            for skipped in ids::skip_reserved(&db)? {
+                tracing::warn!(
+                    ids = skipped.name,
+                    from = skipped.from,
+                    to = skipped.to,
+                    "the journal could not be replayed whole: ids continue above every one that may have been handed out"
+                );
+            }
         }
         // Everything it held is in the data file now, durably: empty it, with a new key.
         journal.clear()?;

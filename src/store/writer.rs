@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::damage::DamagedRecords;
 use super::durability::{Committed, Durable, Progress};
 use super::history::{FOLD_AT, History, Tail, scan_tail};
+use super::ids;
 use super::journal::{self, Journal};
 use super::records::{
     ConversationRecord, MembershipRecord, MessageBody, MessageRecord, Priority, UserRecord, decode,
@@ -149,6 +150,8 @@ pub struct WriterOptions {
     /// Where committed messages go for fan-out.
     pub sink: CommitSink,
     pub metrics: Arc<Metrics>,
+    /// What opening the store does with a damaged journal (`serve --accept-journal-loss`).
+    pub damaged_journal: super::DamagedJournal,
 }
 
 impl WriterOptions {
@@ -164,6 +167,7 @@ impl WriterOptions {
             checkpoint_interval: defaults.checkpoint_interval,
             sink,
             metrics: Arc::new(Metrics::new()),
+            damaged_journal: super::DamagedJournal::Refuse,
         }
     }
 }
@@ -949,7 +953,19 @@ impl Writer {
         let db = (self.file.open)()?;
         let replayed = match &self.journal {
             Some(cursor) => {
-                redo::replay_unsynced(&db, &cursor.journal, self.queue_max)?
+                // The writer's own journal: damage here is not a torn write of a crash, and
+                // replaying past it would show readers less than was acknowledged.
+                let scan = cursor.journal.scan(redo::applied_seq(&db)?)?;
+                if let Some(damage) = scan.damage {
+                    return Err(StoreError::Journal {
+                        path: cursor.journal.path().to_owned(),
+                        message: format!(
+                            "damaged at offset {} while reopening the data file: {}",
+                            damage.offset, damage.what
+                        ),
+                    });
+                }
+                redo::replay_unsynced(&db, &cursor.journal, &scan.records, self.queue_max)?
                     .0
                     .seq
             }
@@ -991,7 +1007,7 @@ impl Writer {
         let interval = self.checkpoint_interval;
         let record = match &self.journal {
             Some(cursor) if !checkpoint && !cursor.checkpoint_due(interval) => {
-                match encode_record(batch, now_ms) {
+                match encode_record(batch, now_ms, self.queue_max) {
                     Ok(record) if cursor.fits(record.len()) => Some(record),
                     Ok(_) => None,
                     Err(e) => {
@@ -1019,11 +1035,12 @@ impl Writer {
             report,
         };
         match (outcome, record) {
-            (Ok(()), Some(mut record)) => {
+            (Ok(()), Some(mut record)) if !committed.report.durable => {
                 fill_record(&mut record, &committed.report);
                 self.journal_and_report(seq, &mut record, committed, started);
             }
-            (Ok(()), None) => {
+            // A checkpoint as planned, or one its new id reservation made of it.
+            (Ok(()), _) => {
                 self.checkpointed(&committed.report);
                 tracing::trace!(batch = size, seq, "committed, checkpoint");
                 self.durable.report(seq, committed);
@@ -1170,6 +1187,7 @@ pub(super) fn commit_batch(
     let mut pending = batch.drain(..);
     let tail_before = state.tail.len();
     let mut folded = false;
+    let mut reserved = false;
     let outcome = (|| -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
         if !plan.durable {
@@ -1194,6 +1212,7 @@ pub(super) fn commit_batch(
             }
             tables.flush()?;
             tables.save_counters()?;
+            reserved = ids::reserve(&mut tables.meta)?;
             // Durable or not: see `meta::APPLIED_SEQ`.
             tables.meta.insert(meta::APPLIED_SEQ, plan.seq)?;
             if let Some(recorded) = plan.expect_ids {
@@ -1209,8 +1228,15 @@ pub(super) fn commit_batch(
                 queue_pending: tables.queue_pending,
                 first_message_id,
                 next_message_id: tables.next_message_id,
+                durable: plan.durable || reserved,
                 sync: Duration::ZERO,
             };
+        }
+        // Its ids passed the durable reservation: the new one must be durable before any of
+        // them is handed out, and with it the batch itself.
+        if reserved && !plan.durable {
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|e| StoreError::Storage(e.to_string()))?;
         }
         // Before the commit: a reader that sees this batch reads its seq (see `Progress`).
         state.committing.store(plan.seq, Ordering::SeqCst);
@@ -1250,6 +1276,9 @@ pub(super) struct BatchReport {
     /// The message ids the batch gave: from the first up to (not including) the next.
     pub first_message_id: u64,
     pub next_message_id: u64,
+    /// The commit was durable (a checkpoint): planned so, or made so by a new id reservation
+    /// ([`ids::reserve`]).
+    pub durable: bool,
     /// How long redb's `commit()` took: for a checkpoint, writing its pages and `fdatasync`.
     pub sync: Duration,
 }
@@ -2697,6 +2726,18 @@ mod journal_failure_tests {
         fail: &Arc<AtomicBool>,
     ) -> (crate::store::Store, WriterThread) {
         let db = Arc::new(FailingDisk::open(temp.path(), fail).expect("db"));
+        // Room in the file for the batches below: growing it syncs, which the failing disk
+        // refuses.
+        const SCRATCH: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("scratch");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(SCRATCH)
+            .expect("table")
+            .insert(0, vec![0u8; 1 << 20].as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+        let txn = db.begin_write().expect("write");
+        txn.delete_table(SCRATCH).expect("delete");
+        txn.commit().expect("commit");
         // redb's first write after an open syncs once more; get it done before the disk fails.
         for durability in [redb::Durability::Immediate, redb::Durability::None] {
             let mut txn = db.begin_write().expect("write");

@@ -67,6 +67,19 @@ impl Daemon {
 
     /// Starts the daemon; `Err` carries its output if it exited instead of listening.
     pub fn try_start(data_dir: &Path, options: Options) -> Result<Daemon, String> {
+        Self::try_start_args(data_dir, options, &[])
+    }
+
+    /// [`Daemon::start_with`], with `args` after the global ones: a subcommand and its flags
+    /// (`serve --accept-journal-loss`).
+    pub fn start_with_args(data_dir: &Path, options: Options, args: &[&str]) -> Daemon {
+        match Self::try_start_args(data_dir, options, args) {
+            Ok(d) => d,
+            Err(output) => panic!("daemon did not start:\n{output}"),
+        }
+    }
+
+    fn try_start_args(data_dir: &Path, options: Options, args: &[&str]) -> Result<Daemon, String> {
         let mut cmd = Command::new(BIN);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
@@ -80,6 +93,7 @@ impl Daemon {
         if let Some(config) = &options.config {
             cmd.arg("--config").arg(config);
         }
+        cmd.args(args);
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
