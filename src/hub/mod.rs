@@ -68,6 +68,8 @@ struct Registry {
     joined: HashMap<u64, HashSet<SessionId>>,
     /// The same, by socket, so a disconnect touches only its own conversations.
     joined_by: HashMap<SessionId, HashSet<u64>>,
+    /// The last message fanned out: a socket registered after it never hears it live.
+    fanned_out: u64,
 }
 
 impl Registry {
@@ -133,8 +135,15 @@ impl Hub {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Adds a socket; from now on it receives the events of its endpoint.
-    pub fn register(&self, id: SessionId, user: u64, endpoint: Endpoint, outbox: Arc<Outbox>) {
+    /// Adds a socket; from now on it receives the events of its endpoint. Returns the last
+    /// message id fanned out before: later ones (and only those) reach the socket live.
+    pub fn register(
+        &self,
+        id: SessionId,
+        user: u64,
+        endpoint: Endpoint,
+        outbox: Arc<Outbox>,
+    ) -> u64 {
         let mut registry = self.registry();
         registry.sessions.insert(
             id,
@@ -146,6 +155,7 @@ impl Hub {
         );
         let (index, key) = registry.index(endpoint, user);
         index.entry(key).or_default().push(id);
+        registry.fanned_out
     }
 
     /// Removes a socket.
@@ -251,7 +261,8 @@ impl Hub {
         let (id, sender) = (message.id, record.sender);
         let lane = Lane::Message(record.priority);
         let chat_event = protocol::new_message(id, record, &message.plain);
-        let registry = self.registry();
+        let mut registry = self.registry();
+        registry.fanned_out = id;
         let mut overflowed = Vec::new();
         let mut notification = None;
         for user in &message.participants {
