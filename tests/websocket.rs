@@ -723,6 +723,45 @@ fn notification_socket_hears_new_messages_and_unread_count() {
     });
 }
 
+/// A burst of messages to a user with a notification socket: one `notification` and one
+/// `unread_count` per message, as for a single one, and the counts never go back: the last
+/// one is the user's real total. (Counts used to be read by one task per message, in any
+/// order.)
+#[test]
+fn notification_socket_unread_counts_stay_right_under_a_burst() {
+    const BURST: usize = 400;
+    let (_dir, d) = daemon(&[
+        ("INDABA_LIMITS__MESSAGES_PER_SECOND", "100000"),
+        ("INDABA_LIMITS__MESSAGES_BURST", "100000"),
+    ]);
+    let conv = d.conversation(1, 2);
+    runtime().block_on(async {
+        let mut b = quiet_socket(&ws_url(&d, "/ws/notifications/", &d.token(2))).await;
+        let (mut a, _) = chat(&d, 1).await;
+        let sent = pipeline(&mut a, conv, BURST, 50, "burst", || false).await;
+        let mut notified = BTreeSet::new();
+        let mut counts = Vec::new();
+        while notified.len() < BURST || counts.len() < BURST {
+            let event = recv_json(&mut b).await;
+            match event["type"].as_str() {
+                Some("notification") => {
+                    assert!(notified.insert(id(&event["notification"], "message_id")));
+                }
+                Some("unread_count") => counts.push(id(&event, "unread_count")),
+                _ => panic!("unexpected {event}"),
+            }
+        }
+        assert_eq!(notified, sent.iter().copied().collect::<BTreeSet<u64>>());
+        assert!(
+            counts.windows(2).all(|w| w[0] <= w[1]),
+            "unread counts went back: {counts:?}"
+        );
+        assert_eq!(counts.last(), Some(&(BURST as u64)), "{counts:?}");
+        // Nothing more: one count per message.
+        ping_pong(&mut b).await;
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // REST and WebSocket are one message model
 
