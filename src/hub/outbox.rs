@@ -426,16 +426,19 @@ mod tests {
         }
     }
 
+    /// Pushes a live message (held while a replay runs).
+    fn live(outbox: &Outbox, priority: Priority, label: &'static str, id: u64) {
+        outbox
+            .push(Lane::Message(priority), message(label, id))
+            .expect("push");
+    }
+
     #[tokio::test]
     async fn live_messages_wait_for_the_replay_and_are_not_duplicated() {
         let outbox = Outbox::new(10);
         outbox.begin_replay();
-        outbox
-            .push(Lane::Message(Priority::High), message("live 7", 7))
-            .expect("push");
-        outbox
-            .push(Lane::Message(Priority::Normal), message("live 9", 9))
-            .expect("push");
+        live(&outbox, Priority::High, "live 7", 7);
+        live(&outbox, Priority::Normal, "live 9", 9);
         outbox
             .push_replay(vec![message("replay 7", 7)], 0)
             .await
@@ -462,9 +465,7 @@ mod tests {
         let outbox = Outbox::new(16);
         outbox.begin_replay();
         for id in 100..110 {
-            outbox
-                .push(Lane::Message(Priority::Normal), message("live", id))
-                .expect("held");
+            live(&outbox, Priority::Normal, "live", id);
         }
         let mut out = Vec::new();
         let idle = tokio::time::timeout(
@@ -496,9 +497,7 @@ mod tests {
         let outbox = Outbox::new(4);
         outbox.begin_replay();
         for id in 1..=4 {
-            outbox
-                .push(Lane::Message(Priority::Low), message("live", id))
-                .expect("held");
+            live(&outbox, Priority::Low, "live", id);
         }
         assert_eq!(
             outbox.push(Lane::Message(Priority::Low), message("live", 5)),
@@ -514,9 +513,7 @@ mod tests {
         let outbox = std::sync::Arc::new(Outbox::new(4));
         outbox.begin_replay();
         for id in 1..=3 {
-            outbox
-                .push(Lane::Message(Priority::Normal), message("live", id))
-                .expect("held");
+            live(&outbox, Priority::Normal, "live", id);
         }
         outbox.push(Lane::Control, text("a")).expect("push");
         outbox.push(Lane::Control, text("b")).expect("push");
@@ -542,18 +539,14 @@ mod tests {
         let outbox = Outbox::new(10);
         outbox.begin_replay();
         for id in [7, 8] {
-            outbox
-                .push(Lane::Message(Priority::Normal), message("live", id))
-                .expect("held");
+            live(&outbox, Priority::Normal, "live", id);
         }
         outbox
             .push_replay(vec![message("replay 7", 7), message("replay 8", 8)], 0)
             .await
             .expect("replay");
         // A later live message passes the replayed ids: it must not revive 7 and 8.
-        outbox
-            .push(Lane::Message(Priority::Normal), message("live 9", 9))
-            .expect("held");
+        live(&outbox, Priority::Normal, "live 9", 9);
         outbox.end_replay().await;
         let mut out = Vec::new();
         outbox.next_batch(10, &mut out).await;
@@ -571,12 +564,8 @@ mod tests {
             .expect("replay");
         outbox.end_replay().await;
         // The fan-out of 8 ran after the replay read it, and after the replay ended.
-        outbox
-            .push(Lane::Message(Priority::Normal), message("live 8", 8))
-            .expect("push");
-        outbox
-            .push(Lane::Message(Priority::Normal), message("live 9", 9))
-            .expect("push");
+        live(&outbox, Priority::Normal, "live 8", 8);
+        live(&outbox, Priority::Normal, "live 9", 9);
         let mut out = Vec::new();
         outbox.next_batch(10, &mut out).await;
         assert_eq!(payloads(&out), ["replay 5", "replay 8", "live 9"]);
