@@ -116,7 +116,8 @@ pub(super) fn serve(listen: SocketAddr) -> Result<(), String> {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, as the daemon does.
-                    eprintln!("ceiling: accept failed: {e}");
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stderr(), "ceiling: accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -149,12 +150,10 @@ fn stop_with_the_generator() -> Result<(), String> {
             let started = std::time::Instant::now();
             loop {
                 std::thread::sleep(PARENT_CHECK);
-                if std::os::unix::process::parent_id() != parent {
-                    eprintln!("ceiling: the load generator is gone: stopping");
-                    std::process::exit(1);
-                }
-                if started.elapsed() > MAX_LIFETIME {
-                    eprintln!("ceiling: ran {MAX_LIFETIME:?}: stopping");
+                // Nothing is printed on the way out: with the generator gone, stderr is a
+                // closed pipe, and `eprintln!` would panic this thread instead of exiting.
+                if std::os::unix::process::parent_id() != parent || started.elapsed() > MAX_LIFETIME
+                {
                     std::process::exit(1);
                 }
             }
