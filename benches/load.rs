@@ -993,10 +993,176 @@ fn per_sec(n: u64, secs: f64) -> Option<f64> {
     (secs > 0.0).then(|| n as f64 / secs)
 }
 
-/// The server's CPU time between two samples per item (message, delivery), in µs.
-fn cpu_per_item_us(server: Option<(ProcSample, ProcSample)>, items: u64) -> Option<f64> {
-    let (before, after) = server?;
-    (items > 0).then(|| before.cpu_secs_until(&after) * 1e6 / items as f64)
+/// The server's, the generator's and the machine's figures at the start of a measured window.
+struct Window {
+    server: Option<ProcSample>,
+    generator: Option<ProcSample>,
+    machine: Option<MachineSample>,
+}
+
+impl Window {
+    fn open(target: &Target) -> Window {
+        Window {
+            server: target.sample(),
+            generator: ProcSample::read("self"),
+            machine: MachineSample::read(),
+        }
+    }
+
+    fn close(self, target: &Target) -> Samples {
+        Samples {
+            server: self.server.zip(target.sample()),
+            generator: self.generator.zip(ProcSample::read("self")),
+            machine: self.machine.zip(MachineSample::read()),
+        }
+    }
+}
+
+/// Before-and-after figures of the server, the generator and the machine over a window.
+struct Samples {
+    server: Option<(ProcSample, ProcSample)>,
+    generator: Option<(ProcSample, ProcSample)>,
+    machine: Option<(MachineSample, MachineSample)>,
+}
+
+impl Samples {
+    /// The server's CPU time per item (message, delivery, socket), in µs.
+    fn server_cpu_per_item_us(&self, items: u64) -> Option<f64> {
+        let (before, after) = self.server?;
+        (items > 0).then(|| before.cpu_secs_until(&after) * 1e6 / items as f64)
+    }
+
+    fn generator_cpu_secs(&self) -> Option<f64> {
+        self.generator
+            .map(|(before, after)| before.cpu_secs_until(&after))
+    }
+
+    /// The lines every report ends with: the server's CPU per `item` and peak memory, the
+    /// generator's CPU, the machine's steal and iowait.
+    fn print(&self, items: u64, item: &str) {
+        match (self.server, self.server_cpu_per_item_us(items)) {
+            (Some((before, after)), per_item) => {
+                println!(
+                    "server CPU       {:.2} s = {:.2} µs per {item} ({items})",
+                    before.cpu_secs_until(&after),
+                    per_item.unwrap_or_default()
+                );
+                println!("server peak RSS  {:.1} MiB (VmHWM)", mib(after.hwm_kib));
+            }
+            (None, _) => println!("server CPU/RSS   unknown (pass --pid with --url)"),
+        }
+        if let Some(cpu) = self.generator_cpu_secs() {
+            println!("generator CPU    {cpu:.2} s (this process, same machine)");
+        }
+        if let Some((before, after)) = self.machine {
+            println!("machine          {}", before.describe_until(&after));
+        }
+    }
+}
+
+/// The message ids one socket received, checked for repeats and order.
+#[derive(Debug, Default)]
+struct Arrivals {
+    ids: HashSet<u64>,
+    highest: u64,
+    duplicates: u64,
+    /// Ids below one received before: the server numbers and delivers a conversation's
+    /// messages in one order.
+    out_of_order: u64,
+}
+
+impl Arrivals {
+    /// Whether `id` is new here; a repeat counts as a duplicate.
+    fn first(&mut self, id: u64) -> bool {
+        if !self.ids.insert(id) {
+            self.duplicates += 1;
+            return false;
+        }
+        if id < self.highest {
+            self.out_of_order += 1;
+        }
+        self.highest = self.highest.max(id);
+        true
+    }
+}
+
+/// What a messaging run checks besides its numbers: every acknowledged message delivered
+/// once, in order, and nothing else gone wrong.
+#[derive(Debug, Default)]
+struct Checks {
+    /// Acknowledged, not received (by a recipient that should have) within --drain.
+    lost: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    /// `new_message`s not sent by this run (an earlier run's queue, against `--url`).
+    foreign: u64,
+    errors: Tally,
+    closes: Tally,
+    timed_out: bool,
+}
+
+impl Checks {
+    fn clean(&self) -> bool {
+        self.lost == 0
+            && self.duplicates == 0
+            && self.out_of_order == 0
+            && self.errors.total() == 0
+            && self.closes.total() == 0
+            && !self.timed_out
+    }
+
+    /// Its report lines; `extra` are the mode's own counts, shown after reordering when not 0.
+    fn print(&self, args: &Args, extra: &[(&str, u64)]) {
+        println!(
+            "lost             {} (acked, not received within --drain {} s)",
+            self.lost, args.drain
+        );
+        println!("duplicated       {}", self.duplicates);
+        println!("out of order     {}", self.out_of_order);
+        for (label, n) in extra.iter().filter(|(_, n)| *n > 0) {
+            println!("{label:<16} {n}");
+        }
+        if self.foreign > 0 {
+            println!(
+                "foreign          {} (messages of earlier runs)",
+                self.foreign
+            );
+        }
+        println!("errors           {}", self.errors.describe());
+        println!("closed sockets   {}", self.closes.describe());
+        if self.timed_out {
+            println!(
+                "TIMED OUT        the send phase hit --timeout {} s",
+                args.timeout
+            );
+        }
+    }
+}
+
+/// The next text frame of a socket, skipping other frames; `None` once `stop` fires or the
+/// socket ends (then `closed` says why).
+async fn next_text<S>(
+    stream: &mut S,
+    stop: &CancellationToken,
+    closed: &mut Option<String>,
+) -> Option<tokio_tungstenite::tungstenite::Utf8Bytes>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let frame = tokio::select! {
+            _ = stop.cancelled() => return None,
+            frame = stream.next() => frame,
+        };
+        match frame_text(frame) {
+            Ok(Some(text)) => return Some(text),
+            Ok(None) => {}
+            Err(reason) => {
+                *closed = Some(reason);
+                return None;
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1067,11 +1233,37 @@ async fn connect_users(target: &Target, users: &[u64]) -> Result<Vec<Ws>, String
     Ok(sockets)
 }
 
-/// What opening many sockets gave: how many and how fast, and the task each socket went on to.
-struct Spread<T> {
+/// How opening many sockets went.
+struct Connects {
+    requested: u64,
     established: u64,
     failures: Tally,
     connect_s: f64,
+}
+
+impl Connects {
+    fn all(&self) -> bool {
+        self.established == self.requested
+    }
+
+    fn per_sec(&self) -> Option<f64> {
+        per_sec(self.established, self.connect_s)
+    }
+
+    fn print(&self) {
+        println!(
+            "connected        {} in {:.2} s = {:.0} sockets/s",
+            self.established,
+            self.connect_s,
+            self.per_sec().unwrap_or_default()
+        );
+        println!("failed           {}", self.failures.describe());
+    }
+}
+
+/// What opening many sockets gave, and the task each socket went on to.
+struct Spread<T> {
+    connects: Connects,
     /// One per socket asked for: `None` for one that did not connect.
     tasks: Vec<tokio::task::JoinHandle<Option<T>>>,
 }
@@ -1140,9 +1332,12 @@ where
         }
     }
     Ok(Spread {
-        established,
-        failures,
-        connect_s: started.elapsed().as_secs_f64(),
+        connects: Connects {
+            requested: sockets,
+            established,
+            failures,
+            connect_s: started.elapsed().as_secs_f64(),
+        },
         tasks,
     })
 }
@@ -1492,12 +1687,10 @@ mod pairs {
 
     #[derive(Debug, Default)]
     struct ReceiverOutcome {
-        ids: HashSet<u64>,
+        arrivals: Arrivals,
         e2e_us: Vec<u64>,
         /// The sequence number of each `e2e_us` sample, to take the sender's lag off it.
         seqs: Vec<u64>,
-        duplicates: u64,
-        out_of_order: u64,
         /// `new_message`s not sent by this run (an earlier run's queue, against `--url`).
         foreign: u64,
         last_receive_us: u64,
@@ -1518,22 +1711,10 @@ mod pairs {
         /// from the actual send rather than the schedule (that is, without the generator's lag).
         send_lag: Latencies,
         e2e_from_send: Latencies,
-        lost: u64,
+        checks: Checks,
+        /// Received without an acknowledgement to the sender.
         delivered_unacked: u64,
-        duplicates: u64,
-        out_of_order: u64,
-        foreign: u64,
-        errors: Tally,
-        closes: Tally,
-        timed_out: bool,
         samples: Samples,
-    }
-
-    /// Before-and-after figures of the daemon, the generator and the machine.
-    struct Samples {
-        server: Option<(ProcSample, ProcSample)>,
-        generator: Option<(ProcSample, ProcSample)>,
-        machine: Option<(MachineSample, MachineSample)>,
     }
 
     pub(super) async fn run(
@@ -1543,9 +1724,7 @@ mod pairs {
     ) -> Result<Report, String> {
         let shared = Shared::new();
         let (senders, receivers) = connect_all(target, pairs).await?;
-        let server_before = target.sample();
-        let generator_before = ProcSample::read("self");
-        let machine_before = MachineSample::read();
+        let window = Window::open(target);
         // Every sender starts at this moment (open-loop schedules count from it too), a little
         // ahead so that all of them are spawned by then.
         let started_us = shared.clock.now_us() + START_DELAY_US;
@@ -1606,11 +1785,7 @@ mod pairs {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(SETTLE).await;
-        let samples = Samples {
-            server: server_before.zip(target.sample()),
-            generator: generator_before.zip(ProcSample::read("self")),
-            machine: machine_before.zip(MachineSample::read()),
-        };
+        let samples = window.close(target);
         shared.stop_receivers.cancel();
         let mut receiver_outcomes = Vec::with_capacity(pairs.len());
         for task in receiver_tasks {
@@ -1897,17 +2072,9 @@ mod pairs {
         };
         let mut answered = 0;
         while answered < messages {
-            let frame = tokio::select! {
-                _ = shared.stop_senders.cancelled() => break,
-                frame = stream.next() => frame,
-            };
-            let text = match frame_text(frame) {
-                Ok(Some(text)) => text,
-                Ok(None) => continue,
-                Err(closed) => {
-                    outcome.closed = Some(closed);
-                    break;
-                }
+            let Some(text) = next_text(stream, &shared.stop_senders, &mut outcome.closed).await
+            else {
+                break;
             };
             let now_us = shared.clock.now_us();
             match serde_json::from_str::<Event>(&text) {
@@ -1945,20 +2112,8 @@ mod pairs {
     /// One receiver: records every `new_message` of this run until the run stops it.
     async fn receive(mut ws: Ws, shared: Arc<Shared>) -> ReceiverOutcome {
         let mut outcome = ReceiverOutcome::default();
-        let mut highest_id = 0;
-        loop {
-            let frame = tokio::select! {
-                _ = shared.stop_receivers.cancelled() => break,
-                frame = ws.next() => frame,
-            };
-            let text = match frame_text(frame) {
-                Ok(Some(text)) => text,
-                Ok(None) => continue,
-                Err(closed) => {
-                    outcome.closed = Some(closed);
-                    break;
-                }
-            };
+        while let Some(text) = next_text(&mut ws, &shared.stop_receivers, &mut outcome.closed).await
+        {
             let now_us = shared.clock.now_us();
             let Ok(Event {
                 kind: "new_message",
@@ -1973,14 +2128,9 @@ mod pairs {
                 outcome.foreign += 1;
                 continue;
             };
-            if !outcome.ids.insert(id) {
-                outcome.duplicates += 1;
+            if !outcome.arrivals.first(id) {
                 continue;
             }
-            if id < highest_id {
-                outcome.out_of_order += 1;
-            }
-            highest_id = highest_id.max(id);
             outcome.e2e_us.push(now_us.saturating_sub(sent_us));
             outcome.seqs.push(seq);
             outcome.last_receive_us = now_us;
@@ -2003,8 +2153,8 @@ mod pairs {
             let (mut errors, mut closes) = (Tally::default(), Tally::default());
             for (s, r) in senders.iter().zip(&receivers) {
                 let acked: HashSet<u64> = s.acked_ids.iter().copied().collect();
-                lost += acked.difference(&r.ids).count() as u64;
-                delivered_unacked += r.ids.difference(&acked).count() as u64;
+                lost += acked.difference(&r.arrivals.ids).count() as u64;
+                delivered_unacked += r.arrivals.ids.difference(&acked).count() as u64;
                 errors.merge(s.errors.clone());
                 for closed in [&s.closed, &r.closed].into_iter().flatten() {
                     closes.add(closed.clone());
@@ -2026,20 +2176,22 @@ mod pairs {
                 elapsed_send_s: span(last_send_us),
                 sent: senders.iter().map(|s| s.sent).sum(),
                 acked: senders.iter().map(|s| s.acked_ids.len() as u64).sum(),
-                delivered: receivers.iter().map(|r| r.ids.len() as u64).sum(),
+                delivered: receivers.iter().map(|r| r.arrivals.ids.len() as u64).sum(),
                 delivered_s: span(last_receive_us.unwrap_or(started_us)),
-                duplicates: receivers.iter().map(|r| r.duplicates).sum(),
-                out_of_order: receivers.iter().map(|r| r.out_of_order).sum(),
-                foreign: receivers.iter().map(|r| r.foreign).sum(),
+                checks: Checks {
+                    lost,
+                    duplicates: receivers.iter().map(|r| r.arrivals.duplicates).sum(),
+                    out_of_order: receivers.iter().map(|r| r.arrivals.out_of_order).sum(),
+                    foreign: receivers.iter().map(|r| r.foreign).sum(),
+                    errors,
+                    closes,
+                    timed_out,
+                },
                 send_lag: Latencies::new(senders.iter().flat_map(|s| s.lag_us.clone()).collect()),
                 e2e_from_send: Latencies::new(e2e_from_send),
                 e2e: Latencies::new(receivers.into_iter().flat_map(|r| r.e2e_us).collect()),
                 ack: Latencies::new(senders.into_iter().flat_map(|s| s.ack_us).collect()),
-                lost,
                 delivered_unacked,
-                errors,
-                closes,
-                timed_out,
                 samples,
             }
         }
@@ -2068,14 +2220,10 @@ mod pairs {
                 Figure::measured("ack p99, ms", self.ack.ms(0.99), 2),
                 Figure::measured(
                     "server CPU per msg, µs",
-                    cpu_per_item_us(self.samples.server, self.delivered),
+                    self.samples.server_cpu_per_item_us(self.delivered),
                     1,
                 ),
-                Figure::context(
-                    "generator CPU, s",
-                    self.samples.generator.map(|(b, a)| b.cpu_secs_until(&a)),
-                    2,
-                ),
+                Figure::context("generator CPU, s", self.samples.generator_cpu_secs(), 2),
             ]);
             figures.extend(machine_figures(self.samples.machine));
             figures
@@ -2083,13 +2231,7 @@ mod pairs {
 
         /// No loss, duplicates, reordering, errors or unexpected closes.
         pub(super) fn clean(&self) -> bool {
-            self.lost == 0
-                && self.duplicates == 0
-                && self.out_of_order == 0
-                && self.errors.total() == 0
-                && self.closes.total() == 0
-                && self.sent == self.acked
-                && !self.timed_out
+            self.checks.clean() && self.sent == self.acked
         }
 
         pub(super) fn print(&self, args: &Args, target: &Target) {
@@ -2149,49 +2291,9 @@ mod pairs {
                 "ack latency      {}",
                 self.ack.describe(&[("p50", 0.5), ("p99", 0.99)])
             );
-            println!(
-                "lost             {} (acked, not received within --drain {} s)",
-                self.lost, args.drain
-            );
-            println!("duplicated       {}", self.duplicates);
-            println!("out of order     {}", self.out_of_order);
-            if self.delivered_unacked > 0 {
-                println!("received unacked {}", self.delivered_unacked);
-            }
-            if self.foreign > 0 {
-                println!(
-                    "foreign          {} (messages of earlier runs)",
-                    self.foreign
-                );
-            }
-            println!("errors           {}", self.errors.describe());
-            println!("closed sockets   {}", self.closes.describe());
-            if self.timed_out {
-                println!(
-                    "TIMED OUT        the send phase hit --timeout {} s",
-                    args.timeout
-                );
-            }
-            match self.samples.server {
-                Some((before, after)) => {
-                    let cpu = before.cpu_secs_until(&after);
-                    let per_message = per_s(1, self.delivered as f64) * cpu * 1e6;
-                    println!(
-                        "server CPU       {cpu:.2} s = {per_message:.1} µs per delivered message"
-                    );
-                    println!("server peak RSS  {:.1} MiB (VmHWM)", mib(after.hwm_kib));
-                }
-                None => println!("server CPU/RSS   unknown (pass --pid with --url)"),
-            }
-            if let Some((before, after)) = self.samples.generator {
-                println!(
-                    "generator CPU    {:.2} s (this process, same machine)",
-                    before.cpu_secs_until(&after)
-                );
-            }
-            if let Some((before, after)) = self.samples.machine {
-                println!("machine          {}", before.describe_until(&after));
-            }
+            self.checks
+                .print(args, &[("received unacked", self.delivered_unacked)]);
+            self.samples.print(self.delivered, "delivered message");
         }
     }
 }
@@ -2205,13 +2307,9 @@ mod idle {
 
     /// Everything an idle run measured.
     pub(super) struct Report {
-        requested: u64,
-        established: u64,
-        failures: Tally,
-        connect_s: f64,
+        connects: Connects,
         dropped: Tally,
-        server: Option<(ProcSample, ProcSample)>,
-        machine: Option<(MachineSample, MachineSample)>,
+        samples: Samples,
     }
 
     pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> {
@@ -2222,8 +2320,7 @@ mod idle {
         // A freshly started daemon is still warming up (its dummy password hash alone takes
         // megabytes): let it settle so the baseline holds only the sockets' memory.
         tokio::time::sleep(BASELINE_SETTLE).await;
-        let server_before = target.sample();
-        let machine_before = MachineSample::read();
+        let window = Window::open(target);
         let hold = CancellationToken::new();
         let dropped = Arc::new(Mutex::new(Tally::default()));
         let spread = connect_spread(target, args, &users, sockets, {
@@ -2232,66 +2329,49 @@ mod idle {
         })
         .await?;
         tokio::time::sleep(secs(args.hold)).await;
-        let server_after = target.sample();
-        let machine_after = MachineSample::read();
+        let samples = window.close(target);
         hold.cancel();
         Ok(Report {
-            requested: sockets,
-            established: spread.established,
-            failures: spread.failures,
-            connect_s: spread.connect_s,
+            connects: spread.connects,
             dropped: dropped.lock().expect("tally lock poisoned").clone(),
-            server: server_before.zip(server_after),
-            machine: machine_before.zip(machine_after),
+            samples,
         })
     }
 
     /// Keeps a socket open (answering pings) until the hold ends; notes a server close.
     async fn hold_open(mut ws: Ws, hold: CancellationToken, dropped: Arc<Mutex<Tally>>) {
-        loop {
-            let frame = tokio::select! {
-                _ = hold.cancelled() => return,
-                frame = ws.next() => frame,
-            };
-            let reason = match frame {
-                Some(Ok(Message::Close(frame))) => close_reason(frame),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => format!("read: {e}"),
-                None => "connection ended".into(),
-            };
+        let mut closed = None;
+        while next_text(&mut ws, &hold, &mut closed).await.is_some() {}
+        if let Some(reason) = closed {
             dropped.lock().expect("tally lock poisoned").add(reason);
-            return;
         }
     }
 
     impl Report {
         pub(super) fn clean(&self) -> bool {
-            self.established == self.requested && self.dropped.total() == 0
+            self.connects.all() && self.dropped.total() == 0
         }
 
         /// The server's memory per socket, KiB: what its RSS grew by over the connects.
         fn kib_per_socket(&self) -> Option<f64> {
-            let (before, after) = self.server?;
+            let (before, after) = self.samples.server?;
             let grown = after.rss_kib.saturating_sub(before.rss_kib);
-            Some(grown as f64 / self.established.max(1) as f64)
+            Some(grown as f64 / self.connects.established.max(1) as f64)
         }
 
         /// The figures the comparison table sets side by side.
         pub(super) fn figures(&self) -> Vec<Figure> {
             let mut figures = vec![
-                Figure::measured(
-                    "connects, sockets/s",
-                    per_sec(self.established, self.connect_s),
-                    0,
-                ),
+                Figure::measured("connects, sockets/s", self.connects.per_sec(), 0),
                 Figure::measured("server RSS per socket, KiB", self.kib_per_socket(), 2),
                 Figure::measured(
                     "server CPU per socket, µs",
-                    cpu_per_item_us(self.server, self.established),
+                    self.samples
+                        .server_cpu_per_item_us(self.connects.established),
                     1,
                 ),
             ];
-            figures.extend(machine_figures(self.machine));
+            figures.extend(machine_figures(self.samples.machine));
             figures
         }
 
@@ -2301,21 +2381,15 @@ mod idle {
             println!(
                 "workload         {} /ws/chat/ sockets of {} users from {} source addresses, \
                  {} in flight, held {} s",
-                self.requested,
+                self.connects.requested,
                 args.users_per_run(),
                 args.source_addrs,
                 args.concurrency,
                 args.hold
             );
-            println!(
-                "connected        {} in {:.2} s = {:.0} sockets/s",
-                self.established,
-                self.connect_s,
-                self.established as f64 / self.connect_s.max(f64::EPSILON)
-            );
-            println!("failed           {}", self.failures.describe());
+            self.connects.print();
             println!("dropped in hold  {}", self.dropped.describe());
-            match (self.server, self.kib_per_socket()) {
+            match (self.samples.server, self.kib_per_socket()) {
                 (Some((before, after)), Some(per_socket)) => {
                     println!(
                         "server RSS       {:.1} MiB → {:.1} MiB = {per_socket:.1} KiB per socket \
@@ -2331,7 +2405,7 @@ mod idle {
                 }
                 _ => println!("server CPU/RSS   unknown (pass --pid with --url)"),
             }
-            if let Some((before, after)) = self.machine {
+            if let Some((before, after)) = self.samples.machine {
                 println!("machine          {}", before.describe_until(&after));
             }
         }

@@ -33,10 +33,7 @@ struct Broadcast {
 
 /// Everything a broadcast run measured.
 pub(super) struct Report {
-    requested: u64,
-    established: u64,
-    failures: Tally,
-    connect_s: f64,
+    connects: Connects,
     broadcasts: Vec<Broadcast>,
     /// Refused or failed requests, and answers that counted the wrong recipients.
     request_errors: Tally,
@@ -44,8 +41,8 @@ pub(super) struct Report {
     duplicates: u64,
     foreign: u64,
     closes: Tally,
-    server: Option<(ProcSample, ProcSample)>,
-    machine: Option<(MachineSample, MachineSample)>,
+    /// Over the measured broadcasts.
+    samples: Option<Samples>,
 }
 
 pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> {
@@ -74,11 +71,10 @@ pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> 
     let user_ids = serde_json::to_string(&users).map_err(|e| format!("user ids: {e}"))?;
     let mut answers = Vec::with_capacity(total as usize);
     let mut request_errors = Tally::default();
-    let (mut server_before, mut machine_before) = (None, None);
+    let mut window = None;
     for number in 0..total {
         if number == args.warmup {
-            server_before = target.sample();
-            machine_before = MachineSample::read();
+            window = Some(Window::open(target));
         }
         let sent_us = shared.clock.now_us();
         let text = Stamp::text(&shared.tag, number, sent_us, args.size);
@@ -111,15 +107,14 @@ pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> 
         // Until every connected user has it, bounded by --drain; then a pause, so trailing
         // work (the daemon's queue removals) is done before the next one.
         let deadline = Instant::now() + secs(args.drain);
-        while arrived[number as usize].load(Ordering::Relaxed) < spread.established
+        while arrived[number as usize].load(Ordering::Relaxed) < spread.connects.established
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tokio::time::sleep(SETTLE).await;
     }
-    let server = server_before.zip(target.sample());
-    let machine = machine_before.zip(MachineSample::read());
+    let samples = window.map(|w| w.close(target));
 
     shared.stop_receivers.cancel();
     let mut outcomes = Vec::with_capacity(spread.tasks.len());
@@ -144,23 +139,22 @@ pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> 
         .skip(args.warmup as usize)
         .map(|(latencies, answer_us)| Broadcast {
             answer_us,
-            missing: spread.established.saturating_sub(latencies.len() as u64),
+            missing: spread
+                .connects
+                .established
+                .saturating_sub(latencies.len() as u64),
             delivery: Latencies::new(latencies),
         })
         .collect();
     Ok(Report {
-        requested: sockets,
-        established: spread.established,
-        failures: spread.failures,
-        connect_s: spread.connect_s,
+        connects: spread.connects,
         deliveries: broadcasts.iter().map(|b| b.delivery.0.len() as u64).sum(),
         broadcasts,
         request_errors,
         duplicates: outcomes.iter().map(|o| o.duplicates).sum(),
         foreign: outcomes.iter().map(|o| o.foreign).sum(),
         closes,
-        server,
-        machine,
+        samples,
     })
 }
 
@@ -168,19 +162,7 @@ pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> 
 async fn receive(mut ws: Ws, shared: Arc<Shared>, arrived: Arc<Vec<AtomicU64>>) -> UserOutcome {
     let mut outcome = UserOutcome::default();
     let mut seen = vec![false; arrived.len()];
-    loop {
-        let frame = tokio::select! {
-            _ = shared.stop_receivers.cancelled() => break,
-            frame = ws.next() => frame,
-        };
-        let text = match frame_text(frame) {
-            Ok(Some(text)) => text,
-            Ok(None) => continue,
-            Err(closed) => {
-                outcome.closed = Some(closed);
-                break;
-            }
-        };
+    while let Some(text) = next_text(&mut ws, &shared.stop_receivers, &mut outcome.closed).await {
         let now_us = shared.clock.now_us();
         let Ok(Event {
             kind: "new_message",
@@ -217,7 +199,7 @@ fn ms_of(us: u64) -> f64 {
 impl Report {
     /// Every user connected and had every broadcast once; every request accepted.
     pub(super) fn clean(&self) -> bool {
-        self.established == self.requested
+        self.connects.all()
             && self.broadcasts.iter().all(|b| b.missing == 0)
             && self.request_errors.total() == 0
             && self.duplicates == 0
@@ -252,11 +234,15 @@ impl Report {
             Figure::measured("HTTP answer, median, ms", answers.ms(0.5), 1),
             Figure::measured(
                 "server CPU per delivery, µs",
-                cpu_per_item_us(self.server, self.deliveries),
+                self.samples
+                    .as_ref()
+                    .and_then(|s| s.server_cpu_per_item_us(self.deliveries)),
                 2,
             ),
         ];
-        figures.extend(machine_figures(self.machine));
+        figures.extend(machine_figures(
+            self.samples.as_ref().and_then(|s| s.machine),
+        ));
         figures
     }
 
@@ -267,15 +253,9 @@ impl Report {
             "workload         {} users on one /ws/chat/ socket each, from {} source addresses; \
              {} service broadcasts of {} B to all of them, one at a time, after {} unmeasured \
              (times from sending the request)",
-            self.requested, args.source_addrs, args.broadcasts, args.size, args.warmup
+            self.connects.requested, args.source_addrs, args.broadcasts, args.size, args.warmup
         );
-        println!(
-            "connected        {} in {:.2} s = {:.0} sockets/s",
-            self.established,
-            self.connect_s,
-            self.established as f64 / self.connect_s.max(f64::EPSILON)
-        );
-        println!("failed           {}", self.failures.describe());
+        self.connects.print();
         for (i, b) in self.broadcasts.iter().enumerate() {
             println!(
                 "broadcast {:<6} answer {:.1} ms; users had it {}{}",
@@ -305,21 +285,12 @@ impl Report {
             );
         }
         println!("closed sockets   {}", self.closes.describe());
-        match self.server {
-            Some((before, after)) => {
-                let cpu = before.cpu_secs_until(&after);
-                let per_delivery = cpu_per_item_us(self.server, self.deliveries).unwrap_or(0.0);
-                println!(
-                    "server CPU       {cpu:.2} s over the measured broadcasts = {per_delivery:.2} \
-                     µs per delivery ({} deliveries)",
-                    self.deliveries
-                );
-                println!("server peak RSS  {:.1} MiB (VmHWM)", mib(after.hwm_kib));
-            }
-            None => println!("server CPU/RSS   unknown (pass --pid with --url)"),
-        }
-        if let Some((before, after)) = self.machine {
-            println!("machine          {}", before.describe_until(&after));
+        if let Some(samples) = &self.samples {
+            println!(
+                "measured         over the {} broadcasts:",
+                self.broadcasts.len()
+            );
+            samples.print(self.deliveries, "delivery");
         }
     }
 }

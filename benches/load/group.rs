@@ -18,11 +18,9 @@ struct MemberOutcome {
     ack_us: Vec<u64>,
     errors: Tally,
     /// Ids of the other members' messages of this run it received.
-    ids: HashSet<u64>,
+    arrivals: Arrivals,
     /// Each of them: (sender's member index, sequence number, latency from the schedule).
     deliveries: Vec<(usize, u64, u64)>,
-    duplicates: u64,
-    out_of_order: u64,
     /// Its own messages echoed back to it (a server that does not skip the sending socket).
     echoes: u64,
     /// `new_message`s not sent by this run.
@@ -62,17 +60,10 @@ pub(super) struct Report {
     from_send: Latencies,
     ack: Latencies,
     send_lag: Latencies,
-    lost: u64,
-    duplicates: u64,
-    out_of_order: u64,
+    checks: Checks,
+    /// Own messages echoed back to the sending socket.
     echoes: u64,
-    foreign: u64,
-    errors: Tally,
-    closes: Tally,
-    timed_out: bool,
-    server: Option<(ProcSample, ProcSample)>,
-    generator: Option<(ProcSample, ProcSample)>,
-    machine: Option<(MachineSample, MachineSample)>,
+    samples: Samples,
 }
 
 pub(super) async fn run(target: &Target, args: &Args, group: &Group) -> Result<Report, String> {
@@ -88,9 +79,7 @@ pub(super) async fn run(target: &Target, args: &Args, group: &Group) -> Result<R
             .collect(),
     );
     let sockets = connect_users(target, &group.members).await?;
-    let server_before = target.sample();
-    let generator_before = ProcSample::read("self");
-    let machine_before = MachineSample::read();
+    let window = Window::open(target);
     let started_us = shared.clock.now_us() + START_DELAY_US;
     let rate = args.rate();
     let messages = args.messages();
@@ -158,9 +147,7 @@ pub(super) async fn run(target: &Target, args: &Args, group: &Group) -> Result<R
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(SETTLE).await;
-    let server_after = target.sample();
-    let generator_after = ProcSample::read("self");
-    let machine_after = MachineSample::read();
+    let samples = window.close(target);
     shared.stop_receivers.cancel();
     let mut read = Vec::with_capacity(members);
     for (task, (_, sink)) in readers.into_iter().zip(written.iter_mut()) {
@@ -180,18 +167,8 @@ pub(super) async fn run(target: &Target, args: &Args, group: &Group) -> Result<R
         written,
         read,
         timed_out,
-        Samples {
-            server: server_before.zip(server_after),
-            generator: generator_before.zip(generator_after),
-            machine: machine_before.zip(machine_after),
-        },
+        samples,
     ))
-}
-
-struct Samples {
-    server: Option<(ProcSample, ProcSample)>,
-    generator: Option<(ProcSample, ProcSample)>,
-    machine: Option<(MachineSample, MachineSample)>,
 }
 
 /// One member's writing half: its messages at its pace, from `started_us` on. Hands the sink
@@ -235,20 +212,8 @@ async fn read_member(
     answers: Arc<Answers>,
 ) -> (MemberOutcome, SplitStream<Ws>) {
     let mut outcome = MemberOutcome::default();
-    let mut highest_id = 0;
-    loop {
-        let frame = tokio::select! {
-            _ = shared.stop_receivers.cancelled() => break,
-            frame = stream.next() => frame,
-        };
-        let text = match frame_text(frame) {
-            Ok(Some(text)) => text,
-            Ok(None) => continue,
-            Err(closed) => {
-                outcome.closed = Some(closed);
-                break;
-            }
-        };
+    while let Some(text) = next_text(&mut stream, &shared.stop_receivers, &mut outcome.closed).await
+    {
         let now_us = shared.clock.now_us();
         let event = match serde_json::from_str::<Event>(&text) {
             Ok(event) => event,
@@ -295,14 +260,9 @@ async fn read_member(
                     outcome.echoes += 1;
                     continue;
                 }
-                if !outcome.ids.insert(id) {
-                    outcome.duplicates += 1;
+                if !outcome.arrivals.first(id) {
                     continue;
                 }
-                if id < highest_id {
-                    outcome.out_of_order += 1;
-                }
-                highest_id = highest_id.max(id);
                 outcome
                     .deliveries
                     .push((from, seq, now_us.saturating_sub(sent_us)));
@@ -334,7 +294,7 @@ impl Report {
         for (i, member) in read.iter().enumerate() {
             for (j, acked) in owned.iter().enumerate() {
                 if i != j {
-                    lost += acked.difference(&member.ids).count() as u64;
+                    lost += acked.difference(&member.arrivals.ids).count() as u64;
                 }
             }
         }
@@ -377,31 +337,26 @@ impl Report {
             from_send: Latencies::new(from_send),
             ack: Latencies::new(read.iter().flat_map(|r| r.ack_us.clone()).collect()),
             send_lag: Latencies::new(written.iter().flat_map(|w| w.lag_us.clone()).collect()),
-            lost,
-            duplicates: read.iter().map(|r| r.duplicates).sum(),
-            out_of_order: read.iter().map(|r| r.out_of_order).sum(),
+            checks: Checks {
+                lost,
+                duplicates: read.iter().map(|r| r.arrivals.duplicates).sum(),
+                out_of_order: read.iter().map(|r| r.arrivals.out_of_order).sum(),
+                foreign: read.iter().map(|r| r.foreign).sum(),
+                errors,
+                closes,
+                timed_out,
+            },
             echoes: read.iter().map(|r| r.echoes).sum(),
-            foreign: read.iter().map(|r| r.foreign).sum(),
-            errors,
-            closes,
-            timed_out,
-            server: samples.server,
-            generator: samples.generator,
-            machine: samples.machine,
+            samples,
         }
     }
 
     /// No loss, duplicates, echoes, reordering, errors or unexpected closes.
     pub(super) fn clean(&self) -> bool {
-        self.lost == 0
-            && self.duplicates == 0
-            && self.out_of_order == 0
+        self.checks.clean()
             && self.echoes == 0
-            && self.errors.total() == 0
-            && self.closes.total() == 0
             && self.sent == self.acked
             && self.deliveries == self.expected
-            && !self.timed_out
     }
 
     /// The figures the comparison table sets side by side.
@@ -418,16 +373,12 @@ impl Report {
             Figure::measured("ack p99, ms", self.ack.ms(0.99), 2),
             Figure::measured(
                 "server CPU per delivery, µs",
-                cpu_per_item_us(self.server, self.deliveries),
+                self.samples.server_cpu_per_item_us(self.deliveries),
                 2,
             ),
-            Figure::context(
-                "generator CPU, s",
-                self.generator.map(|(b, a)| b.cpu_secs_until(&a)),
-                2,
-            ),
+            Figure::context("generator CPU, s", self.samples.generator_cpu_secs(), 2),
         ];
-        figures.extend(machine_figures(self.machine));
+        figures.extend(machine_figures(self.samples.machine));
         figures
     }
 
@@ -473,46 +424,8 @@ impl Report {
             "ack latency      {}",
             self.ack.describe(&[("p50", 0.5), ("p99", 0.99)])
         );
-        println!(
-            "lost             {} (acked, not received by a member within --drain {} s)",
-            self.lost, args.drain
-        );
-        println!("duplicated       {}", self.duplicates);
-        println!("out of order     {}", self.out_of_order);
-        if self.echoes > 0 {
-            println!("echoed to sender {}", self.echoes);
-        }
-        if self.foreign > 0 {
-            println!(
-                "foreign          {} (messages of earlier runs)",
-                self.foreign
-            );
-        }
-        println!("errors           {}", self.errors.describe());
-        println!("closed sockets   {}", self.closes.describe());
-        if self.timed_out {
-            println!(
-                "TIMED OUT        the send phase hit --timeout {} s",
-                args.timeout
-            );
-        }
-        match self.server {
-            Some((before, after)) => {
-                let cpu = before.cpu_secs_until(&after);
-                let per_delivery = cpu_per_item_us(self.server, self.deliveries).unwrap_or(0.0);
-                println!("server CPU       {cpu:.2} s = {per_delivery:.2} µs per delivery");
-                println!("server peak RSS  {:.1} MiB (VmHWM)", mib(after.hwm_kib));
-            }
-            None => println!("server CPU/RSS   unknown (pass --pid with --url)"),
-        }
-        if let Some((before, after)) = self.generator {
-            println!(
-                "generator CPU    {:.2} s (this process, same machine)",
-                before.cpu_secs_until(&after)
-            );
-        }
-        if let Some((before, after)) = self.machine {
-            println!("machine          {}", before.describe_until(&after));
-        }
+        self.checks
+            .print(args, &[("echoed to sender", self.echoes)]);
+        self.samples.print(self.deliveries, "delivery");
     }
 }
