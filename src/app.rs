@@ -16,13 +16,13 @@ use tokio_util::task::TaskTracker;
 use std::net::IpAddr;
 
 use crate::auth::{TokenMinter, TokenVerifier};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::hub::Hub;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::secrets::Secrets;
 use crate::store::writer::WriterOptions;
-use crate::store::{Store, StoreError};
+use crate::store::{DamagedJournal, Store, StoreError};
 use crate::users::Directory;
 
 /// Everything request handlers share, behind one `Arc`.
@@ -36,6 +36,9 @@ pub struct AppState {
     pub verifier: TokenVerifier,
     /// Signs tokens for local accounts; `None` when tokens come from a public-key issuer.
     pub minter: Option<TokenMinter>,
+    /// The service API's secret, from `service.shared_secret` or `service.shared_secret_file`;
+    /// `None`: the service API is off.
+    pub service_secret: Option<Secret>,
     /// Every recorded user's name, loaded at start; new users provisioned on first sight.
     pub users: Directory,
     /// Live sockets, fan-out, presence.
@@ -77,6 +80,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         secrets_verify: &crate::auth::jwt::VerifyKey,
         signing_secret: Option<&[u8]>,
+        service_secret: Option<Secret>,
         shutdown: CancellationToken,
     ) -> Result<Self, AppError> {
         let verifier = TokenVerifier::new(
@@ -106,6 +110,7 @@ impl AppState {
             open_connections: Arc::default(),
             tasks: TaskTracker::new(),
             minter,
+            service_secret,
             verifier,
             config,
             store,
@@ -137,7 +142,7 @@ pub enum AppError {
     #[error("graceful stop exceeded server.shutdown_timeout ({0:?})")]
     ShutdownTimeout(std::time::Duration),
     #[error(
-        "the store writer stopped on an error (see the log above); indaba stopped so that its supervisor restarts it from what is durable"
+        "the store writer ended on an error (see the log above): it panicked, or the data file could not be written at the stop; everything acknowledged is durable and is back at the next start"
     )]
     WriterFailed,
 }
@@ -174,12 +179,15 @@ async fn expire_queues(state: Arc<AppState>) {
     }
 }
 
-/// Runs the daemon on `listener` until `shutdown` fires, then stops in order.
+/// Runs the daemon on `listener` until `shutdown` fires, then stops in order. A damaged
+/// journal stops the start unless `damaged_journal` accepts its loss (`serve
+/// --accept-journal-loss`).
 pub async fn run(
     config: Config,
     secrets: Secrets,
     listener: TcpListener,
     shutdown: CancellationToken,
+    damaged_journal: DamagedJournal,
 ) -> Result<(), AppError> {
     let started = Instant::now();
     let data_dir = config.storage.data_dir.clone();
@@ -196,6 +204,7 @@ pub async fn run(
         checkpoint_interval: config.storage.checkpoint_interval,
         sink: commit_sink,
         metrics: metrics.clone(),
+        damaged_journal,
     };
     let store_dir = data_dir.clone();
     let (store, writer_thread) =
@@ -228,6 +237,7 @@ pub async fn run(
         metrics,
         &secrets.verify_key,
         secrets.signing_secret.as_deref(),
+        secrets.service_secret,
         shutdown.clone(),
     )?;
     state.started = started;
@@ -243,7 +253,6 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|e| StoreError::Storage(e.to_string()))?;
-    tracing::info!("get a test token with `indaba token --user-id 1` (same --config/--data-dir)");
     // Last of the start-up lines: whoever waits for it has seen the others.
     tracing::info!(
         listen = %addr,
@@ -256,8 +265,9 @@ pub async fn run(
     tokio::task::spawn_blocking(crate::auth::password::warm_up);
     let tasks = state.tasks.clone();
     tasks.spawn(expire_queues(state.clone()));
-    // A writer that failed (a batch it could not make durable, a panic) takes no writes
-    // again: stop, so the service manager restarts the daemon from the durable state.
+    // A writer that ended on its own (a panic) takes no writes again: stop, so the service
+    // manager restarts the daemon from the durable state. A full or failing disk does not end
+    // it: writes are refused until the data file can be written again (`store::writer`).
     tokio::spawn({
         let (writer, shutdown) = (writer.clone(), shutdown.clone());
         async move {
@@ -335,6 +345,7 @@ mod tests {
             hub,
             Arc::new(Metrics::new()),
             &VerifyKey::Secret(b"0123456789abcdef".to_vec()),
+            None,
             None,
             shutdown.clone(),
         )

@@ -19,6 +19,9 @@ pub const ENV_PREFIX: &str = "INDABA_";
 /// Shortest HS256 secret accepted, inline (`auth.jwt_secret`) or from a file.
 pub const MIN_JWT_SECRET_BYTES: usize = 16;
 
+/// Shortest service API secret accepted, inline (`service.shared_secret`) or from a file.
+pub const MIN_SERVICE_SECRET_BYTES: usize = 16;
+
 /// The whole configuration. Sections mirror `config.toml.example`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -37,7 +40,9 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address of the HTTP and WebSocket listener.
+    /// Address of the HTTP and WebSocket listener: an IP address and port, or `localhost:PORT`
+    /// (read as `127.0.0.1:PORT`; see [`parse_listen`]).
+    #[serde(deserialize_with = "listen_addr")]
     pub listen: SocketAddr,
     /// How long a graceful stop may take before the daemon exits anyway.
     #[serde(with = "duration_str")]
@@ -148,6 +153,9 @@ impl Default for AuthConfig {
 pub struct ServiceConfig {
     /// Enables the service API; every call must present it.
     pub shared_secret: Option<Secret>,
+    /// File holding that secret instead (mode 0600, trailing newline ignored), so it need not
+    /// sit in a config file others may read.
+    pub shared_secret_file: Option<PathBuf>,
 }
 
 /// Per-user delivery queues.
@@ -219,7 +227,8 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// Level or filter directive (`info`, `indaba=debug`); `RUST_LOG` wins when set.
+    /// Level or filter directives (`info`, `warn,indaba=debug`); `RUST_LOG` wins when set.
+    /// Checked by [`check_log_filter`].
     pub level: String,
     /// `text` for people, `json` for log shippers.
     pub format: LogFormat,
@@ -240,6 +249,28 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl LogFormat {
+    /// The `log.format` that `INDABA_LOG__FORMAT` or the file at `path` asks for, found
+    /// without loading the rest: a start-up error in any other key is then still written in
+    /// the format the operator's log pipeline reads. Text when neither says `json`, or when
+    /// the file is not even TOML.
+    pub fn requested(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Self {
+        let from_env = env
+            .into_iter()
+            .find(|(var, _)| var == &format!("{ENV_PREFIX}LOG__FORMAT"))
+            .map(|(_, value)| value);
+        let from_file = || {
+            let text = std::fs::read_to_string(path?).ok()?;
+            let table: toml::Table = toml::from_str(&text).ok()?;
+            table.get("log")?.get("format")?.as_str().map(str::to_owned)
+        };
+        match from_env.or_else(from_file).as_deref() {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    }
 }
 
 /// The Prometheus endpoint.
@@ -286,8 +317,13 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
+    #[error("config file {path} is not valid TOML: line {line}, column {column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("config key `{key}`{origin}: {message}")]
     Key {
         key: String,
@@ -312,11 +348,15 @@ impl Config {
                     path: path.to_owned(),
                     source,
                 })?;
-                let table: toml::Table =
-                    toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                    let (line, column) = line_and_column(&text, e.span().map_or(0, |s| s.start));
+                    ConfigError::Syntax {
                         path: path.to_owned(),
-                        message: e.message().to_owned(),
-                    })?;
+                        line,
+                        column,
+                        message: e.message().trim().to_owned(),
+                    }
+                })?;
                 (table, format!(" in {}", path.display()))
             }
             None => (toml::Table::new(), String::new()),
@@ -335,7 +375,18 @@ impl Config {
                     message: e.into_inner().message().trim().to_owned(),
                 }
             })?;
-        config.validate()?;
+        // Name where a bad value came from, as serde's errors above do.
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, message } => ConfigError::Key {
+                key: key.to_owned(),
+                origin: origins
+                    .get(key)
+                    .map(|var| format!(" (from {var})"))
+                    .unwrap_or(file_label),
+                message,
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -400,9 +451,15 @@ impl Config {
             return invalid("auth.access_token_ttl", "must be greater than zero");
         }
         if let Some(secret) = &self.service.shared_secret
-            && secret.expose().len() < 16
+            && secret.expose().len() < MIN_SERVICE_SECRET_BYTES
         {
             return invalid("service.shared_secret", "must be at least 16 characters");
+        }
+        if self.service.shared_secret.is_some() && self.service.shared_secret_file.is_some() {
+            return invalid(
+                "service.shared_secret",
+                "set either service.shared_secret or service.shared_secret_file, not both",
+            );
         }
         if self.limits.ping_interval.is_zero() {
             return invalid("limits.ping_interval", "must be greater than zero");
@@ -433,11 +490,8 @@ impl Config {
                 return invalid(key, "must be at least 1");
             }
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
-            return invalid(
-                "log.level",
-                &format!("not a level or filter directive: {e}"),
-            );
+        if let Err(message) = check_log_filter(&self.log.level) {
+            return invalid("log.level", &message);
         }
         Ok(())
     }
@@ -498,6 +552,63 @@ fn apply_env(
         origins.insert(format!("{section}.{key}"), var);
     }
     Ok(origins)
+}
+
+/// Checks a `log.level` value: EnvFilter syntax, and every directive without `=` a level.
+///
+/// EnvFilter reads a bare word as a target to log at every level, and then logs nothing else:
+/// `verbose` or `inf` were accepted and silenced the daemon entirely. A target alone is still
+/// possible as `target=trace`.
+pub fn check_log_filter(level: &str) -> Result<(), String> {
+    use std::str::FromStr;
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level) {
+        return Err(format!("`{level}` is not a level or filter directive: {e}"));
+    }
+    let bare = level
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains('='));
+    for directive in bare {
+        if tracing_subscriber::filter::LevelFilter::from_str(directive).is_err() {
+            return Err(format!(
+                "`{directive}` is not a level (error, warn, info, debug, trace or off); to \
+                 filter by module write `module=level`, e.g. `info,indaba=debug`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a listen address: an IP address and port, or `localhost:PORT`, which is
+/// `127.0.0.1:PORT` (one listener binds one address; IPv4 loopback is what `localhost` means
+/// first on the systems the packages support). Other host names are refused rather than
+/// resolved, so the address the daemon binds never depends on DNS at start.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    if let Some(port) = text.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    Err(format!(
+        "`{text}` is not an IP address and port: write e.g. 127.0.0.1:8765, 0.0.0.0:8765, \
+         [::1]:8765 or localhost:8765 (other host names are not resolved)"
+    ))
+}
+
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_listen(&text).map_err(serde::de::Error::custom)
+}
+
+/// 1-based line and column of byte `offset` in `text`, as editors count them.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 fn parse_literal(raw: &str) -> Option<toml::Value> {
@@ -675,5 +786,107 @@ mod tests {
         assert!(!shown.contains("super-secret-value-123"), "{shown}");
         assert!(!shown.contains("another-secret-value-456"), "{shown}");
         assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn log_level_must_be_levels_or_target_directives() {
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "trace",
+            "indaba=debug",
+            "warn,indaba=debug",
+            "indaba::ws=trace",
+        ] {
+            assert!(check_log_filter(good).is_ok(), "{good}");
+        }
+        // Bare words parse as EnvFilter targets and silenced everything else.
+        for bad in ["verbose", "inf", "info,verbose", "indaba=loud", "indaba"] {
+            assert!(check_log_filter(bad).is_err(), "{bad}");
+        }
+        let err = Config::load(None, env(&[("INDABA_LOG__LEVEL", "verbose")])).expect_err("typo");
+        let text = err.to_string();
+        assert!(text.contains("log.level"), "{text}");
+        assert!(text.contains("(from INDABA_LOG__LEVEL)"), "{text}");
+        assert!(text.contains("`verbose` is not a level"), "{text}");
+    }
+
+    #[test]
+    fn listen_takes_addresses_and_localhost_only() {
+        assert_eq!(
+            parse_listen("localhost:8765"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 8765)))
+        );
+        assert_eq!(
+            parse_listen("[::1]:80").map(|a| a.to_string()),
+            Ok("[::1]:80".to_owned())
+        );
+        for bad in ["localhost", "localhost:http", "example.com:80", "8765"] {
+            let err = parse_listen(bad).expect_err(bad);
+            assert!(err.contains("127.0.0.1:8765"), "{bad}: {err}");
+        }
+        let config = Config::load(None, env(&[("INDABA_SERVER__LISTEN", "localhost:9000")]))
+            .expect("localhost");
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn toml_syntax_errors_say_where() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        // Columns count characters, as editors do, not bytes.
+        std::fs::write(&path, "[server]\n# é\nlisten = \"é\" 1\n").expect("write");
+        let err = Config::load(Some(&path), env(&[])).expect_err("syntax");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Syntax {
+                    line: 3,
+                    column: 14,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(line_and_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_and_column("", 9), (1, 1));
+    }
+
+    #[test]
+    fn log_format_is_found_without_loading_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[log]\nformat = \"json\"\n[limits]\nbogus = 1\n").expect("write");
+        assert_eq!(LogFormat::requested(Some(&path), env(&[])), LogFormat::Json);
+        assert_eq!(
+            LogFormat::requested(Some(&path), env(&[("INDABA_LOG__FORMAT", "text")])),
+            LogFormat::Text
+        );
+        assert_eq!(
+            LogFormat::requested(None, env(&[("INDABA_LOG__FORMAT", "json")])),
+            LogFormat::Json
+        );
+        std::fs::write(&path, "[log\nformat = \"json\"\n").expect("write");
+        assert_eq!(LogFormat::requested(Some(&path), env(&[])), LogFormat::Text);
+    }
+
+    #[test]
+    fn service_secret_sources_exclude_each_other() {
+        let err = Config::load(
+            None,
+            env(&[
+                (
+                    "INDABA_SERVICE__SHARED_SECRET",
+                    "a-long-enough-service-secret",
+                ),
+                (
+                    "INDABA_SERVICE__SHARED_SECRET_FILE",
+                    "/etc/indaba/service_secret",
+                ),
+            ]),
+        )
+        .expect_err("both");
+        assert!(err.to_string().contains("not both"), "{err}");
     }
 }

@@ -47,6 +47,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("storage is unavailable (the disk is full or failing); try again later")]
+    StorageUnavailable,
     #[error("the server is at its connection limit")]
     TooManyConnections,
     /// A bounded resource (password hashing) is at capacity: retry shortly.
@@ -100,6 +102,9 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::StorageUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
             ApiError::TooManyConnections => {
                 (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections")
             }
@@ -181,6 +186,9 @@ impl ApiError {
             ApiError::UriTooLong { .. } | ApiError::HeadTooLarge { .. } => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
+            ApiError::StorageUnavailable => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            }
             ApiError::Unauthorized(_) => {
                 headers.insert(
                     hyper::header::WWW_AUTHENTICATE,
@@ -212,6 +220,14 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Closed => ApiError::ShuttingDown,
+            // The writer logged the cause at ERROR when the outage began; each request refused
+            // meanwhile is logged at debug only.
+            StoreError::Unavailable(_) => ApiError::StorageUnavailable,
+            // Already logged at ERROR where it was found (`store::damage`); for the client it
+            // is a record that cannot be shown, and asking again will not change that.
+            StoreError::Damaged { .. } => {
+                ApiError::NotFound("damaged in the data file; it cannot be shown")
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -267,6 +283,7 @@ pub fn event_code(e: &SendError) -> &'static str {
         SendError::Write(WriteError::TooFewParticipants) => "invalid_participants",
         SendError::Write(WriteError::UsernameTaken) => "username_taken",
         SendError::Write(WriteError::Store(StoreError::Closed)) => "shutting_down",
+        SendError::Write(WriteError::Store(StoreError::Unavailable(_))) => "storage_unavailable",
         SendError::Write(WriteError::Store(_)) => "internal_error",
     }
 }

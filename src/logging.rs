@@ -26,9 +26,20 @@ pub fn init(config: &LogConfig) -> Result<LogHandle, String> {
     } else {
         parse_filter(&config.level)?
     };
+    install(filter, config.format, from_env)
+}
+
+/// Installs a subscriber for a daemon that cannot start because its configuration (or
+/// `RUST_LOG`) is wrong, so that the error is still written in `format`: a JSON log pipeline
+/// must not meet the one line it most needs as plain text. Warnings and errors only.
+pub fn init_for_errors(format: LogFormat) -> Result<LogHandle, String> {
+    install(EnvFilter::new("warn"), format, false)
+}
+
+fn install(filter: EnvFilter, format: LogFormat, from_env: bool) -> Result<LogHandle, String> {
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let output = match config.format {
+    let output = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(ansi)
@@ -72,7 +83,10 @@ pub enum ReloadOutcome {
     KeptRustLog,
 }
 
+/// The filter for a `log.level`, refused unless [`crate::config::check_log_filter`] passes it
+/// (a reload reaches here with a value no `validate` has seen).
 fn parse_filter(level: &str) -> Result<EnvFilter, String> {
+    crate::config::check_log_filter(level)?;
     EnvFilter::builder()
         .parse(level)
         .map_err(|e| format!("log level `{level}` is invalid: {e}"))

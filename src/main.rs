@@ -1,4 +1,10 @@
 //! The `indaba` command: parse the command line, load the config, start logging, run.
+//!
+//! Exit codes: 0 done; 1 a failure while starting or running (a port in use, an unusable data
+//! dir or file, a store writer that failed, a stop past `server.shutdown_timeout`); 2 the
+//! configuration is wrong (a bad key or value, a missing or unreadable secret, keys that do not
+//! open the data file) or the command line is (clap's usage errors): restarting will not help
+//! until someone fixes it, so the systemd unit does not restart on 2; 130 a second stop signal.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,8 +12,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use indaba::auth::jwt::{TokenMinter, TokenType};
-use indaba::config::Config;
+use indaba::config::{Config, LogFormat};
 use indaba::crypto::Key;
+use indaba::secrets::Source;
+use indaba::store::DamagedJournal;
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc instead of the C library's malloc: the static musl build's malloc serialises
@@ -26,8 +34,8 @@ struct Cli {
     /// TOML config file; without one, Indaba runs in dev mode with generated secrets.
     #[arg(long, global = true, env = "INDABA_CONFIG")]
     config: Option<PathBuf>,
-    /// Listen address, overriding `server.listen`.
-    #[arg(long, global = true)]
+    /// Listen address (IP:PORT or localhost:PORT), overriding `server.listen`.
+    #[arg(long, global = true, value_parser = indaba::config::parse_listen)]
     listen: Option<std::net::SocketAddr>,
     /// Data directory, overriding `storage.data_dir`.
     #[arg(long, global = true)]
@@ -39,7 +47,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon (the default).
-    Serve,
+    Serve {
+        /// Start even though the journal (`indaba.journal`) is damaged, which the daemon
+        /// otherwise refuses: what can be replayed is, the damaged file is moved aside
+        /// (`indaba.journal.damaged-<time>`, never deleted) and what it loses is logged at
+        /// ERROR. For once, after reading the refusal; see docs/OPERATIONS.md.
+        #[arg(long)]
+        accept_journal_loss: bool,
+    },
     /// Validate the configuration and print it, secrets redacted.
     CheckConfig,
     /// Print a new 256-bit encryption key (hex) for `storage.encryption_key_file`.
@@ -66,73 +81,174 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Some(Command::Keygen) => keygen(),
-        Some(Command::CheckConfig) => with_config(&cli, check_config),
-        Some(Command::Backup { ref dest }) => with_config(&cli, |config, _| backup(&config, dest)),
+        Some(Command::CheckConfig) => {
+            load(&cli).and_then(|config| check_config(config, cli.config.as_deref()))
+        }
+        Some(Command::Backup { ref dest }) => load(&cli).and_then(|config| backup(&config, dest)),
         Some(Command::Token {
             user_id,
             ttl,
             ref username,
-        }) => with_config(&cli, |config, path| {
-            token(config, path.is_none(), user_id, ttl, username.as_deref())
+        }) => load(&cli).and_then(|config| {
+            token(
+                config,
+                cli.config.is_none(),
+                user_id,
+                ttl,
+                username.as_deref(),
+            )
         }),
-        Some(Command::Serve) | None => with_config(&cli, serve),
-    }
-}
-
-/// Loads the config named on the command line and hands it to `f`, reporting errors.
-/// The config file path goes to `f` too: `None` means dev mode.
-fn with_config(cli: &Cli, f: impl FnOnce(Config, Option<&Path>) -> Result<(), String>) -> ExitCode {
-    let loaded = Config::load(cli.config.as_deref(), std::env::vars()).and_then(|mut config| {
-        if let Some(listen) = cli.listen {
-            config.server.listen = listen;
+        Some(Command::Serve {
+            accept_journal_loss,
+        }) => {
+            let damaged = if accept_journal_loss {
+                DamagedJournal::MoveAside
+            } else {
+                DamagedJournal::Refuse
+            };
+            return serve(&cli, damaged);
         }
-        if let Some(dir) = &cli.data_dir {
-            config.storage.data_dir = dir.clone();
-        }
-        config.validate().map(|()| config)
-    });
-    let result = loaded
-        .map_err(|e| e.to_string())
-        .and_then(|config| f(config, cli.config.as_deref()));
+        None => return serve(&cli, DamagedJournal::Refuse),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("indaba: error: {message}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("indaba: error: {}", failure.message);
+            failure.exit_code()
         }
     }
 }
 
-fn keygen() -> ExitCode {
-    match Key::generate() {
-        Ok(key) => {
-            println!("{}", key.to_hex());
-            ExitCode::SUCCESS
+/// Why the command failed, and so which exit code it ends with (see the top of this file).
+#[derive(Debug)]
+struct Failure {
+    /// True when the configuration (or the command line) is at fault: exit 2, else 1.
+    config_error: bool,
+    message: String,
+}
+
+impl Failure {
+    fn config(message: impl ToString) -> Self {
+        Self {
+            config_error: true,
+            message: message.to_string(),
         }
-        Err(e) => {
-            eprintln!("indaba: error: {e}");
-            ExitCode::FAILURE
+    }
+
+    fn run(message: impl ToString) -> Self {
+        Self {
+            config_error: false,
+            message: message.to_string(),
+        }
+    }
+
+    fn code(&self) -> u8 {
+        if self.config_error { 2 } else { 1 }
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
+    }
+}
+
+impl From<indaba::secrets::SecretsError> for Failure {
+    fn from(e: indaba::secrets::SecretsError) -> Self {
+        Self {
+            config_error: e.is_config(),
+            message: e.to_string(),
         }
     }
 }
 
-fn check_config(config: Config, path: Option<&Path>) -> Result<(), String> {
+impl From<indaba::app::AppError> for Failure {
+    fn from(e: indaba::app::AppError) -> Self {
+        use indaba::app::AppError;
+        use indaba::store::StoreError;
+        // The keys are the config's: the same mistake check-config reports with exit 2.
+        let config_error = matches!(&e, AppError::Store(StoreError::WrongKey { .. }));
+        Self {
+            config_error,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Loads the config named on the command line, with the command line's overrides.
+fn load(cli: &Cli) -> Result<Config, Failure> {
+    let mut config =
+        Config::load(cli.config.as_deref(), std::env::vars()).map_err(Failure::config)?;
+    if let Some(listen) = cli.listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.storage.data_dir = dir.clone();
+    }
+    config.validate().map_err(Failure::config)?;
+    Ok(config)
+}
+
+fn keygen() -> Result<(), Failure> {
+    let key = Key::generate().map_err(Failure::run)?;
+    println!("{}", key.to_hex());
+    Ok(())
+}
+
+fn check_config(config: Config, path: Option<&Path>) -> Result<(), Failure> {
     if path.is_none() {
         println!("# dev mode (no --config): missing secrets are generated in the data dir");
     } else {
         // Reads every key file, so permissions and formats are checked too; creates nothing.
-        indaba::secrets::resolve(&config, false).map_err(|e| e.to_string())?;
+        let secrets = indaba::secrets::resolve(&config, Source::Config)?;
+        check_keys_open_data(&config, &secrets.keyring)?;
     }
     print!("{}", config.to_redacted_toml());
     eprintln!("indaba: configuration is valid");
     Ok(())
 }
 
-fn backup(config: &Config, dest: &Path) -> Result<(), String> {
-    let report =
-        indaba::admin::backup(&config.storage.data_dir, dest).map_err(|e| e.to_string())?;
+/// After a key rotation the config can be valid and still not open the data: tries the key
+/// ring on the data file, read-only, and names the key ids it lacks.
+fn check_keys_open_data(config: &Config, keyring: &indaba::crypto::Keyring) -> Result<(), Failure> {
+    use indaba::store::keys::{KeyCheck, check_data_file, format_ids};
+    match check_data_file(&config.storage.data_dir, keyring).map_err(Failure::run)? {
+        KeyCheck::NoDataFile => eprintln!(
+            "indaba: no data file in {} yet: the first start creates it",
+            config.storage.data_dir.display()
+        ),
+        KeyCheck::Opens { stored } if stored.is_empty() => {}
+        KeyCheck::Opens { stored } => eprintln!(
+            "indaba: the configured keys open the data file (key ids {})",
+            format_ids(stored)
+        ),
+        KeyCheck::Missing {
+            path,
+            stored,
+            missing,
+        } => {
+            return Err(Failure::config(format!(
+                "the configured keys cannot open data file {}: it holds data sealed with key id(s) {} that no configured key opens (configured: {}; the file's: {}); list the retired key files in storage.old_encryption_key_files",
+                path.display(),
+                format_ids(missing),
+                format_ids(keyring.key_ids()),
+                format_ids(stored),
+            )));
+        }
+        KeyCheck::InUse { path } => eprintln!(
+            "indaba: note: keys not checked against {}: a running daemon holds it (stop it to check them)",
+            path.display()
+        ),
+        KeyCheck::NeedsRepair { path } => eprintln!(
+            "indaba: note: keys not checked against {}: a crash left it to be repaired by the daemon's next start",
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
+fn backup(config: &Config, dest: &Path) -> Result<(), Failure> {
+    let report = indaba::admin::backup(&config.storage.data_dir, dest).map_err(Failure::run)?;
     let source = match &report.source {
         indaba::admin::Source::Daemon { socket } => {
             format!("running daemon (admin socket {})", socket.display())
@@ -156,29 +272,78 @@ fn token(
     user_id: u64,
     ttl: Duration,
     username: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     if !(1..indaba::MAX_ID).contains(&user_id) {
-        return Err("--user-id must be between 1 and 2^53-1".to_owned());
+        return Err(Failure::config("--user-id must be between 1 and 2^53-1"));
     }
-    let secrets = indaba::secrets::resolve(&config, dev_mode).map_err(|e| e.to_string())?;
-    let secret = secrets.signing_secret.ok_or(
-        "auth.jwt_public_key_file is set: tokens come from your issuer, Indaba cannot sign them",
-    )?;
+    // The daemon's secret or none: a new one would sign tokens the daemon refuses.
+    let source = if dev_mode {
+        Source::DevExisting
+    } else {
+        Source::Config
+    };
+    let secrets = indaba::secrets::resolve(&config, source)?;
+    let secret = secrets.signing_secret.ok_or_else(|| {
+        Failure::config(
+            "auth.jwt_public_key_file is set: tokens come from your issuer, Indaba cannot sign them",
+        )
+    })?;
     let minter = TokenMinter::new(&secret, &config.auth.user_id_claim).with_claims(
         config.auth.issuer.as_deref(),
         config.auth.audience.as_deref(),
     );
-    let token = minter.mint(user_id, username, TokenType::Access, ttl)?;
+    let token = minter
+        .mint(user_id, username, TokenType::Access, ttl)
+        .map_err(Failure::run)?;
     println!("{token}");
     Ok(())
 }
 
-fn serve(config: Config, config_path: Option<&Path>) -> Result<(), String> {
+/// `indaba serve`: every failure goes to the log, in `log.format`, not only to plain stderr.
+fn serve(cli: &Cli, damaged_journal: DamagedJournal) -> ExitCode {
+    let started = load(cli).and_then(|config| {
+        let log = indaba::logging::init(&config.log).map_err(Failure::config)?;
+        Ok((config, log))
+    });
+    let result = match started {
+        Ok((config, log)) => run_daemon(config, log, cli.config.as_deref(), damaged_journal),
+        Err(failure) => {
+            // No logger yet (the config that sets it up is what failed): one for the error,
+            // in the format the config asks for, however broken the rest of it is.
+            let format = LogFormat::requested(cli.config.as_deref(), std::env::vars());
+            if let Err(e) = indaba::logging::init_for_errors(format) {
+                eprintln!("indaba: error: {}", failure.message);
+                eprintln!("indaba: error: {e}");
+                return failure.exit_code();
+            }
+            Err(failure)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            tracing::error!(error = %failure.message, exit_code = failure.code(), "indaba exits on an error");
+            failure.exit_code()
+        }
+    }
+}
+
+fn run_daemon(
+    config: Config,
+    log: indaba::logging::LogHandle,
+    config_path: Option<&Path>,
+    damaged_journal: DamagedJournal,
+) -> Result<(), Failure> {
     let dev_mode = config_path.is_none();
-    let log = indaba::logging::init(&config.log)?;
-    let secrets = indaba::secrets::resolve(&config, dev_mode).map_err(|e| e.to_string())?;
+    let source = if dev_mode {
+        Source::DevGenerate
+    } else {
+        Source::Config
+    };
+    let secrets = indaba::secrets::resolve(&config, source)?;
     if dev_mode {
         tracing::info!("dev mode: no --config given, running on embedded defaults");
+        tracing::info!("get a test token with `indaba token --user-id 1` (same --data-dir)");
     }
     for path in &secrets.generated {
         tracing::info!(path = %path.display(), "generated a dev-mode secret (mode 0600)");
@@ -189,19 +354,20 @@ fn serve(config: Config, config_path: Option<&Path>) -> Result<(), String> {
     indaba::shutdown::install(shutdown.clone(), move || {
         reload_log_level(&log, reload_path.as_deref())
     })
-    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    .map_err(|e| Failure::run(format!("cannot install signal handlers: {e}")))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("indaba-rt")
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        .map_err(|e| Failure::run(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
         let listen = config.server.listen;
-        let listener = bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        indaba::app::run(config, secrets, listener, shutdown)
+        let listener =
+            bind(listen).map_err(|e| Failure::run(format!("cannot listen on {listen}: {e}")))?;
+        indaba::app::run(config, secrets, listener, shutdown, damaged_journal)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(Failure::from)
     })
 }
 
@@ -232,7 +398,8 @@ fn reload_log_level(log: &indaba::logging::LogHandle, path: Option<&Path>) {
     };
     match log.set_level(&config.log.level) {
         Ok(indaba::logging::ReloadOutcome::Applied) => {
-            tracing::info!(level = %config.log.level, "SIGHUP: log level reloaded from config");
+            // Not `level`: JSON lines already have the event's own `level` key.
+            tracing::info!(log_level = %config.log.level, "SIGHUP: log level reloaded from config");
         }
         Ok(indaba::logging::ReloadOutcome::KeptRustLog) => {
             tracing::info!("SIGHUP: RUST_LOG is set and keeps precedence over log.level");

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub messages_rejected: Family<Reason, Counter>,
     /// Service API calls with a missing or wrong secret.
     pub service_auth_failures: Counter,
+    /// Stored records found damaged (they no longer decode or open), each counted once since
+    /// the start: every view leaves them out (`store::damage`).
+    pub damaged_records: Counter,
     pub connections_opened: Counter,
     pub connections_closed: Counter,
     /// Open connections (HTTP and WebSocket).
@@ -83,6 +86,7 @@ impl Metrics {
             dead_letters: Counter::default(),
             messages_rejected: Family::default(),
             service_auth_failures: Counter::default(),
+            damaged_records: Counter::default(),
             connections_opened: Counter::default(),
             connections_closed: Counter::default(),
             connections: Gauge::default(),
@@ -135,6 +139,11 @@ impl Metrics {
             "service_auth_failures",
             "Service API calls with a missing or wrong secret",
             m.service_auth_failures.clone(),
+        );
+        r.register(
+            "damaged_records",
+            "Stored records found damaged and left out of every view",
+            m.damaged_records.clone(),
         );
         r.register(
             "connections_opened",

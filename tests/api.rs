@@ -1217,7 +1217,8 @@ fn http_layer_errors_are_json() {
         .assert_error(400, "malformed_request");
 }
 
-/// The 503 of the accept loop at `limits.max_connections` has the same JSON shape.
+/// The answers over `limits.max_connections` have the same JSON shape, a malformed request's
+/// included.
 #[test]
 fn over_the_connection_limit_is_a_json_503() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1227,8 +1228,14 @@ fn over_the_connection_limit_is_a_json_503() {
     );
     let _held = std::net::TcpStream::connect(d.addr).expect("connect");
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let answer = raw_request(d.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_vec())
-        .expect("an answer");
+    let answer = raw_request(
+        d.addr,
+        format!("GET {CONV} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(),
+    )
+    .expect("an answer");
     answer.assert_error(503, "too_many_connections");
     assert!(answer.header("retry-after").is_some(), "{answer:?}");
+    raw_request(d.addr, b"GARBAGE\r\n\r\n".to_vec())
+        .expect("an answer")
+        .assert_error(400, "malformed_request");
 }

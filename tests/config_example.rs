@@ -35,6 +35,7 @@ fn example_mentions_every_key_with_a_comment() {
     all.auth.issuer = Some("i".into());
     all.auth.audience = Some("a".into());
     all.service.shared_secret = Some(Secret::new("s"));
+    all.service.shared_secret_file = Some("s".into());
     let table = toml::Table::try_from(&all).expect("serialize");
     let lines: Vec<&str> = text.lines().collect();
     for (section, keys) in &table {

@@ -223,3 +223,57 @@ fn service(
     };
     common::split(request.send().expect("service call"))
 }
+
+/// Issue 16, defect 15: the replay after a crash applied today's `queues.message_queue_max_size`,
+/// not the one in force when the batches were acknowledged, so a restart with another bound
+/// brought back queue entries that had been dead-lettered (or dropped ones that had not).
+/// Written with a bound of 5, killed before any checkpoint, restarted with 50 and then with 2:
+/// the queue must be what it was when the daemon was killed.
+#[test]
+fn the_replay_keeps_the_queue_bound_the_batches_were_written_with() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = |max: &'static str| {
+        Options::env(&[
+            ("INDABA_STORAGE__CHECKPOINT_INTERVAL", "1h"),
+            ("INDABA_SERVICE__SHARED_SECRET", SECRET),
+            ("INDABA_LIMITS__MESSAGES_PER_SECOND", "1000000"),
+            ("INDABA_LIMITS__MESSAGES_BURST", "1000000"),
+            ("INDABA_QUEUES__MESSAGE_QUEUE_MAX_SIZE", max),
+        ])
+    };
+    let daemon = Daemon::start_with(dir.path(), env("5"));
+    let conversation = daemon.conversation(1, 2);
+    for i in 0..12 {
+        daemon.send(1, conversation, &format!("queued {i}"));
+    }
+    let queue = |daemon: &Daemon| {
+        let (status, body) = service(daemon, "GET", "/api/messages/queue/2?peek=true", None);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let acknowledged = queue(&daemon);
+    assert_eq!(acknowledged["count"], 5, "{acknowledged}");
+    daemon.crash();
+
+    for max in ["50", "2"] {
+        let crashed = tempfile::tempdir().expect("tempdir");
+        // The files as the crash left them (the secrets too), for each restart.
+        for entry in std::fs::read_dir(dir.path()).expect("read dir") {
+            let entry = entry.expect("entry");
+            if entry.file_type().expect("type").is_file() {
+                std::fs::copy(entry.path(), crashed.path().join(entry.file_name())).expect("copy");
+            }
+        }
+        let daemon = Daemon::start_with(crashed.path(), env(max));
+        assert!(
+            daemon.log_text().contains("journal replayed"),
+            "{}",
+            daemon.log_text()
+        );
+        assert_eq!(
+            queue(&daemon),
+            acknowledged,
+            "restarted with a bound of {max}"
+        );
+    }
+}

@@ -164,7 +164,7 @@ fn config_file_without_secrets_names_the_missing_key() {
     let cfg = config.display().to_string();
     let data = dir.path().join("data").display().to_string();
     let (code, _, stderr) = run_cli(&["--config", &cfg, "--data-dir", &data], &[]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("storage.encryption_key_file"), "{stderr}");
 
     let key = key_file(dir.path(), "k");
@@ -174,7 +174,7 @@ fn config_file_without_secrets_names_the_missing_key() {
     )
     .expect("write");
     let (code, _, stderr) = run_cli(&["--config", &cfg, "--data-dir", &data], &[]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("auth.jwt_secret"), "{stderr}");
     // Nothing was generated behind the operator's back.
     assert!(!dir.path().join("data").join("jwt_secret").exists());
@@ -187,11 +187,11 @@ fn bad_config_is_named() {
     std::fs::write(&config, "[limits]\nmax_frame_bytes = \"big\"\n").expect("write");
     let cfg = config.display().to_string();
     let (code, _, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("limits.max_frame_bytes"), "{stderr}");
 
     let (code, _, stderr) = run_cli(&["check-config"], &[("INDABA_SERVER__LISTEN", "nowhere")]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("INDABA_SERVER__LISTEN"), "{stderr}");
 }
 
@@ -205,7 +205,7 @@ fn world_readable_key_file_is_refused() {
     let cfg = config.display().to_string();
     let data = dir.path().join("data").display().to_string();
     let (code, _, stderr) = run_cli(&["--config", &cfg, "--data-dir", &data], &[]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
 
@@ -500,6 +500,43 @@ fn a_second_stop_signal_exits_at_once() {
     );
 }
 
+/// What `check-config --config CONFIG` says about `file`, the secret file config key `key`
+/// names, holding `secret` with mode 0644: refused naming the key and the fix; at 0600
+/// accepted without printing the secret; with the inline secret (`inline_var`) as well,
+/// refused naming both. Leaves the file at 0600.
+fn check_config_holds_a_secret_file_to_its_rules(
+    config: &std::path::Path,
+    file: &std::path::Path,
+    secret: &str,
+    key: &str,
+    inline_var: &str,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = config.display().to_string();
+    // A world-readable secret is refused before anything starts, naming the key and the fix.
+    let (code, _, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(key), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, stdout, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains(secret), "{stdout}");
+
+    // Both the inline secret and the file: refused, naming both.
+    let (code, _, stderr) = run_cli(
+        &["check-config", "--config", &cfg],
+        &[(inline_var, "an-inline-secret-0123456789")],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    let inline_key = key.strip_suffix("_file").expect("a *_file key");
+    assert!(
+        stderr.contains(&format!("either {inline_key} or {key}, not both")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn jwt_secret_file_is_checked_by_check_config_and_used_by_the_daemon() {
     use std::os::unix::fs::PermissionsExt;
@@ -519,28 +556,12 @@ fn jwt_secret_file_is_checked_by_check_config_and_used_by_the_daemon() {
         ),
     )
     .expect("write config");
-    let cfg = config.display().to_string();
-
-    // A world-readable secret is refused before anything starts, naming the key and the fix.
-    let (code, _, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
-    assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("auth.jwt_secret_file"), "{stderr}");
-    assert!(stderr.contains("chmod 600"), "{stderr}");
-
-    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let (code, stdout, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(!stdout.contains(secret), "{stdout}");
-
-    // Both the inline secret and the file: refused, naming both.
-    let (code, _, stderr) = run_cli(
-        &["check-config", "--config", &cfg],
-        &[("INDABA_AUTH__JWT_SECRET", "another-secret-0123456789")],
-    );
-    assert_eq!(code, 1, "{stderr}");
-    assert!(
-        stderr.contains("auth.jwt_secret") && stderr.contains("auth.jwt_secret_file"),
-        "{stderr}"
+    check_config_holds_a_secret_file_to_its_rules(
+        &config,
+        &secret_file,
+        secret,
+        "auth.jwt_secret_file",
+        "INDABA_AUTH__JWT_SECRET",
     );
 
     // The daemon verifies tokens signed with the file's secret, without its newline.
@@ -554,5 +575,572 @@ fn jwt_secret_file_is_checked_by_check_config_and_used_by_the_daemon() {
     );
     let (status, body) = daemon.get(1, "/api/v1/messaging/conversations/");
     assert_eq!(status, 200, "{body}");
+    assert!(daemon.stop().success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator defects of issue 16 (items 10, 11, 17): each test below failed on the code before
+// its fix.
+
+/// Runs `indaba ARGS` in `cwd` until it exits or `timeout` passes (then it is killed and the
+/// code is -1), so a daemon that starts when it should refuse cannot hang the test.
+fn run_in(
+    cwd: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (i32, String, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(common::BIN);
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env_remove("INDABA_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn indaba");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        code,
+        out.join().expect("stdout reader"),
+        err.join().expect("stderr reader"),
+    )
+}
+
+/// Every non-empty line of `log` as JSON; panics on a line that is not.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\n{log}"))
+        })
+        .collect()
+}
+
+/// One request on a fresh connection that closes after the answer: (status, body as JSON).
+fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A production-style config (key file, JWT secret) with `extra` TOML appended at the top
+/// level of its own sections; returns the file, the JWT secret and the key file.
+fn production_config(
+    dir: &std::path::Path,
+    sections: &str,
+) -> (std::path::PathBuf, String, std::path::PathBuf) {
+    let key = key_file(dir, "k");
+    let (config, secret) = config_file(dir, &key, "");
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(&config, format!("{text}{sections}")).expect("write");
+    (config, secret, key)
+}
+
+#[test]
+fn a_log_level_typo_is_refused_by_check_config_and_at_start() {
+    // `verbose` and `inf` are valid EnvFilter syntax (a target name): they passed, and the
+    // daemon then logged nothing at all.
+    for level in ["verbose", "inf", "indaba=loud"] {
+        let (code, _, stderr) = run_cli(&["check-config"], &[("INDABA_LOG__LEVEL", level)]);
+        assert_eq!(code, 2, "{level}: {stderr}");
+        assert!(stderr.contains("log.level"), "{level}: {stderr}");
+        assert!(stderr.contains("INDABA_LOG__LEVEL"), "{level}: {stderr}");
+    }
+    for level in [
+        "debug",
+        "WARN",
+        "off",
+        "indaba=debug,hyper=warn",
+        "info,indaba::ws=trace",
+    ] {
+        let (code, _, stderr) = run_cli(&["check-config"], &[("INDABA_LOG__LEVEL", level)]);
+        assert_eq!(code, 0, "{level} is a real filter: {stderr}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data").display().to_string();
+    let (code, _, stderr) = run_in(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--data-dir", &data],
+        &[("INDABA_LOG__LEVEL", "verbose")],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 2, "the daemon must refuse to start: {stderr}");
+    assert!(stderr.contains("log.level"), "{stderr}");
+}
+
+#[test]
+fn sighup_with_a_bad_log_level_keeps_the_old_level_and_logs_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, secret, _) = production_config(dir.path(), "[log]\nlevel = \"info\"\n");
+    let original = std::fs::read_to_string(&config).expect("read");
+    let daemon = Daemon::start_with(
+        &dir.path().join("data"),
+        Options {
+            config: Some(config.clone()),
+            secret: Some(secret),
+            env: vec![],
+        },
+    );
+    std::fs::write(&config, original.replace("\"info\"", "\"inf\"")).expect("write");
+    daemon.signal("HUP");
+    assert!(
+        daemon.wait_for_log("log.level", Duration::from_secs(5)),
+        "{}",
+        daemon.log_text()
+    );
+    let log = daemon.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("log.level"))
+        .expect("the reload error");
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(!log.contains("log level reloaded"), "{log}");
+    // Still at `info`: the stop's info lines appear.
+    let log = daemon.log.clone();
+    assert!(daemon.stop().success());
+    let log = log.lock().expect("log").join("\n");
+    assert!(log.contains("stopped cleanly"), "{log}");
+}
+
+#[test]
+fn start_up_errors_are_json_lines_when_log_format_is_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data").display().to_string();
+    // A missing secret, with the format from the file.
+    let key = key_file(dir.path(), "k");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nencryption_key_file = \"{}\"\n[log]\nformat = \"json\"\n",
+            key.display()
+        ),
+    )
+    .expect("write");
+    let cfg = config.display().to_string();
+    let timeout = Duration::from_secs(20);
+    let (code, _, stderr) = run_in(
+        dir.path(),
+        &["--config", &cfg, "--data-dir", &data],
+        &[],
+        timeout,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    let lines = json_lines(&stderr);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "ERROR" && l.to_string().contains("auth.jwt_secret")),
+        "{stderr}"
+    );
+
+    // A config error in another key, with the format from the environment.
+    let (code, _, stderr) = run_in(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--data-dir", &data],
+        &[
+            ("INDABA_LOG__FORMAT", "json"),
+            ("INDABA_LOG__LEVEL", "verbose"),
+        ],
+        timeout,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    let lines = json_lines(&stderr);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "ERROR" && l.to_string().contains("log.level")),
+        "{stderr}"
+    );
+
+    // A run-time start-up failure: the port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, _, stderr) = run_in(
+        dir.path(),
+        &["--listen", &addr, "--data-dir", &data],
+        &[("INDABA_LOG__FORMAT", "json")],
+        timeout,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let lines = json_lines(&stderr);
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR"
+            && l.to_string().contains(&format!("cannot listen on {addr}"))),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_sighup_reload_line_has_one_level_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, secret, _) = production_config(dir.path(), "[log]\nformat = \"json\"\n");
+    let original = std::fs::read_to_string(&config).expect("read");
+    let daemon = Daemon::start_with(
+        &dir.path().join("data"),
+        Options {
+            config: Some(config.clone()),
+            secret: Some(secret),
+            env: vec![],
+        },
+    );
+    std::fs::write(
+        &config,
+        original.replace("[log]\n", "[log]\nlevel = \"debug\"\n"),
+    )
+    .expect("write");
+    daemon.signal("HUP");
+    assert!(
+        daemon.wait_for_log("log level reloaded", Duration::from_secs(5)),
+        "{}",
+        daemon.log_text()
+    );
+    let log = daemon.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("log level reloaded"))
+        .expect("reload line");
+    assert_eq!(line.matches("\"level\":").count(), 1, "{line}");
+    let event: serde_json::Value = serde_json::from_str(line).expect("JSON");
+    assert_eq!(event["level"], "INFO", "{line}");
+    assert_eq!(event["log_level"], "debug", "{line}");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn check_config_opens_the_key_ring_against_the_data_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, secret, key) = production_config(dir.path(), "");
+    let data = dir.path().join("data");
+    let daemon = Daemon::start_with(
+        &data,
+        Options {
+            config: Some(config.clone()),
+            secret: Some(secret),
+            env: vec![],
+        },
+    );
+    let conv = daemon.conversation(1, 2);
+    daemon.send(1, conv, "sealed with the first key");
+    let cfg = config.display().to_string();
+    let data_arg = data.display().to_string();
+    // While the daemon holds the data file, the keys cannot be checked against it: said, not
+    // passed off as checked.
+    let (code, _, stderr) = run_cli(
+        &["check-config", "--config", &cfg, "--data-dir", &data_arg],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("not checked"), "{stderr}");
+    assert!(daemon.stop().success());
+
+    let (code, _, stderr) = run_cli(
+        &["check-config", "--config", &cfg, "--data-dir", &data_arg],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+
+    // Rotate as docs/OPERATIONS.md shows, but forget to list the retired key.
+    let old_id = format!("{:08x}", indaba::crypto::Key::load(&key).expect("key").id());
+    let retired = dir.path().join("k.1");
+    std::fs::rename(&key, &retired).expect("mv");
+    let new_key = key_file(dir.path(), "k");
+    let (code, _, stderr) = run_cli(
+        &["check-config", "--config", &cfg, "--data-dir", &data_arg],
+        &[],
+    );
+    assert_eq!(
+        code, 2,
+        "a key ring that cannot open the data passed: {stderr}"
+    );
+    assert!(stderr.contains(&old_id), "{stderr}");
+    assert!(
+        stderr.contains("storage.old_encryption_key_files"),
+        "{stderr}"
+    );
+    assert_eq!(new_key, key);
+
+    // Listed: passes.
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(
+        &config,
+        text.replace(
+            "[storage]\n",
+            &format!(
+                "[storage]\nold_encryption_key_files = [\"{}\"]\n",
+                retired.display()
+            ),
+        ),
+    )
+    .expect("write");
+    let (code, _, stderr) = run_cli(
+        &["check-config", "--config", &cfg, "--data-dir", &data_arg],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn token_without_the_daemons_data_dir_is_refused_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, stdout, stderr) = run_in(
+        dir.path(),
+        &["token", "--user-id", "1"],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stdout.trim().is_empty(), "a token was printed: {stdout}");
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+    assert!(
+        !dir.path().join("indaba-data").exists(),
+        "`indaba token` created a data dir"
+    );
+    let elsewhere = dir.path().join("elsewhere").display().to_string();
+    let (code, _, stderr) = run_in(
+        dir.path(),
+        &["token", "--user-id", "1", "--data-dir", &elsewhere],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(&elsewhere), "{stderr}");
+    assert!(!dir.path().join("elsewhere").exists());
+}
+
+#[test]
+fn service_shared_secret_file_keeps_the_secret_out_of_the_config() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("service_secret");
+    let service_secret = "service-secret-from-a-file-0123";
+    std::fs::write(&secret_file, format!("{service_secret}\n")).expect("write");
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (config, secret, _) = production_config(
+        dir.path(),
+        &format!(
+            "[service]\nshared_secret_file = \"{}\"\n",
+            secret_file.display()
+        ),
+    );
+    check_config_holds_a_secret_file_to_its_rules(
+        &config,
+        &secret_file,
+        service_secret,
+        "service.shared_secret_file",
+        "INDABA_SERVICE__SHARED_SECRET",
+    );
+
+    let daemon = Daemon::start_with(
+        &dir.path().join("data"),
+        Options {
+            config: Some(config),
+            secret: Some(secret),
+            env: vec![],
+        },
+    );
+    let stats = |token: &str| {
+        daemon
+            .http
+            .get(daemon.url("/api/stats"))
+            .header("X-Service-Token", token)
+            .send()
+            .expect("GET")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(stats(service_secret), 200);
+    assert_eq!(stats("not-the-service-secret-at-all"), 401);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_toml_syntax_error_names_its_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:8765\"\nshutdown_timeout = \n",
+    )
+    .expect("write");
+    let cfg = config.display().to_string();
+    let (code, _, stderr) = run_cli(&["check-config", "--config", &cfg], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("line 3, column 20"), "{stderr}");
+    assert!(stderr.contains(&cfg), "{stderr}");
+}
+
+#[test]
+fn listen_accepts_localhost_and_explains_other_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, stdout, stderr) = run_cli(
+        &["check-config"],
+        &[("INDABA_SERVER__LISTEN", "localhost:9000")],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("listen = \"127.0.0.1:9000\""), "{stdout}");
+
+    let data = dir.path().join("data").display().to_string();
+    let (code, _, stderr) = run_cli(
+        &[
+            "check-config",
+            "--listen",
+            "localhost:9001",
+            "--data-dir",
+            &data,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+
+    let (code, _, stderr) = run_cli(
+        &["check-config"],
+        &[("INDABA_SERVER__LISTEN", "chat.example.com:80")],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("server.listen"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:8765"), "a hint: {stderr}");
+    let (code, _, stderr) = run_cli(&["check-config", "--listen", "chat.example.com:80"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("127.0.0.1:8765"), "a hint: {stderr}");
+
+    // And the daemon listens there.
+    let (code, _, stderr) = run_in(
+        dir.path(),
+        &["--listen", "localhost:0", "--data-dir", &data],
+        &[],
+        Duration::from_secs(3),
+    );
+    assert_eq!(code, -1, "still running after 3 s: {stderr}");
+    assert!(
+        stderr.contains("listening on http://127.0.0.1:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_dev_token_hint_is_only_printed_in_dev_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, secret, _) = production_config(dir.path(), "");
+    let daemon = Daemon::start_with(
+        &dir.path().join("data"),
+        Options {
+            config: Some(config),
+            secret: Some(secret),
+            env: vec![],
+        },
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("listening on"), "{log}");
+    assert!(!log.contains("indaba token"), "{log}");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn health_answers_at_the_connection_limit_and_ready_says_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start_with(
+        dir.path(),
+        Options::env(&[("INDABA_LIMITS__MAX_CONNECTIONS", "3")]),
+    );
+    let (status, body) = raw_get(daemon.addr, "/ready");
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    // Two idle connections plus the probe's own: at the limit.
+    let mut idle: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(daemon.addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = raw_get(daemon.addr, "/ready");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (503, Some("at_connection_limit")),
+        "{body}"
+    );
+    // One more: the next connection is over the limit. Liveness still answers.
+    idle.push(std::net::TcpStream::connect(daemon.addr).expect("connect"));
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = raw_get(daemon.addr, "/health");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
+    let (status, body) = raw_get(daemon.addr, "/api/health/");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
+    let (status, body) = raw_get(daemon.addr, "/ready");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (503, Some("at_connection_limit")),
+        "{body}"
+    );
+    let (status, body) = raw_get(daemon.addr, "/api/v1/messaging/conversations/");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("too_many_connections")),
+        "{body}"
+    );
+    drop(idle);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = raw_get(daemon.addr, "/ready");
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(daemon.stop().success());
 }

@@ -7,8 +7,9 @@
 # so what it really does is checked against the sandbox the unit puts it in; puts a real nginx
 # with the shipped example config in front and chats over WebSocket through it; checks the
 # .rpm's contents; then upgrade (an edited config.toml survives), remove (data and keys stay),
-# reinstall (the old data opens) and purge (everything goes); then the same for the .rpm, as
-# far as an rpm on Debian goes (install, start, erase, removal by hand).
+# reinstall (the old data opens) and purge (the data and secrets go; the account stays, so no
+# file is left to a deleted uid); then the same for the .rpm, as far as an rpm on Debian goes
+# (install, start, erase, removal by hand).
 #
 # Stops every process it started and purges the package on any exit; INDABA_PACKAGING_KEEP=1
 # leaves the package installed for a look after a failure. Refuses to run where indaba is
@@ -43,6 +44,8 @@ readonly UNIT=/lib/systemd/system/indaba.service
 readonly CONF=/etc/indaba/config.toml
 readonly KEY=/etc/indaba/encryption.key
 readonly JWT=/etc/indaba/jwt_secret
+readonly SERVICE=/etc/indaba/service_secret
+readonly DOC=/usr/share/doc/indaba
 readonly DATA=/var/lib/indaba
 readonly WANTS=/etc/systemd/system/multi-user.target.wants/indaba.service
 readonly MAX_EXPOSURE=2.0
@@ -53,6 +56,7 @@ NGINX_PID=""
 NOTIFY_PID=""
 INSTALLED=0      # the .deb, to purge on exit
 RPM_INSTALLED=0  # the .rpm, to erase (and remove by hand) on exit
+OURS=0           # past the preconditions: any indaba user, /etc/indaba, /var/lib/indaba are ours
 RPMDB=()
 
 stop_pid() {
@@ -88,6 +92,9 @@ cleanup() {
     fi
     if [ "$RPM_INSTALLED" = 1 ] && [ "${INDABA_PACKAGING_KEEP:-}" != 1 ]; then
         rpm -e "${RPMDB[@]}" --nodeps indaba >/dev/null 2>&1
+    fi
+    # A purge keeps the account (and files an admin left): what this test made, it removes.
+    if [ "$OURS" = 1 ] && [ "${INDABA_PACKAGING_KEEP:-}" != 1 ]; then
         rm -rf /var/lib/indaba /etc/indaba
         userdel indaba 2>/dev/null
         groupdel indaba 2>/dev/null
@@ -120,6 +127,15 @@ for path in "$DATA" /etc/indaba; do
     [ ! -e "$path" ] || fail "$path exists already; this test needs a machine without indaba"
 done
 ! getent passwd indaba >/dev/null || fail "a user indaba exists already"
+! getent group indaba >/dev/null || fail "a group indaba exists already"
+OURS=1
+
+# Files whose owner or group has no account, where packages, the daemon and admins put files:
+# a purge must add none (a deleted uid would pass them to the next account that gets it).
+orphans() {
+    find /etc /var /srv /opt /home /tmp -xdev \( -nouser -o -nogroup \) -print 2>/dev/null | sort
+}
+ORPHANS_BEFORE=$(orphans)
 
 TMP=$(mktemp -d /tmp/indaba-packaging.XXXXXX)
 # The daemon (user indaba) and nginx (user nobody) reach their sockets and files in here.
@@ -156,6 +172,7 @@ timeout 120 dpkg -i "$DEB" </dev/null >"$TMP/dpkg-install.log" 2>&1 ||
 INSTALLED=1
 grep -q "generated $KEY" "$TMP/dpkg-install.log" || fail "postinst did not generate $KEY"
 grep -q "generated $JWT" "$TMP/dpkg-install.log" || fail "postinst did not generate $JWT"
+grep -q "generated $SERVICE" "$TMP/dpkg-install.log" || fail "postinst did not generate $SERVICE"
 
 step "installed files, owners, modes"
 owner_mode /usr/bin/indaba "755 root root"
@@ -165,17 +182,64 @@ owner_mode "$CONF" "644 root root"
 owner_mode /etc/indaba "755 root root"
 owner_mode "$KEY" "600 indaba indaba"
 owner_mode "$JWT" "600 indaba indaba"
+owner_mode "$SERVICE" "600 indaba indaba"
 owner_mode "$DATA" "700 indaba indaba"
-owner_mode /usr/share/doc/indaba/nginx/indaba.conf "644 root root"
-owner_mode /usr/share/doc/indaba/OPERATIONS.md "644 root root"
+owner_mode "$DOC/packaging/nginx/indaba.conf" "644 root root"
+owner_mode "$DOC/docs/OPERATIONS.md" "644 root root"
 cmp -s /usr/bin/indaba "$BIN" || fail "/usr/bin/indaba is not the binary just built"
 cmp -s "$UNIT" systemd/indaba.service || fail "$UNIT is not systemd/indaba.service"
 cmp -s "$CONF" packaging/config.toml || fail "$CONF is not packaging/config.toml"
 grep -Eqx '[0-9a-f]{64}' "$KEY" || fail "$KEY is not 64 hex digits"
 grep -Eqx '[0-9a-f]{64}' "$JWT" || fail "$JWT is not 64 hex digits"
-[ "$(cat "$KEY")" != "$(cat "$JWT")" ] || fail "the key and the JWT secret are the same"
+grep -Eqx '[0-9a-f]{64}' "$SERVICE" || fail "$SERVICE is not 64 hex digits"
+equal "distinct secrets" "$(sort -u "$KEY" "$JWT" "$SERVICE" | wc -l)" 3
+grep -qx "shared_secret_file = \"$SERVICE\"" "$CONF" || fail "$CONF does not name $SERVICE"
+for secret in "$KEY" "$JWT" "$SERVICE"; do
+    ! grep -qF "$(cat "$secret")" "$CONF" || fail "$CONF holds the secret of $secret"
+done
 /usr/bin/indaba --version | grep -q "^indaba " || fail "indaba --version: $(/usr/bin/indaba --version)"
 [ -L "$WANTS" ] || fail "the unit is not enabled ($WANTS missing)"
+
+step "every link in the installed docs resolves to an installed file"
+# The docs are installed in the source tree's layout; each [text](relative/path#anchor) in an
+# installed .md must name an installed file (and a heading there), and each /usr/share/doc/indaba
+# path that the docs, the config, the unit or the nginx example name must exist.
+python3 - "$DOC" "$UNIT" "$CONF" <<'PY' || fail "the installed docs link to what is not installed"
+import os, re, sys
+
+root, named = sys.argv[1], sys.argv[2:]
+
+def anchors(path):
+    text = re.sub(r"(?ms)^```.*?^```", "", open(path).read())
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"(?m)^#{1,6} (.+)$", text)}
+
+mds = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".md"))
+problems, links = [], 0
+for md in mds:
+    text = re.sub(r"(?ms)^```.*?^```", "", open(md).read())
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        links += 1
+        path, _, anchor = target.partition("#")
+        full = os.path.normpath(os.path.join(os.path.dirname(md), path)) if path else md
+        if not os.path.isfile(full):
+            problems.append(f"{md}: [..]({target}): {full} is not installed")
+        elif anchor and full.endswith(".md") and anchor not in anchors(full):
+            problems.append(f"{md}: [..]({target}): no heading #{anchor} in {full}")
+for f in mds + named + [os.path.join(root, "packaging/nginx/indaba.conf"),
+                        os.path.join(root, "config.toml.example")]:
+    for p in re.findall(r"/usr/share/doc/indaba/[\w./-]*", open(f).read()):
+        p = p.rstrip(".")
+        if not os.path.exists(p):
+            problems.append(f"{f}: names {p}, which is not installed")
+for p in problems:
+    print(p, file=sys.stderr)
+if problems:
+    sys.exit(1)
+print(f"{len(mds)} installed docs, {links} relative links, all resolve")
+PY
 
 step "the indaba user"
 IFS=: read -r _ _ uid _ _ home shell <<<"$(getent passwd indaba)"
@@ -205,6 +269,7 @@ grep -q 'configuration is valid' "$TMP/check.err" || fail "check-config: $(cat "
 grep -q "data_dir = \"$DATA\"" "$TMP/check.out" || fail "check-config does not show data_dir $DATA"
 ! grep -qF "$(cat "$JWT")" "$TMP/check.out" "$TMP/check.err" || fail "check-config printed the JWT secret"
 ! grep -qF "$(cat "$KEY")" "$TMP/check.out" "$TMP/check.err" || fail "check-config printed the key"
+! grep -qF "$(cat "$SERVICE")" "$TMP/check.out" "$TMP/check.err" || fail "check-config printed the service secret"
 
 # The notify socket systemd would give a Type=notify service; one line per datagram.
 mkdir -m 0755 "$TMP/notify"
@@ -303,6 +368,12 @@ for l in lines:
     event = json.loads(l)
     assert "level" in event, l
 PY
+curl -fsS --max-time 5 "http://127.0.0.1:$PORT/ready" | grep -q '"status":"ready"' || fail "/ready is not ready"
+# /metrics takes the generated service secret, as docs/OPERATIONS.md's scrape config sends it.
+curl -fsS --max-time 5 -H "Authorization: Bearer $(cat "$SERVICE")" "http://127.0.0.1:$PORT/metrics" |
+    grep -q '^indaba_connections ' || fail "/metrics with the service secret has no indaba_connections"
+equal "/metrics without the service secret" \
+    "$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/metrics")" 401
 
 step "nginx with the packaged example config"
 NGX=$TMP/nginx
@@ -313,7 +384,7 @@ mkdir -p "$NGX"
 sed -e "s/^    listen 80;$/    listen 127.0.0.1:$NGPORT;/" -e '/^    listen \[::\]:80;$/d' \
     -e "s/^    server 127.0.0.1:8765;$/    server 127.0.0.1:$PORT;/" \
     -e "s|^    access_log /var/log/nginx/indaba.access.log indaba;$|    access_log $NGX/access.log indaba;|" \
-    /usr/share/doc/indaba/nginx/indaba.conf >"$NGX/indaba.conf"
+    "$DOC/packaging/nginx/indaba.conf" >"$NGX/indaba.conf"
 for expect in "listen 127.0.0.1:$NGPORT;" "server 127.0.0.1:$PORT;" "access_log $NGX/access.log indaba;"; do
     equal "lines '$expect' in the edited nginx config" "$(grep -cF "$expect" "$NGX/indaba.conf")" 1
 done
@@ -350,6 +421,7 @@ done
 curl -fsS --max-time 5 -D "$TMP/health.headers" "$NG/health" | grep -q '"status":"ok"' ||
     fail "/health through nginx is not ok"
 grep -qi '^server: nginx' "$TMP/health.headers" || fail "/health did not come through nginx"
+curl -fsS --max-time 5 "$NG/ready" | grep -q '"status":"ready"' || fail "/ready through nginx is not ready"
 # /metrics is not proxied: nginx answers itself (HTML), the daemon never sees it (its answers
 # are JSON).
 curl -s --max-time 5 "http://127.0.0.1:$PORT/metrics" | grep -q '^{' ||
@@ -481,6 +553,17 @@ grep -q '^RELOADING=1' "$TMP/notify.log" || fail "no RELOADING=1 notification af
 step "stop (SIGTERM)"
 stop_daemon
 
+step "a typo in log.level: exit 2, with the error as a JSON line"
+rc=0
+runuser -u indaba -- env INDABA_SERVER__LISTEN="127.0.0.1:$PORT" INDABA_LOG__LEVEL=verbose \
+    timeout 30 /usr/bin/indaba --config "$CONF" </dev/null >"$TMP/bad-level.log" 2>&1 || rc=$?
+equal "exit code with log.level = verbose" "$rc" 2
+python3 - "$TMP/bad-level.log" <<'PY' || fail "no JSON error line naming log.level: $(cat "$TMP/bad-level.log")"
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert any(e["level"] == "ERROR" and "log.level" in e.get("error", "") for e in events), events
+PY
+
 step "what the daemon did fits the unit's sandbox"
 python3 - "$TMP/strace.log" "$DATA" <<'PY' || fail "the daemon needs more than its unit allows"
 import re, subprocess, sys
@@ -547,8 +630,15 @@ step "the .rpm"
 # A private rpm database: queries and the install below leave the machine's alone.
 mkdir "$TMP/rpmdb"
 RPMDB=(--dbpath "$TMP/rpmdb")
-equal "rpm file list" "$(rpm -qlp "${RPMDB[@]}" "$RPM" 2>/dev/null | sort | tr '\n' ' ')" \
-    "/etc/indaba/config.toml /usr/bin/indaba /usr/lib/indaba/setup /usr/lib/systemd/system/indaba.service /usr/share/doc/indaba/OPERATIONS.md /usr/share/doc/indaba/README.md /usr/share/doc/indaba/RUNNING.md /usr/share/doc/indaba/config.toml.example /usr/share/doc/indaba/nginx/indaba.conf "
+# The same documentation as the .deb (docs/*.md included, whatever is in docs/ now).
+DOCS=$(for f in README.md config.toml.example docs/*.md packaging/config.toml packaging/nginx/indaba.conf; do
+    echo "$DOC/$f"
+done | sort)
+equal "the .deb's docs" "$(dpkg-deb -c "$DEB" | awk '{print substr($6, 2)}' |
+    grep "^$DOC/" | grep -v '/$' | grep -v "^$DOC/copyright$" | sort)" "$DOCS"
+equal "rpm file list" "$(rpm -qlp "${RPMDB[@]}" "$RPM" 2>/dev/null | sort)" \
+    "$(printf '%s\n' /etc/indaba/config.toml /usr/bin/indaba /usr/lib/indaba/setup \
+        /usr/lib/systemd/system/indaba.service $DOCS | sort)"
 equal "rpm config files" "$(rpm -qcp "${RPMDB[@]}" "$RPM" 2>/dev/null)" "$CONF"
 equal "rpm flags of $CONF" "$(rpm -qp "${RPMDB[@]}" --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" 2>/dev/null |
     sed -n "s| $CONF\$||p")" "cn"
@@ -579,13 +669,13 @@ cmp -s "$TMP/rpm/etc/indaba/config.toml" packaging/config.toml ||
     fail "the rpm's config is not packaging/config.toml"
 
 step "upgrade (dpkg -i again) keeps an edited config, the keys and the data"
-KEY_SUM=$(sha256sum "$KEY" "$JWT")
+KEY_SUM=$(sha256sum "$KEY" "$JWT" "$SERVICE")
 EDIT="# edited by tests/packaging.sh $$"
 echo "$EDIT" >>"$CONF"
 timeout 120 dpkg -i "$DEB" </dev/null >"$TMP/dpkg-upgrade.log" 2>&1 ||
     fail "dpkg -i over the installed package: $(cat "$TMP/dpkg-upgrade.log")"
 grep -qxF "$EDIT" "$CONF" || fail "the upgrade replaced the edited $CONF"
-equal "keys after the upgrade" "$(sha256sum "$KEY" "$JWT")" "$KEY_SUM"
+equal "keys after the upgrade" "$(sha256sum "$KEY" "$JWT" "$SERVICE")" "$KEY_SUM"
 ! grep -q 'generated' "$TMP/dpkg-upgrade.log" || fail "the upgrade generated secrets again"
 start_daemon
 for id in "$MSG" "$MSG2"; do
@@ -607,7 +697,7 @@ equal "package state" "$(dpkg-query -W -f '${Status}' indaba)" "deinstall ok con
 [ ! -e /usr/bin/indaba ] || fail "/usr/bin/indaba is still there"
 [ ! -e "$UNIT" ] || fail "$UNIT is still there"
 [ -s "$DATA/indaba.redb" ] || fail "$DATA/indaba.redb is gone"
-equal "keys after remove" "$(sha256sum "$KEY" "$JWT")" "$KEY_SUM"
+equal "keys after remove" "$(sha256sum "$KEY" "$JWT" "$SERVICE")" "$KEY_SUM"
 grep -qxF "$EDIT" "$CONF" || fail "$CONF lost its edit on remove"
 getent passwd indaba >/dev/null || fail "remove deleted the user"
 
@@ -615,7 +705,7 @@ step "reinstall: the old data opens with the kept keys"
 timeout 120 dpkg -i "$DEB" </dev/null >"$TMP/dpkg-reinstall.log" 2>&1 ||
     fail "dpkg -i after remove: $(cat "$TMP/dpkg-reinstall.log")"
 grep -qxF "$EDIT" "$CONF" || fail "the reinstall replaced the edited $CONF"
-equal "keys after the reinstall" "$(sha256sum "$KEY" "$JWT")" "$KEY_SUM"
+equal "keys after the reinstall" "$(sha256sum "$KEY" "$JWT" "$SERVICE")" "$KEY_SUM"
 [ -L "$WANTS" ] || fail "the reinstall did not enable the unit again"
 [ "$(readlink /etc/systemd/system/indaba.service 2>/dev/null)" != /dev/null ] ||
     fail "the unit is still masked after the reinstall"
@@ -623,17 +713,33 @@ start_daemon
 equal "message $MSG after remove and reinstall" "$(get_message "$MSG")" 200
 stop_daemon
 
-step "dpkg --purge removes data, keys, config and user"
+step "dpkg --purge removes data, keys and config; the account stays, no file is orphaned"
+# What an admin leaves behind: a retired key, as the rotation in docs/OPERATIONS.md makes one
+# (and the backup in $TMP/backups, owned by indaba).
+RETIRED=/etc/indaba/encryption.key.retired
+(umask 077 && /usr/bin/indaba keygen >"$RETIRED") && chown indaba:indaba "$RETIRED"
+owner_mode "$BACKUP" "600 indaba indaba"
 timeout 120 dpkg --purge indaba </dev/null >"$TMP/dpkg-purge.log" 2>&1 ||
     fail "dpkg --purge: $(cat "$TMP/dpkg-purge.log")"
 INSTALLED=0
-for path in "$DATA" "$KEY" "$JWT" "$CONF" /etc/indaba "$WANTS" /etc/systemd/system/indaba.service; do
+for path in "$DATA" "$KEY" "$JWT" "$SERVICE" "$CONF" "$WANTS" /etc/systemd/system/indaba.service; do
     [ ! -e "$path" ] && [ ! -L "$path" ] || fail "$path is still there after purge"
 done
-! getent passwd indaba >/dev/null || fail "user indaba is still there after purge"
-! getent group indaba >/dev/null || fail "group indaba is still there after purge"
 ! dpkg-query -W -f '${Status}' indaba 2>/dev/null | grep -Eq 'config-files| installed$' ||
     fail "dpkg still knows indaba: $(dpkg-query -W -f '${Status}' indaba)"
+owner_mode "$RETIRED" "600 indaba indaba"
+owner_mode "$BACKUP" "600 indaba indaba"
+getent passwd indaba >/dev/null || fail "purge deleted the user: its files are left to a future uid"
+getent group indaba >/dev/null || fail "purge deleted the group"
+IFS=: read -r _ _ _ _ _ _ shell <<<"$(getent passwd indaba)"
+equal "shell of indaba after purge" "$shell" "/usr/sbin/nologin"
+new_orphans=$(comm -13 <(echo "$ORPHANS_BEFORE") <(orphans))
+[ -z "$new_orphans" ] || fail "files owned by no account after purge: $new_orphans"
+# The removal by hand docs/OPERATIONS.md describes: nothing of the account is left but these.
+equal "files of indaba left after purge" \
+    "$(find /etc /var /srv /opt /home /tmp -xdev \( -user indaba -o -group indaba \) -print 2>/dev/null | sort)" \
+    "$(printf '%s\n' "$BACKUP" "$TMP/backups" "$RETIRED" | sort)"
+rm -rf /etc/indaba
 
 step "rpm -i"
 # Debian's rpm installs only with --force-debian; --nodeps because no Debian package provides
@@ -646,6 +752,7 @@ owner_mode /usr/lib/systemd/system/indaba.service "644 root root"
 owner_mode "$CONF" "644 root root"
 owner_mode "$KEY" "600 indaba indaba"
 owner_mode "$JWT" "600 indaba indaba"
+owner_mode "$SERVICE" "600 indaba indaba"
 owner_mode "$DATA" "700 indaba indaba"
 runuser -u indaba -- /usr/bin/indaba check-config --config "$CONF" >/dev/null 2>"$TMP/check.err" ||
     fail "check-config after rpm -i: $(cat "$TMP/check.err")"
@@ -667,11 +774,20 @@ step "key rotation, as docs/OPERATIONS.md shows"
 mv "$KEY" "$KEY.1"
 (umask 077 && /usr/bin/indaba keygen >"$KEY")
 chown indaba:indaba "$KEY"
-# With the new key alone the daemon must refuse the data sealed with the old one...
+# With the new key alone check-config and the daemon must refuse the data sealed with the old
+# one, naming its key id (the first 4 bytes, little-endian, of SHA-256("indaba key id v1" || key)).
+OLD_ID=$(python3 -c 'import hashlib, sys
+key = bytes.fromhex(open(sys.argv[1]).read().strip())
+print("%08x" % int.from_bytes(hashlib.sha256(b"indaba key id v1" + key).digest()[:4], "little"))' "$KEY.1")
+rc=0
+runuser -u indaba -- /usr/bin/indaba check-config --config "$CONF" >/dev/null 2>"$TMP/check.err" || rc=$?
+equal "exit code of check-config with only the new key" "$rc" 2
+grep -q "sealed with key id(s) $OLD_ID that no configured key opens" "$TMP/check.err" ||
+    fail "check-config did not name the missing key $OLD_ID: $(cat "$TMP/check.err")"
 rc=0
 runuser -u indaba -- env INDABA_SERVER__LISTEN="127.0.0.1:$PORT" \
     timeout 30 /usr/bin/indaba --config "$CONF" </dev/null >"$TMP/wrong-key.log" 2>&1 || rc=$?
-equal "exit code of the daemon with only the new key" "$rc" 1
+equal "exit code of the daemon with only the new key" "$rc" 2
 grep -q 'the encryption key does not match data file' "$TMP/wrong-key.log" ||
     fail "not refused for the key: $(tail -n 3 "$TMP/wrong-key.log")"
 # ...and open it with the old one listed as retired.
@@ -685,7 +801,7 @@ equal "message $MSG3 (old key) after the rotation" "$(get_message "$MSG3")" 200
 stop_daemon
 
 step "rpm -e keeps data, keys, config and user"
-KEY_SUM=$(sha256sum "$KEY" "$JWT")
+KEY_SUM=$(sha256sum "$KEY" "$JWT" "$SERVICE")
 echo "$EDIT" >>"$CONF"
 timeout 120 rpm -e "${RPMDB[@]}" --nodeps indaba </dev/null >"$TMP/rpm-erase.log" 2>&1 ||
     fail "rpm -e: $(cat "$TMP/rpm-erase.log")"
@@ -693,12 +809,18 @@ for path in /usr/bin/indaba /usr/lib/systemd/system/indaba.service /usr/lib/inda
     [ ! -e "$path" ] || fail "$path is still there after rpm -e"
 done
 grep -qxF "$EDIT" "$CONF.rpmsave" || fail "rpm -e did not keep the edited config as $CONF.rpmsave"
-equal "keys after rpm -e" "$(sha256sum "$KEY" "$JWT")" "$KEY_SUM"
+equal "keys after rpm -e" "$(sha256sum "$KEY" "$JWT" "$SERVICE")" "$KEY_SUM"
 [ -s "$DATA/indaba.redb" ] || fail "rpm -e deleted $DATA/indaba.redb"
 getent passwd indaba >/dev/null || fail "rpm -e deleted the user"
 
 step "removal by hand after rpm -e, as docs/OPERATIONS.md shows"
 rm -rf /var/lib/indaba /etc/indaba
+# What the account still owns: here only the backups this test made as indaba, which an
+# admin would keep (chowned) or delete before userdel.
+equal "files of indaba left after the removal by hand" \
+    "$(find /etc /var /srv /opt /home /tmp -xdev \( -user indaba -o -group indaba \) -print 2>/dev/null | sort)" \
+    "$(printf '%s\n' "$BACKUP" "$TMP/backups" | sort)"
+rm -rf "$TMP/backups"
 userdel indaba
 RPM_INSTALLED=0
 ! getent group indaba >/dev/null || fail "userdel left the group indaba (OPERATIONS.md needs groupdel)"

@@ -111,8 +111,9 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse
             ])
         )
     };
-    let first = page.messages.first().map(|m| m.id);
-    let last = page.messages.last().map(|m| m.id);
+    // The ids the page covers, a damaged message left out at either end included.
+    let first = page.covers.map(|(first, _)| first);
+    let last = page.covers.map(|(_, last)| last);
     // On an empty page the links continue from the cursor itself (cursors accept 0 to 2^53).
     let next = match (page.has_older, first, cursor) {
         (true, Some(first), _) => Some(link("before", first)),

@@ -19,6 +19,7 @@ use crate::http::request::{Ctx, parse_id};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Health,
+    Ready,
     Register,
     Token,
     TokenRefresh,
@@ -59,6 +60,7 @@ pub const WS_ROUTES: &[&str] = &[
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
     ("GET", "/api/health/"),
+    ("GET", "/ready"),
     ("POST", "/api/v1/auth/register/"),
     ("POST", "/api/v1/auth/token/"),
     ("POST", "/api/v1/auth/token/refresh/"),
@@ -106,6 +108,7 @@ impl Route {
         let id_or = |text: &str, what: &'static str| parse_id(text).ok_or(ApiError::NotFound(what));
         match segments.as_slice() {
             ["health"] | ["api", "health"] => only(get, Route::Health, "GET, HEAD"),
+            ["ready"] => only(get, Route::Ready, "GET, HEAD"),
             ["api", "openapi.json"] => only(get, Route::OpenApi, "GET, HEAD"),
             ["metrics"] => only(get, Route::Metrics, "GET, HEAD"),
             ["api", "stats"] => only(get, Route::Stats, "GET, HEAD"),
@@ -204,6 +207,7 @@ async fn handle(
     let route = Route::parse(req.method(), req.uri().path())?;
     match route {
         Route::Health => return Ok(health::get(state)),
+        Route::Ready => return Ok(health::ready(state)),
         Route::OpenApi => return Ok(openapi()),
         _ => {}
     }
@@ -253,6 +257,7 @@ async fn handle(
     state.users.ensure(&state.store, &ctx.user).await?;
     match route {
         Route::Health
+        | Route::Ready
         | Route::OpenApi
         | Route::Register
         | Route::Token

@@ -12,6 +12,7 @@
 mod edge;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +42,13 @@ pub use edge::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES};
 /// answers a late head with 408 first; hyper's still closes idle keep-alive connections.
 const HYPER_HEADER_MARGIN: Duration = Duration::from_secs(1);
 
+/// Connections over `limits.max_connections` whose request is still read, so that `/health`
+/// and `/ready` are answered on a full node; beyond these, a connection gets its 503 without
+/// being read, as each one read holds a task for up to [`OVER_LIMIT_HEADER_TIMEOUT`].
+const OVER_LIMIT_SERVED: usize = 64;
+/// How long a connection over the limit may take to send its request's headers.
+const OVER_LIMIT_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Accepts connections until `shutdown` fires. Returns once the listener is closed; the
 /// connections live on in `tracker` until they finish.
 pub async fn accept_loop(
@@ -67,8 +75,18 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         state.metrics.connections_opened.inc();
         let guard = ConnectionGuard::new(open.clone(), state.metrics.clone());
-        if guard.count > state.config.limits.max_connections {
+        let max = state.config.limits.max_connections;
+        if guard.count > max.saturating_add(OVER_LIMIT_SERVED) {
             tracker.spawn(refuse_over_limit(stream, guard));
+            continue;
+        }
+        if guard.count > max {
+            tracker.spawn(serve_over_limit(
+                stream,
+                state.clone(),
+                shutdown.clone(),
+                guard,
+            ));
             continue;
         }
         tracker.spawn(serve_connection(
@@ -96,24 +114,12 @@ async fn serve_connection(
     let io = EdgeIo::new(stream, head_timeout, verdict.clone(), shutdown.clone());
     let stop = StopSignal(shutdown.clone());
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
-        let (state, verdict) = (state.clone(), verdict.clone());
-        let refusal = verdict.take_refusal(&req);
-        let upgrade = req.method() == Method::CONNECT || req.headers().contains_key(UPGRADE);
+        let state = state.clone();
         req.extensions_mut().insert(guard.clone());
         req.extensions_mut().insert(stop.clone());
-        async move {
-            let mut response = match refusal {
-                Some(refusal) => closing(ApiError::from(refusal).into_response()),
-                None => super::router::dispatch(state, peer, req).await,
-            };
-            // After a refused upgrade the reader passes bytes through unchecked: no more
-            // requests on this connection.
-            if upgrade && response.status() != StatusCode::SWITCHING_PROTOCOLS {
-                response = closing(response);
-            }
-            verdict.answered();
-            Ok::<_, Infallible>(response)
-        }
+        answer(verdict.clone(), req, move |req| {
+            super::router::dispatch(state, peer, req)
+        })
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -132,6 +138,31 @@ async fn serve_connection(
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
+}
+
+/// Answers `req` with `handler`, or with its refusal if it is the stand-in for a head the
+/// reader refused ([`edge`]); either way the reader hears that an answer was made.
+async fn answer<F, Fut>(
+    verdict: Arc<Verdict>,
+    req: hyper::Request<Incoming>,
+    handler: F,
+) -> Result<HttpResponse, Infallible>
+where
+    F: FnOnce(hyper::Request<Incoming>) -> Fut,
+    Fut: Future<Output = HttpResponse>,
+{
+    let upgrade = req.method() == Method::CONNECT || req.headers().contains_key(UPGRADE);
+    let mut response = match verdict.take_refusal(&req) {
+        Some(refusal) => closing(ApiError::from(refusal).into_response()),
+        None => handler(req).await,
+    };
+    // After a refused upgrade the reader passes bytes through unchecked: no more requests on
+    // this connection.
+    if upgrade && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response = closing(response);
+    }
+    verdict.answered();
+    Ok(response)
 }
 
 /// `response` with `Connection: close`.
@@ -156,7 +187,45 @@ pub fn upgraded_stream(upgraded: hyper::upgrade::Upgraded) -> Option<(TcpStream,
     Some((stream, early))
 }
 
-/// Answers a connection over `limits.max_connections` with 503 and closes it.
+/// A connection over `limits.max_connections`: one request, answered by
+/// [`super::health::over_limit`] (the health checks, else 503), then closed. Its head is
+/// checked like any other, within [`OVER_LIMIT_HEADER_TIMEOUT`].
+async fn serve_over_limit(
+    stream: TcpStream,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    _guard: ConnectionGuard,
+) {
+    let verdict = Arc::new(Verdict::default());
+    let io = EdgeIo::new(
+        stream,
+        OVER_LIMIT_HEADER_TIMEOUT,
+        verdict.clone(),
+        shutdown.clone(),
+    );
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let state = state.clone();
+        answer(verdict.clone(), req, move |req| async move {
+            super::health::over_limit(&state, req.method(), req.uri().path())
+        })
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(OVER_LIMIT_HEADER_TIMEOUT + HYPER_HEADER_MARGIN)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        result = conn => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection over the limit ended with an error");
+            }
+        }
+        // Nothing in flight worth waiting for: a stop closes it at once.
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+/// Answers a connection far over `limits.max_connections` with 503, unread, and closes it.
 async fn refuse_over_limit(mut stream: TcpStream, _guard: ConnectionGuard) {
     tracing::debug!("connection refused: at max_connections");
     let _ = stream

@@ -1,7 +1,7 @@
 //! The backend service API (contract section 4, seed 001): what the Erlang service did, for
 //! the host app's backend — prioritised sends, queue drains, broadcasts, stats, metrics.
 //!
-//! Off unless `service.shared_secret` is set. Every call presents the secret as
+//! Off unless `service.shared_secret` (or `_file`) is set. Every call presents the secret as
 //! `X-Service-Token` or `Authorization: Bearer`; it is compared in constant time, and a missing
 //! or wrong one is answered 401 and counted.
 
@@ -33,9 +33,10 @@ const BROADCAST_CHUNK: usize = 2_000;
 const DEFAULT_QUEUE_LIMIT: usize = 100;
 const MAX_QUEUE_LIMIT: usize = 1000;
 
-/// `X-Service-Token` (or `Authorization: Bearer`) must match `service.shared_secret`.
+/// `X-Service-Token` (or `Authorization: Bearer`) must match `service.shared_secret` (or the
+/// secret in `service.shared_secret_file`).
 pub fn authorize(state: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> {
-    let Some(secret) = &state.config.service.shared_secret else {
+    let Some(secret) = &state.service_secret else {
         return Err(ApiError::NotFound(
             "the service API is not enabled on this server",
         ));
@@ -173,7 +174,8 @@ pub async fn queue(
                     continue;
                 };
                 let key = (user, queued.rank, queued.id);
-                let view = r.message_view(user, queued.id, queued.record, &conversation)?;
+                let view =
+                    r.message_view(user, queued.id, queued.record, queued.body, &conversation)?;
                 out.push((key, view));
             }
             Ok(out)
@@ -352,6 +354,7 @@ pub async fn stats(state: &AppState) -> Result<HttpResponse, ApiError> {
                 "max_user_pending": max_user_pending,
             },
             "dead_letters": m.dead_letters.get(),
+            "damaged_records": m.damaged_records.get(),
             "version": crate::VERSION,
         }),
     ))

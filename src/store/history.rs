@@ -16,10 +16,12 @@
 
 use std::ops::RangeInclusive;
 
-use redb::ReadableTable;
+use redb::{ReadableTable, TableHandle};
 
 use super::StoreError;
+use super::damage::DamagedRecords;
 use super::records::message_conversation;
+use super::tables::MESSAGES;
 
 /// Tail length at which the writer folds it into the index. A reader scans at most this many
 /// records (plus one batch) to find a conversation's newest messages.
@@ -32,11 +34,13 @@ pub type Tail = Vec<(u64, u64)>;
 pub fn read_tail(
     messages: &impl ReadableTable<u64, &'static [u8]>,
     indexed_to: u64,
+    damaged: &DamagedRecords,
 ) -> Result<Tail, StoreError> {
     let mut tail = Vec::new();
     scan_tail(
         messages,
         indexed_to,
+        damaged,
         message_conversation,
         |id, conversation| tail.push((conversation, id)),
     )?;
@@ -44,11 +48,12 @@ pub fn read_tail(
 }
 
 /// Calls `found` with each tail message's id and what `read` takes from its record, in id
-/// order. A record `read` fails on is left out (and logged), so one bad record never stops
-/// the daemon or breaks every history query.
+/// order. A record `read` cannot decode is left out (and reported to `damaged`), so one bad
+/// record never stops the daemon or breaks every history query.
 pub fn scan_tail<T>(
     messages: &impl ReadableTable<u64, &'static [u8]>,
     indexed_to: u64,
+    damaged: &DamagedRecords,
     read: impl Fn(&[u8]) -> Result<T, StoreError>,
     mut found: impl FnMut(u64, T),
 ) -> Result<(), StoreError> {
@@ -57,11 +62,9 @@ pub fn scan_tail<T>(
     }
     for row in messages.range(indexed_to + 1..)? {
         let (id, bytes) = row?;
-        match read(bytes.value()) {
-            Ok(value) => found(id.value(), value),
-            Err(e) => {
-                tracing::error!(message = id.value(), error = %e, "message record cannot be read; left out of history")
-            }
+        let id = id.value();
+        if let Some(value) = damaged.skip(MESSAGES.name(), id, read(bytes.value()))? {
+            found(id, value);
         }
     }
     Ok(())
@@ -152,8 +155,11 @@ mod tests {
 
         let read = db.begin_read().expect("read");
         let index = read.open_table(INDEX).expect("index");
-        let tail = read_tail(&read.open_table(MESSAGES).expect("messages"), 3).expect("tail");
+        let damaged = DamagedRecords::default();
+        let tail =
+            read_tail(&read.open_table(MESSAGES).expect("messages"), 3, &damaged).expect("tail");
         assert_eq!(tail, vec![(1, 4), (2, 5), (1, 6)]);
+        assert_eq!(damaged.count(), 1, "message 7 reported");
         let history = History {
             index: &index,
             tail: &tail,
@@ -244,10 +250,15 @@ mod fold_tests {
                         _ => break,
                     }
                 }
-                let (since, more) = r.messages_since(2, 0, 10 * FOLD_AT)?;
-                assert!(!more);
+                let since = r.messages_since(2, 0, 10 * FOLD_AT)?;
+                assert!(!since.more);
                 let (unread, _) = r.unread_messages(2, 10)?;
-                Ok((back, forward, since.iter().map(|m| m.id).collect(), unread))
+                Ok((
+                    back,
+                    forward,
+                    since.messages.iter().map(|m| m.id).collect(),
+                    unread,
+                ))
             })
             .await
             .expect("read")
@@ -368,7 +379,7 @@ mod fold_tests {
         temp.write_raw(|txn| {
             let ids: Vec<(u64, u64)> = {
                 let messages = txn.open_table(MESSAGES).expect("messages");
-                read_tail(&messages, 0).expect("all")
+                read_tail(&messages, 0, &Default::default()).expect("all")
             };
             let mut index = txn.open_table(CONVERSATION_MESSAGES).expect("index");
             for key in ids {

@@ -8,8 +8,10 @@
 //!   requests ([`redo`]: written down, and redone after a crash); a periodic checkpoint commits
 //!   to the redb file durably; [`durability`] answers each request only once its batch is
 //!   durable.
+//! * [`ids`] reserves ids durably ahead of use, so that none is handed out twice after a crash.
 //! * [`reader`] answers queries on a snapshot, off the async runtime.
 //! * [`history`] finds a conversation's messages: an index folded in bulk, plus its tail.
+//! * [`damage`] leaves a record that cannot be read back out of every view, and reports it.
 //! * [`backup`] copies one snapshot of every table into a fresh file, for `indaba backup`.
 //!
 //! [`Store`] is the cheap, cloneable handle the rest of the daemon holds.
@@ -28,9 +30,12 @@ macro_rules! storage_error_from {
 }
 
 pub mod backup;
+pub mod damage;
 pub mod durability;
 pub mod history;
+pub mod ids;
 pub mod journal;
+pub mod keys;
 pub mod reader;
 pub mod records;
 pub mod redo;
@@ -41,7 +46,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::Keyring;
@@ -50,6 +55,10 @@ pub use writer::{WriteError, WriterHandle};
 
 /// File name of the database inside the data dir.
 pub const DATABASE_FILE: &str = "indaba.redb";
+
+/// Longest a read waits for the writer to reopen the data file after a failed write, before it
+/// is refused with [`StoreError::Unavailable`].
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Plaintext of the per-key canary in [`tables::KEY_CHECKS`].
 const KEY_CHECK_PLAINTEXT: &[u8] = b"indaba key check v1";
@@ -82,14 +91,32 @@ pub enum StoreError {
     },
     #[error("journal {path}: {message}")]
     Journal { path: PathBuf, message: String },
+    /// The journal is damaged beyond a torn last write; see [`DamagedJournal`].
+    #[error(
+        "journal {path} is damaged at offset {offset}: {what}; {stake}. The journal was left as it is; to start without what it loses, run `indaba serve --accept-journal-loss`, which moves it aside"
+    )]
+    JournalDamaged {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+        stake: String,
+    },
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("stored record cannot be decoded: {0}")]
     Encoding(String),
     #[error("stored value cannot be decrypted: {0}")]
     Sealed(#[from] crate::crypto::OpenError),
+    /// A record asked for by its key cannot be read back (see [`damage`]).
+    #[error("{table} record {key} is damaged in the data file and cannot be read")]
+    Damaged { table: String, key: String },
     #[error("the store is shut down")]
     Closed,
+    /// The data file cannot be written (the disk is full or failing): writes are refused until
+    /// the writer has reopened it and checkpointed; see `writer::Outage`. Maps to 503
+    /// `storage_unavailable`.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// A replayed journal record gave other message ids than it gave the first time.
     #[error(
         "gave message ids {}..{} again, not {}..{} as the first time",
@@ -101,20 +128,68 @@ pub enum StoreError {
     },
 }
 
-storage_error_from!(
-    StoreError: redb::Error,
+impl StoreError {
+    /// Whether this is one record that cannot be read back (bytes changed on the disk), not a
+    /// failure to read at all: see [`damage`].
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::Encoding(_) | StoreError::Sealed(_))
+    }
+}
+
+impl StoreError {
+    /// redb's error as ours. An I/O error is [`StoreError::Unavailable`]: redb refuses every
+    /// later use of a handle that met one, so only reopening the file helps.
+    fn from_redb(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed => {
+                StoreError::Unavailable(e.to_string())
+            }
+            other => StoreError::Storage(other.to_string()),
+        }
+    }
+}
+
+macro_rules! store_error_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::from_redb(e.into())
+            }
+        }
+    )*};
+}
+
+store_error_from_redb!(
+    redb::Error,
     redb::StorageError,
     redb::TransactionError,
     redb::TableError,
     redb::CommitError
 );
 
-/// Handle to the store: the database for readers, the writer's queue, the keys.
+/// What [`Store::open`] does with a journal that is damaged beyond a torn last write: a bad
+/// header, or a damaged record with whole records after it. Either hides batches that were
+/// acknowledged, which only the journal holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DamagedJournal {
+    /// Refuse to open, with an error naming the file, the offset and what is at stake, and
+    /// leave the file as it is (the default): what to give up is the operator's decision.
+    #[default]
+    Refuse,
+    /// `indaba serve --accept-journal-loss`: replay what can be, move the file aside (never
+    /// delete it), log at ERROR what was lost, and go on with ids above every one that may
+    /// have been handed out.
+    MoveAside,
+}
+
+/// Handle to the store: the writer's queue (and through it the database readers read), the
+/// keys.
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: Arc<Database>,
     writer: WriterHandle,
     keyring: Arc<Keyring>,
+    /// Records found damaged, left out of every view.
+    damaged: Arc<damage::DamagedRecords>,
 }
 
 impl Store {
@@ -126,7 +201,8 @@ impl Store {
     /// options' sink.
     ///
     /// A journal left by a crash is replayed first: the store opens holding every batch that
-    /// was acknowledged.
+    /// was acknowledged. A journal damaged beyond a torn last write is refused, or moved aside,
+    /// as `options.damaged_journal` says.
     pub fn open(
         data_dir: &Path,
         keyring: Arc<Keyring>,
@@ -135,14 +211,44 @@ impl Store {
         let db = open_database(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let journal_id = check_schema_and_keys(&db, &path, &keyring)?;
-        let (mut journal, opened) = journal::Journal::open(data_dir, journal_id)?;
+        let (journal, opened) = journal::Journal::open(data_dir, journal_id)?;
         if opened == journal::Opened::Replaced {
             tracing::warn!(
                 path = %journal.path().display(),
                 "the journal belonged to another data file (a restored backup?); started a new one"
             );
         }
-        let replayed = redo::replay(&db, &journal, options.queue_max)?;
+        let scan = journal.scan(redo::applied_seq(&db)?)?;
+        if let Some(offset) = scan.torn_at {
+            tracing::info!(
+                path = %journal.path().display(),
+                offset,
+                "the journal ends in a write the crash cut short (never acknowledged); replaying what precedes it"
+            );
+        }
+        let damage = match scan.damage {
+            Some(damage) => {
+                let stake = redo::Stake::new(&db, &scan.records, &damage)?;
+                if options.damaged_journal == DamagedJournal::Refuse {
+                    let error = StoreError::JournalDamaged {
+                        path: journal.path().to_owned(),
+                        offset: damage.offset,
+                        what: damage.what,
+                        stake: stake.to_string(),
+                    };
+                    tracing::error!(
+                        path = %journal.path().display(),
+                        offset = damage.offset,
+                        records_lost = stake.lost(),
+                        "{error}"
+                    );
+                    return Err(error);
+                }
+                Some((damage, stake))
+            }
+            None => None,
+        };
+        let replayed = redo::replay(&db, &journal, &scan.records, options.queue_max)?;
         if replayed.batches > 0 {
             tracing::info!(
                 batches = replayed.batches,
@@ -150,20 +256,69 @@ impl Store {
                 "journal replayed into the data file"
             );
         }
+        let mut journal = journal;
+        if let Some((damage, stake)) = &damage {
+            // What could be replayed is in the data file, durably: only what the damage hides
+            // goes, and its file stays on the disk.
+            let damaged = journal.path().to_owned();
+            let (fresh, aside) = journal.move_aside()?;
+            journal = fresh;
+            let (first_id, last_id) = stake.message_ids().unzip();
+            tracing::error!(
+                path = %damaged.display(),
+                moved_to = %aside.display(),
+                offset = damage.offset,
+                records_lost = stake.lost(),
+                first_message_id_lost = first_id,
+                last_message_id_lost = last_id,
+                "journal {} was damaged at offset {}: {}; {}. Started without it (--accept-journal-loss): moved it to {}",
+                damaged.display(),
+                damage.offset,
+                damage.what,
+                stake,
+                aside.display()
+            );
+        }
+        // Batches may be lost whose ids clients were given: a journal damaged, missing (a new
+        // one was created beside a file that had batches), or another data file's.
+        if damage.is_some() || opened != journal::Opened::Existing {
+            for skipped in ids::skip_reserved(&db)? {
+                tracing::warn!(
+                    ids = skipped.name,
+                    from = skipped.from,
+                    to = skipped.to,
+                    "the journal could not be replayed whole: ids continue above every one that may have been handed out"
+                );
+            }
+        }
         // Everything it held is in the data file now, durably: empty it, with a new key.
         journal.clear()?;
         // With the journal off, the file was only read: every commit is durable by itself.
         let journal = options.journal.then_some(journal);
         let db = Arc::new(db);
-        let (handle, thread) = writer::spawn(db.clone(), options, journal, replayed.seq)?;
+        let damaged = Arc::new(damage::DamagedRecords::new(
+            options.metrics.damaged_records.clone(),
+        ));
+        let dir = data_dir.to_owned();
+        let file = writer::DataFile {
+            dir: dir.clone(),
+            open: Box::new(move || open_database(&dir)),
+        };
+        let (handle, thread) =
+            writer::spawn(db, options, journal, replayed.seq, damaged.clone(), file)?;
         Ok((
             Store {
-                db,
                 writer: handle,
                 keyring,
+                damaged,
             },
             thread,
         ))
+    }
+
+    /// Damaged records met since the store opened (see [`damage`]).
+    pub fn damaged_records(&self) -> u64 {
+        self.damaged.count()
     }
 
     /// The queue of the group-commit writer.
@@ -184,21 +339,21 @@ impl Store {
         dest: std::fs::File,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<backup::Summary, backup::BackupError> {
-        let db = self.db.clone();
         let progress = self.writer.progress().clone();
-        let (summary, seq) = tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read()?;
-            let seq = progress.committing();
+        let (summary, ticket) = tokio::task::spawn_blocking(move || {
+            let (txn, ticket) = progress
+                .begin_read()
+                .map_err(|e| backup::BackupError::Storage(e.to_string()))?;
             Ok::<_, backup::BackupError>((
                 backup::write_copy(&txn, dest, &|| cancel.is_cancelled())?,
-                seq,
+                ticket,
             ))
         })
         .await
         .map_err(|e| backup::BackupError::Storage(format!("backup task failed: {e}")))??;
         self.writer
             .progress()
-            .settled(seq)
+            .settled(ticket)
             .await
             .map_err(|e| backup::BackupError::Storage(e.to_string()))?;
         Ok(summary)
@@ -212,19 +367,18 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&reader::Reader<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = self.db.clone();
         let keyring = self.keyring.clone();
+        let damaged = self.damaged.clone();
         let progress = self.writer.progress().clone();
-        let (answer, seq) = tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read()?;
-            // After the snapshot began: at least the seq of every batch it holds.
-            let seq = progress.committing();
-            let reader = reader::Reader::new(&txn, &keyring);
-            Ok::<_, StoreError>((query(&reader)?, seq))
+        progress.wait_open(REOPEN_WAIT).await;
+        let (answer, ticket) = tokio::task::spawn_blocking(move || {
+            let (txn, ticket) = progress.begin_read()?;
+            let reader = reader::Reader::new(&txn, &keyring, &damaged);
+            Ok::<_, StoreError>((query(&reader)?, ticket))
         })
         .await
         .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))??;
-        self.writer.progress().settled(seq).await?;
+        self.writer.progress().settled(ticket).await?;
         Ok(answer)
     }
 }
@@ -342,25 +496,13 @@ fn check_schema_and_keys(db: &Database, path: &Path, keyring: &Keyring) -> Resul
         txn.open_table(tables::QUEUE_LENGTHS)?;
 
         let mut checks = txn.open_table(KEY_CHECKS)?;
-        let mut stored = Vec::new();
-        for entry in checks.iter()? {
-            let (id, canary) = entry?;
-            let id = id.value();
-            stored.push(id);
-            let known = keyring.key_ids().any(|k| k == id);
-            if !known || keyring.open(canary.value()).is_err() {
-                let configured: Vec<String> =
-                    keyring.key_ids().map(|k| format!("{k:08x}")).collect();
-                let stored_ids: Vec<String> = checks
-                    .iter()?
-                    .filter_map(|e| e.ok().map(|(k, _)| format!("{:08x}", k.value())))
-                    .collect();
-                return Err(StoreError::WrongKey {
-                    path: path.to_owned(),
-                    stored: stored_ids.join(", "),
-                    configured: configured.join(", "),
-                });
-            }
+        let (stored, missing) = keys::unopened(&checks, keyring)?;
+        if !missing.is_empty() {
+            return Err(StoreError::WrongKey {
+                path: path.to_owned(),
+                stored: keys::format_ids(stored),
+                configured: keys::format_ids(keyring.key_ids()),
+            });
         }
         let current = keyring.current_key_id();
         if !stored.contains(&current) {

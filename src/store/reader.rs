@@ -3,10 +3,17 @@
 //! Everything here answers from indexes kept by the writer: listing a user's conversations
 //! ranges over their memberships, a history page ranges over one conversation's index and
 //! the unindexed tail ([`super::history`]).
+//!
+//! A record that cannot be read back (damaged on the disk) is left out of whatever view meets
+//! it, and reported once ([`super::damage`]); only a failure to read at all fails a query.
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
+use redb::TableHandle;
+use serde::Deserialize;
+
 use super::StoreError;
+use super::damage::DamagedRecords;
 use super::history::{History, Tail, read_tail};
 use super::records::{
     ConversationRecord, MembershipRecord, MessageBody, MessageRecord, UserRecord, decode,
@@ -40,6 +47,8 @@ impl SnapshotHistory {
 pub struct Reader<'a> {
     txn: &'a ReadTransaction,
     keyring: &'a Keyring,
+    /// Where a record that cannot be read back is reported before it is left out.
+    damaged: &'a DamagedRecords,
 }
 
 /// A message as one user sees it.
@@ -79,6 +88,9 @@ pub struct QueuedMessage {
 #[derive(Debug, Clone)]
 pub struct MessagePage {
     pub messages: Vec<MessageView>,
+    /// The first and last id the page covers: those of its first and last message, unless a
+    /// damaged one was left out there. Links to the next pages continue from these.
+    pub covers: Option<(u64, u64)>,
     /// Messages in the whole conversation.
     pub total: u64,
     /// Whether older messages exist before the first of this page.
@@ -98,9 +110,38 @@ pub enum Cursor {
     After(u64),
 }
 
+/// What `sync` sends: messages after an id, in id order.
+#[derive(Debug, Clone)]
+pub struct SyncPage {
+    pub messages: Vec<QueuedMessage>,
+    /// Whether more follow.
+    pub more: bool,
+    /// The newest id the page covers (a damaged message left out included): the next page
+    /// starts after it.
+    pub last_id: Option<u64>,
+}
+
 impl<'a> Reader<'a> {
-    pub(super) fn new(txn: &'a ReadTransaction, keyring: &'a Keyring) -> Self {
-        Self { txn, keyring }
+    pub(super) fn new(
+        txn: &'a ReadTransaction,
+        keyring: &'a Keyring,
+        damaged: &'a DamagedRecords,
+    ) -> Self {
+        Self {
+            txn,
+            keyring,
+            damaged,
+        }
+    }
+
+    /// `bytes`, the record at `key` of `table`, decoded; `None` if it cannot be (reported).
+    fn decoded<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: &impl TableHandle,
+        key: impl std::fmt::Display,
+        bytes: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.damaged.skip(table.name(), key, decode(bytes))
     }
 
     /// A counter of `name_value` (0 when absent).
@@ -111,7 +152,7 @@ impl<'a> Reader<'a> {
     /// The history index of this snapshot and its tail (read once per query).
     fn history(&self) -> Result<SnapshotHistory, StoreError> {
         let indexed_to = self.meta(meta::INDEXED_TO)?;
-        let tail = read_tail(&self.table(MESSAGES)?, indexed_to)?;
+        let tail = read_tail(&self.table(MESSAGES)?, indexed_to, self.damaged)?;
         Ok(SnapshotHistory {
             index: self.table(CONVERSATION_MESSAGES)?,
             tail,
@@ -126,20 +167,16 @@ impl<'a> Reader<'a> {
     }
 
     /// Every user's id, name and whether they are a local account, for the directory. A
-    /// record that cannot be read is left out (and logged): the daemon still starts, and that
-    /// user's requests fail as they did before the directory was loaded at start.
+    /// record that cannot be read is left out (and reported): the daemon still starts, and
+    /// that user's requests go on as for a user not recorded yet.
     pub fn user_names(&self) -> Result<Vec<(u64, Option<String>, bool)>, StoreError> {
         let table = self.table(USERS)?;
         let mut users = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
         for row in table.iter()? {
             let (id, bytes) = row?;
-            match decode::<UserRecord>(bytes.value()) {
-                Ok(record) => {
-                    users.push((id.value(), record.username, record.password_hash.is_some()))
-                }
-                Err(e) => {
-                    tracing::error!(user = id.value(), error = %e, "user record cannot be read; left out of the directory")
-                }
+            let id = id.value();
+            if let Some(record) = self.decoded::<UserRecord>(&USERS, id, bytes.value())? {
+                users.push((id, record.username, record.password_hash.is_some()));
             }
         }
         Ok(users)
@@ -147,7 +184,7 @@ impl<'a> Reader<'a> {
 
     pub fn user(&self, id: u64) -> Result<Option<UserRecord>, StoreError> {
         match self.table(USERS)?.get(id)? {
-            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            Some(bytes) => self.decoded(&USERS, id, bytes.value()),
             None => Ok(None),
         }
     }
@@ -155,7 +192,8 @@ impl<'a> Reader<'a> {
     /// Up to `limit` entries of `user`'s queue after `after` (a previous entry's rank and id),
     /// in delivery order (high priority first, then oldest first), with their messages opened;
     /// and the last entry looked at, to continue from. An entry whose message is gone or
-    /// cannot be opened is skipped (and logged), so one bad record never stalls a queue.
+    /// damaged is skipped, so one bad record never stalls a queue. It stays queued: nothing
+    /// here writes, and the damage stays where it can be repaired.
     pub fn queued(
         &self,
         user: u64,
@@ -176,19 +214,13 @@ impl<'a> Reader<'a> {
         {
             let (_, rank, id) = entry?.0.value();
             last = Some((rank, id));
-            let Some(record) = self.message(id)? else {
-                continue;
-            };
-            match self.open_body(&record) {
-                Ok(body) => out.push(QueuedMessage {
+            if let Some((record, body)) = self.readable_message(id)? {
+                out.push(QueuedMessage {
                     rank,
                     id,
                     record,
                     body,
-                }),
-                Err(e) => {
-                    tracing::error!(message = id, error = %e, "queued message cannot be opened; skipped")
-                }
+                });
             }
         }
         Ok((out, last))
@@ -216,13 +248,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Messages of all the user's conversations with ids above `since`, in id order, at most
-    /// `limit`; and whether more follow.
+    /// `limit` ids (damaged ones left out); and whether more follow.
     pub fn messages_since(
         &self,
         user: u64,
         since: u64,
         limit: usize,
-    ) -> Result<(Vec<QueuedMessage>, bool), StoreError> {
+    ) -> Result<SyncPage, StoreError> {
         let snapshot = self.history()?;
         let history = snapshot.view();
         let mut ids = Vec::new();
@@ -238,11 +270,10 @@ impl<'a> Reader<'a> {
         ids.sort_unstable();
         let more = ids.len() > limit;
         ids.truncate(limit);
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(record) = self.message(id)? {
-                let body = self.open_body(&record)?;
-                out.push(QueuedMessage {
+        let mut messages = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            if let Some((record, body)) = self.readable_message(id)? {
+                messages.push(QueuedMessage {
                     rank: record.priority.rank(),
                     id,
                     record,
@@ -250,7 +281,11 @@ impl<'a> Reader<'a> {
                 });
             }
         }
-        Ok((out, more))
+        Ok(SyncPage {
+            messages,
+            more,
+            last_id: ids.last().copied(),
+        })
     }
 
     /// The local account called `username`.
@@ -287,17 +322,11 @@ impl<'a> Reader<'a> {
         let history = snapshot.view();
         let mut total = 0;
         let mut found = Vec::new();
-        for entry in self
-            .table(MEMBERSHIPS)?
-            .range((user, 0)..=(user, u64::MAX))?
-        {
-            let (key, value) = entry?;
-            let membership: MembershipRecord = decode(value.value())?;
+        for (conv, membership) in self.memberships(user)? {
             if membership.unread == 0 {
                 continue;
             }
             total += membership.unread;
-            let conv = key.value().1;
             // Only the oldest `limit` of this conversation can make the answer.
             let mut taken = 0;
             for item in history.ids(conv, membership.read_marker.saturating_add(1)..=u64::MAX)? {
@@ -314,55 +343,103 @@ impl<'a> Reader<'a> {
             }
             // Keep memory bounded: only the oldest `limit` can be returned.
             if found.len() > limit * 2 {
-                found.sort_by_key(|(id, _, _)| *id);
+                found.sort_by_key(|(id, ..)| *id);
                 found.truncate(limit);
             }
         }
-        found.sort_by_key(|(id, _, _)| *id);
+        found.sort_by_key(|(id, ..)| *id);
         found.truncate(limit);
         let mut views = Vec::with_capacity(found.len());
+        // Only the answer's bodies are opened (a damaged one leaves the answer one short).
         for (id, record, conv) in found {
-            if let Some(conversation) = self.conversation(conv)? {
-                views.push(self.message_view(user, id, record, &conversation)?);
+            if let Some(body) = self.opened(id, &record)?
+                && let Some(conversation) = self.conversation(conv)?
+            {
+                views.push(self.message_view(user, id, record, body, &conversation)?);
             }
         }
         Ok((total, views))
     }
 
+    /// The user's memberships, by conversation id (damaged ones left out).
+    fn memberships(&self, user: u64) -> Result<Vec<(u64, MembershipRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self
+            .table(MEMBERSHIPS)?
+            .range((user, 0)..=(user, u64::MAX))?
+        {
+            let (key, value) = entry?;
+            let conv = key.value().1;
+            let key = format_args!("({user}, {conv})");
+            if let Some(membership) = self.decoded(&MEMBERSHIPS, key, value.value())? {
+                out.push((conv, membership));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A conversation record; `None` if there is none or it is damaged.
     pub fn conversation(&self, id: u64) -> Result<Option<ConversationRecord>, StoreError> {
         match self.table(CONVERSATIONS)?.get(id)? {
-            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            Some(bytes) => self.decoded(&CONVERSATIONS, id, bytes.value()),
             None => Ok(None),
         }
     }
 
+    /// A membership record; `None` if the user is not in the conversation or it is damaged.
     pub fn membership(&self, user: u64, conv: u64) -> Result<Option<MembershipRecord>, StoreError> {
         match self.table(MEMBERSHIPS)?.get((user, conv))? {
-            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            Some(bytes) => self.decoded(
+                &MEMBERSHIPS,
+                format_args!("({user}, {conv})"),
+                bytes.value(),
+            ),
             None => Ok(None),
         }
     }
 
+    /// A message record (its body still sealed); `None` if there is none or it is damaged.
     pub fn message(&self, id: u64) -> Result<Option<MessageRecord>, StoreError> {
         match self.table(MESSAGES)?.get(id)? {
-            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            Some(bytes) => self.decoded(&MESSAGES, id, bytes.value()),
             None => Ok(None),
         }
     }
 
-    /// Opens a message's sealed text and metadata.
-    pub fn open_body(&self, record: &MessageRecord) -> Result<MessageBody, StoreError> {
-        decode(&self.keyring.open(&record.body)?)
+    /// A message with its body opened; `None` if there is none or it is damaged.
+    pub fn readable_message(
+        &self,
+        id: u64,
+    ) -> Result<Option<(MessageRecord, MessageBody)>, StoreError> {
+        let Some(record) = self.message(id)? else {
+            return Ok(None);
+        };
+        Ok(self.opened(id, &record)?.map(|body| (record, body)))
     }
 
-    /// Opens a sealed conversation subject.
-    pub fn open_subject(&self, sealed: Option<&[u8]>) -> Result<Option<String>, StoreError> {
-        sealed
-            .map(|s| {
-                String::from_utf8(self.keyring.open(s)?)
-                    .map_err(|e| StoreError::Encoding(e.to_string()))
-            })
-            .transpose()
+    /// Message `id`'s sealed text and metadata, opened; `None` if they are damaged.
+    fn opened(&self, id: u64, record: &MessageRecord) -> Result<Option<MessageBody>, StoreError> {
+        let opened = self
+            .keyring
+            .open(&record.body)
+            .map_err(StoreError::from)
+            .and_then(|plain| decode(&plain));
+        self.damaged.skip(MESSAGES.name(), id, opened)
+    }
+
+    /// Opens a conversation's sealed subject; `None` if it has none or it is damaged.
+    fn open_subject(&self, conv: u64, sealed: Option<&[u8]>) -> Result<Option<String>, StoreError> {
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let opened = self
+            .keyring
+            .open(sealed)
+            .map_err(StoreError::from)
+            .and_then(|plain| {
+                String::from_utf8(plain).map_err(|e| StoreError::Encoding(e.to_string()))
+            });
+        self.damaged.skip(CONVERSATIONS.name(), conv, opened)
     }
 
     /// The conversation as `user` sees it, or `None` if it does not exist or `user` is not in it.
@@ -377,10 +454,11 @@ impl<'a> Reader<'a> {
         let Some(record) = self.conversation(conv)? else {
             return Ok(None);
         };
-        let subject = self.open_subject(record.subject.as_deref())?;
+        let subject = self.open_subject(conv, record.subject.as_deref())?;
+        // A damaged newest message leaves the conversation without a preview.
         let last_message = match record.last_message_id {
-            Some(id) => match self.message(id)? {
-                Some(msg) => Some(self.message_view(user, id, msg, &record)?),
+            Some(id) => match self.readable_message(id)? {
+                Some((msg, body)) => Some(self.message_view(user, id, msg, body, &record)?),
                 None => None,
             },
             None => None,
@@ -400,15 +478,8 @@ impl<'a> Reader<'a> {
         user: u64,
         archived: bool,
     ) -> Result<Vec<(u64, MembershipRecord)>, StoreError> {
-        let table = self.table(MEMBERSHIPS)?;
-        let mut out = Vec::new();
-        for entry in table.range((user, 0)..=(user, u64::MAX))? {
-            let (key, value) = entry?;
-            let membership: MembershipRecord = decode(value.value())?;
-            if membership.archived == archived {
-                out.push((key.value().1, membership));
-            }
-        }
+        let mut out = self.memberships(user)?;
+        out.retain(|(_, membership)| membership.archived == archived);
         // Most recently active first (created, or last message); ties by newest id.
         out.sort_by(|(a_id, a), (b_id, b)| {
             (b.last_activity_ms, b_id).cmp(&(a.last_activity_ms, a_id))
@@ -418,24 +489,18 @@ impl<'a> Reader<'a> {
 
     /// Unread messages over all of the user's conversations.
     pub fn unread_total(&self, user: u64) -> Result<u64, StoreError> {
-        let table = self.table(MEMBERSHIPS)?;
-        let mut total = 0;
-        for entry in table.range((user, 0)..=(user, u64::MAX))? {
-            let (_, value) = entry?;
-            total += decode::<MembershipRecord>(value.value())?.unread;
-        }
-        Ok(total)
+        Ok(self.memberships(user)?.iter().map(|(_, m)| m.unread).sum())
     }
 
-    /// A message as `viewer` sees it: opened, with its read state worked out.
+    /// A message as `viewer` sees it, with its read state worked out.
     pub fn message_view(
         &self,
         viewer: u64,
         id: u64,
         record: MessageRecord,
+        body: MessageBody,
         conversation: &ConversationRecord,
     ) -> Result<MessageView, StoreError> {
-        let body = self.open_body(&record)?;
         let is_read = if viewer == record.sender {
             let mut all = true;
             for other in conversation.participants.iter().filter(|p| **p != viewer) {
@@ -458,18 +523,28 @@ impl<'a> Reader<'a> {
     }
 
     /// Message `id` as `viewer` sees it, or `None` if it does not exist or `viewer` is not in
-    /// its conversation.
+    /// its conversation; [`StoreError::Damaged`] if it cannot be read back.
     pub fn visible_message(&self, viewer: u64, id: u64) -> Result<Option<MessageView>, StoreError> {
-        let Some(record) = self.message(id)? else {
+        let damaged = || StoreError::Damaged {
+            table: MESSAGES.name().to_owned(),
+            key: id.to_string(),
+        };
+        let Some(bytes) = self.table(MESSAGES)?.get(id)? else {
             return Ok(None);
         };
+        // Undecodable, it names no conversation to check the viewer against; all it tells
+        // anyone is that the id was given, which later ids tell as well.
+        let record = self
+            .decoded::<MessageRecord>(&MESSAGES, id, bytes.value())?
+            .ok_or_else(damaged)?;
         if self.membership(viewer, record.conversation)?.is_none() {
             return Ok(None);
         }
         let Some(conversation) = self.conversation(record.conversation)? else {
             return Ok(None);
         };
-        self.message_view(viewer, id, record, &conversation)
+        let body = self.opened(id, &record)?.ok_or_else(damaged)?;
+        self.message_view(viewer, id, record, body, &conversation)
             .map(Some)
     }
 
@@ -521,13 +596,14 @@ impl<'a> Reader<'a> {
             },
         };
         let mut messages = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(record) = self.message(id)? {
-                messages.push(self.message_view(viewer, id, record, conversation)?);
+        for &id in &ids {
+            if let Some((record, body)) = self.readable_message(id)? {
+                messages.push(self.message_view(viewer, id, record, body, conversation)?);
             }
         }
         Ok(MessagePage {
             messages,
+            covers: ids.first().zip(ids.last()).map(|(f, l)| (*f, *l)),
             total: conversation.message_count,
             has_older,
             has_newer,

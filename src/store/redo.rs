@@ -2,20 +2,24 @@
 //! redoes them.
 //!
 //! A record holds the batch's requests as they came (postcard, without their reply
-//! channels), the time the writer gave the batch, and the message ids it gave out. Redoing
-//! them means applying the same requests in the same order at the same time through the same
-//! code ([`super::writer`]'s `commit_batch`), on the state the last checkpoint left: that gives
-//! the same rows, which the recorded message ids check. Logging the requests rather than the
-//! rows they changed keeps a record small (a message's sealed body and a few ids, not its
-//! queue entries, memberships and counters), at the price of that code staying deterministic:
-//! it reads the clock only through the batch's time and orders everything it iterates.
+//! channels), the time the writer gave the batch, the message ids it gave out, and the queue
+//! bound it was applied with. Redoing them means applying the same requests in the same order
+//! at the same time with the same settings through the same code ([`super::writer`]'s
+//! `commit_batch`), on the state the last checkpoint left: that gives the same rows, which the
+//! recorded message ids check. What the replay needs comes from the record, never from today's
+//! config: a restart with another `queues.message_queue_max_size` must bring back the queues
+//! that were acknowledged, not the ones the new bound would have made. Logging the requests
+//! rather than the rows they changed keeps a record small (a message's sealed body and a few
+//! ids, not its queue entries, memberships and counters), at the price of that code staying
+//! deterministic: it reads the clock only through the batch's time and orders everything it
+//! iterates.
 //! [`super::journal`] stores the records; this module knows what they mean.
 
 use redb::{Database, ReadableDatabase};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::journal::{self, Journal};
+use super::journal::{self, Damage, Journal, Record};
 use super::tables::{META, meta};
 use super::writer::{
     BatchReport, Broadcast, Command, NewAccount, NewConversation, NewMessage, Plan, QueueKey,
@@ -157,14 +161,23 @@ impl From<Logged> for Command {
     }
 }
 
-/// Bytes of a record's payload before its requests: time, first and next message id.
-const RECORD_FIELDS: usize = 24;
+/// Bytes of a record's payload before its requests: time, first and next message id, and the
+/// queue bound (`queues.message_queue_max_size`) the batch was applied with.
+const RECORD_FIELDS: usize = 32;
+/// The same in journals of formats 1 and 2, which had no queue bound: theirs is today's.
+const RECORD_FIELDS_BEFORE_3: usize = 24;
 
-/// A journal record for `batch`, its message ids left to [`fill_record`] and its header to
-/// [`Journal::seal`].
-pub(super) fn encode_record(batch: &[Command], now_ms: u64) -> Result<Vec<u8>, StoreError> {
+/// A journal record for `batch`, applied at `now_ms` with queues bounded to `queue_max`; its
+/// message ids are left to [`fill_record`] and its front to [`Journal::seal`].
+pub(super) fn encode_record(
+    batch: &[Command],
+    now_ms: u64,
+    queue_max: u64,
+) -> Result<Vec<u8>, StoreError> {
     let mut record = vec![0; journal::RECORD_HEADER + RECORD_FIELDS];
-    record[journal::RECORD_HEADER..][..8].copy_from_slice(&now_ms.to_le_bytes());
+    let fields = &mut record[journal::RECORD_HEADER..];
+    fields[..8].copy_from_slice(&now_ms.to_le_bytes());
+    fields[24..32].copy_from_slice(&queue_max.to_le_bytes());
     for logged in batch.iter().filter_map(Command::logged) {
         record = postcard::to_extend(&logged, record)
             .map_err(|e| StoreError::Encoding(e.to_string()))?;
@@ -184,16 +197,30 @@ struct LoggedBatch {
     now_ms: u64,
     /// The message ids it gave: first, and the next after its last.
     ids: (u64, u64),
+    /// The queue bound it was applied with (`None` in journals of formats 1 and 2).
+    queue_max: Option<u64>,
     commands: Vec<Command>,
 }
 
-/// A record's payload read back.
-fn decode_record(payload: &[u8]) -> Result<LoggedBatch, String> {
-    if payload.len() < RECORD_FIELDS {
+/// The message ids a record's batch gave (first, and the next after its last), as the record
+/// says; `None` for a payload too short to say.
+pub(super) fn message_ids(payload: &[u8]) -> Option<(u64, u64)> {
+    let field = |i: usize| Some(u64::from_le_bytes(payload.get(i..i + 8)?.try_into().ok()?));
+    Some((field(8)?, field(16)?))
+}
+
+/// A record's payload, from a journal of `format`, read back.
+fn decode_record(payload: &[u8], format: u32) -> Result<LoggedBatch, String> {
+    let fields = if format >= 3 {
+        RECORD_FIELDS
+    } else {
+        RECORD_FIELDS_BEFORE_3
+    };
+    if payload.len() < fields {
         return Err(format!("{} bytes, shorter than its fields", payload.len()));
     }
     let field = |i: usize| u64::from_le_bytes(payload[i * 8..][..8].try_into().expect("8 bytes"));
-    let mut rest = &payload[RECORD_FIELDS..];
+    let mut rest = &payload[fields..];
     let mut commands = Vec::new();
     while !rest.is_empty() {
         let (logged, after) =
@@ -204,6 +231,7 @@ fn decode_record(payload: &[u8]) -> Result<LoggedBatch, String> {
     Ok(LoggedBatch {
         now_ms: field(0),
         ids: (field(1), field(2)),
+        queue_max: (fields == RECORD_FIELDS).then(|| field(3)),
         commands,
     })
 }
@@ -219,53 +247,27 @@ pub(super) struct Replayed {
     pub messages: usize,
 }
 
-/// Applies the journal's batches after the newest one the data file holds (its last checkpoint
-/// after a crash; a later batch if redb was closed without one), each as the writer
-/// applied it (same requests, same time), then checkpoints: the data file then holds every
-/// batch that was durable when the daemon stopped. Refuses to go on if a batch gives other
-/// message ids than it gave the first time, rather than renumber acknowledged messages.
+/// The seq of the newest batch the data file holds: the journal's records after it are not in
+/// it yet.
+pub(super) fn applied_seq(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    Ok(meta::get(&txn.open_table(META)?, meta::APPLIED_SEQ)?.unwrap_or(0))
+}
+
+/// Applies `records`, the journal's batches after the newest one the data file holds (its
+/// last checkpoint after a crash; a later batch if redb was closed without one), each as the
+/// writer applied it (same requests, same time, same queue bound), then checkpoints: the data
+/// file then holds every batch that was durable when the daemon stopped. Refuses to go on if a
+/// batch gives other message ids than it gave the first time, rather than renumber
+/// acknowledged messages. `queue_max` is today's bound, for journals written before records
+/// carried theirs.
 pub(super) fn replay(
     db: &Database,
     journal: &Journal,
+    records: &[Record],
     queue_max: u64,
 ) -> Result<Replayed, StoreError> {
-    let damaged = |message: String| StoreError::Journal {
-        path: journal.path().to_owned(),
-        message,
-    };
-    let (applied, mut state) = {
-        let txn = db.begin_read()?;
-        let applied = meta::get(&txn.open_table(META)?, meta::APPLIED_SEQ)?.unwrap_or(0);
-        (applied, WriterState::load(&txn)?)
-    };
-    let records = journal.records(applied)?;
-    let mut replayed = Replayed {
-        seq: applied,
-        batches: 0,
-        messages: 0,
-    };
-    for record in &records {
-        let LoggedBatch {
-            now_ms,
-            ids,
-            commands: mut batch,
-        } = decode_record(&record.payload)
-            .map_err(|e| damaged(format!("record {} cannot be read: {e}", record.seq)))?;
-        let plan = Plan {
-            seq: record.seq,
-            durable: false,
-            now_ms,
-            expect_ids: Some(ids),
-        };
-        let (_, report, outcome) = commit_batch(db, &mut batch, &mut state, queue_max, plan);
-        outcome.map_err(|e| match e {
-            StoreError::ReplayDiverged { .. } => damaged(format!("record {} {e}", record.seq)),
-            other => other,
-        })?;
-        replayed.seq = record.seq;
-        replayed.batches += 1;
-        replayed.messages += report.stored.len();
-    }
+    let (replayed, mut state) = replay_unsynced(db, journal, records, queue_max)?;
     if replayed.batches > 0 {
         let plan = Plan {
             seq: replayed.seq,
@@ -276,6 +278,160 @@ pub(super) fn replay(
         commit_batch(db, &mut Vec::new(), &mut state, queue_max, plan).2?;
     }
     Ok(replayed)
+}
+
+/// [`replay`] without its checkpoint: the batches are in redb's memory only, as durable as
+/// the journal that still holds them. The writer reopens the data file this way after a
+/// failed write, so that readers see every acknowledged batch while the disk stays full.
+pub(super) fn replay_unsynced(
+    db: &Database,
+    journal: &Journal,
+    records: &[Record],
+    queue_max: u64,
+) -> Result<(Replayed, WriterState), StoreError> {
+    let damaged = |message: String| StoreError::Journal {
+        path: journal.path().to_owned(),
+        message,
+    };
+    let (applied, mut state) = {
+        let txn = db.begin_read()?;
+        let applied = meta::get(&txn.open_table(META)?, meta::APPLIED_SEQ)?.unwrap_or(0);
+        (applied, WriterState::load(&txn)?)
+    };
+    let mut replayed = Replayed {
+        seq: applied,
+        batches: 0,
+        messages: 0,
+    };
+    for record in records.iter().filter(|r| r.seq > applied) {
+        let logged = decode_record(&record.payload, journal.format())
+            .map_err(|e| damaged(format!("record {} cannot be read: {e}", record.seq)))?;
+        let plan = Plan {
+            seq: record.seq,
+            durable: false,
+            now_ms: logged.now_ms,
+            expect_ids: Some(logged.ids),
+        };
+        let mut batch = logged.commands;
+        let bound = logged.queue_max.unwrap_or(queue_max);
+        let (_, report, outcome) = commit_batch(db, &mut batch, &mut state, bound, plan);
+        outcome.map_err(|e| match e {
+            StoreError::ReplayDiverged { .. } => damaged(format!("record {} {e}", record.seq)),
+            other => other,
+        })?;
+        replayed.seq = record.seq;
+        replayed.batches += 1;
+        replayed.messages += report.stored.len();
+    }
+    Ok((replayed, state))
+}
+
+/// What a damaged journal puts at stake, in the words of the messages that report it: how
+/// many records a start can still replay, and what the damage costs (records, batches and the
+/// message ids they gave).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Stake {
+    /// Records before the damage, which a start that accepts the loss replays.
+    replayable: usize,
+    /// Whole records the damage cuts off (with a damaged header, every record).
+    lost: usize,
+    /// Their seqs, first and last.
+    batches: Option<(u64, u64)>,
+    /// The message ids lost, first and last: from the first the replay does not reach (the
+    /// damaged record's, when a record is damaged) to the last a lost record gave.
+    message_ids: Option<(u64, u64)>,
+    /// The damage is in the header.
+    header: bool,
+    /// The lost records were checked; if not, they are what they say of themselves.
+    checked: bool,
+}
+
+impl Stake {
+    /// The stake of `damage`, given the `records` the journal can still replay and the data
+    /// file in `db`.
+    pub(super) fn new(
+        db: &Database,
+        records: &[Record],
+        damage: &Damage,
+    ) -> Result<Stake, StoreError> {
+        let next_in_file = {
+            let txn = db.begin_read()?;
+            meta::get(&txn.open_table(META)?, meta::NEXT_MESSAGE_ID)?.unwrap_or(1)
+        };
+        let first = records
+            .last()
+            .and_then(|r| message_ids(&r.payload))
+            .map_or(next_in_file, |(_, next)| next);
+        let last = damage
+            .lost
+            .iter()
+            .filter_map(|r| message_ids(&r.payload))
+            .map(|(_, next)| next)
+            .max()
+            .and_then(|next| next.checked_sub(1))
+            .filter(|last| *last >= first);
+        let seqs = damage.lost.iter().map(|r| r.seq);
+        Ok(Stake {
+            replayable: records.len(),
+            lost: damage.lost.len(),
+            batches: seqs.clone().min().zip(seqs.max()),
+            message_ids: last.map(|last| (first, last)),
+            header: damage.offset < journal::RECORDS_START,
+            checked: damage.checked,
+        })
+    }
+
+    /// Whole records the damage cuts off.
+    pub(super) fn lost(&self) -> usize {
+        self.lost
+    }
+
+    /// The message ids lost, first and last.
+    pub(super) fn message_ids(&self) -> Option<(u64, u64)> {
+        self.message_ids
+    }
+}
+
+impl std::fmt::Display for Stake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = |f: &mut std::fmt::Formatter<'_>| {
+            let mut parts = Vec::new();
+            if let Some((first, last)) = self.batches {
+                parts.push(format!("batches {first}..={last}"));
+            }
+            if let Some((first, last)) = self.message_ids {
+                parts.push(format!("message ids {first}..={last}"));
+            }
+            if !self.checked {
+                parts.push("as the records say of themselves: nothing can check them".into());
+            }
+            if parts.is_empty() {
+                return Ok(());
+            }
+            write!(f, " ({})", parts.join(", "))
+        };
+        match (self.header, self.lost) {
+            (true, 0) => write!(
+                f,
+                "its {} records can still be replayed; nothing lies past the damage",
+                self.replayable
+            ),
+            (true, lost) => {
+                write!(f, "the {lost} records behind it")?;
+                what(f)?;
+                write!(f, " cannot be replayed")
+            }
+            (false, lost) => {
+                write!(f, "the damaged record and the {lost} records past it")?;
+                what(f)?;
+                write!(
+                    f,
+                    " cannot be replayed; the {} records before it can",
+                    self.replayable
+                )
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +584,22 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_replayed_journal_rebuilds_every_row() {
         let temp = TempStore::new();
+        // A first batch reserves ids of every kind, in a durable commit of its own (see `ids`):
+        // none of the script's batches passes a reservation, so the journal holds them all.
+        let (store, thread) = temp.open();
+        let account = NewAccount {
+            username: "first".into(),
+            display_name: None,
+            password_hash: "$argon2id$stand-in".into(),
+            id_base: 1_000_000,
+        };
+        store
+            .writer()
+            .register_account(account)
+            .await
+            .expect("register");
+        thread.finish(store.writer()).await;
+        drop(store);
         let (store, thread) = temp.open_journal_only();
         let stored = script(store.writer()).await;
         let crashed = temp.crash_copy();
@@ -442,11 +614,9 @@ mod tests {
         assert!(messages > FOLD_AT, "the script folds the tail once");
 
         // What the crash left in the data file itself: none of it.
-        assert!(
-            !crashed
-                .dump()
-                .iter()
-                .any(|row| row.starts_with("msgid_message ")),
+        assert_eq!(
+            messages_in(&crashed),
+            0,
             "nothing was checkpointed during the run"
         );
         let (store, thread) = crashed.open();
@@ -499,7 +669,7 @@ mod tests {
         let path = crashed.path().join(journal::JOURNAL_FILE);
         let as_crashed = std::fs::read(&path).expect("read");
         let journal = Journal::read_only(crashed.path()).expect("journal");
-        let records = journal.records(0).expect("records");
+        let records = journal.scan(0).expect("scan").records;
         assert_eq!(records.len(), 3, "the three messages");
         let end = journal::RECORDS_START as usize
             + records
@@ -532,7 +702,7 @@ mod tests {
         // there, keeping nothing of it, at every start.
         let path = crashed.path().join(journal::JOURNAL_FILE);
         let journal = Journal::read_only(crashed.path()).expect("journal");
-        let records = journal.records(0).expect("records");
+        let records = journal.scan(0).expect("scan").records;
         let mut file =
             std::fs::read(&path).expect("read")[..journal::RECORDS_START as usize].to_vec();
         for (i, record) in records.iter().enumerate() {
@@ -560,12 +730,14 @@ mod tests {
     }
 
     /// Rewrites a closed store's files as the first builds with a journal left them:
-    /// `checkpoint_seq` in the data file, and a format-1 journal (crc32 records).
+    /// `checkpoint_seq` in the data file, and a format-1 journal (crc32 records, whose
+    /// payloads had no queue bound).
     fn as_the_first_journal_builds_wrote_it(store: &TempStore) {
         let records = Journal::read_only(store.path())
             .expect("journal")
-            .records(0)
-            .expect("records");
+            .scan(0)
+            .expect("scan")
+            .records;
         assert!(!records.is_empty());
         let db = Database::open(store.path().join(crate::store::DATABASE_FILE)).expect("db");
         let txn = db.begin_write().expect("write");
@@ -586,9 +758,17 @@ mod tests {
         };
         txn.commit().expect("commit");
         drop(db);
+        let payloads: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| {
+                let p = &r.payload;
+                [&p[..RECORD_FIELDS_BEFORE_3], &p[RECORD_FIELDS..]].concat()
+            })
+            .collect();
         let records: Vec<(u64, &[u8])> = records
             .iter()
-            .map(|r| (r.seq, r.payload.as_slice()))
+            .zip(&payloads)
+            .map(|(r, p)| (r.seq, p.as_slice()))
             .collect();
         let file = journal::format_1_file(journal_id, &records);
         std::fs::write(store.path().join(journal::JOURNAL_FILE), &file).expect("write");
@@ -609,6 +789,42 @@ mod tests {
                 assert!(!left.dump().iter().any(|row| row.contains("checkpoint_seq")));
             }
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replay_bounds_queues_as_the_batches_were_bounded_when_written() {
+        let temp = TempStore::new();
+        let conversation = temp.with_conversation().await;
+        let (store, thread) = temp.open_with(WriterOptions {
+            queue_max: 3,
+            checkpoint_interval: Duration::from_secs(3600),
+            ..WriterOptions::standalone(64)
+        });
+        for _ in 0..10 {
+            store
+                .writer()
+                .append_message(message(conversation, 1, None))
+                .await
+                .expect("append");
+        }
+        let crashed = temp.crash_copy();
+        thread.finish(store.writer()).await;
+        drop(store);
+        let expected = without_applied_seq(temp.dump());
+        let queued = |rows: &[String]| {
+            rows.iter()
+                .filter(|r| r.starts_with("userid_prio_msgid_enqueuedms "))
+                .count()
+        };
+        assert_eq!(queued(&expected), 3);
+        // Opened with another bound, as a restart with another config would.
+        let (store, thread) = crashed.open_with(WriterOptions {
+            queue_max: 100,
+            ..WriterOptions::standalone(64)
+        });
+        thread.finish(store.writer()).await;
+        drop(store);
+        assert_eq!(without_applied_seq(crashed.dump()), expected);
     }
 
     #[test]
@@ -658,7 +874,7 @@ mod tests {
             ),
             Command::Stop,
         ];
-        let written = encode_record(&commands, 1234).expect("encode");
+        let written = encode_record(&commands, 1234, 77).expect("encode");
         let mut record = written.clone();
         let report = BatchReport {
             first_message_id: 10,
@@ -666,12 +882,16 @@ mod tests {
             ..BatchReport::default()
         };
         fill_record(&mut record, &report);
-        let back = decode_record(&record[journal::RECORD_HEADER..]).expect("decode");
-        assert_eq!((back.now_ms, back.ids), (1234, (10, 12)));
+        let back =
+            decode_record(&record[journal::RECORD_HEADER..], journal::FORMAT).expect("decode");
+        assert_eq!(
+            (back.now_ms, back.ids, back.queue_max),
+            (1234, (10, 12), Some(77))
+        );
         let back = back.commands;
         // The control command is not logged; the rest come back in order, alike: logged
         // again, they give the same bytes.
         assert_eq!(back.len(), commands.len() - 1);
-        assert_eq!(encode_record(&back, 1234).expect("encode"), written);
+        assert_eq!(encode_record(&back, 1234, 77).expect("encode"), written);
     }
 }

@@ -86,6 +86,12 @@ pub mod meta {
     pub const NEXT_CONVERSATION_ID: &str = "next_conversation_id";
     /// The id the next local account gets (starts at `auth.local_id_base`).
     pub const NEXT_LOCAL_USER_ID: &str = "next_local_user_id";
+    /// No message id at or above this one was ever handed out (see [`crate::store::ids`]).
+    pub const MESSAGE_IDS_RESERVED: &str = "message_ids_reserved";
+    /// No conversation id at or above this one was ever handed out.
+    pub const CONVERSATION_IDS_RESERVED: &str = "conversation_ids_reserved";
+    /// No local account id at or above this one was ever handed out.
+    pub const LOCAL_USER_IDS_RESERVED: &str = "local_user_ids_reserved";
     /// Entries in all queues.
     pub const QUEUE_PENDING: &str = "queue_pending";
     /// Queue entries ever dropped by overflow or expiry.

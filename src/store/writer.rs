@@ -13,6 +13,10 @@
 //! Each request is checked before it mutates anything, so a request that is refused (unknown
 //! conversation, ...) fails alone; a storage failure fails the whole batch, which is rolled back.
 //! Because one thread assigns ids inside the transaction, message ids follow commit order.
+//!
+//! A disk that refuses a write (full, or failing) begins an *outage* ([`Outage`]): writes are
+//! refused with [`StoreError::Unavailable`] while reads go on from a reopened handle holding
+//! what is durable, and writes resume by themselves once a checkpoint goes through again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,19 +24,24 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableHandle,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::damage::DamagedRecords;
 use super::durability::{Committed, Durable, Progress};
 use super::history::{FOLD_AT, History, Tail, scan_tail};
+use super::ids;
 use super::journal::{self, Journal};
 use super::records::{
     ConversationRecord, MembershipRecord, MessageBody, MessageRecord, Priority, UserRecord, decode,
     encode,
 };
-use super::redo::{encode_record, fill_record};
+use super::redo::{self, encode_record, fill_record};
 use super::tables::{
     CLIENT_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES,
     META, QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
@@ -141,6 +150,8 @@ pub struct WriterOptions {
     /// Where committed messages go for fan-out.
     pub sink: CommitSink,
     pub metrics: Arc<Metrics>,
+    /// What opening the store does with a damaged journal (`serve --accept-journal-loss`).
+    pub damaged_journal: super::DamagedJournal,
 }
 
 impl WriterOptions {
@@ -156,6 +167,7 @@ impl WriterOptions {
             checkpoint_interval: defaults.checkpoint_interval,
             sink,
             metrics: Arc::new(Metrics::new()),
+            damaged_journal: super::DamagedJournal::Refuse,
         }
     }
 }
@@ -290,14 +302,28 @@ impl QueuedUsers {
 pub(super) struct WriterHealth {
     /// False once the thread has ended (stopped, or panicked).
     running: AtomicBool,
-    /// False while the latest commit failed: writes are being refused.
+    /// False while the latest commit failed, and all through an outage (see `Writer::outage`):
+    /// writes are being refused.
     last_commit_ok: AtomicBool,
     /// Entries in all queues after the last durable batch.
     pub(super) queue_pending: AtomicU64,
-    /// The thread ended without being asked to: it halted (see `Writer::halted`) or panicked.
+    /// The thread ended on an error: it panicked, or it stopped while the data file could not
+    /// be written (without its final checkpoint).
     failed: AtomicBool,
     /// Cancelled when the thread ends, however it ends.
     ended: CancellationToken,
+}
+
+impl WriterHealth {
+    pub(super) fn new(queue_pending: u64) -> Self {
+        Self {
+            running: AtomicBool::new(true),
+            last_commit_ok: AtomicBool::new(true),
+            queue_pending: AtomicU64::new(queue_pending),
+            failed: AtomicBool::new(false),
+            ended: CancellationToken::new(),
+        }
+    }
 }
 
 /// Sets `running` to false however the writer thread ends, and says so.
@@ -325,8 +351,9 @@ impl WriterHandle {
         self.health.ended.cancelled().await;
     }
 
-    /// Whether the writer ended without being asked to stop: a batch it could not make
-    /// durable halted it, or it panicked. The daemon cannot write again before a restart.
+    /// Whether the writer ended on an error: it panicked (the daemon cannot write again before
+    /// a restart), or it was stopped while the data file could not be written, so its final
+    /// checkpoint was not made.
     pub fn failed(&self) -> bool {
         self.health.failed.load(Ordering::SeqCst)
     }
@@ -483,13 +510,24 @@ impl WriterThread {
     }
 }
 
+/// The data file, as the writer opens it again after a failed write (see [`Outage`]).
+pub(super) struct DataFile {
+    /// Its directory, where the writer checks for room before it tries a checkpoint again.
+    pub dir: std::path::PathBuf,
+    /// Opens it again.
+    pub open: Box<dyn FnMut() -> Result<Database, StoreError> + Send>,
+}
+
 /// Starts the writer on `db`, whose batches up to `seq` are durable (replayed and
-/// checkpointed at open); `journal` is `None` with `storage.journal = false`.
+/// checkpointed at open); `journal` is `None` with `storage.journal = false`. Damaged records
+/// it meets go to `damaged`; after a failed write it opens `file` again.
 pub(super) fn spawn(
     db: Arc<Database>,
     options: WriterOptions,
     journal: Option<Journal>,
     seq: u64,
+    damaged: Arc<DamagedRecords>,
+    file: DataFile,
 ) -> Result<(WriterHandle, WriterThread), StoreError> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     // Everything the writer starts from, out of one snapshot.
@@ -505,28 +543,23 @@ pub(super) fn spawn(
         users.insert(row?.0.value());
     }
     let queued = Arc::new(QueuedUsers(Mutex::new(users)));
-    let (progress, committing, settled) = Progress::new(seq);
-    let mut state = WriterState::load(&txn)?;
+    let (progress, committing, publisher) = Progress::new(db.clone(), seq);
+    let mut state = WriterState::load_with(&txn, damaged)?;
     state.seq = seq;
     state.committing = committing;
     drop(txn);
     // Counters continue across restarts.
     options.metrics.dead_letters.inc_by(dead);
-    let health = Arc::new(WriterHealth {
-        running: AtomicBool::new(true),
-        last_commit_ok: AtomicBool::new(true),
-        queue_pending: AtomicU64::new(pending),
-        failed: AtomicBool::new(false),
-        ended: CancellationToken::new(),
-    });
+    let health = Arc::new(WriterHealth::new(pending));
     let writer = Writer {
-        db,
+        db: Some(db),
+        file,
         journal: journal.map(JournalCursor::new),
         batch_max: options.batch_max,
         queue_max: options.queue_max,
         checkpoint_interval: options.checkpoint_interval,
         durable: Durable {
-            settled,
+            publisher,
             sink: options.sink,
             metrics: options.metrics.clone(),
             health: health.clone(),
@@ -535,7 +568,7 @@ pub(super) fn spawn(
         metrics: options.metrics,
         guard: RunningGuard(health.clone()),
         state,
-        halted: false,
+        outage: None,
     };
     let join = std::thread::Builder::new()
         .name("indaba-writer".to_owned())
@@ -574,9 +607,15 @@ struct JournalCursor {
     offset: u64,
     /// When the first batch after the last checkpoint was journaled.
     since: Option<Instant>,
-    /// A write or sync failed: every batch is a checkpoint until the daemon restarts.
+    /// A write or sync failed: every batch is a checkpoint until the journal is emptied again
+    /// ([`JournalCursor::mend`]).
     broken: bool,
+    /// When a broken journal was last tried again.
+    tried: Option<Instant>,
 }
+
+/// How long a broken journal stays unused before it is emptied and tried again.
+const JOURNAL_RETRY: Duration = Duration::from_secs(5);
 
 impl JournalCursor {
     fn new(journal: Journal) -> Self {
@@ -585,6 +624,39 @@ impl JournalCursor {
             offset: journal::RECORDS_START,
             since: None,
             broken: false,
+            tried: None,
+        }
+    }
+
+    /// A write at the end of the journal failed: no more appends until it is emptied again.
+    /// The failed record may have reached the file whole (a failed sync): its length is
+    /// zeroed, best effort, so that no recovery replays a batch its requests heard fail.
+    fn break_off(&mut self) {
+        self.broken = true;
+        self.tried = Some(Instant::now());
+        let _ = self
+            .journal
+            .write_at(self.offset, &[0; journal::RECORD_HEADER]);
+    }
+
+    /// Called right after a checkpoint, which holds every batch journaled so far: a broken
+    /// journal is emptied (with a new key) and used again, at most every [`JOURNAL_RETRY`]
+    /// (`now`: right after an outage). If that fails, it stays broken.
+    fn mend(&mut self, now: bool) {
+        let due = now || self.tried.is_none_or(|t| t.elapsed() >= JOURNAL_RETRY);
+        if !self.broken || !due {
+            return;
+        }
+        self.tried = Some(Instant::now());
+        match self.journal.clear() {
+            Ok(()) => {
+                self.broken = false;
+                self.start_over();
+                tracing::warn!("the journal can be written again: batches are journaled again");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the journal still cannot be written");
+            }
         }
     }
 
@@ -619,9 +691,64 @@ impl JournalCursor {
     }
 }
 
+/// How often the writer looks at its queue during an outage (answering each request at once),
+/// and tries to reopen a data file it closed.
+const OUTAGE_TICK: Duration = Duration::from_millis(20);
+/// The first wait before a checkpoint is tried again in an outage, and the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(8);
+/// Free space a checkpoint is tried with at least, besides twice the journal's bytes.
+const ROOM_MIN: u64 = 1 << 20;
+
+/// Whether `bytes` more fit on the disk of `dir`: written (and removed) in a file of their own.
+/// A failed redb commit spends its handle, so the writer asks this first: while the disk stays
+/// full, the reopened handle readers use is left alone.
+fn has_room(dir: &std::path::Path, bytes: u64) -> bool {
+    use std::io::Write;
+    let path = dir.join(".indaba-space-probe");
+    let written = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        let chunk = vec![0u8; 64 << 10];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            file.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        Ok::<_, std::io::Error>(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    written.is_ok()
+}
+
+/// A time the data file could not be written. redb refuses every later use of a handle that
+/// met an I/O error, and a batch may sit in its memory that will never be durable, so the
+/// writer closes the handle, opens the file again (which holds what was checkpointed) and
+/// replays the journal into it without a sync: readers then see every acknowledged batch and
+/// nothing else. Writes are refused meanwhile; once a checkpoint goes through, the journal is
+/// emptied and writes resume. A failed checkpoint closes the handle again, and the next is
+/// tried after a growing wait.
+#[derive(Debug)]
+struct Outage {
+    /// What requests hear meanwhile.
+    refusal: StoreError,
+    /// When it began.
+    since: Instant,
+    /// When the next checkpoint may be tried, and the wait after that one if it fails.
+    next_try: Instant,
+    backoff: Duration,
+    /// When the data file, closed, may be reopened, and the wait after that if it fails: a
+    /// tick at first (a reader may hold the old handle for a moment, and the file stays locked
+    /// until it lets go), growing while it fails (the disk may fail reads too).
+    next_reopen: Instant,
+    reopen_backoff: Duration,
+}
+
 /// The writer thread: everything it owns.
 struct Writer {
-    db: Arc<Database>,
+    /// `None` while it is closed in an outage.
+    db: Option<Arc<Database>>,
+    file: DataFile,
     /// `None` with `storage.journal = false`: every batch is then a checkpoint.
     journal: Option<JournalCursor>,
     batch_max: usize,
@@ -632,20 +759,24 @@ struct Writer {
     metrics: Arc<Metrics>,
     guard: RunningGuard,
     state: WriterState,
-    /// A batch readers can already see could not be made durable (the journal write and the
-    /// checkpoint after it both failed): the writer stops rather than let anything settle
-    /// past it. See [`Writer::journal_and_report`].
-    halted: bool,
+    /// While the data file cannot be written: see [`Outage`].
+    outage: Option<Outage>,
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(self.batch_max.min(4096));
         let mut stopping = false;
-        while !stopping
-            && !self.halted
-            && let Some(first) = rx.blocking_recv()
-        {
+        while !stopping {
+            if self.outage.is_some() {
+                // Reopen first, so readers wait for the file as briefly as can be.
+                self.recover(false);
+                stopping = self.refuse_queued(&mut rx);
+                continue;
+            }
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
             let mut next = Some(first);
             while let Some(command) = next {
                 match command {
@@ -666,18 +797,195 @@ impl Writer {
                 self.commit(&mut batch, stopping);
             }
         }
-        if self.halted {
-            // Dropping `rx` fails every request still queued; dropping `self` closes the
-            // readers' progress, so a reader waiting on the lost batch hears "closed".
-            tracing::error!("store writer halted: no more writes until the daemon restarts");
+        // Every handle is gone without a stop: still leave nothing to replay.
+        if self.outage.is_none() && self.uncheckpointed() {
+            self.commit(&mut batch, true);
+        }
+        if self.outage.is_some() {
+            // One last try: space may be back.
+            self.recover(true);
+        }
+        if let Some(outage) = &self.outage {
+            tracing::error!(
+                error = %outage.refusal,
+                "store writer stopped without its final checkpoint: the data file could not be written; every acknowledged write is in the journal (or was checkpointed) and is replayed at the next start"
+            );
             self.guard.0.failed.store(true, Ordering::SeqCst);
             return;
         }
-        // Every handle is gone without a stop: still leave nothing to replay.
-        if !stopping && self.uncheckpointed() {
-            self.commit(&mut batch, true);
-        }
         tracing::debug!("store writer stopped");
+    }
+
+    /// In an outage: answers every request waiting with the outage's refusal, for about
+    /// [`OUTAGE_TICK`]. True once asked to stop (or every handle is gone).
+    fn refuse_queued(&mut self, rx: &mut mpsc::Receiver<Command>) -> bool {
+        let refusal = match &self.outage {
+            Some(outage) => outage.refusal.clone(),
+            None => return false,
+        };
+        let until = Instant::now() + OUTAGE_TICK;
+        loop {
+            match rx.try_recv() {
+                Ok(Command::Stop) => return true,
+                Ok(command) => {
+                    if matches!(command, Command::AppendMessage(..)) {
+                        self.metrics.persistence_failures.inc();
+                    }
+                    if let Some(done) = command.fail(WriteError::Store(refusal.clone())) {
+                        done(Ok(()));
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return true,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    std::thread::sleep(left.min(Duration::from_millis(5)));
+                }
+            }
+        }
+    }
+
+    /// The data file could not be written (`cause`): close its handle and refuse writes until
+    /// [`Writer::recover`] succeeds. See [`Outage`].
+    fn start_outage(&mut self, cause: &StoreError) {
+        if self.outage.is_none() {
+            tracing::error!(
+                error = %cause,
+                "the data file cannot be written: writes are refused (503 storage_unavailable) until it can; reads go on from what is durable"
+            );
+            let now = Instant::now();
+            let cause = match cause {
+                StoreError::Unavailable(detail) => detail.clone(),
+                other => other.to_string(),
+            };
+            self.outage = Some(Outage {
+                refusal: StoreError::Unavailable(format!(
+                    "the data file cannot be written ({cause}); writes resume by themselves once it can"
+                )),
+                since: now,
+                next_try: now + RETRY_FIRST,
+                backoff: RETRY_FIRST,
+                next_reopen: now,
+                reopen_backoff: OUTAGE_TICK,
+            });
+        }
+        self.guard.0.last_commit_ok.store(false, Ordering::Relaxed);
+        self.db = None;
+        self.durable.close();
+    }
+
+    /// One step out of an outage: reopen the data file if it is closed, then, when due (or
+    /// `now`) and the disk has room, try a checkpoint. Writes resume once one goes through.
+    fn recover(&mut self, now: bool) {
+        let Some(outage) = &mut self.outage else {
+            return;
+        };
+        if self.db.is_none() {
+            if !now && Instant::now() < outage.next_reopen {
+                return;
+            }
+            if let Err(e) = self.reopen() {
+                if let Some(outage) = &mut self.outage {
+                    outage.next_reopen = Instant::now() + outage.reopen_backoff;
+                    outage.reopen_backoff = (outage.reopen_backoff * 2).min(RETRY_MAX);
+                    // Quiet while it may only be a reader letting go of the old handle.
+                    if outage.reopen_backoff >= RETRY_FIRST {
+                        tracing::warn!(error = %e, "cannot reopen the data file; reads are refused meanwhile");
+                    }
+                }
+                return;
+            }
+        }
+        let Some(outage) = &mut self.outage else {
+            return;
+        };
+        if !now && Instant::now() < outage.next_try {
+            return;
+        }
+        let pending = self
+            .journal
+            .as_ref()
+            .map_or(0, |cursor| cursor.offset - journal::RECORDS_START);
+        if !has_room(&self.file.dir, ROOM_MIN + 2 * pending) {
+            outage.next_try = Instant::now() + RETRY_FIRST;
+            return;
+        }
+        match self.checkpoint() {
+            Ok(seq) => {
+                self.durable.settle(seq);
+                if let Some(cursor) = &mut self.journal {
+                    // The checkpoint holds everything: a failed journal is tried again now.
+                    cursor.mend(true);
+                }
+                let since = self.outage.take().map(|o| o.since.elapsed());
+                tracing::warn!(
+                    seconds = since.unwrap_or_default().as_secs(),
+                    "the data file can be written again: writes resumed"
+                );
+            }
+            Err(e) => {
+                if let Some(outage) = &mut self.outage {
+                    outage.backoff = (outage.backoff * 2).min(RETRY_MAX);
+                    outage.next_try = Instant::now() + outage.backoff;
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_ms = outage.backoff.as_millis() as u64,
+                        "the data file still cannot be written"
+                    );
+                }
+                // The handle is spent (redb refuses it after an I/O error): open it again at
+                // the next tick, so reads go on meanwhile.
+                if let Some(outage) = &mut self.outage {
+                    outage.reopen_backoff = OUTAGE_TICK;
+                }
+                self.db = None;
+                self.durable.close();
+            }
+        }
+    }
+
+    /// Opens the data file again and replays the journal into it without a sync, then hands it
+    /// to readers: it holds every acknowledged batch and nothing else. Seqs go on from the
+    /// newest attempted, so no reader waiting on an older one is answered from the new handle.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let db = (self.file.open)()?;
+        let replayed = match &self.journal {
+            Some(cursor) => {
+                // The writer's own journal: damage here is not a torn write of a crash, and
+                // replaying past it would show readers less than was acknowledged.
+                let scan = cursor.journal.scan(redo::applied_seq(&db)?)?;
+                if let Some(damage) = scan.damage {
+                    return Err(StoreError::Journal {
+                        path: cursor.journal.path().to_owned(),
+                        message: format!(
+                            "damaged at offset {} while reopening the data file: {}",
+                            damage.offset, damage.what
+                        ),
+                    });
+                }
+                redo::replay_unsynced(&db, &cursor.journal, &scan.records, self.queue_max)?
+                    .0
+                    .seq
+            }
+            None => 0,
+        };
+        let txn = db.begin_read()?;
+        let mut state = WriterState::load_with(&txn, self.state.damaged.clone())?;
+        drop(txn);
+        state.clock = std::mem::take(&mut self.state.clock);
+        state.committing = self.state.committing.clone();
+        state.seq = self.state.seq.max(replayed);
+        self.state = state;
+        let db = Arc::new(db);
+        self.durable.publish(db.clone(), self.state.seq);
+        self.db = Some(db);
+        if let Some(outage) = &mut self.outage {
+            outage.reopen_backoff = OUTAGE_TICK;
+        }
+        tracing::info!("data file reopened: reads go on from what is durable");
+        Ok(())
     }
 
     /// Whether the journal holds batches no checkpoint covers yet.
@@ -699,7 +1007,7 @@ impl Writer {
         let interval = self.checkpoint_interval;
         let record = match &self.journal {
             Some(cursor) if !checkpoint && !cursor.checkpoint_due(interval) => {
-                match encode_record(batch, now_ms) {
+                match encode_record(batch, now_ms, self.queue_max) {
                     Ok(record) if cursor.fits(record.len()) => Some(record),
                     Ok(_) => None,
                     Err(e) => {
@@ -727,29 +1035,37 @@ impl Writer {
             report,
         };
         match (outcome, record) {
-            (Ok(()), Some(mut record)) => {
+            (Ok(()), Some(mut record)) if !committed.report.durable => {
                 fill_record(&mut record, &committed.report);
                 self.journal_and_report(seq, &mut record, committed, started);
             }
-            (Ok(()), None) => {
+            // A checkpoint as planned, or one its new id reservation made of it.
+            (Ok(()), _) => {
                 self.checkpointed(&committed.report);
                 tracing::trace!(batch = size, seq, "committed, checkpoint");
                 self.durable.report(seq, committed);
             }
             (Err(error), _) => {
                 tracing::error!(batch = size, error = %error, "commit failed; batch rolled back");
-                self.durable
-                    .fail(seq, committed.completions, &error, appends);
+                if matches!(error, StoreError::Unavailable(_)) {
+                    // redb refuses this handle from now on, and the batch may be in its memory.
+                    self.durable.abandon(committed.completions, &error, appends);
+                    self.start_outage(&error);
+                } else {
+                    self.durable
+                        .fail(seq, committed.completions, &error, appends);
+                }
             }
         }
     }
 
     /// Makes a batch committed without a sync durable through its journal record, then reports
-    /// it. If the journal cannot be written, a checkpoint makes it durable instead, and every
-    /// later batch is a checkpoint. If that fails too, its requests hear the error and the
-    /// writer halts: the batch is in redb's memory, where readers see it, and nothing can take
-    /// it back there; settling it would show readers rows a crash loses (and whose message ids
-    /// would then be given out again).
+    /// it. If the journal cannot be written, a checkpoint makes it durable instead, and later
+    /// batches are checkpoints until the journal can be written again. If that checkpoint
+    /// fails too, its requests hear the error and an outage begins: the batch is in redb's
+    /// memory, where readers see it, and only closing the handle takes it back; settling it
+    /// would show readers rows a crash loses (and whose message ids would then be given out
+    /// again).
     fn journal_and_report(
         &mut self,
         seq: u64,
@@ -768,8 +1084,8 @@ impl Writer {
                 self.durable.report(seq, committed);
             }
             Err(e) => {
-                tracing::error!(error = %e, "journal write failed; every batch is a checkpoint from now on");
-                cursor.broken = true;
+                tracing::error!(error = %e, "journal write failed; every batch is a checkpoint until it can be written again");
+                cursor.break_off();
                 // An empty checkpoint: it makes this batch, committed already, durable.
                 match self.checkpoint() {
                     Ok(checkpoint) => {
@@ -779,11 +1095,11 @@ impl Writer {
                     Err(error) => {
                         tracing::error!(error = %error, "the checkpoint after a failed journal write failed too");
                         let appends = committed.report.stored.len();
-                        let error = StoreError::Storage(format!(
+                        let error = StoreError::Unavailable(format!(
                             "journal write failed ({e}) and so did the checkpoint after it ({error})"
                         ));
                         self.durable.abandon(committed.completions, &error, appends);
-                        self.halted = true;
+                        self.start_outage(&error);
                     }
                 }
             }
@@ -813,7 +1129,16 @@ impl Writer {
         batch: &mut Vec<Command>,
         plan: Plan,
     ) -> (Vec<Completion>, BatchReport, Result<(), StoreError>) {
-        let applied = commit_batch(&self.db, batch, &mut self.state, self.queue_max, plan);
+        let Some(db) = &self.db else {
+            // Never reached: an outage commits nothing before it reopened the file.
+            let closed = StoreError::Unavailable("the data file is closed".to_owned());
+            let mut completions = Vec::new();
+            for command in batch.drain(..) {
+                completions.extend(command.fail(WriteError::Store(closed.clone())));
+            }
+            return (completions, BatchReport::default(), Err(closed));
+        };
+        let applied = commit_batch(db, batch, &mut self.state, self.queue_max, plan);
         self.guard
             .0
             .last_commit_ok
@@ -828,6 +1153,7 @@ impl Writer {
             .observe(report.sync.as_secs_f64());
         if let Some(cursor) = &mut self.journal {
             cursor.start_over();
+            cursor.mend(false);
         }
     }
 }
@@ -861,6 +1187,7 @@ pub(super) fn commit_batch(
     let mut pending = batch.drain(..);
     let tail_before = state.tail.len();
     let mut folded = false;
+    let mut reserved = false;
     let outcome = (|| -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
         if !plan.durable {
@@ -868,7 +1195,7 @@ pub(super) fn commit_batch(
                 .map_err(|e| StoreError::Storage(e.to_string()))?;
         }
         {
-            let mut tables = Tables::open(&txn, queue_max, &mut state.tail)?;
+            let mut tables = Tables::open(&txn, queue_max, &mut state.tail, &state.damaged)?;
             let first_message_id = tables.next_message_id;
             for command in pending.by_ref() {
                 match tables.apply(command, plan.now_ms) {
@@ -885,6 +1212,7 @@ pub(super) fn commit_batch(
             }
             tables.flush()?;
             tables.save_counters()?;
+            reserved = ids::reserve(&mut tables.meta)?;
             // Durable or not: see `meta::APPLIED_SEQ`.
             tables.meta.insert(meta::APPLIED_SEQ, plan.seq)?;
             if let Some(recorded) = plan.expect_ids {
@@ -900,8 +1228,15 @@ pub(super) fn commit_batch(
                 queue_pending: tables.queue_pending,
                 first_message_id,
                 next_message_id: tables.next_message_id,
+                durable: plan.durable || reserved,
                 sync: Duration::ZERO,
             };
+        }
+        // Its ids passed the durable reservation: the new one must be durable before any of
+        // them is handed out, and with it the batch itself.
+        if reserved && !plan.durable {
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|e| StoreError::Storage(e.to_string()))?;
         }
         // Before the commit: a reader that sees this batch reads its seq (see `Progress`).
         state.committing.store(plan.seq, Ordering::SeqCst);
@@ -941,6 +1276,9 @@ pub(super) struct BatchReport {
     /// The message ids the batch gave: from the first up to (not including) the next.
     pub first_message_id: u64,
     pub next_message_id: u64,
+    /// The commit was durable (a checkpoint): planned so, or made so by a new id reservation
+    /// ([`ids::reserve`]).
+    pub durable: bool,
     /// How long redb's `commit()` took: for a checkpoint, writing its pages and `fdatasync`.
     pub sync: Duration,
 }
@@ -968,6 +1306,8 @@ struct Tables<'txn> {
     /// The unindexed tail, shared with the next batches (appends push, a fold empties it once
     /// committed).
     tail: &'txn mut WriterTail,
+    /// Where a message record that cannot be decoded is reported.
+    damaged: &'txn DamagedRecords,
     meta: Table<'txn, &'static str, u64>,
     users: Table<'txn, u64, &'static [u8]>,
     usernames: Table<'txn, &'static str, u64>,
@@ -1009,6 +1349,7 @@ impl<'txn> Tables<'txn> {
         txn: &'txn WriteTransaction,
         queue_max: u64,
         tail: &'txn mut WriterTail,
+        damaged: &'txn DamagedRecords,
     ) -> Result<Self, StoreError> {
         let table = txn.open_table(META)?;
         let next_message_id = meta::get(&table, meta::NEXT_MESSAGE_ID)?.unwrap_or(1);
@@ -1018,6 +1359,7 @@ impl<'txn> Tables<'txn> {
         let dead_letters = meta::get(&table, meta::DEAD_LETTERS)?.unwrap_or(0);
         Ok(Self {
             tail,
+            damaged,
             meta: table,
             users: txn.open_table(USERS)?,
             usernames: txn.open_table(USERNAMES)?,
@@ -1432,9 +1774,13 @@ impl<'txn> Tables<'txn> {
                 tail: &self.tail.history,
             };
             for id in history.ids(conversation, target + 1..=u64::MAX)? {
-                if let Some(bytes) = self.messages.get(id?).map_err(rd)? {
-                    let record: MessageRecord = decode(bytes.value())?;
-                    unread += u64::from(record.sender != user);
+                let id = id?;
+                if let Some(bytes) = self.messages.get(id).map_err(rd)? {
+                    // A damaged record has no sender to tell: left out, as every view does.
+                    let record: Option<MessageRecord> =
+                        self.damaged
+                            .skip(MESSAGES.name(), id, decode(bytes.value()))?;
+                    unread += u64::from(record.is_some_and(|r| r.sender != user));
                 }
             }
             unread
@@ -1736,6 +2082,9 @@ pub(super) struct WriterState {
     seq: u64,
     /// Shared with readers: see [`Progress`].
     committing: Arc<AtomicU64>,
+    /// Where a message record the writer cannot decode is reported (the store's, once the
+    /// writer runs).
+    damaged: Arc<DamagedRecords>,
 }
 
 impl WriterState {
@@ -1746,11 +2095,17 @@ impl WriterState {
 
     /// The tail as of `txn`: every message above `indexed_to`, with its client id.
     pub(super) fn load(txn: &ReadTransaction) -> Result<Self, StoreError> {
+        Self::load_with(txn, Arc::default())
+    }
+
+    /// [`WriterState::load`], reporting damaged records to `damaged`.
+    fn load_with(txn: &ReadTransaction, damaged: Arc<DamagedRecords>) -> Result<Self, StoreError> {
         let indexed_to = meta::get(&txn.open_table(META)?, meta::INDEXED_TO)?.unwrap_or(0);
         let mut tail = WriterTail::default();
         scan_tail(
             &txn.open_table(MESSAGES)?,
             indexed_to,
+            &damaged,
             |bytes| decode::<MessageRecord>(bytes),
             |id, record| {
                 let client = record.client_id.map(|c| (record.sender, c));
@@ -1759,6 +2114,7 @@ impl WriterState {
         )?;
         Ok(Self {
             tail,
+            damaged,
             ..Self::default()
         })
     }
@@ -2242,7 +2598,18 @@ mod journal_failure_tests {
         let journal = Journal::read_only(temp.path()).expect("journal");
         let options = WriterOptions::standalone(16);
         let metrics = options.metrics.clone();
-        let (writer, thread) = spawn(db.clone(), options, Some(journal), 0).expect("spawn");
+        let path = temp.path().join(crate::store::DATABASE_FILE);
+        let file = DataFile {
+            dir: temp.path().to_owned(),
+            open: Box::new(move || {
+                Database::open(&path).map_err(|e| StoreError::Open {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })
+            }),
+        };
+        let (writer, thread) =
+            spawn(db.clone(), options, Some(journal), 0, Arc::default(), file).expect("spawn");
         let conversation = writer
             .create_conversation(one_to_one(1, 2))
             .await
@@ -2290,11 +2657,42 @@ mod journal_failure_tests {
         thread.finish(store.writer()).await;
     }
 
-    /// The data file's writes and syncs fail once `fail` is set: a full or dying disk.
+    /// The data file's writes and syncs fail while `fail` is set: a full disk.
     #[derive(Debug)]
     struct FailingDisk {
         inner: redb::backends::FileBackend,
         fail: Arc<AtomicBool>,
+    }
+
+    impl FailingDisk {
+        /// A database on the data file in `dir`, on a disk that fails while `fail` is set.
+        fn open(dir: &std::path::Path, fail: &Arc<AtomicBool>) -> Result<Database, StoreError> {
+            let path = dir.join(crate::store::DATABASE_FILE);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .expect("file");
+            let disk = FailingDisk {
+                inner: redb::backends::FileBackend::new(file).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot lock the file yet: {e}"))
+                })?,
+                fail: fail.clone(),
+            };
+            Database::builder()
+                .create_with_backend(disk)
+                .map_err(|e| StoreError::Open {
+                    path,
+                    message: e.to_string(),
+                })
+        }
+
+        fn check(&self) -> Result<(), std::io::Error> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            Ok(())
+        }
     }
 
     impl redb::StorageBackend for FailingDisk {
@@ -2305,15 +2703,15 @@ mod journal_failure_tests {
             self.inner.read(offset, out)
         }
         fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.check()?;
             self.inner.set_len(len)
         }
         fn sync_data(&self) -> Result<(), std::io::Error> {
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(std::io::Error::other("EIO (simulated)"));
-            }
+            self.check()?;
             self.inner.sync_data()
         }
         fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.check()?;
             self.inner.write(offset, data)
         }
         fn close(&self) -> Result<(), std::io::Error> {
@@ -2321,22 +2719,25 @@ mod journal_failure_tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_batch_that_cannot_be_made_durable_is_never_shown_to_readers() {
-        let temp = TempStore::new();
-        let conversation = temp.with_conversation().await;
-
-        let fail = Arc::new(AtomicBool::new(false));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(temp.path().join(crate::store::DATABASE_FILE))
-            .expect("file");
-        let disk = FailingDisk {
-            inner: redb::backends::FileBackend::new(file).expect("backend"),
-            fail: fail.clone(),
-        };
-        let db = Arc::new(Database::builder().create_with_backend(disk).expect("db"));
+    /// A writer on `temp`'s data file on a [`FailingDisk`], with a journal that cannot be
+    /// written, and a store handle on it.
+    async fn on_failing_disk(
+        temp: &TempStore,
+        fail: &Arc<AtomicBool>,
+    ) -> (crate::store::Store, WriterThread) {
+        let db = Arc::new(FailingDisk::open(temp.path(), fail).expect("db"));
+        // Room in the file for the batches below: growing it syncs, which the failing disk
+        // refuses.
+        const SCRATCH: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("scratch");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(SCRATCH)
+            .expect("table")
+            .insert(0, vec![0u8; 1 << 20].as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+        let txn = db.begin_write().expect("write");
+        txn.delete_table(SCRATCH).expect("delete");
+        txn.commit().expect("commit");
         // redb's first write after an open syncs once more; get it done before the disk fails.
         for durability in [redb::Durability::Immediate, redb::Durability::None] {
             let mut txn = db.begin_write().expect("write");
@@ -2344,39 +2745,117 @@ mod journal_failure_tests {
             txn.commit().expect("commit");
         }
         let journal = Journal::read_only(temp.path()).expect("journal");
-        let (writer, thread) =
-            spawn(db.clone(), WriterOptions::standalone(16), Some(journal), 0).expect("spawn");
-        let store = crate::store::Store {
-            db: db.clone(),
-            writer: writer.clone(),
-            keyring: temp.keyring(),
+        let file = {
+            let (dir, fail) = (temp.path().to_owned(), fail.clone());
+            DataFile {
+                dir: dir.clone(),
+                open: Box::new(move || FailingDisk::open(&dir, &fail)),
+            }
         };
+        let (writer, thread) = spawn(
+            db,
+            WriterOptions::standalone(16),
+            Some(journal),
+            0,
+            Arc::default(),
+            file,
+        )
+        .expect("spawn");
+        let store = crate::store::Store {
+            writer,
+            keyring: temp.keyring(),
+            damaged: Arc::default(),
+        };
+        (store, thread)
+    }
 
-        // The journal cannot be written, and the checkpoint meant to cover that fails too.
+    fn refused(result: &Result<MessageAppended, WriteError>) -> bool {
+        matches!(result, Err(WriteError::Store(StoreError::Unavailable(_))))
+    }
+
+    /// A store whose disk fails while `fail` is set, and the send that met it failing (the
+    /// journal cannot be written, and the checkpoint meant to cover that fails too).
+    struct FailedWrite {
+        temp: TempStore,
+        fail: Arc<AtomicBool>,
+        store: crate::store::Store,
+        thread: WriterThread,
+        writer: WriterHandle,
+        conversation: u64,
+    }
+
+    async fn failed_write() -> FailedWrite {
+        let temp = TempStore::new();
+        let conversation = temp.with_conversation().await;
+        let fail = Arc::new(AtomicBool::new(false));
+        let (store, thread) = on_failing_disk(&temp, &fail).await;
+        let writer = store.writer().clone();
         fail.store(true, Ordering::SeqCst);
         let sent = writer
             .append_message(test_message(conversation, 1, Priority::Normal))
             .await;
+        assert!(refused(&sent), "{sent:?}");
+        FailedWrite {
+            temp,
+            fail,
+            store,
+            thread,
+            writer,
+            conversation,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_cannot_be_made_durable_is_never_shown_and_the_store_recovers() {
+        let failed = failed_write().await;
+        let (writer, conversation) = (&failed.writer, failed.conversation);
+        // The message was in redb's memory, and a crash loses it: no reader may see it.
+        let seen = failed.store.read(|r| r.message(1)).await;
         assert!(
-            sent.is_err(),
-            "acknowledged without being durable: {sent:?}"
-        );
-        // The message is in redb's memory, and a crash loses it: no reader may see it.
-        let seen = store.read(|r| r.message(1)).await;
-        assert!(
-            matches!(seen, Err(StoreError::Closed)),
+            matches!(seen, Ok(None) | Err(StoreError::Unavailable(_))),
             "a reader was answered: {seen:?}"
         );
         assert!(!writer.is_healthy());
-        // The daemon watches for this to stop itself (see `app::run`).
-        tokio::time::timeout(std::time::Duration::from_secs(10), writer.ended())
-            .await
-            .expect("the writer thread ends");
-        assert!(writer.failed());
         let later = writer
             .append_message(test_message(conversation, 1, Priority::Normal))
             .await;
-        assert!(later.is_err(), "{later:?}");
-        thread.finish(&writer).await;
+        assert!(refused(&later), "{later:?}");
+
+        // Space is back: writes resume by themselves.
+        failed.fail.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            let sent = writer
+                .append_message(test_message(conversation, 1, Priority::Normal))
+                .await;
+            match sent {
+                Ok(MessageAppended::Stored { id, .. }) => break id,
+                other => assert!(refused(&other), "{other:?}"),
+            }
+            assert!(Instant::now() < deadline, "writes never resumed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(writer.is_healthy());
+        let found = failed.store.read(move |r| r.message(id)).await;
+        assert!(found.expect("read").is_some());
+        failed.thread.finish(writer).await;
+        assert!(!writer.failed(), "a clean stop after the recovery");
+        drop(failed.store);
+
+        // Durable: there after a restart.
+        let (store, thread) = failed.temp.open();
+        let found = store.read(move |r| r.message(id)).await.expect("read");
+        assert!(found.is_some());
+        thread.finish(store.writer()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_while_the_disk_fails_is_not_a_clean_one() {
+        let failed = failed_write().await;
+        failed.thread.finish(&failed.writer).await;
+        assert!(
+            failed.writer.failed(),
+            "stopped without its final checkpoint"
+        );
     }
 }

@@ -22,6 +22,9 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     /// Every stderr line so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The thread copying stderr into `log`; joined once the process has exited, so a test
+    /// that looks at the log after the exit sees the last lines too.
+    reader: Option<std::thread::JoinHandle<()>>,
     secret: Vec<u8>,
     pub http: reqwest::blocking::Client,
 }
@@ -64,6 +67,19 @@ impl Daemon {
 
     /// Starts the daemon; `Err` carries its output if it exited instead of listening.
     pub fn try_start(data_dir: &Path, options: Options) -> Result<Daemon, String> {
+        Self::try_start_args(data_dir, options, &[])
+    }
+
+    /// [`Daemon::start_with`], with `args` after the global ones: a subcommand and its flags
+    /// (`serve --accept-journal-loss`).
+    pub fn start_with_args(data_dir: &Path, options: Options, args: &[&str]) -> Daemon {
+        match Self::try_start_args(data_dir, options, args) {
+            Ok(d) => d,
+            Err(output) => panic!("daemon did not start:\n{output}"),
+        }
+    }
+
+    fn try_start_args(data_dir: &Path, options: Options, args: &[&str]) -> Result<Daemon, String> {
         let mut cmd = Command::new(BIN);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
@@ -77,6 +93,7 @@ impl Daemon {
         if let Some(config) = &options.config {
             cmd.arg("--config").arg(config);
         }
+        cmd.args(args);
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
@@ -85,13 +102,15 @@ impl Daemon {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let addr = line
                     .split("listening on http://")
                     .nth(1)
-                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned());
+                    // Text lines end the address at a space, JSON lines at the closing quote.
+                    .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
+                    .map(str::to_owned);
                 // Record the line before announcing it, so the log already holds it.
                 sink.lock().expect("log lock").push(line);
                 if let Some(addr) = addr {
@@ -121,6 +140,7 @@ impl Daemon {
             addr,
             data_dir: data_dir.to_owned(),
             log,
+            reader: Some(reader),
             secret,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(20))
@@ -198,6 +218,10 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Its stderr is closed: the reader ends once it has the last line.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(
@@ -350,45 +374,43 @@ impl RawResponse {
     }
 }
 
-/// Reads one HTTP/1.1 response from `stream` (10 s at most): `None` if the connection closed
-/// or stayed silent before a whole response came.
+/// Reads one HTTP/1.1 response from `stream` (10 s at most), and nothing past it (the next
+/// pipelined response stays for the next call): `None` if the connection closed or stayed
+/// silent before a whole response came.
 pub fn read_response(stream: &mut std::net::TcpStream) -> Option<RawResponse> {
     use std::io::Read;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).into_owned();
-            let mut lines = head.split("\r\n");
-            let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-            let headers: Vec<(String, String)> = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                .collect();
-            let length: usize = headers
-                .iter()
-                .find(|(n, _)| n == "content-length")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            if got.len() >= end + 4 + length {
-                let body = &got[end + 4..end + 4 + length];
-                let body = serde_json::from_slice(body)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
-                return Some(RawResponse {
-                    status,
-                    headers,
-                    body,
-                });
-            }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
         }
     }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.trim_end().split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    let body = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    Some(RawResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Sends `request` as raw bytes on a new connection to `addr` and reads the answer. The bytes
