@@ -44,8 +44,8 @@ pub const MAX_URI_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 100;
 /// How long a closing connection reads and drops what its client still sends.
 const LINGER: Duration = Duration::from_secs(2);
-/// Bytes read from the socket at a time while a head is incomplete.
-const HEAD_READ: usize = 4096;
+/// Bytes read and dropped at a time while lingering.
+const LINGER_READ: usize = 4096;
 /// The header that marks a stand-in request.
 const STAND_IN_HEADER: &str = "x-indaba-refused";
 
@@ -156,27 +156,46 @@ enum Closing {
 }
 
 /// The socket of one HTTP connection, as hyper reads it.
+///
+/// Bytes are read straight into hyper's buffer; only what cannot be handed over yet (an
+/// incomplete head) is moved into [`EdgeIo::buf`]. A request whose head arrives in one read,
+/// the common case, is not copied, and no timer is touched for it.
 #[derive(Debug)]
 pub struct EdgeIo {
     io: TcpStream,
-    /// Read from the socket and not yet handed to hyper.
+    /// Read from the socket and not yet handed to hyper: a head still incomplete, or the
+    /// stand-in request for a refused one (and checked bytes before it).
     buf: BytesMut,
     /// How many of `buf`'s first bytes are checked and may be handed over.
     checked: usize,
-    /// What follows the checked bytes.
+    /// What the next unchecked byte belongs to.
     phase: Phase,
-    /// How far the current partial head has been searched for its end.
+    /// How far the incomplete head in `buf` has been searched for its end.
     searched: usize,
-    /// When the head being waited for is late; later, when a closing connection stops lingering.
-    deadline: Pin<Box<Sleep>>,
+    /// When the head being waited for is late: `head_timeout` after the end of the request
+    /// before it, or after the answer to it, whichever came later.
+    head_due: Instant,
+    /// Wakes the connection at `head_due` while an incomplete head is held; later, when a
+    /// closing connection stops lingering.
+    timer: Pin<Box<Sleep>>,
     /// `limits.body_timeout`: how long a client may take to send a head.
     head_timeout: Duration,
-    /// [`Verdict::answers`] when the deadline was last set.
+    /// [`Verdict::answers`] when `head_due` was last set.
     answers_seen: u64,
     verdict: Arc<Verdict>,
     /// Fires when the daemon starts to stop.
     shutdown: CancellationToken,
     closing: Closing,
+}
+
+/// How many of some unchecked bytes may go to hyper.
+#[derive(Debug, PartialEq, Eq)]
+enum Passed {
+    All,
+    /// The first this many; the rest begins a head that is not complete yet.
+    Upto(usize),
+    /// The first this many; the head after them is refused.
+    Refused(usize, Refusal),
 }
 
 impl EdgeIo {
@@ -186,13 +205,15 @@ impl EdgeIo {
         verdict: Arc<Verdict>,
         shutdown: CancellationToken,
     ) -> Self {
+        let head_due = Instant::now() + head_timeout;
         Self {
             io,
             buf: BytesMut::new(),
             checked: 0,
             phase: Phase::Head,
             searched: 0,
-            deadline: Box::pin(tokio::time::sleep(head_timeout)),
+            head_due,
+            timer: Box::pin(tokio::time::sleep_until(head_due)),
             head_timeout,
             answers_seen: 0,
             verdict,
@@ -210,47 +231,46 @@ impl EdgeIo {
     fn await_head(&mut self) {
         self.phase = Phase::Head;
         self.searched = 0;
-        self.deadline
-            .as_mut()
-            .reset(Instant::now() + self.head_timeout);
+        self.head_due = Instant::now() + self.head_timeout;
     }
 
-    /// Checks what it can of the unchecked bytes, moving `checked` forward.
-    fn check(&mut self) {
-        while self.checked < self.buf.len() {
-            let unchecked = self.buf.len() - self.checked;
+    /// Follows `bytes`, all unchecked, from the current phase, and says how many of them may
+    /// go to hyper.
+    fn pass(&mut self, bytes: &[u8]) -> Passed {
+        let mut at = 0;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
             match &mut self.phase {
-                Phase::Refused => return,
-                Phase::Raw => self.checked = self.buf.len(),
+                Phase::Refused => return Passed::Upto(at),
+                Phase::Raw => return Passed::All,
                 Phase::Body(left) => {
-                    let n = (*left).min(unchecked as u64);
-                    self.checked += n as usize;
+                    let n = (*left).min(rest.len() as u64);
+                    at += n as usize;
                     *left -= n;
                     if *left == 0 {
                         self.await_head();
                     }
                 }
-                Phase::Chunked(scan) => match scan.feed(&self.buf[self.checked..]) {
-                    Scanned::More => self.checked = self.buf.len(),
+                Phase::Chunked(scan) => match scan.feed(rest) {
+                    Scanned::More => return Passed::All,
                     Scanned::End(n) => {
-                        self.checked += n;
+                        at += n;
                         self.await_head();
                     }
                     Scanned::Lost => self.phase = Phase::Raw,
                 },
                 Phase::Head => {
-                    let head = &self.buf[self.checked..];
                     let first_look = self.searched == 0;
-                    let ended = head_ended(head, self.searched);
-                    self.searched = head.len();
+                    let ended = head_ended(rest, self.searched);
+                    self.searched = rest.len();
                     let checked = if first_look || ended {
-                        check_head(head)
+                        check_head(rest)
                     } else {
                         Ok(None)
                     };
                     match checked {
                         Ok(Some((len, next))) => {
-                            self.checked += len;
+                            at += len;
                             match next {
                                 Next::Head => self.await_head(),
                                 Next::Body(n) => self.phase = Phase::Body(n),
@@ -259,22 +279,38 @@ impl EdgeIo {
                             }
                         }
                         Ok(None) => {
-                            if let Some(refusal) = oversized(head) {
-                                self.refuse(refusal);
-                            }
-                            return;
+                            return match oversized(rest) {
+                                Some(refusal) => Passed::Refused(at, refusal),
+                                None => Passed::Upto(at),
+                            };
                         }
-                        Err(refusal) => {
-                            self.refuse(refusal);
-                            return;
-                        }
+                        Err(refusal) => return Passed::Refused(at, refusal),
                     }
                 }
             }
         }
+        Passed::All
     }
 
-    /// Replaces everything unchecked with the stand-in request for `refusal`.
+    /// Checks what it can of the unchecked bytes in `buf`.
+    fn check(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        let from = self.checked;
+        let passed = self.pass(&buf[from..]);
+        self.buf = buf;
+        match passed {
+            Passed::All => self.checked = self.buf.len(),
+            Passed::Upto(n) => self.checked = from + n,
+            Passed::Refused(n, refusal) => {
+                self.buf.truncate(from + n);
+                self.checked = from + n;
+                self.refuse(refusal);
+            }
+        }
+    }
+
+    /// Queues the stand-in request for `refusal` after the checked bytes: all hyper gets from
+    /// now on.
     fn refuse(&mut self, refusal: Refusal) {
         tracing::debug!(?refusal, "request head refused");
         *self
@@ -294,57 +330,19 @@ impl EdgeIo {
         self.phase = Phase::Refused;
     }
 
-    /// Whether a partial head is held back from hyper.
+    /// Whether an incomplete head is held back from hyper.
     fn holds_partial_head(&self) -> bool {
         matches!(self.phase, Phase::Head) && self.buf.len() > self.checked
     }
 
-    /// Reads from the socket into `buf`, while a head is incomplete.
-    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let mut chunk = [0u8; HEAD_READ];
-        let mut read = ReadBuf::new(&mut chunk);
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
-        self.buf.extend_from_slice(read.filled());
-        Poll::Ready(Ok(read.filled().len()))
-    }
-
-    /// Reads a body or raw bytes straight into hyper's buffer (nothing is held back).
-    fn read_through(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let start = out.filled().len();
-        match &mut self.phase {
-            Phase::Body(left) => {
-                // Never past the body: what follows is the next head, to be checked first.
-                let limit = (*left).min(out.remaining() as u64) as usize;
-                let mut within = ReadBuf::new(out.initialize_unfilled_to(limit));
-                ready!(Pin::new(&mut self.io).poll_read(cx, &mut within))?;
-                let n = within.filled().len();
-                out.advance(n);
-                *left -= n as u64;
-                if *left == 0 {
-                    self.await_head();
-                }
-            }
-            Phase::Chunked(scan) => {
-                ready!(Pin::new(&mut self.io).poll_read(cx, out))?;
-                match scan.feed(&out.filled()[start..]) {
-                    Scanned::More => {}
-                    Scanned::End(n) => {
-                        // What came after the body is the next head: keep it back.
-                        self.buf.extend_from_slice(&out.filled()[start + n..]);
-                        out.set_filled(start + n);
-                        self.await_head();
-                        self.check();
-                    }
-                    Scanned::Lost => self.phase = Phase::Raw,
-                }
-            }
-            _ => ready!(Pin::new(&mut self.io).poll_read(cx, out))?,
+    /// A held head that is late is refused (408); otherwise the timer is set to wake the
+    /// connection when it will be. Only for a held head: an idle connection is hyper's (its
+    /// keep-alive timeout).
+    fn late_head(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.timer.deadline() != self.head_due {
+            self.timer.as_mut().reset(self.head_due);
         }
-        Poll::Ready(Ok(()))
+        self.timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -367,38 +365,60 @@ impl AsyncRead for EdgeIo {
                 }
                 return Poll::Ready(Ok(()));
             }
-            match this.phase {
+            if matches!(this.phase, Phase::Refused) {
                 // hyper answers the stand-in, then closes.
-                Phase::Refused => return Poll::Pending,
-                Phase::Head => {}
-                _ if this.buf.is_empty() => return this.read_through(cx, out),
-                _ => {
-                    this.check();
-                    continue;
-                }
+                return Poll::Pending;
             }
-            // Waiting for (the rest of) a head.
+            // An answer since the head wait began restarts it: the client waited for it.
             let answers = this.verdict.answers.load(Ordering::Relaxed);
             if answers != this.answers_seen {
                 this.answers_seen = answers;
-                this.await_head();
+                if matches!(this.phase, Phase::Head) {
+                    this.head_due = Instant::now() + this.head_timeout;
+                }
             }
-            if this.shutdown.is_cancelled() && this.holds_partial_head() {
+            let held = this.holds_partial_head();
+            if held && this.shutdown.is_cancelled() {
                 this.refuse(Refusal::ShuttingDown);
                 continue;
             }
-            match this.fill(cx) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(_)) => this.check(),
+            let start = out.filled().len();
+            match Pin::new(&mut this.io).poll_read(cx, out) {
+                Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    // An idle connection is hyper's (its keep-alive timeout); a late head ours.
-                    if this.deadline.as_mut().poll(cx).is_ready() && this.holds_partial_head() {
+                    if held && this.late_head(cx) {
                         this.refuse(Refusal::Timeout);
                         continue;
                     }
                     return Poll::Pending;
                 }
+            }
+            if out.filled().len() == start {
+                // The client closed its side; an incomplete head goes with it.
+                return Poll::Ready(Ok(()));
+            }
+            if held {
+                // The rest of a held head: it joins the head, and is checked there.
+                this.buf.extend_from_slice(&out.filled()[start..]);
+                out.set_filled(start);
+                this.check();
+                continue;
+            }
+            // Read straight into hyper's buffer: keep back what may not go yet.
+            match this.pass(&out.filled()[start..]) {
+                Passed::All => {}
+                Passed::Upto(n) => {
+                    this.buf.extend_from_slice(&out.filled()[start + n..]);
+                    out.set_filled(start + n);
+                }
+                Passed::Refused(n, refusal) => {
+                    out.set_filled(start + n);
+                    this.refuse(refusal);
+                }
+            }
+            if out.filled().len() > start {
+                return Poll::Ready(Ok(()));
             }
         }
     }
@@ -465,18 +485,18 @@ impl AsyncWrite for EdgeIo {
                     let linger = *linger;
                     ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
                     this.closing = if linger {
-                        this.deadline.as_mut().reset(Instant::now() + LINGER);
+                        this.timer.as_mut().reset(Instant::now() + LINGER);
                         Closing::Lingering
                     } else {
                         Closing::Closed
                     };
                 }
                 Closing::Lingering => {
-                    if this.deadline.as_mut().poll(cx).is_ready() {
+                    if this.timer.as_mut().poll(cx).is_ready() {
                         this.closing = Closing::Closed;
                         continue;
                     }
-                    let mut sink = [0u8; HEAD_READ];
+                    let mut sink = [0u8; LINGER_READ];
                     let mut read = ReadBuf::new(&mut sink);
                     match ready!(Pin::new(&mut this.io).poll_read(cx, &mut read)) {
                         Ok(()) if !read.filled().is_empty() => {}
