@@ -12,8 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketWrite};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
@@ -100,20 +98,14 @@ pub async fn run(
     };
     // Back to the TCP stream (the server serves nothing else), so the reader can wait for
     // readiness without a buffer; fastwebsockets' own reader and its 8 KiB go with `ws`.
-    let parts = match ws
-        .into_inner()
-        .into_inner()
-        .downcast::<TokioIo<TcpStream>>()
-    {
-        Ok(parts) => parts,
-        Err(_) => {
-            tracing::error!("websocket upgraded from a transport other than TCP: dropped");
-            return;
-        }
+    let Some((stream, early)) = crate::http::server::upgraded_stream(ws.into_inner().into_inner())
+    else {
+        tracing::error!("websocket upgraded from a transport other than TCP: dropped");
+        return;
     };
-    let (read, write) = parts.io.into_inner().into_split();
+    let (read, write) = stream.into_split();
     let max_frame = state.config.limits.max_frame_bytes;
-    let mut reader = FrameReader::new(read, parts.read_buf, max_frame);
+    let mut reader = FrameReader::new(read, early, max_frame);
     let (_, mut writer) = fastwebsockets::after_handshake_split(
         tokio::io::empty(),
         Coalesce::new(write, WRITE_BUFFER),
