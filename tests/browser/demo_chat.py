@@ -128,6 +128,18 @@ def item(page, name):
     return page.locator(".conversation-item").filter(has=page.locator(".conversation-name", has_text=name))
 
 
+async def every_control_is_named(page, what):
+    """Each visible button and field has an accessible name (a label, aria-label(ledby) or text)."""
+    unnamed = await page.evaluate(
+        """() => [...document.querySelectorAll("button, input, textarea, select")]
+             .filter((e) => e.offsetParent !== null)
+             .filter((e) => !((e.labels && e.labels.length) || e.getAttribute("aria-label")
+                              || e.getAttribute("aria-labelledby") || e.textContent.trim()))
+             .map((e) => e.outerHTML.slice(0, 100))"""
+    )
+    assert not unnamed, f"{what}: controls without an accessible name: {unnamed}"
+
+
 async def no_horizontal_scroll(page, what):
     width = await page.evaluate("document.documentElement.scrollWidth")
     viewport = page.viewport_size["width"]
@@ -234,6 +246,7 @@ async def run(base, screenshots):
             )
         assert not injected, "inline script ran despite the Content-Security-Policy"
         await alice.screenshot(path=f"{screenshots}/demo-sign-in.png")
+        await every_control_is_named(alice, "sign-in form")
 
         # --- Sign up: alice with the mouse, bob with the keyboard alone (focus order).
         await sign_up(alice, "alice", "Alice")
@@ -303,6 +316,7 @@ async def run(base, screenshots):
         await bob.get_by_role("textbox", name="Message").type("Sure, one moment")
         await expect(alice.locator("#typing")).to_have_text("Bob is typing…")
         await alice.screenshot(path=f"{screenshots}/demo-chat.png")
+        await every_control_is_named(alice, "chat")
         await bob.get_by_role("textbox", name="Message").fill("")
 
         # --- Bob leaves; what alice sends meanwhile is there when he comes back (queue replay).
@@ -377,6 +391,7 @@ async def run(base, screenshots):
         await send(bob, "Got it here on my desktop.")
         await expect(phone.locator(".message").last).to_contain_text("Got it here on my desktop.")
         await no_horizontal_scroll(phone, "phone, conversation")
+        await every_control_is_named(phone, "phone, conversation")
         await phone.screenshot(path=f"{screenshots}/demo-chat-phone.png")
         await phone.get_by_role("button", name="Conversations").tap()
         await expect(phone.locator("#sidebar")).to_be_visible()

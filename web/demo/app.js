@@ -49,6 +49,7 @@ const el = {
   authDisplayName: $("auth-display-name"),
   displayNameField: $("display-name-field"),
   authPassword: $("auth-password"),
+  passwordHint: $("password-hint"),
   authError: $("auth-error"),
   authSubmit: $("auth-submit"),
   authSwitch: $("auth-switch"),
@@ -201,6 +202,10 @@ function setAuthMode(mode) {
   el.authSubmit.textContent = register ? "Create account" : "Sign in";
   el.displayNameField.hidden = !register;
   el.authPassword.autocomplete = register ? "new-password" : "current-password";
+  // The length rule matters when choosing a password, not when typing one's own.
+  el.passwordHint.hidden = !register;
+  if (register) el.authPassword.setAttribute("aria-describedby", "password-hint");
+  else el.authPassword.removeAttribute("aria-describedby");
   el.authSwitchText.textContent = register ? "Already have an account?" : "New here?";
   el.authSwitch.textContent = register ? "Sign in instead" : "Create an account";
   el.authError.textContent = "";
