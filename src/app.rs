@@ -56,6 +56,8 @@ pub struct AppState {
     pub login_ip_limiter: RateLimiter<IpAddr>,
     /// Failed logins per username.
     pub login_name_limiter: RateLimiter<String>,
+    /// Username lookups that found nobody, per caller (`GET /api/v1/auth/users/`).
+    pub user_lookup_limiter: RateLimiter<u64>,
     /// For `uptime_seconds`.
     pub started: Instant,
     /// Fired when the daemon starts to stop; handlers answer 503 from then on.
@@ -68,6 +70,10 @@ const LOGIN_IP_PER_SECOND: f64 = 1.0 / 6.0;
 /// Failed logins allowed per username before 429, and the refill (one per 30 s).
 const LOGIN_NAME_BURST: u32 = 10;
 const LOGIN_NAME_PER_SECOND: f64 = 1.0 / 30.0;
+/// Username lookups that miss, per caller, before 429, and the refill (one per 3 s): a person
+/// mistyping a name never meets it, a script guessing names crawls.
+const USER_LOOKUP_MISS_BURST: u32 = 20;
+const USER_LOOKUP_MISS_PER_SECOND: f64 = 1.0 / 3.0;
 
 impl AppState {
     /// Builds the shared state around an open store.
@@ -104,6 +110,10 @@ impl AppState {
             ),
             login_ip_limiter: RateLimiter::sharded(LOGIN_IP_PER_SECOND, LOGIN_IP_BURST),
             login_name_limiter: RateLimiter::sharded(LOGIN_NAME_PER_SECOND, LOGIN_NAME_BURST),
+            user_lookup_limiter: RateLimiter::sharded(
+                USER_LOOKUP_MISS_PER_SECOND,
+                USER_LOOKUP_MISS_BURST,
+            ),
             users,
             hub,
             metrics,
@@ -253,6 +263,9 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|e| StoreError::Storage(e.to_string()))?;
+    if state.config.web.demo {
+        tracing::info!("demo chat: open http://{addr}/ in a browser (web.demo)");
+    }
     // Last of the start-up lines: whoever waits for it has seen the others.
     tracing::info!(
         listen = %addr,

@@ -1,4 +1,5 @@
-//! `/api/v1/auth/…`: local accounts for standalone use — register, token, refresh, me.
+//! `/api/v1/auth/…`: local accounts for standalone use — register, token, refresh, me — and
+//! finding a user to talk to (`users/`).
 //!
 //! Tokens are shaped like SimpleJWT's, so a front end written for the Django app works here too.
 //! Failed logins are limited per client address and per username (429 with `Retry-After`), and
@@ -11,7 +12,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::request::{Ctx, read_json};
+use super::request::{Ctx, Query, read_json};
 use crate::app::AppState;
 use crate::auth::jwt::{TokenMinter, TokenType};
 use crate::auth::{AuthError, password};
@@ -203,6 +204,65 @@ pub async fn me(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         Some(r) => (r.username, r.display_name),
         None => (ctx.user.username.clone(), None),
     };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"id": id, "username": username, "display_name": display_name}),
+    ))
+}
+
+/// `GET /api/v1/auth/users/?username=NAME` → `{"id","username","display_name"}` of the local
+/// account called exactly `NAME`; 404 otherwise.
+///
+/// How a user starts a conversation with someone they know by name. Deliberately no listing
+/// and no prefix or case-insensitive match, so the users cannot be enumerated; only local
+/// accounts have a name that is theirs (an external user's name is a token claim that others
+/// may share). Lookups that find nobody count against a per-caller budget (429 with
+/// `Retry-After` beyond it), so guessing names is as slow as guessing them at registration.
+pub async fn find_user(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(req.uri().query());
+    let name = query
+        .get("username")
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_query", "query parameter `username` is required")
+        })?
+        .to_owned();
+    let caller = ctx.user.user_id;
+    let limiter = &ctx.state.user_lookup_limiter;
+    limiter.check(&caller).map_err(too_many)?;
+    let found = if name.chars().count() > MAX_USERNAME_CHARS {
+        None
+    } else {
+        ctx.state.store.read(move |r| r.account(&name)).await?
+    };
+    let Some((id, record)) = found else {
+        let _ = limiter.take(&caller);
+        return Err(ApiError::NotFound("no user with that username"));
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"id": id, "username": record.username, "display_name": record.display_name}),
+    ))
+}
+
+/// `GET /api/v1/auth/users/{id}/` → `{"id","username","display_name"}` of the caller or of
+/// someone who shares a conversation with them (the names a conversation list shows); 404 for
+/// anyone else, as for a user who does not exist. Names are null when none is known.
+pub async fn get_user(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
+    let caller = ctx.user.user_id;
+    let record = ctx
+        .state
+        .store
+        .read(move |r| {
+            if id != caller && !r.contacts(caller)?.contains(&id) {
+                return Ok(None);
+            }
+            r.user(id).map(Some)
+        })
+        .await?
+        .ok_or(ApiError::NotFound("user not found"))?;
+    let (username, display_name) = record.map_or((None, None), |r| (r.username, r.display_name));
     Ok(json_response(
         StatusCode::OK,
         &json!({"id": id, "username": username, "display_name": display_name}),

@@ -6,6 +6,7 @@
 //! * [`request`] reads bodies, JSON, queries and the caller's token, with precise 4xx errors.
 //! * [`health`], [`auth`], [`conversations`], [`messages`] are the resources; [`views`] is
 //!   their JSON.
+//! * [`web`] serves the pages compiled into the binary (the demo chat at `/`).
 
 pub mod auth;
 pub mod conversations;
@@ -16,3 +17,4 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod views;
+pub mod web;
