@@ -13,11 +13,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::request::{Ctx, Query, read_json};
-use crate::app::AppState;
 use crate::auth::jwt::{TokenMinter, TokenType};
 use crate::auth::{AuthError, password};
-use crate::error::{ApiError, HttpResponse, json_response};
+use crate::error::{ApiError, Code, HttpResponse, json_response};
 use crate::limits::{client_ip, retry_after_secs};
+use crate::state::AppState;
 use crate::store::writer::NewAccount;
 
 /// Django's username rules: up to 150 of letters, digits and `@.+-_`.
@@ -47,11 +47,11 @@ struct RefreshBody {
 }
 
 fn minter(state: &AppState) -> Result<&TokenMinter, ApiError> {
-    state.minter.as_ref().ok_or_else(|| ApiError::Forbidden {
-        code: "local_accounts_unavailable",
-        detail:
-            "local accounts need auth.jwt_secret; this server takes tokens from an external issuer"
-                .to_owned(),
+    state.minter.as_ref().ok_or_else(|| {
+        ApiError::refused(
+            Code::LocalAccountsUnavailable,
+            "local accounts need auth.jwt_secret; this server takes tokens from an external issuer",
+        )
     })
 }
 
@@ -77,10 +77,10 @@ pub async fn register(
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.config.auth.allow_registration {
-        return Err(ApiError::Forbidden {
-            code: "registration_disabled",
-            detail: "registration is switched off on this server".to_owned(),
-        });
+        return Err(ApiError::refused(
+            Code::RegistrationDisabled,
+            "registration is switched off on this server",
+        ));
     }
     minter(state)?;
     // Hashing is deliberately expensive: registrations count against the address's budget.
@@ -94,14 +94,14 @@ pub async fn register(
             .chars()
             .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
     {
-        return Err(ApiError::bad_request(
-            "invalid_username",
+        return Err(ApiError::refused(
+            Code::InvalidUsername,
             format!("username must be 1 to {MAX_USERNAME_CHARS} letters, digits or @.+-_"),
         ));
     }
     if body.password.len() < MIN_PASSWORD_BYTES || body.password.len() > MAX_PASSWORD_BYTES {
-        return Err(ApiError::bad_request(
-            "invalid_password",
+        return Err(ApiError::refused(
+            Code::InvalidPassword,
             format!("password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes"),
         ));
     }
@@ -113,8 +113,8 @@ pub async fn register(
         .as_ref()
         .is_some_and(|d| d.chars().count() > MAX_USERNAME_CHARS)
     {
-        return Err(ApiError::bad_request(
-            "invalid_request",
+        return Err(ApiError::refused(
+            Code::InvalidRequest,
             format!("display_name is longer than {MAX_USERNAME_CHARS} characters"),
         ));
     }
@@ -225,7 +225,7 @@ pub async fn find_user(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpRes
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| {
-            ApiError::bad_request("invalid_query", "query parameter `username` is required")
+            ApiError::refused(Code::InvalidQuery, "query parameter `username` is required")
         })?
         .to_owned();
     let caller = ctx.user.user_id;

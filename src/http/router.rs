@@ -10,10 +10,11 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 
+use super::upgrade::{self, Requested};
 use super::{auth, conversations, health, messages, service, web};
-use crate::app::AppState;
 use crate::error::{ApiError, HttpResponse};
 use crate::http::request::{Ctx, parse_id};
+use crate::state::AppState;
 
 /// Every endpoint the daemon serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ pub enum Route {
     /// The web pages and their assets (`/`, `/assets/…`), served by [`web`].
     Web,
     /// WebSocket endpoints (section 3); listed in [`WS_ROUTES`], not in the OpenAPI document.
-    Socket(crate::ws::Requested),
+    Socket(Requested),
 }
 
 /// The WebSocket endpoints.
@@ -133,7 +134,6 @@ impl Route {
                 only(*method == Method::GET, Route::ServiceQueue(user), "GET")
             }
             ["ws", rest @ ..] => {
-                use crate::ws::Requested;
                 let requested = match rest {
                     ["chat"] => Requested::Chat,
                     ["chat", id] => Requested::Conversation(id_or(id, "conversation not found")?),
@@ -267,10 +267,10 @@ async fn handle(
         _ => {}
     }
     if let Route::Socket(requested) = route {
-        if requested == crate::ws::Requested::Echo && !state.config.server.websocket_echo {
+        if requested == Requested::Echo && !state.config.server.websocket_echo {
             return Err(ApiError::NotFound("no such endpoint"));
         }
-        return crate::ws::upgrade(state, req, requested).await;
+        return upgrade::upgrade(state, req, requested).await;
     }
     let ctx = Ctx::new(state, peer, &req)?;
     state.users.ensure(&state.store, &ctx.user).await?;
