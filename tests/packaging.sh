@@ -630,8 +630,9 @@ step "the .rpm"
 # A private rpm database: queries and the install below leave the machine's alone.
 mkdir "$TMP/rpmdb"
 RPMDB=(--dbpath "$TMP/rpmdb")
-# The same documentation as the .deb (docs/*.md included, whatever is in docs/ now).
-DOCS=$(for f in README.md config.toml.example docs/*.md packaging/config.toml packaging/nginx/indaba.conf; do
+# The same documentation as the .deb (docs/*.md and the screenshots the docs show, whatever is in
+# docs/ now).
+DOCS=$(for f in README.md config.toml.example docs/*.md docs/screenshots/*.png packaging/config.toml packaging/nginx/indaba.conf; do
     echo "$DOC/$f"
 done | sort)
 equal "the .deb's docs" "$(dpkg-deb -c "$DEB" | awk '{print substr($6, 2)}' |

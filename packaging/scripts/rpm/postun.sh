@@ -5,7 +5,8 @@ if [ "$1" -eq 0 ]; then
     # The package lists its files, not their directories (cargo-generate-rpm cannot), so
     # rpm leaves these behind empty.
     rmdir /usr/share/doc/indaba/packaging/nginx /usr/share/doc/indaba/packaging \
-        /usr/share/doc/indaba/docs /usr/share/doc/indaba /usr/lib/indaba 2>/dev/null || :
+        /usr/share/doc/indaba/docs/screenshots /usr/share/doc/indaba/docs /usr/share/doc/indaba \
+        /usr/lib/indaba 2>/dev/null || :
 fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
