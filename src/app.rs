@@ -244,11 +244,11 @@ mod tests {
             shutdown.clone(),
         )
         .expect("state");
-        let ok = crate::http::health::get(&state);
+        let ok = crate::http::health::alive(&state);
         assert_eq!(ok.status(), 200);
 
         shutdown.cancel();
-        let draining = crate::http::health::get(&state);
+        let draining = crate::http::health::alive(&state);
         assert_eq!(draining.status(), 503);
         let body = draining
             .into_body()

@@ -6,13 +6,13 @@
 //! * Each lower layer's error maps to a code once, here: [`AuthError`], [`StoreError`] and
 //!   [`WriteError`] (`Code::from`). The domain's own error ([`crate::chat::ChatError`]) maps
 //!   itself, in its module, through these.
-//! * [`ApiError`] is what an HTTP handler returns; [`ApiError::into_response`] turns it into the
-//!   contract's `{"error", "detail"}` body with the status of its code. Our own faults are
+//! * [`ApiError`] is what an HTTP handler or extractor returns; its `IntoResponse` turns it
+//!   into the contract's `{"error", "detail"}` body with the status of its code. Our own faults are
 //!   logged here at `error` and shown to clients without detail; client mistakes are logged at
 //!   `debug`.
 
+use axum::body::Body;
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::HeaderMap;
 use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
@@ -21,7 +21,7 @@ use crate::auth::{AuthError, password};
 use crate::store::{StoreError, WriteError};
 
 /// Every response the HTTP layer sends.
-pub type HttpResponse = Response<Full<Bytes>>;
+pub type HttpResponse = axum::response::Response;
 
 /// Declares [`Code`]: each code once, with its status and its string.
 macro_rules! codes {
@@ -213,8 +213,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(&'static str),
+    /// `allow`: the methods the path serves, as the `Allow` header lists them.
     #[error("method not allowed")]
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed { allow: String },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("request body must be JSON (Content-Type: application/json)")]
@@ -271,15 +272,6 @@ impl ApiError {
         }
     }
 
-    /// The contract's error response for this error.
-    pub fn into_response(self) -> HttpResponse {
-        let (status, headers, body) = self.into_parts();
-        let mut response = Response::new(Full::new(body));
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        response
-    }
-
     /// The same response as HTTP/1.1 bytes, with `Connection: close`: for answers written
     /// straight to a socket, not through hyper (at the connection limit, or to a request head
     /// cut short by a stop).
@@ -326,7 +318,9 @@ impl ApiError {
         code.headers(&mut headers);
         match self {
             ApiError::MethodNotAllowed { allow } => {
-                headers.insert(ALLOW, HeaderValue::from_static(allow));
+                if let Ok(allow) = HeaderValue::try_from(allow) {
+                    headers.insert(ALLOW, allow);
+                }
             }
             ApiError::RateLimited {
                 retry_after_secs, ..
@@ -336,6 +330,17 @@ impl ApiError {
             _ => {}
         }
         (status, headers, Bytes::from(body))
+    }
+}
+
+/// The contract's error response for this error.
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> HttpResponse {
+        let (status, headers, body) = self.into_parts();
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
     }
 }
 
@@ -380,7 +385,7 @@ impl From<WriteError> for ApiError {
 /// A JSON response with `status`.
 pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> HttpResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     response
         .headers_mut()

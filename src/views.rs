@@ -1,27 +1,69 @@
 //! The JSON of conversations and messages as the contract shows them (section 2): REST bodies,
 //! the service API's queue drain, and the `conversation_updated` event, which carries a
-//! conversation as its user sees it over REST.
+//! conversation as its user sees it over REST. Each type is also its schema in the OpenAPI
+//! document (`ToSchema`), so the document shows what is serialized.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::store::reader::{ConversationView, MessageView};
 use crate::time::rfc3339_ms;
 
-/// Message JSON.
-#[derive(Debug, Serialize)]
+/// A message as the caller sees it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = Message,
+    example = json!({
+        "id": 345, "conversation": 1, "sender": 1, "receiver": 2, "text": "Hello",
+        "message_type": "text", "priority": "normal", "metadata": {}, "client_id": null,
+        "is_read": false, "read_at": null, "created_at": "2026-11-22T10:30:00.123Z"
+    })
+)]
 pub struct MessageJson {
+    /// Assigned in commit order; strictly increasing across the daemon.
+    #[schema(value_type = crate::views::IdSchema)]
     pub id: u64,
+    /// Conversation id.
+    #[schema(value_type = crate::views::IdSchema)]
     pub conversation: u64,
+    /// User id of the sender.
+    #[schema(value_type = crate::views::IdSchema)]
     pub sender: u64,
+    /// Named receiver; defaults to the other participant of a two-person conversation; null in
+    /// a larger conversation when none was named.
+    #[schema(required = true, value_type = Option<crate::views::IdSchema>)]
     pub receiver: Option<u64>,
     pub text: String,
+    #[schema(pattern = "^[a-z0-9_]{1,32}$", example = "text")]
     pub message_type: String,
+    #[schema(value_type = PriorityName)]
     pub priority: &'static str,
+    /// Free-form JSON object, `{}` when none was sent.
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
+    /// The sender's idempotency key, if one was sent.
+    #[schema(required = true)]
     pub client_id: Option<String>,
+    /// For a recipient: the caller has read it. For the sender: every other participant has
+    /// read it.
     pub is_read: bool,
+    /// Always null: read state is a per-(user, conversation) read marker, not a per-message
+    /// timestamp.
+    #[schema(required = true, format = DateTime)]
     pub read_at: Option<String>,
+    #[schema(format = DateTime, example = "2026-11-22T10:30:00.123Z")]
     pub created_at: String,
+}
+
+/// A message's priority.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Priority)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorityName {
+    High,
+    Normal,
+    Low,
 }
 
 impl From<MessageView> for MessageJson {
@@ -45,19 +87,70 @@ impl From<MessageView> for MessageJson {
     }
 }
 
-/// Conversation JSON, from the caller's point of view.
-#[derive(Debug, Serialize)]
+/// A conversation from the caller's point of view (`is_archived` and `unread_count` are the
+/// caller's own).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = Conversation,
+    example = json!({
+        "id": 1, "participants": [1, 2], "property": 7, "booking": null,
+        "subject": "Inquiry about property", "is_archived": false, "unread_count": 0,
+        "last_message": null, "created_at": "2026-11-22T10:30:00.123Z",
+        "updated_at": "2026-11-22T10:30:00.123Z"
+    })
+)]
 pub struct ConversationJson {
+    #[schema(value_type = crate::views::IdSchema)]
     pub id: u64,
+    /// User ids, ascending, the creator included.
+    #[schema(value_type = Vec<IdSchema>)]
     pub participants: Vec<u64>,
+    /// Opaque id owned by the host app.
+    #[schema(required = true, value_type = Option<crate::views::IdSchema>)]
     pub property: Option<u64>,
+    /// Opaque id owned by the host app.
+    #[schema(required = true, value_type = Option<crate::views::IdSchema>)]
     pub booking: Option<u64>,
+    /// Null when none (or an empty one) was given.
+    #[schema(required = true)]
     pub subject: Option<String>,
     pub is_archived: bool,
     pub unread_count: u64,
+    /// The newest message, or null.
+    #[schema(required = true)]
     pub last_message: Option<MessageJson>,
+    #[schema(format = DateTime, example = "2026-11-22T10:30:00.123Z")]
     pub created_at: String,
+    /// Time of the newest message, else of creation.
+    #[schema(format = DateTime, example = "2026-11-22T10:30:00.123Z")]
     pub updated_at: String,
+}
+
+/// The schema of an id: an integer, 1 ≤ id < 2^53 (JavaScript reads it exactly).
+#[derive(Debug)]
+pub struct IdSchema;
+
+impl utoipa::PartialSchema for IdSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        id_schema().into()
+    }
+}
+
+impl ToSchema for IdSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Id")
+    }
+}
+
+/// An id's schema, inline.
+pub fn id_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(1))
+        .maximum(Some(crate::MAX_ID - 1))
+        .build()
 }
 
 impl From<ConversationView> for ConversationJson {
@@ -78,10 +171,15 @@ impl From<ConversationView> for ConversationJson {
 }
 
 /// `{"count","next","previous","results"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Paginated<T> {
+    /// Everything in the listing, not only this page.
     pub count: u64,
+    /// Absolute URL of the next page (other query parameters kept), or null.
+    #[schema(required = true, format = "uri")]
     pub next: Option<String>,
+    /// Absolute URL of the previous page (other query parameters kept), or null.
+    #[schema(required = true, format = "uri")]
     pub previous: Option<String>,
     pub results: Vec<T>,
 }

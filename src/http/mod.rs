@@ -1,20 +1,29 @@
-//! HTTP: the accept loop, routing, and one module per resource. Handlers are thin: they read
-//! the request, hand it to [`crate::chat`] (or read the store), and write the answer.
+//! HTTP: the accept loop, the routes by kind of caller, and one module per resource. Handlers
+//! are thin: they take what they need as extractors, hand it to [`crate::chat`] (or read the
+//! store), and write the answer.
 //!
 //! * [`server`] accepts connections (with a limit), checks each request head before hyper reads
-//!   it (so the HTTP layer's own errors are JSON too), and stops connections gracefully.
-//! * [`router`] maps method and path to a handler; paths work with and without a trailing `/`.
-//! * [`request`] reads bodies, JSON, queries and the caller's token, with precise 4xx errors.
+//!   it (so the HTTP layer's own errors are JSON too), and stops connections gracefully; hyper
+//!   hands each request to the axum router built by [`router`].
+//! * [`router`] lists every route, grouped by who calls it (public, user, service, admin), and
+//!   is the only way to add one: a route comes with its OpenAPI operation ([`openapi`]) or not
+//!   at all. Paths work with and without a trailing `/` ([`layers`]).
+//! * [`layers`] are tower-http's around the router: tracing (path only), trailing-slash
+//!   trimming, body limits, and the place for CORS.
+//! * [`extract`] reads requests: the caller (token or service secret), path ids, queries and
+//!   JSON bodies, each with a precise 4xx.
 //! * [`health`], [`auth`], [`conversations`], [`messages`] and [`service`] are the resources;
-//!   their JSON is [`crate::views`].
+//!   their JSON is [`crate::views`] and the types beside each handler.
 //! * [`upgrade`] answers the WebSocket endpoints and hands each socket to [`crate::ws`].
 //! * [`web`] serves the pages compiled into the binary (the demo chat at `/`).
 
 pub mod auth;
 pub mod conversations;
+pub mod extract;
 pub mod health;
+pub mod layers;
 pub mod messages;
-pub mod request;
+pub mod openapi;
 pub mod router;
 pub mod server;
 pub mod service;

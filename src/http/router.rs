@@ -1,415 +1,417 @@
-//! Method + path → handler.
+//! Every route, grouped by who calls it, and the one way to add one: [`Group::routes`] takes
+//! what utoipa-axum's `routes!` makes of a handler — its method router *and* its OpenAPI
+//! operation — so a route cannot be served without being documented, nor documented without
+//! being served. The WebSocket endpoints are served apart ([`Api::socket`]) and listed in
+//! [`Api::sockets`], not in the OpenAPI document (it has no words for them; docs/WEBSOCKET.md
+//! does).
 //!
-//! [`Route::parse`] decides what a request is before anything reads its body, so 404 and 405 are
-//! answered the same way everywhere. Paths are matched with and without their trailing slash.
+//! Paths are documented in their canonical form, most with a trailing `/` as Django writes
+//! them. Routing sees them without it: the trailing `/` of a request is trimmed before the
+//! router ([`super::layers`]), so every path works with and without one.
+//!
+//! Order of checks, the same on every route: the route (404 "no such endpoint", or 405 with
+//! `Allow`, the path's id first: a malformed id is the resource's 404) → shutting down (503,
+//! except for the public group) → the body's size (413) → the handler's extractors in their
+//! order: path id (404), caller (401), query (400), body (400/408/415).
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
 
-use hyper::body::Incoming;
-use hyper::{Method, Request};
+use axum::Router;
+use axum::extract::{FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use futures_util::future::Either;
+use tower::{Layer, Service};
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::{HttpMethod, OpenApi};
+use utoipa_axum::router::UtoipaMethodRouter;
+use utoipa_axum::routes;
 
-use super::upgrade::{self, Requested};
-use super::{auth, conversations, health, messages, service, web};
-use crate::error::{ApiError, HttpResponse};
-use crate::http::request::{Ctx, parse_id};
+use super::extract::{Connection, Conversation, Id, Message, QueueUser, UserPath};
+use super::layers::HttpService;
+use super::{auth, conversations, health, messages, openapi, service, upgrade, web};
+use crate::config::LimitsConfig;
+use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Every endpoint the daemon serves.
+/// What `routes!` makes of one or more handlers: method router, operations, schemas.
+pub type Routes = UtoipaMethodRouter<Arc<AppState>>;
+
+/// Who calls a group of routes, which decides the checks before its handlers and what the
+/// document says about its authentication and errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Health,
-    Ready,
-    Register,
-    Token,
-    TokenRefresh,
-    Me,
-    /// `GET /api/v1/auth/users/?username=`: a local account by its exact name.
-    FindUser,
-    /// `GET /api/v1/auth/users/{id}/`: the caller or someone who shares a conversation.
-    GetUser(u64),
-    ListConversations,
-    CreateConversation,
-    UnreadCount,
-    GetConversation(u64),
-    Archive(u64),
-    Unarchive(u64),
-    MarkAllRead(u64),
-    ListMessages,
-    SendMessage,
-    GetMessage(u64),
-    MarkAsRead(u64),
-    Unread,
-    Presence,
-    OpenApi,
-    EngineHealth,
-    ServiceSend,
-    ServiceQueue(u64),
-    ServiceBroadcast,
-    Stats,
-    Metrics,
-    /// The web pages and their assets (`/`, `/assets/…`), served by [`web`].
-    Web,
-    /// WebSocket endpoints (section 3); listed in [`WS_ROUTES`], not in the OpenAPI document.
-    Socket(Requested),
+pub enum Caller {
+    /// Anyone, even while the daemon stops: health, readiness, this document, the web pages.
+    Public,
+    /// Someone on their way to a token: register, log in, refresh.
+    Guest,
+    /// Users, with an access token (the [`super::extract::User`] extractor).
+    User,
+    /// The host app's backend, with the service secret ([`super::extract::Service`]).
+    Service,
+    /// Operators, with the service secret. Empty until the admin API lands.
+    Admin,
 }
 
-/// The WebSocket endpoints.
-pub const WS_ROUTES: &[&str] = &[
-    "/ws/chat/",
-    "/ws/chat/{conversation_id}/",
-    "/ws/notifications/",
-    "/ws/echo/",
-];
+/// Whether `HEAD` is answered like `GET` (hyper sends the headers without the body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    AsGet,
+    /// 405: a `GET` with an effect (a queue drain) must not run for an answer without a body.
+    Refused,
+}
 
-/// Routing table for documentation and tests: method, path pattern.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/health"),
-    ("GET", "/api/health/"),
-    ("GET", "/ready"),
-    ("POST", "/api/v1/auth/register/"),
-    ("POST", "/api/v1/auth/token/"),
-    ("POST", "/api/v1/auth/token/refresh/"),
-    ("GET", "/api/v1/auth/me/"),
-    ("GET", "/api/v1/auth/users/"),
-    ("GET", "/api/v1/auth/users/{id}/"),
-    ("GET", "/api/v1/messaging/conversations/"),
-    ("POST", "/api/v1/messaging/conversations/"),
-    ("GET", "/api/v1/messaging/conversations/unread_count/"),
-    ("GET", "/api/v1/messaging/conversations/{id}/"),
-    ("POST", "/api/v1/messaging/conversations/{id}/archive/"),
-    ("POST", "/api/v1/messaging/conversations/{id}/unarchive/"),
-    (
-        "POST",
-        "/api/v1/messaging/conversations/{id}/mark_all_read/",
-    ),
-    ("GET", "/api/v1/messaging/messages/"),
-    ("POST", "/api/v1/messaging/messages/"),
-    ("GET", "/api/v1/messaging/messages/{id}/"),
-    ("POST", "/api/v1/messaging/messages/{id}/mark_as_read/"),
-    ("GET", "/api/v1/messages/unread/"),
-    ("GET", "/api/v1/messaging/presence/"),
-    ("GET", "/api/openapi.json"),
-    ("GET", "/api/v1/messaging/erlang/health/"),
-    ("POST", "/api/messages/send"),
-    ("GET", "/api/messages/queue/{user_id}"),
-    ("POST", "/api/messages/broadcast"),
-    ("GET", "/api/stats"),
-    ("GET", "/metrics"),
-    ("GET", "/"),
-    ("GET", "/assets/{file}"),
-];
+/// The routes of one kind of caller.
+pub struct Group {
+    caller: Caller,
+    limits: LimitsConfig,
+    router: Router<Arc<AppState>>,
+    /// Documented path → its operations, in the order added.
+    paths: Vec<(String, PathItem)>,
+    schemas: Vec<(
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    )>,
+}
 
-impl Route {
-    /// Finds the endpoint for `method` and `path`.
-    pub fn parse(method: &Method, path: &str) -> Result<Route, ApiError> {
-        let trimmed = path.strip_suffix('/').unwrap_or(path);
-        let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
-        let get = *method == Method::GET || *method == Method::HEAD;
-        let post = *method == Method::POST;
-        // One method per resource: pick it, or answer 405 naming it.
-        let only = |ok: bool, route: Route, allow: &'static str| {
-            if ok {
-                Ok(route)
-            } else {
-                Err(ApiError::MethodNotAllowed { allow })
+impl Group {
+    fn new(caller: Caller, limits: &LimitsConfig) -> Self {
+        Self {
+            caller,
+            limits: limits.clone(),
+            router: Router::new(),
+            paths: Vec::new(),
+            schemas: Vec::new(),
+        }
+    }
+
+    /// Serves `routes` (no id in their path).
+    pub fn routes(self, routes: Routes) -> Self {
+        self.add::<()>(routes, Head::AsGet)
+    }
+
+    /// Serves `routes`, whose path holds `P` (an [`Id`]): a malformed id is its 404, whatever
+    /// the method.
+    pub fn routes_with<P>(self, routes: Routes, head: Head) -> Self
+    where
+        P: FromRequestParts<Arc<AppState>> + Send + 'static,
+    {
+        self.add::<P>(routes, head)
+    }
+
+    fn add<P>(mut self, (schemas, paths, method_router): Routes, head: Head) -> Self
+    where
+        P: FromRequestParts<Arc<AppState>> + Send + 'static,
+    {
+        for (path, item) in paths.paths {
+            let allow = allow(&item, head);
+            let mut endpoint = method_router.clone();
+            if head == Head::Refused {
+                let allow = allow.clone();
+                endpoint = endpoint.head(move || async move {
+                    ApiError::MethodNotAllowed { allow }.into_response()
+                });
+            }
+            let endpoint = self
+                .guard(endpoint)
+                .fallback(method_not_allowed::<P>(allow));
+            self.router = self.router.route(&routing_path(&path), endpoint);
+            self.paths.push((path, item));
+        }
+        self.schemas.extend(schemas);
+        self
+    }
+
+    /// The checks every route of this group makes before its handler (not before a 405: a
+    /// method router's fallback is not layered).
+    fn guard(&self, endpoint: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
+        match self.caller {
+            Caller::Public => endpoint,
+            Caller::Guest | Caller::User | Caller::Service | Caller::Admin => endpoint
+                .route_layer(super::layers::body_limit(&self.limits))
+                .route_layer(OpenLayer),
+        }
+    }
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("caller", &self.caller)
+            .field(
+                "paths",
+                &self.paths.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `Allow` header of a path: its documented methods, with `HEAD` beside `GET`.
+fn allow(item: &PathItem, head: Head) -> String {
+    methods(item)
+        .flat_map(|(method, _)| match method {
+            HttpMethod::Get if head == Head::AsGet => vec!["GET", "HEAD"],
+            HttpMethod::Get => vec!["GET"],
+            HttpMethod::Post => vec!["POST"],
+            HttpMethod::Put => vec!["PUT"],
+            HttpMethod::Delete => vec!["DELETE"],
+            HttpMethod::Patch => vec!["PATCH"],
+            HttpMethod::Options => vec!["OPTIONS"],
+            HttpMethod::Head => vec!["HEAD"],
+            HttpMethod::Trace => vec!["TRACE"],
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A path item's operations with their methods.
+pub fn methods(item: &PathItem) -> impl Iterator<Item = (HttpMethod, &Operation)> {
+    [
+        (HttpMethod::Get, &item.get),
+        (HttpMethod::Head, &item.head),
+        (HttpMethod::Post, &item.post),
+        (HttpMethod::Put, &item.put),
+        (HttpMethod::Patch, &item.patch),
+        (HttpMethod::Delete, &item.delete),
+        (HttpMethod::Options, &item.options),
+        (HttpMethod::Trace, &item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_ref().map(|op| (method, op)))
+}
+
+/// The 405 of a path, after its id is checked (`P`: a malformed id is its 404 whatever the
+/// method, as an unknown one is).
+fn method_not_allowed<P>(
+    allow: String,
+) -> impl FnOnce(P) -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static
+where
+    P: FromRequestParts<Arc<AppState>> + Send + 'static,
+{
+    move |_: P| ready(ApiError::MethodNotAllowed { allow })
+}
+
+/// The path the router matches for a documented one: without its trailing `/` (requests are
+/// trimmed alike), and a last `{name}` under `/assets/` standing for the rest of the path.
+fn routing_path(documented: &str) -> String {
+    let trimmed = match documented.strip_suffix('/') {
+        Some("") | None => documented,
+        Some(rest) => rest,
+    };
+    match trimmed.strip_prefix("/assets/{") {
+        Some(rest) => format!("/assets/{{*{rest}"),
+        None => trimmed.to_owned(),
+    }
+}
+
+/// Refuses requests once the daemon stops (503 `shutting_down`); the public routes do without
+/// it, so that health checks see the stop.
+#[derive(Debug, Clone, Copy)]
+struct OpenLayer;
+
+impl<S> Layer<S> for OpenLayer {
+    type Service = Open<S>;
+
+    fn layer(&self, inner: S) -> Open<S> {
+        Open(inner)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Open<S>(S);
+
+impl<S> Service<Request> for Open<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The connection's stop signal is the daemon's (`AppState::is_draining`).
+        let stopping = req
+            .extensions()
+            .get::<Connection>()
+            .is_some_and(|c| c.stop.is_cancelled());
+        if stopping {
+            Either::Left(ready(Ok(ApiError::ShuttingDown.into_response())))
+        } else {
+            Either::Right(self.0.call(req))
+        }
+    }
+}
+
+/// All the routes: the groups, the WebSocket endpoints, and the document.
+#[derive(Debug)]
+pub struct Api {
+    groups: Vec<Group>,
+    sockets: Router<Arc<AppState>>,
+    socket_paths: Vec<&'static str>,
+}
+
+impl Api {
+    /// The route table. `limits` sizes the body limit; the document does not depend on it.
+    pub fn new(limits: &LimitsConfig) -> Self {
+        let public = Group::new(Caller::Public, limits)
+            .routes(routes!(health::get))
+            .routes(routes!(health::get_alias))
+            .routes(routes!(health::ready))
+            .routes(routes!(openapi::get))
+            .routes(routes!(web::page))
+            .routes(routes!(web::asset_file));
+        let guest = Group::new(Caller::Guest, limits)
+            .routes(routes!(auth::register))
+            .routes(routes!(auth::token))
+            .routes(routes!(auth::refresh));
+        let user = Group::new(Caller::User, limits)
+            .routes(routes!(auth::me))
+            .routes(routes!(auth::find_user))
+            .routes_with::<Id<UserPath>>(routes!(auth::get_user), Head::AsGet)
+            .routes(routes!(conversations::list, conversations::create))
+            .routes(routes!(conversations::unread_count))
+            .routes_with::<Id<Conversation>>(routes!(conversations::get), Head::AsGet)
+            .routes_with::<Id<Conversation>>(routes!(conversations::archive), Head::AsGet)
+            .routes_with::<Id<Conversation>>(routes!(conversations::unarchive), Head::AsGet)
+            .routes_with::<Id<Conversation>>(routes!(conversations::mark_all_read), Head::AsGet)
+            .routes(routes!(messages::list, messages::send))
+            .routes_with::<Id<Message>>(routes!(messages::get), Head::AsGet)
+            .routes_with::<Id<Message>>(routes!(messages::mark_as_read), Head::AsGet)
+            .routes(routes!(messages::unread))
+            .routes(routes!(conversations::presence))
+            .routes(routes!(service::engine_health));
+        let service = Group::new(Caller::Service, limits)
+            .routes(routes!(service::send))
+            .routes_with::<Id<QueueUser>>(routes!(service::queue), Head::Refused)
+            .routes(routes!(service::broadcast))
+            .routes(routes!(service::stats))
+            .routes(routes!(service::metrics));
+        // The admin API (next issue) lands here, behind the service secret.
+        let admin = Group::new(Caller::Admin, limits);
+        Api {
+            groups: vec![public, guest, user, service, admin],
+            sockets: Router::new(),
+            socket_paths: Vec::new(),
+        }
+        .socket("/ws/chat/", upgrade::chat)
+        .socket_with::<Id<Conversation>, _, _>("/ws/chat/{id}/", upgrade::conversation)
+        .socket("/ws/notifications/", upgrade::notifications)
+        .socket("/ws/echo/", upgrade::echo)
+    }
+
+    /// Serves a WebSocket endpoint: `GET` only (an upgrade), refused like the other routes
+    /// while the daemon stops.
+    fn socket<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, Arc<AppState>>,
+        T: 'static,
+    {
+        self.socket_with::<(), H, T>(path, handler)
+    }
+
+    fn socket_with<P, H, T>(mut self, path: &'static str, handler: H) -> Self
+    where
+        P: FromRequestParts<Arc<AppState>> + Send + 'static,
+        H: axum::handler::Handler<T, Arc<AppState>>,
+        T: 'static,
+    {
+        let refuse_head = || async {
+            ApiError::MethodNotAllowed {
+                allow: "GET".into(),
             }
         };
-        let id_or = |text: &str, what: &'static str| parse_id(text).ok_or(ApiError::NotFound(what));
-        match segments.as_slice() {
-            // Which file, and whether its page is on, is the handler's business: every path
-            // under `/assets/` is this route, and an unknown one a 404 like any other.
-            [] | ["assets", ..] => only(get, Route::Web, "GET, HEAD"),
-            ["health"] | ["api", "health"] => only(get, Route::Health, "GET, HEAD"),
-            ["ready"] => only(get, Route::Ready, "GET, HEAD"),
-            ["api", "openapi.json"] => only(get, Route::OpenApi, "GET, HEAD"),
-            ["metrics"] => only(get, Route::Metrics, "GET, HEAD"),
-            ["api", "stats"] => only(get, Route::Stats, "GET, HEAD"),
-            ["api", "messages", "send"] => only(post, Route::ServiceSend, "POST"),
-            ["api", "messages", "broadcast"] => only(post, Route::ServiceBroadcast, "POST"),
-            ["api", "messages", "queue", user] => {
-                let user = crate::http::service::user_id(user)?;
-                // Not HEAD: a drain answered without its body would lose what it removed.
-                only(*method == Method::GET, Route::ServiceQueue(user), "GET")
+        let endpoint = axum::routing::get(handler)
+            .head(refuse_head)
+            .route_layer(OpenLayer)
+            .fallback(method_not_allowed::<P>("GET".into()));
+        self.sockets = self.sockets.route(&routing_path(path), endpoint);
+        self.socket_paths.push(path);
+        self
+    }
+
+    /// The WebSocket endpoints (contract section 3), which the OpenAPI document leaves out.
+    pub fn sockets(&self) -> &[&'static str] {
+        &self.socket_paths
+    }
+
+    /// Every documented route: method and path, as the document lists them.
+    pub fn served(&self) -> Vec<(HttpMethod, String)> {
+        self.groups
+            .iter()
+            .flat_map(|g| {
+                g.paths.iter().flat_map(|(path, item)| {
+                    methods(item).map(move |(method, _)| (method, path.clone()))
+                })
+            })
+            .collect()
+    }
+
+    /// The OpenAPI document of every route but the sockets.
+    pub fn document(&self) -> serde_json::Value {
+        let mut doc = OpenApi::default();
+        for group in &self.groups {
+            for (path, item) in &group.paths {
+                let mut item = item.clone();
+                openapi::complete(&mut item, group.caller);
+                doc.paths.paths.insert(path.clone(), item);
             }
-            ["ws", rest @ ..] => {
-                let requested = match rest {
-                    ["chat"] => Requested::Chat,
-                    ["chat", id] => Requested::Conversation(id_or(id, "conversation not found")?),
-                    ["notifications"] => Requested::Notifications,
-                    ["echo"] => Requested::Echo,
-                    _ => return Err(ApiError::NotFound("no such endpoint")),
-                };
-                only(*method == Method::GET, Route::Socket(requested), "GET")
+            doc.components
+                .get_or_insert_with(Default::default)
+                .schemas
+                .extend(group.schemas.iter().cloned());
+        }
+        openapi::assemble(doc)
+    }
+
+    /// The router, without the layers around it ([`super::layers::around`]).
+    pub fn into_router(self, state: Arc<AppState>) -> Router {
+        let mut router = Router::new();
+        for group in self.groups {
+            if !group.paths.is_empty() {
+                router = router.merge(group.router);
             }
-            ["api", "v1", "auth", rest @ ..] => match rest {
-                ["register"] => only(post, Route::Register, "POST"),
-                ["token"] => only(post, Route::Token, "POST"),
-                ["token", "refresh"] => only(post, Route::TokenRefresh, "POST"),
-                ["me"] => only(get, Route::Me, "GET, HEAD"),
-                ["users"] => only(get, Route::FindUser, "GET, HEAD"),
-                ["users", id] => {
-                    let id = id_or(id, "user not found")?;
-                    only(get, Route::GetUser(id), "GET, HEAD")
-                }
-                _ => Err(ApiError::NotFound("no such endpoint")),
-            },
-            ["api", "v1", "messages", "unread"] => only(get, Route::Unread, "GET, HEAD"),
-            ["api", "v1", "messaging", rest @ ..] => match rest {
-                ["conversations"] if post => Ok(Route::CreateConversation),
-                ["conversations"] => only(get, Route::ListConversations, "GET, HEAD, POST"),
-                ["conversations", "unread_count"] => only(get, Route::UnreadCount, "GET, HEAD"),
-                ["conversations", id] => {
-                    let id = id_or(id, "conversation not found")?;
-                    only(get, Route::GetConversation(id), "GET, HEAD")
-                }
-                ["conversations", id, action] => {
-                    let id = id_or(id, "conversation not found")?;
-                    let route = match *action {
-                        "archive" => Route::Archive(id),
-                        "unarchive" => Route::Unarchive(id),
-                        "mark_all_read" => Route::MarkAllRead(id),
-                        _ => return Err(ApiError::NotFound("no such endpoint")),
-                    };
-                    only(post, route, "POST")
-                }
-                ["messages"] if post => Ok(Route::SendMessage),
-                ["messages"] => only(get, Route::ListMessages, "GET, HEAD, POST"),
-                ["messages", id] => {
-                    let id = id_or(id, "message not found")?;
-                    only(get, Route::GetMessage(id), "GET, HEAD")
-                }
-                ["messages", id, "mark_as_read"] => {
-                    let id = id_or(id, "message not found")?;
-                    only(post, Route::MarkAsRead(id), "POST")
-                }
-                ["presence"] => only(get, Route::Presence, "GET, HEAD"),
-                ["erlang", "health"] => only(get, Route::EngineHealth, "GET, HEAD"),
-                _ => Err(ApiError::NotFound("no such endpoint")),
-            },
-            _ => Err(ApiError::NotFound("no such endpoint")),
         }
+        router
+            .merge(self.sockets)
+            .fallback(|| async { ApiError::NotFound("no such endpoint") })
+            .with_state(state)
     }
 }
 
-/// Serves one request. Never fails: errors become responses here.
-pub async fn dispatch(
-    state: Arc<AppState>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> HttpResponse {
-    let started = Instant::now();
-    let method = req.method().clone();
-    // The path only: query strings can carry tokens and are never logged.
-    let path = req.uri().path().to_owned();
-    let response = match handle(&state, peer, req).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    };
-    tracing::debug!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
-    response
+/// The router of the daemon: every route, in its layers.
+pub fn app(state: Arc<AppState>) -> impl HttpService + use<> {
+    let limits = state.config.limits.clone();
+    super::layers::around(Api::new(&limits).into_router(state), &limits)
 }
 
-async fn handle(
-    state: &Arc<AppState>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<HttpResponse, ApiError> {
-    let route = Route::parse(req.method(), req.uri().path())?;
-    match route {
-        Route::Health => return Ok(health::get(state)),
-        Route::Ready => return Ok(health::ready(state)),
-        Route::OpenApi => return Ok(openapi()),
-        Route::Web => return web_page(state, peer, &req),
-        _ => {}
-    }
-    if state.is_draining() {
-        return Err(ApiError::ShuttingDown);
-    }
-    // The service API: the shared secret instead of a user token.
-    match route {
-        Route::Metrics => {
-            if !state.config.metrics.public {
-                service::authorize(state, &req)?;
-            }
-            return Ok(service::metrics(state));
+/// What a connection over `limits.max_connections` is answered: the health checks (from the
+/// same handlers and paths as the public routes), else 503 `too_many_connections`.
+pub fn over_limit(state: Arc<AppState>) -> impl HttpService + use<> {
+    let limits = state.config.limits.clone();
+    let mut router = Router::new();
+    for (_, paths, endpoint) in [
+        routes!(health::get),
+        routes!(health::get_alias),
+        routes!(health::ready),
+    ] {
+        for path in paths.paths.keys() {
+            router = router.route(&routing_path(path), endpoint.clone());
         }
-        Route::Stats => {
-            service::authorize(state, &req)?;
-            return service::stats(state).await;
-        }
-        Route::ServiceSend => {
-            service::authorize(state, &req)?;
-            return service::send(state, req).await;
-        }
-        Route::ServiceQueue(user) => {
-            service::authorize(state, &req)?;
-            return service::queue(state, user, &req).await;
-        }
-        Route::ServiceBroadcast => {
-            service::authorize(state, &req)?;
-            return service::broadcast(state, req).await;
-        }
-        _ => {}
     }
-    // Endpoints that need no token.
-    match route {
-        Route::Register => return auth::register(state, peer, req).await,
-        Route::Token => return auth::token(state, peer, req).await,
-        Route::TokenRefresh => return auth::refresh(state, req).await,
-        _ => {}
-    }
-    if let Route::Socket(requested) = route {
-        if requested == Requested::Echo && !state.config.server.websocket_echo {
-            return Err(ApiError::NotFound("no such endpoint"));
-        }
-        return upgrade::upgrade(state, req, requested).await;
-    }
-    let ctx = Ctx::new(state, peer, &req)?;
-    state.users.ensure(&state.store, &ctx.user).await?;
-    match route {
-        Route::Health
-        | Route::Ready
-        | Route::OpenApi
-        | Route::Web
-        | Route::Register
-        | Route::Token
-        | Route::TokenRefresh
-        | Route::Socket(_)
-        | Route::Metrics
-        | Route::Stats
-        | Route::ServiceSend
-        | Route::ServiceQueue(_)
-        | Route::ServiceBroadcast => Err(ApiError::NotFound("no such endpoint")),
-        Route::Me => auth::me(&ctx).await,
-        Route::FindUser => auth::find_user(&ctx, &req).await,
-        Route::GetUser(id) => auth::get_user(&ctx, id).await,
-        Route::ListConversations => conversations::list(&ctx, &req).await,
-        Route::CreateConversation => conversations::create(&ctx, req).await,
-        Route::UnreadCount => conversations::unread_count(&ctx).await,
-        Route::GetConversation(id) => conversations::get(&ctx, id).await,
-        Route::Archive(id) => conversations::set_archived(&ctx, id, true, req).await,
-        Route::Unarchive(id) => conversations::set_archived(&ctx, id, false, req).await,
-        Route::MarkAllRead(id) => conversations::mark_all_read(&ctx, id, req).await,
-        Route::ListMessages => messages::list(&ctx, &req).await,
-        Route::SendMessage => messages::send(&ctx, req).await,
-        Route::GetMessage(id) => messages::get(&ctx, id).await,
-        Route::MarkAsRead(id) => messages::mark_as_read(&ctx, id, req).await,
-        Route::Unread => messages::unread(&ctx, &req).await,
-        Route::Presence => conversations::presence(&ctx, &req).await,
-        Route::EngineHealth => Ok(service::engine_health(state)),
-    }
-}
-
-/// A web page or asset, if its `[web]` switch is on (else 404).
-fn web_page(
-    state: &AppState,
-    peer: SocketAddr,
-    req: &Request<Incoming>,
-) -> Result<HttpResponse, ApiError> {
-    let trusted = state.config.server.trusted_proxies.contains(&peer.ip());
-    let origin = crate::http::request::base_url(req.headers(), trusted);
-    let if_none_match = req
-        .headers()
-        .get(hyper::header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok());
-    web::respond(&state.config.web, req.uri().path(), if_none_match, &origin)
-}
-
-/// The OpenAPI 3 document of this API, kept beside the router (`openapi.json`).
-const OPENAPI: &str = include_str!("openapi.json");
-
-fn openapi() -> HttpResponse {
-    let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
-        OPENAPI.as_bytes(),
-    )));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
+    let busy = || async { ApiError::TooManyConnections };
+    let router = router
+        .fallback(busy)
+        .method_not_allowed_fallback(busy)
+        .with_state(state);
+    super::layers::around(router, &limits)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn openapi_documents_every_route() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
-        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
-        for (method, path) in ROUTES {
-            let op = &doc["paths"][path][method.to_ascii_lowercase()];
-            assert!(op.is_object(), "{method} {path} missing from openapi.json");
-            assert!(
-                op["responses"].is_object(),
-                "{method} {path} has no responses"
-            );
-        }
-        // And nothing documented that the router does not serve.
-        for (path, item) in doc["paths"].as_object().expect("paths") {
-            for method in item.as_object().expect("path item").keys() {
-                if ["parameters", "summary", "description"].contains(&method.as_str()) {
-                    continue;
-                }
-                let concrete = path
-                    .replace("{id}", "7")
-                    .replace("{user_id}", "7")
-                    .replace("{file}", "app.js");
-                let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
-                assert!(
-                    Route::parse(&m, &concrete).is_ok(),
-                    "documented {method} {path} is not served"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn trailing_slash_optional_and_405s() {
-        let p = |m: Method, path: &str| Route::parse(&m, path);
-        assert_eq!(
-            p(Method::GET, "/api/v1/messaging/conversations/").ok(),
-            Some(Route::ListConversations)
-        );
-        assert_eq!(
-            p(Method::GET, "/api/v1/messaging/conversations").ok(),
-            Some(Route::ListConversations)
-        );
-        assert_eq!(
-            p(Method::GET, "/api/v1/messaging/conversations/12").ok(),
-            Some(Route::GetConversation(12))
-        );
-        assert!(matches!(
-            p(Method::DELETE, "/api/v1/messaging/messages/"),
-            Err(ApiError::MethodNotAllowed { .. })
-        ));
-        assert!(matches!(
-            p(Method::GET, "/api/v1/messaging/messages/abc/"),
-            Err(ApiError::NotFound(_))
-        ));
-        assert!(matches!(
-            p(Method::GET, "/nope"),
-            Err(ApiError::NotFound(_))
-        ));
-    }
-
-    #[test]
-    fn every_listed_route_parses() {
-        for (method, pattern) in ROUTES {
-            let path = pattern
-                .replace("{id}", "7")
-                .replace("{user_id}", "7")
-                .replace("{file}", "app.js");
-            let method = Method::from_bytes(method.as_bytes()).expect("method");
-            assert!(Route::parse(&method, &path).is_ok(), "{method} {path}");
-        }
-    }
-}
+mod tests;

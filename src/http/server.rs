@@ -7,12 +7,13 @@
 //!
 //! hyper reads each connection through [`edge::EdgeIo`], which checks every request head
 //! before hyper parses it, so that the errors of the HTTP layer (400, 408, 414, 431) are JSON
-//! like every other error, rather than hyper's empty responses.
+//! like every other error, rather than hyper's empty responses. What hyper parses goes to the
+//! axum router in its layers ([`super::router::app`]), built once and shared by every
+//! connection; each request carries its [`Connection`] (peer, stop signal, path as sent).
 
 mod edge;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,8 +31,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::error::{ApiError, HttpResponse};
-use crate::http::request::StopSignal;
+use axum::response::{IntoResponse, Response};
+use tower::ServiceExt;
+
+use super::extract::Connection;
+use super::layers::HttpService;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use edge::{EdgeIo, Verdict};
@@ -58,6 +63,8 @@ pub async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let open = state.open_connections.clone();
+    let app = super::router::app(state.clone());
+    let over_limit = super::router::over_limit(state.clone());
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -83,7 +90,7 @@ pub async fn accept_loop(
         if guard.count > max {
             tracker.spawn(serve_over_limit(
                 stream,
-                state.clone(),
+                over_limit.clone(),
                 shutdown.clone(),
                 guard,
             ));
@@ -92,7 +99,8 @@ pub async fn accept_loop(
         tracker.spawn(serve_connection(
             stream,
             peer,
-            state.clone(),
+            app.clone(),
+            state.config.limits.body_timeout,
             shutdown.clone(),
             guard,
         ));
@@ -103,23 +111,26 @@ pub async fn accept_loop(
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<AppState>,
+    app: impl HttpService,
+    head_timeout: Duration,
     shutdown: CancellationToken,
     guard: ConnectionGuard,
 ) {
     // Shared with a WebSocket session, so an upgraded connection stays counted.
     let guard: Arc<dyn std::any::Any + Send + Sync> = Arc::new(guard);
-    let head_timeout = state.config.limits.body_timeout;
     let verdict = Arc::new(Verdict::default());
     let io = EdgeIo::new(stream, head_timeout, verdict.clone(), shutdown.clone());
-    let stop = StopSignal(shutdown.clone());
+    let stop = shutdown.clone();
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
-        let state = state.clone();
-        req.extensions_mut().insert(guard.clone());
-        req.extensions_mut().insert(stop.clone());
-        answer(verdict.clone(), req, move |req| {
-            super::router::dispatch(state, peer, req)
-        })
+        let path = req.uri().path().into();
+        let extensions = req.extensions_mut();
+        extensions.insert(guard.clone());
+        extensions.insert(Connection {
+            peer,
+            stop: stop.clone(),
+            path,
+        });
+        answer(verdict.clone(), req, app.clone())
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -140,21 +151,17 @@ async fn serve_connection(
     }
 }
 
-/// Answers `req` with `handler`, or with its refusal if it is the stand-in for a head the
-/// reader refused ([`edge`]); either way the reader hears that an answer was made.
-async fn answer<F, Fut>(
+/// Answers `req` with `app`, or with its refusal if it is the stand-in for a head the reader
+/// refused ([`edge`]); either way the reader hears that an answer was made.
+async fn answer(
     verdict: Arc<Verdict>,
     req: hyper::Request<Incoming>,
-    handler: F,
-) -> Result<HttpResponse, Infallible>
-where
-    F: FnOnce(hyper::Request<Incoming>) -> Fut,
-    Fut: Future<Output = HttpResponse>,
-{
+    app: impl HttpService,
+) -> Result<Response, Infallible> {
     let upgrade = req.method() == Method::CONNECT || req.headers().contains_key(UPGRADE);
     let mut response = match verdict.take_refusal(&req) {
         Some(refusal) => closing(ApiError::from(refusal).into_response()),
-        None => handler(req).await,
+        None => app.oneshot(req).await?,
     };
     // After a refused upgrade the reader passes bytes through unchecked: no more requests on
     // this connection.
@@ -166,7 +173,7 @@ where
 }
 
 /// `response` with `Connection: close`.
-fn closing(mut response: HttpResponse) -> HttpResponse {
+fn closing(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -188,11 +195,11 @@ pub fn upgraded_stream(upgraded: hyper::upgrade::Upgraded) -> Option<(TcpStream,
 }
 
 /// A connection over `limits.max_connections`: one request, answered by
-/// [`super::health::over_limit`] (the health checks, else 503), then closed. Its head is
-/// checked like any other, within [`OVER_LIMIT_HEADER_TIMEOUT`].
+/// [`super::router::over_limit`] (the health checks, else 503), then closed. Its head is checked
+/// like any other, within [`OVER_LIMIT_HEADER_TIMEOUT`].
 async fn serve_over_limit(
     stream: TcpStream,
-    state: Arc<AppState>,
+    over_limit: impl HttpService,
     shutdown: CancellationToken,
     _guard: ConnectionGuard,
 ) {
@@ -204,10 +211,7 @@ async fn serve_over_limit(
         shutdown.clone(),
     );
     let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let state = state.clone();
-        answer(verdict.clone(), req, move |req| async move {
-            super::health::over_limit(&state, req.method(), req.uri().path())
-        })
+        answer(verdict.clone(), req, over_limit.clone())
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

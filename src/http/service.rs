@@ -1,25 +1,26 @@
 //! The backend service API (contract section 4, seed 001): what the Erlang service did, for
 //! the host app's backend — prioritised sends, queue drains, broadcasts, stats, metrics.
 //!
-//! Off unless `service.shared_secret` (or `_file`) is set. Every call presents the secret as
-//! `X-Service-Token` or `Authorization: Bearer`; it is compared in constant time, and a missing
-//! or wrong one is answered 401 and counted.
+//! Off unless `service.shared_secret` (or `_file`) is set. Every call presents the secret
+//! ([`Service`]: `X-Service-Token` or `Authorization: Bearer`, compared in constant time); a
+//! missing or wrong one is answered 401 and counted.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use hyper::{Request, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use axum::extract::State;
+use hyper::StatusCode;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
-use super::request::{Query, parse_id, read_json};
+use super::extract::{Count, Flag, Id, Json, MetricsReader, Query, QueueUser, Service, User};
 use crate::chat::broadcast::BroadcastRequest;
 use crate::chat::{self, SendRequest, Sender};
 use crate::error::{ApiError, HttpResponse, json_response};
+use crate::http::openapi::Error;
 use crate::state::AppState;
 use crate::views::MessageJson;
 
@@ -27,65 +28,73 @@ use crate::views::MessageJson;
 const DEFAULT_QUEUE_LIMIT: usize = 100;
 const MAX_QUEUE_LIMIT: usize = 1000;
 
-/// `X-Service-Token` (or `Authorization: Bearer`) must match `service.shared_secret` (or the
-/// secret in `service.shared_secret_file`).
-pub fn authorize(state: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> {
-    let Some(secret) = &state.service_secret else {
-        return Err(ApiError::NotFound(
-            "the service API is not enabled on this server",
-        ));
-    };
-    let presented = req
-        .headers()
-        .get("x-service-token")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            req.headers()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token)
-        });
-    // Hash both sides so the comparison takes as long whatever the lengths.
-    let matches = presented.is_some_and(|p| {
-        let a = Sha256::digest(p.trim().as_bytes());
-        let b = Sha256::digest(secret.expose().as_bytes());
-        bool::from(a.ct_eq(&b))
-    });
-    if matches {
-        Ok(())
-    } else {
-        state.metrics.service_auth_failures.inc();
-        Err(ApiError::ServiceUnauthorized)
-    }
-}
-
-/// `POST /api/messages/send` body (seed 001's `send_message`).
-#[derive(Debug, Deserialize)]
-struct SendBody {
+/// `POST /api/messages/send` body (seed 001's `send_message`). Unknown fields are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ServiceSend)]
+pub struct SendBody {
+    /// The conversation; without it, the sender's and the receiver's one-to-one conversation
+    /// (created if absent).
     #[serde(default)]
+    #[schema(value_type = Option<crate::views::IdSchema>)]
     conversation_id: Option<u64>,
+    #[schema(value_type = crate::views::IdSchema)]
     sender_id: u64,
+    /// Required without `conversation_id`; otherwise a participant of it.
     #[serde(default)]
+    #[schema(value_type = Option<crate::views::IdSchema>)]
     receiver_id: Option<u64>,
+    /// Not blank; at most `limits.max_text_bytes` bytes.
+    #[schema(min_length = 1)]
     text: String,
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9_]{1,32}$", default = "text")]
     message_type: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<crate::views::PriorityName>, default = "normal")]
     priority: Option<String>,
+    /// A JSON object.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// Idempotency key, 1 to 128 bytes, unique per sender.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     client_id: Option<String>,
 }
 
-/// `POST /api/messages/send` → 201 `{"status":"accepted","message_id","conversation_id"}`, once
-/// durable. With no `conversation_id`, the sender's and receiver's one-to-one conversation
-/// (created if absent, once the message passed its checks). Not subject to the per-user send
-/// rate.
-pub async fn send(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
-    let body: SendBody = read_json(req, &state.config.limits).await?;
+/// A send taken on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    #[schema(value_type = String, pattern = "^accepted$")]
+    status: &'static str,
+    #[schema(value_type = crate::views::IdSchema)]
+    message_id: u64,
+    #[schema(value_type = crate::views::IdSchema)]
+    conversation_id: u64,
+}
+
+/// Send a message on behalf of a user (seed 001 send_message)
+///
+/// Not subject to the per-user send rate. With no `conversation_id`, the sender's and
+/// receiver's one-to-one conversation (created if absent, once the message passed its checks).
+/// Answered once durable; delivered like any message.
+#[utoipa::path(
+    post,
+    path = "/api/messages/send",
+    operation_id = "serviceSend",
+    tag = "service",
+    responses(
+        (status = 201, description = "Accepted and durable.", body = Accepted),
+        (status = 200, description = "A repeated `client_id` with the same content: the first message.", body = Accepted),
+        (status = 400, description = "Malformed JSON, wrong types, missing fields, bad ids, blank or oversized text. `error` is one of: `invalid_json`, `invalid_request`, `invalid_body`, `invalid_receiver`, `text_too_long`, `metadata_too_large`.", body = Error),
+        (status = 409, description = "A repeated `client_id` with different content (`client_id_conflict`).", body = Error),
+    )
+)]
+pub async fn send(
+    State(state): State<Arc<AppState>>,
+    _: Service,
+    Json(body): Json<SendBody>,
+) -> Result<HttpResponse, ApiError> {
     let request = SendRequest {
         conversation: body.conversation_id,
         receiver: body.receiver_id,
@@ -100,7 +109,7 @@ pub async fn send(state: &AppState, req: Request<Incoming>) -> Result<HttpRespon
         rate_limited: false,
         origin: None,
     };
-    let sent = chat::send::send(state, from, request).await?;
+    let sent = chat::send::send(&state, from, request).await?;
     let status = if sent.duplicate {
         StatusCode::OK
     } else {
@@ -108,22 +117,59 @@ pub async fn send(state: &AppState, req: Request<Incoming>) -> Result<HttpRespon
     };
     Ok(json_response(
         status,
-        &json!({"status": "accepted", "message_id": sent.id, "conversation_id": sent.record.conversation}),
+        &Accepted {
+            status: "accepted",
+            message_id: sent.id,
+            conversation_id: sent.record.conversation,
+        },
     ))
 }
 
-/// `GET /api/messages/queue/{user_id}?peek=&limit=`: the user's queued messages in delivery
-/// order; drained (removed from the queue) unless `peek=true`.
+/// `GET /api/messages/queue/{user_id}` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct QueueQuery {
+    /// Look without removing.
+    #[param(value_type = Option<bool>, default = false)]
+    peek: Option<Flag>,
+    /// Most messages returned; values above 1000 are capped.
+    #[param(value_type = Option<u64>, minimum = 1, default = 100)]
+    limit: Option<Count>,
+}
+
+/// A user's queued messages.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queue {
+    #[schema(value_type = crate::views::IdSchema)]
+    user_id: u64,
+    count: usize,
+    /// In delivery order: high priority first, then oldest.
+    messages: Vec<MessageJson>,
+}
+
+/// Drain (or peek at) a user's queue (seed 001 get_user_messages)
+///
+/// The user's queued messages in delivery order; removed from the queue unless `peek=true`.
+/// Concurrent drains never hand out a message twice. `GET` only: a `HEAD` would drain without
+/// showing what it removed (405).
+#[utoipa::path(
+    get,
+    path = "/api/messages/queue/{user_id}",
+    operation_id = "serviceQueue",
+    tag = "service",
+    params(Id<QueueUser>, QueueQuery),
+    responses((status = 200, description = "Messages in queue order (high priority first, then oldest). Without `peek`, exactly these were removed from the queue.", body = Queue))
+)]
 pub async fn queue(
-    state: &AppState,
-    user: u64,
-    req: &Request<Incoming>,
+    State(state): State<Arc<AppState>>,
+    Id(user, _): Id<QueueUser>,
+    _: Service,
+    Query(query): Query<QueueQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(req.uri().query());
-    let peek = query.flag("peek")?.unwrap_or(false);
+    let peek = query.peek.is_some_and(|f| f.0);
     let limit = query
-        .capped("limit", MAX_QUEUE_LIMIT)?
-        .unwrap_or(DEFAULT_QUEUE_LIMIT);
+        .limit
+        .map_or(DEFAULT_QUEUE_LIMIT, |c| c.0.min(MAX_QUEUE_LIMIT));
     let entries = state
         .store
         .read(move |r| {
@@ -164,30 +210,68 @@ pub async fn queue(
     };
     Ok(json_response(
         StatusCode::OK,
-        &json!({"user_id": user, "count": messages.len(), "messages": messages}),
+        &Queue {
+            user_id: user,
+            count: messages.len(),
+            messages,
+        },
     ))
 }
 
-#[derive(Debug, Deserialize)]
-struct BroadcastBody {
+/// `POST /api/messages/broadcast` body (seed 001's `broadcast_message`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ServiceBroadcast)]
+pub struct BroadcastBody {
     message: BroadcastMessage,
+    /// 1 to 100,000 users; duplicates and the sender are left out.
+    #[schema(value_type = Vec<crate::views::IdSchema>, min_items = 1, max_items = 100000)]
     user_ids: Vec<u64>,
 }
 
-#[derive(Debug, Deserialize)]
-struct BroadcastMessage {
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BroadcastMessage {
+    #[schema(value_type = crate::views::IdSchema)]
     sender_id: u64,
+    /// Not blank; at most `limits.max_text_bytes` bytes.
+    #[schema(min_length = 1)]
     text: String,
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9_]{1,32}$", default = "system")]
     message_type: Option<String>,
+    /// A JSON object.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
-/// `POST /api/messages/broadcast` → `{"status":"accepted","recipients":N}`: a high-priority
-/// message to each listed user in their one-to-one conversation with the sender.
-pub async fn broadcast(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
-    let body: BroadcastBody = read_json(req, &state.config.limits).await?;
+/// A broadcast taken on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Broadcasted {
+    #[schema(value_type = String, pattern = "^accepted$")]
+    status: &'static str,
+    /// The users who got it.
+    recipients: u64,
+}
+
+/// A system message to many users (seed 001 broadcast_message)
+///
+/// Each listed user gets the message, priority high, in their one-to-one conversation with the
+/// sender (created if absent). Stored and queued before the answer.
+#[utoipa::path(
+    post,
+    path = "/api/messages/broadcast",
+    operation_id = "serviceBroadcast",
+    tag = "service",
+    responses(
+        (status = 200, description = "Stored and queued.", body = Broadcasted),
+        (status = 400, description = "Malformed JSON, wrong types, missing fields, bad ids, no or too many recipients, blank or oversized text. `error` is one of: `invalid_json`, `invalid_request`, `invalid_body`, `text_too_long`, `metadata_too_large`.", body = Error),
+    )
+)]
+pub async fn broadcast(
+    State(state): State<Arc<AppState>>,
+    _: Service,
+    Json(body): Json<BroadcastBody>,
+) -> Result<HttpResponse, ApiError> {
     let request = BroadcastRequest {
         sender: body.message.sender_id,
         recipients: body.user_ids,
@@ -195,51 +279,114 @@ pub async fn broadcast(state: &AppState, req: Request<Incoming>) -> Result<HttpR
         message_type: body.message.message_type,
         metadata: body.message.metadata,
     };
-    let delivered = chat::broadcast::broadcast(state, request).await?;
+    let delivered = chat::broadcast::broadcast(&state, request).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"status": "accepted", "recipients": delivered}),
+        &Broadcasted {
+            status: "accepted",
+            recipients: delivered,
+        },
     ))
 }
 
 /// `GET /api/stats`.
-pub async fn stats(state: &AppState) -> Result<HttpResponse, ApiError> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    /// Messages taken on to store: messages_persisted + persistence_failures. Refused sends
+    /// and idempotent repeats are not counted.
+    messages_processed: u64,
+    /// Messages stored durably.
+    messages_persisted: u64,
+    /// Messages whose commit failed (their senders got an error).
+    persistence_failures: u64,
+    messages_delivered: u64,
+    uptime_seconds: u64,
+    memory: Memory,
+    connections: usize,
+    websockets: usize,
+    users_online: usize,
+    queues: Queues,
+    /// Since the data file was created.
+    dead_letters: u64,
+    /// Stored records met since start that can no longer be read back; each is left out of
+    /// every view and logged once at ERROR.
+    damaged_records: u64,
+    version: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Memory {
+    /// Resident memory (0 where `/proc` cannot tell).
+    rss_bytes: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queues {
+    pending_total: u64,
+    max_user_pending: u64,
+}
+
+/// Service statistics (seed 001 /api/stats)
+///
+/// Figures since start; `dead_letters` since the data file was created.
+#[utoipa::path(
+    get,
+    path = "/api/stats",
+    operation_id = "stats",
+    tag = "service",
+    responses((status = 200, description = "The figures.", body = Stats))
+)]
+pub async fn stats(
+    State(state): State<Arc<AppState>>,
+    _: Service,
+) -> Result<HttpResponse, ApiError> {
     let max_user_pending = state.store.read(|r| r.max_queue_length()).await?;
     let m = &state.metrics;
     Ok(json_response(
         StatusCode::OK,
-        &json!({
-            "messages_processed": m.messages_accepted.get(),
-            "messages_persisted": m.messages_persisted.get(),
-            "persistence_failures": m.persistence_failures.get(),
-            "messages_delivered": m.messages_delivered.get(),
-            "uptime_seconds": state.started.elapsed().as_secs(),
-            "memory": {"rss_bytes": crate::metrics::rss_bytes()},
-            "connections": state.open_connections.load(Ordering::Relaxed),
-            "websockets": state.hub.session_count(),
-            "users_online": state.hub.presence.online_count(),
-            "queues": {
-                "pending_total": state.store.writer().queue_pending(),
-                "max_user_pending": max_user_pending,
+        &Stats {
+            messages_processed: m.messages_accepted.get(),
+            messages_persisted: m.messages_persisted.get(),
+            persistence_failures: m.persistence_failures.get(),
+            messages_delivered: m.messages_delivered.get(),
+            uptime_seconds: state.started.elapsed().as_secs(),
+            memory: Memory {
+                rss_bytes: crate::metrics::rss_bytes(),
             },
-            "dead_letters": m.dead_letters.get(),
-            "damaged_records": m.damaged_records.get(),
-            "version": crate::VERSION,
-        }),
+            connections: state.open_connections.load(Ordering::Relaxed),
+            websockets: state.hub.session_count(),
+            users_online: state.hub.presence.online_count(),
+            queues: Queues {
+                pending_total: state.store.writer().queue_pending(),
+                max_user_pending,
+            },
+            dead_letters: m.dead_letters.get(),
+            damaged_records: m.damaged_records.get(),
+            version: crate::VERSION,
+        },
     ))
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub fn metrics(state: &AppState) -> HttpResponse {
+/// Prometheus metrics (OpenMetrics text)
+///
+/// Counters, gauges and histograms. Needs the service secret unless `[metrics] public = true`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "service",
+    security(("serviceToken" = []), ()),
+    responses((status = 200, description = "Counters, gauges and histograms.",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
+)]
+pub async fn metrics(State(state): State<Arc<AppState>>, _: MetricsReader) -> HttpResponse {
     state.metrics.refresh(
         state.open_connections.load(Ordering::Relaxed) as u64,
         state.hub.session_count() as u64,
         state.hub.presence.online_count() as u64,
         state.store.writer().queue_pending(),
     );
-    let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
-        state.metrics.encode(),
-    )));
+    let mut response = hyper::Response::new(axum::body::Body::from(state.metrics.encode()));
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -247,21 +394,37 @@ pub fn metrics(state: &AppState) -> HttpResponse {
     response
 }
 
-/// `GET /api/v1/messaging/erlang/health/` (user token): seed 000's check of the queue service.
-pub fn engine_health(state: &AppState) -> HttpResponse {
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "status": "ok",
-            "engine": "indaba",
-            "version": crate::VERSION,
-            "uptime_seconds": state.started.elapsed().as_secs(),
-            "connected": true,
-        }),
-    )
+/// The queue engine's health, as seed 000 checked it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EngineHealth {
+    #[schema(value_type = String, pattern = "^ok$")]
+    status: &'static str,
+    #[schema(value_type = String, pattern = "^indaba$")]
+    engine: &'static str,
+    version: &'static str,
+    uptime_seconds: u64,
+    connected: bool,
 }
 
-/// Parses the `{user_id}` of a queue path.
-pub fn user_id(text: &str) -> Result<u64, ApiError> {
-    parse_id(text).ok_or(ApiError::NotFound("no such user"))
+/// Seed-compatible health of the queue engine (user token)
+///
+/// What seed 000 asked of the Erlang service; the engine is this daemon.
+#[utoipa::path(
+    get,
+    path = "/api/v1/messaging/erlang/health/",
+    operation_id = "engineHealth",
+    tag = "service",
+    responses((status = 200, description = "The engine is up.", body = EngineHealth))
+)]
+pub async fn engine_health(State(state): State<Arc<AppState>>, _: User) -> HttpResponse {
+    json_response(
+        StatusCode::OK,
+        &EngineHealth {
+            status: "ok",
+            engine: "indaba",
+            version: crate::VERSION,
+            uptime_seconds: state.started.elapsed().as_secs(),
+            connected: true,
+        },
+    )
 }

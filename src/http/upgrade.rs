@@ -7,12 +7,10 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::Request;
-use hyper::body::Incoming;
+use axum::body::Body;
+use axum::extract::{Request, State};
 
-use super::request::Query;
+use super::extract::{Conversation, Id, Params};
 use crate::auth::{AuthError, Identity};
 use crate::error::{ApiError, Code, HttpResponse};
 use crate::state::AppState;
@@ -28,10 +26,46 @@ pub enum Requested {
     Echo,
 }
 
+/// `GET /ws/chat/`: every conversation of the user.
+pub async fn chat(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> Result<HttpResponse, ApiError> {
+    upgrade(&state, req, Requested::Chat).await
+}
+
+/// `GET /ws/chat/{id}/`: one conversation, for its participants.
+pub async fn conversation(
+    State(state): State<Arc<AppState>>,
+    Id(id, _): Id<Conversation>,
+    req: Request,
+) -> Result<HttpResponse, ApiError> {
+    upgrade(&state, req, Requested::Conversation(id)).await
+}
+
+/// `GET /ws/notifications/`: the user's notifications.
+pub async fn notifications(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> Result<HttpResponse, ApiError> {
+    upgrade(&state, req, Requested::Notifications).await
+}
+
+/// `GET /ws/echo/`: echoes frames, for conformance suites, while `server.websocket_echo` is on.
+pub async fn echo(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> Result<HttpResponse, ApiError> {
+    if !state.config.server.websocket_echo {
+        return Err(ApiError::NotFound("no such endpoint"));
+    }
+    upgrade(&state, req, Requested::Echo).await
+}
+
 /// Answers a WebSocket upgrade and starts the session.
-pub async fn upgrade(
+async fn upgrade(
     state: &Arc<AppState>,
-    mut req: Request<Incoming>,
+    mut req: Request,
     requested: Requested,
 ) -> Result<HttpResponse, ApiError> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
@@ -89,16 +123,16 @@ pub async fn upgrade(
         .tasks
         .spawn(session::run(state.clone(), socket, who, connection));
     let (parts, _) = response.into_parts();
-    Ok(hyper::Response::from_parts(parts, Full::new(Bytes::new())))
+    Ok(hyper::Response::from_parts(parts, Body::empty()))
 }
 
 /// The token from `?token=` (browsers cannot set headers on a WebSocket) or `Authorization`.
-fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Identity, AuthError> {
-    let query = Query::parse(req.uri().query());
+fn authenticate(state: &AppState, req: &Request) -> Result<Identity, AuthError> {
+    let query = Params::parse(req.uri().query());
     if let Some(token) = query.get("token") {
         return state.verifier.verify(token);
     }
-    super::request::authenticate(state, req).map_err(|e| match e {
+    super::extract::authenticate(state, req.headers()).map_err(|e| match e {
         ApiError::Unauthorized(auth) => auth,
         _ => AuthError::Missing,
     })

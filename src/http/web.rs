@@ -19,16 +19,19 @@
 //! `Referrer-Policy: no-referrer` (tokens never travel in URLs the page opens, but nothing
 //! else needs the referrer either) and framing refused (clickjacking).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
-use bytes::Bytes;
-use http_body_util::Full;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 
+use super::extract::{Connection, base_url};
 use crate::config::WebConfig;
 use crate::error::{ApiError, HttpResponse};
+use crate::state::AppState;
 
 /// Which page a file belongs to, and so which `[web]` switch serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,11 +130,11 @@ pub fn respond(
         .ok_or(ApiError::NotFound("no such endpoint"))?;
     let not_modified = if_none_match.is_some_and(|v| etag_matches(v, &asset.etag));
     let mut response = if not_modified {
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(Full::new(Bytes::from_static(asset.body)));
+        let mut r = Response::new(Body::from(asset.body));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(asset.content_type),
@@ -145,6 +148,74 @@ pub fn respond(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     security_headers(headers, self_origin);
     Ok(response)
+}
+
+/// The demo chat (HTML)
+///
+/// The demo chat page: sign up or in with a local account, the conversation list with unread
+/// counts and presence, one conversation with typing and read receipts, over `/ws/chat/`.
+/// Served from the binary while `[web] demo` is on: on by default in dev mode (no config file),
+/// off by default with one. Needs no token.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "getDemoChat",
+    tag = "web",
+    params(("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: 304 while the file is unchanged.")),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html; charset=utf-8", body = String,
+            headers(("ETag" = String, description = "The file's strong validator."))),
+        (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`; no body."),
+        (status = 404, description = "The page is switched off (`[web] demo = false`, the default with a config file). `error` is `not_found`.", body = super::openapi::Error),
+    )
+)]
+pub async fn page(State(state): State<Arc<AppState>>, req: Request) -> HttpResponse {
+    serve(&state, &req.into_parts().0)
+}
+
+/// A file of the web pages
+///
+/// The scripts, style sheets and icon the pages load (`/assets/demo/…` for the demo chat,
+/// `/assets/common/…` shared by the pages), embedded in the binary. Served while the page they
+/// belong to is switched on.
+#[utoipa::path(
+    get,
+    path = "/assets/{file}",
+    operation_id = "getWebAsset",
+    tag = "web",
+    params(
+        ("file" = String, Path, description = "The file's path under `/assets/`, e.g. `demo/app.js`."),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: 304 while the file is unchanged."),
+    ),
+    responses(
+        (status = 200, description = "The file.", content(
+            (String = "text/javascript; charset=utf-8"),
+            (String = "text/css; charset=utf-8"),
+            (String = "image/svg+xml"),
+        ), headers(("ETag" = String, description = "The file's strong validator."))),
+        (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`; no body."),
+        (status = 404, description = "The page is switched off (`[web] demo = false`, the default with a config file), or there is no such file. `error` is `not_found`.", body = super::openapi::Error),
+    )
+)]
+pub async fn asset_file(State(state): State<Arc<AppState>>, req: Request) -> HttpResponse {
+    serve(&state, &req.into_parts().0)
+}
+
+/// The answer for the request's path, as [`respond`] makes it.
+fn serve(state: &AppState, parts: &Parts) -> HttpResponse {
+    let trusted = parts
+        .extensions
+        .get::<Connection>()
+        .is_some_and(|c| state.config.server.trusted_proxies.contains(&c.peer.ip()));
+    let origin = base_url(&parts.headers, trusted);
+    let if_none_match = parts
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    match respond(&state.config.web, parts.uri.path(), if_none_match, &origin) {
+        Ok(response) => response,
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    }
 }
 
 /// The security headers of every page and asset.
