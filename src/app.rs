@@ -21,8 +21,7 @@ use crate::hub::Hub;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::secrets::Secrets;
-use crate::store::writer::WriterOptions;
-use crate::store::{DamagedJournal, Store, StoreError};
+use crate::store::{DamagedJournal, Store, StoreError, WriterOptions};
 use crate::users::Directory;
 
 /// Everything request handlers share, behind one `Arc`.
@@ -162,7 +161,7 @@ async fn expire_queues(state: Arc<AppState>) {
                 Ok(0) => break,
                 Ok(n) => {
                     tracing::info!(expired = n, "queue entries past retention dead-lettered");
-                    if n < crate::store::writer::EXPIRE_BATCH || shutdown.is_cancelled() {
+                    if n < crate::store::EXPIRE_BATCH || shutdown.is_cancelled() {
                         break;
                     }
                 }
@@ -267,7 +266,7 @@ pub async fn run(
     tasks.spawn(expire_queues(state.clone()));
     // A writer that ended on its own (a panic) takes no writes again: stop, so the service
     // manager restarts the daemon from the durable state. A full or failing disk does not end
-    // it: writes are refused until the data file can be written again (`store::writer`).
+    // it: writes are refused until the data file can be written again (`store::engine::outage`).
     tokio::spawn({
         let (writer, shutdown) = (writer.clone(), shutdown.clone());
         async move {

@@ -500,11 +500,6 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
-
-    /// Path of the redb file inside the data dir.
-    pub fn database_path(&self) -> PathBuf {
-        self.storage.data_dir.join(crate::store::DATABASE_FILE)
-    }
 }
 
 /// Folds `INDABA_<SECTION>__<KEY>` variables into `table`.

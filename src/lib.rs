@@ -52,6 +52,7 @@ pub mod limits;
 pub mod logging;
 pub mod messaging;
 pub mod metrics;
+pub mod model;
 pub mod secrets;
 pub mod shutdown;
 pub mod store;

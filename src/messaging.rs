@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::AppState;
-use crate::store::WriteError;
-use crate::store::records::{MessageBody, MessageRecord, Priority, encode};
-use crate::store::writer::{MessageAppended, NewMessage, PendingAppend};
+use crate::model::{MessageBody, MessageRecord, Priority};
+use crate::store::records::encode;
+use crate::store::{MessageAppended, NewMessage, PendingAppend, WriteError};
 
 /// Longest `client_id`, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;

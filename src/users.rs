@@ -114,8 +114,8 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::NewAccount;
     use crate::store::testing::TempStore;
-    use crate::store::writer::NewAccount;
 
     fn who(user_id: u64, username: &str) -> Identity {
         Identity {

@@ -17,7 +17,7 @@ use crate::auth::jwt::{TokenMinter, TokenType};
 use crate::auth::{AuthError, password};
 use crate::error::{ApiError, HttpResponse, json_response};
 use crate::limits::{client_ip, retry_after_secs};
-use crate::store::writer::NewAccount;
+use crate::store::NewAccount;
 
 /// Django's username rules: up to 150 of letters, digits and `@.+-_`.
 pub const MAX_USERNAME_CHARS: usize = 150;

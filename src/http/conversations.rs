@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::request::{Ctx, Query, read_empty, read_json};
 use super::views::{ConversationJson, Paginated};
 use crate::error::{ApiError, HttpResponse, json_response};
-use crate::store::writer::NewConversation;
+use crate::store::NewConversation;
 
 /// Most participants a conversation may have.
 pub const MAX_PARTICIPANTS: usize = 100;

@@ -22,8 +22,9 @@ use super::views::MessageJson;
 use crate::app::AppState;
 use crate::error::{ApiError, HttpResponse, json_response};
 use crate::messaging::{self, SendRequest, Sender};
-use crate::store::records::{MessageBody, Priority, encode};
-use crate::store::writer::{Broadcast, NewConversation};
+use crate::model::{MessageBody, Priority};
+use crate::store::records::encode;
+use crate::store::{Broadcast, NewConversation};
 
 /// Most recipients of one broadcast.
 pub const MAX_BROADCAST_RECIPIENTS: usize = 100_000;

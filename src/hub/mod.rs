@@ -23,8 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use outbox::{Lane, Outbound, Outbox};
 pub use presence::Presence;
 
-use crate::store::writer::{QueueKey, StoredMessage, WriterHandle};
-use crate::store::{Store, StoreError};
+use crate::store::{QueueKey, Store, StoreError, StoredMessage, WriterHandle};
 use crate::ws::protocol;
 
 /// Relayed typing starts per (user, conversation) are at most one per this long.

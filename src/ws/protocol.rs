@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::records::{MessageBody, MessageRecord};
+use crate::model::{MessageBody, MessageRecord};
 use crate::time::rfc3339_ms;
 
 /// Client → server on `/ws/chat/` (seed 002).

@@ -1,0 +1,285 @@
+//! The writer's queue, as the rest of the daemon sees it: [`WriterHandle`] turns each call into
+//! an [`Op`] and its reply slot, and waits for the durable answer.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::durability::Progress;
+use super::health::{QueuedUsers, WriterHealth};
+use crate::store::StoreError;
+use crate::store::ops::{
+    Answer, Broadcast, ConversationCreated, MarkedRead, MessageAppended, NewAccount,
+    NewConversation, NewMessage, Op, QueueKey, WriteError,
+};
+
+/// What goes down the writer's queue.
+#[derive(Debug)]
+pub(in crate::store) enum Command {
+    Write(Request),
+    /// Commit everything queued before this, then stop. Sent by [`WriterThread::finish`].
+    Stop,
+}
+
+/// One write request: the op, and where its answer goes (`None`: nobody waits for it).
+#[derive(Debug)]
+pub(in crate::store) struct Request {
+    pub op: Op,
+    pub reply: Option<Responder>,
+}
+
+impl Request {
+    /// A request for `op` whose answer arrives on the receiver, as `T`, the type `op` answers
+    /// with.
+    pub(in crate::store) fn answered<T>(
+        op: Op,
+    ) -> (Request, oneshot::Receiver<Result<T, WriteError>>)
+    where
+        T: TryFrom<Answer, Error = Answer> + Send + 'static,
+    {
+        let (tx, answer) = oneshot::channel();
+        let request = Request {
+            op,
+            reply: Some(Responder::to(tx)),
+        };
+        (request, answer)
+    }
+}
+
+/// Hands an op's answer, or why it failed, to whoever asked, as the type they wait for.
+pub(in crate::store) struct Responder(Box<dyn FnOnce(Result<Answer, WriteError>) + Send>);
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
+}
+
+impl Responder {
+    /// A responder that sends the answer on `tx` as a `T`, the type the op answers with.
+    fn to<T>(tx: oneshot::Sender<Result<T, WriteError>>) -> Self
+    where
+        T: TryFrom<Answer, Error = Answer> + Send + 'static,
+    {
+        Responder(Box::new(move |result| {
+            let answer = result.and_then(|answer| {
+                T::try_from(answer).map_err(|other| {
+                    // Each method sends the op whose answer it takes: a mismatch is our bug.
+                    WriteError::Store(StoreError::Storage(format!(
+                        "the writer answered with {}",
+                        other.kind()
+                    )))
+                })
+            });
+            // The requester may have gone away (client disconnected); the write stands
+            // regardless.
+            let _ = tx.send(answer);
+        }))
+    }
+
+    /// Answers the request.
+    pub(in crate::store) fn send(self, result: Result<Answer, WriteError>) {
+        (self.0)(result)
+    }
+}
+
+/// The writer is gone.
+fn closed() -> WriteError {
+    WriteError::Store(StoreError::Closed)
+}
+
+/// Cloneable sender side of the writer's queue.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) health: Arc<WriterHealth>,
+    pub(super) queued: Arc<QueuedUsers>,
+    pub(super) progress: Progress,
+}
+
+impl WriterHandle {
+    /// Whether writes can succeed: the thread runs and its last commit went through.
+    pub fn is_healthy(&self) -> bool {
+        self.health.running.load(Ordering::Relaxed)
+            && self.health.last_commit_ok.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the writer thread has ended, however it ended.
+    pub async fn ended(&self) {
+        self.health.ended.cancelled().await;
+    }
+
+    /// Whether the writer ended on an error: it panicked (the daemon cannot write again before
+    /// a restart), or it was stopped while the data file could not be written, so its final
+    /// checkpoint was not made.
+    pub fn failed(&self) -> bool {
+        self.health.failed.load(Ordering::SeqCst)
+    }
+
+    /// False only if `user`'s queue was empty after the last commit (see [`QueuedUsers`]).
+    pub fn may_have_queued(&self, user: u64) -> bool {
+        self.queued.contains(user)
+    }
+
+    /// How far commits have got, for readers that must not see what is not durable yet.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Entries waiting in all queues, as of the last commit.
+    pub fn queue_pending(&self) -> u64 {
+        self.health.queue_pending.load(Ordering::Relaxed)
+    }
+
+    /// Queues `request`.
+    async fn send(&self, request: Request) -> Result<(), WriteError> {
+        self.tx
+            .send(Command::Write(request))
+            .await
+            .map_err(|_| closed())
+    }
+
+    /// Queues `op` now; the receiver gets its durable answer, as the type `op` answers with.
+    async fn submit<T>(
+        &self,
+        op: Op,
+    ) -> Result<oneshot::Receiver<Result<T, WriteError>>, WriteError>
+    where
+        T: TryFrom<Answer, Error = Answer> + Send + 'static,
+    {
+        let (request, answer) = Request::answered(op);
+        self.send(request).await?;
+        Ok(answer)
+    }
+
+    /// Sends `op` and waits for its durable answer.
+    async fn request<T>(&self, op: Op) -> Result<T, WriteError>
+    where
+        T: TryFrom<Answer, Error = Answer> + Send + 'static,
+    {
+        self.submit(op).await?.await.map_err(|_| closed())?
+    }
+
+    pub async fn create_conversation(
+        &self,
+        new: NewConversation,
+    ) -> Result<ConversationCreated, WriteError> {
+        self.request(Op::CreateConversation(new)).await
+    }
+
+    pub async fn append_message(&self, new: NewMessage) -> Result<MessageAppended, WriteError> {
+        self.request(Op::AppendMessage(new)).await
+    }
+
+    /// Queues an append now and returns a handle to await its durable result. Appends
+    /// submitted one after another by one task are committed in that order, while the
+    /// submitter goes on (a WebSocket keeps reading while its sends commit).
+    pub async fn submit_append(&self, new: NewMessage) -> Result<PendingAppend, WriteError> {
+        let answer = self.submit(Op::AppendMessage(new)).await?;
+        Ok(PendingAppend { answer })
+    }
+
+    /// Removes queue entries; answers with those that were still queued.
+    pub async fn drain(&self, entries: Vec<QueueKey>) -> Result<Vec<QueueKey>, WriteError> {
+        self.request(Op::Drain(entries)).await
+    }
+
+    /// Dead-letters queue entries enqueued before `before_ms`.
+    pub async fn expire(&self, before_ms: u64) -> Result<u64, WriteError> {
+        self.request(Op::Expire(before_ms)).await
+    }
+
+    /// Stores a broadcast; answers how many recipients got it.
+    pub async fn broadcast(&self, broadcast: Broadcast) -> Result<u64, WriteError> {
+        self.request(Op::Broadcast(broadcast)).await
+    }
+
+    /// Removes delivered queue entries (batched by the caller), without waiting for the
+    /// commit.
+    pub async fn dequeue(&self, entries: Vec<QueueKey>) -> Result<(), WriteError> {
+        self.send(Request {
+            op: Op::Dequeue(entries),
+            reply: None,
+        })
+        .await
+    }
+
+    /// Queues the recording of a user seen in a token and returns without waiting for its
+    /// commit. Nothing waits on that record (messages, queues and memberships name users by
+    /// id, and `auth/me` falls back to the token), so a connect storm of new users is not held
+    /// up by one commit each; writes submitted after this one still land after it. The
+    /// answer arrives once the commit did (or failed).
+    pub async fn submit_ensure_user(
+        &self,
+        id: u64,
+        username: Option<String>,
+    ) -> Result<oneshot::Receiver<Result<(), WriteError>>, WriteError> {
+        self.submit(Op::EnsureUser { id, username }).await
+    }
+
+    pub async fn register_account(&self, new: NewAccount) -> Result<u64, WriteError> {
+        self.request(Op::RegisterAccount(new)).await
+    }
+
+    pub async fn mark_read(
+        &self,
+        user: u64,
+        conversation: u64,
+        up_to: Option<u64>,
+    ) -> Result<MarkedRead, WriteError> {
+        self.request(Op::MarkRead {
+            user,
+            conversation,
+            up_to,
+        })
+        .await
+    }
+
+    pub async fn set_archived(
+        &self,
+        user: u64,
+        conversation: u64,
+        archived: bool,
+    ) -> Result<(), WriteError> {
+        self.request(Op::SetArchived {
+            user,
+            conversation,
+            archived,
+        })
+        .await
+    }
+}
+
+/// An append in the writer's queue; await [`PendingAppend::done`] for its durable result.
+#[derive(Debug)]
+pub struct PendingAppend {
+    answer: oneshot::Receiver<Result<MessageAppended, WriteError>>,
+}
+
+impl PendingAppend {
+    pub async fn done(self) -> Result<MessageAppended, WriteError> {
+        self.answer.await.map_err(|_| closed())?
+    }
+}
+
+/// The writer thread; [`WriterThread::finish`] commits what is queued, checkpoints, and
+/// waits for it.
+#[derive(Debug)]
+pub struct WriterThread {
+    pub(super) join: JoinHandle<()>,
+}
+
+impl WriterThread {
+    /// Commits every request queued so far, stops the writer and waits for it. Requests sent
+    /// later fail with [`StoreError::Closed`].
+    pub async fn finish(self, handle: &WriterHandle) {
+        // If the thread is already gone the send fails, and joining below is all there is to do.
+        let _ = handle.tx.send(Command::Stop).await;
+        let joined = tokio::task::spawn_blocking(move || self.join.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("store writer thread panicked");
+        }
+    }
+}
