@@ -11,9 +11,13 @@
 //! * [`http`] accepts connections ([`http::server`]), routes them ([`http::router`]) and serves
 //!   one module per resource; [`error`] turns every failure into the contract's JSON error.
 //! * [`auth`] says who is calling (JWTs from the host app, or our own).
-//! * [`store`] makes it durable: [`store::writer`] folds concurrent writes into one commit,
-//!   [`store::reader`] answers queries off the async runtime, [`store::tables`] lists every
-//!   table and the schema version.
+//! * [`store`] makes it durable: [`store::ops`] says what each kind of write means (one
+//!   serializable [`store::Op`], applied by the rules of its concern), [`store::engine`] folds
+//!   concurrent writes into one commit and makes each batch durable through a journal before
+//!   anyone hears of it, [`store::reader`] answers queries off the async runtime, and
+//!   [`store::tables`] declares every table once, with the schema version. The types both the
+//!   store and the layers above it use (priorities, message and conversation records) live
+//!   below them all, in [`model`].
 //! * [`crypto`] seals what users wrote before it reaches the store.
 //!
 //! Around that: [`config`] (one typed struct), [`secrets`] (keys from config, or generated in

@@ -41,9 +41,9 @@ macro_rules! storage_error_from {
 
 pub mod backup;
 pub mod damage;
-mod data_file;
+pub mod data_file;
 pub mod engine;
-mod error;
+pub mod error;
 pub mod history;
 pub mod keys;
 pub mod ops;

@@ -4,7 +4,7 @@
 //! [`super::records`]); the parts a user wrote are sealed by [`crate::crypto`] before they get
 //! here. `docs/STORAGE.md` describes the layout for people.
 //!
-//! Each table is declared once, in the [`tables!`] list below, which also makes
+//! Each table is declared once, in the `tables!` list below, which also makes
 //! [`every_table`]: creating them at open, backups, and the tests' dumps go through that,
 //! so a new table is created, copied and compared without being listed anywhere else.
 //!

@@ -16,18 +16,18 @@
 //!
 //! [`Op`]: crate::store::Op
 
-pub(super) mod batch;
+pub mod batch;
 pub mod durability;
-pub(super) mod handle;
-pub(super) mod health;
+pub mod handle;
+pub mod health;
 pub mod ids;
 pub mod journal;
-pub(super) mod outage;
-pub(super) mod record;
-pub(super) mod recovery;
-pub(super) mod redo;
-pub(super) mod stake;
-pub(super) mod writer;
+pub mod outage;
+pub mod record;
+pub mod recovery;
+pub mod redo;
+pub mod stake;
+pub mod writer;
 
 #[cfg(test)]
 mod fault_tests;

@@ -44,10 +44,10 @@
 //! acknowledged batches this build cannot read, and neither replaying nor emptying it is ours
 //! to decide.
 
-mod check;
-pub(super) mod cursor;
-mod header;
-mod scan;
+pub mod check;
+pub mod cursor;
+pub mod header;
+pub mod scan;
 
 #[cfg(test)]
 mod tests;
