@@ -12,23 +12,43 @@
 //!   run (a VM stall shows there).
 //! * `--mode idle`: opens `--sockets` authenticated `/ws/chat/` sockets, holds them `--hold`
 //!   seconds, and reports the connect rate and the server's resident memory per socket.
+//! * `--mode group` (issue 20): one conversation of `--members` users, each on one socket,
+//!   sending `--messages` each at a total `--rate` (default 100/s: ~10,000 deliveries/s with 100
+//!   members); every message goes to the 99 others. Reports delivery latency (scheduled send
+//!   → `new_message` at each member) and the server's CPU per delivery.
+//! * `--mode broadcast` (issue 20): `--sockets` connected users, then `--broadcasts` service
+//!   broadcasts (`POST /api/messages/broadcast` to all of them, after `--warmup` unmeasured
+//!   ones); reports, per broadcast, how long until the last user had it, and the server's CPU
+//!   per delivery.
+//!
+//! `--servers daemon,ceiling --rounds N` runs every workload against the daemon and against
+//! the *ceiling* (`benches/load/ceiling.rs`: the same transport, frame handling and JSON with
+//! no auth, storage or encryption, a separate process), alternating daemon, ceiling, daemon,
+//! ceiling… for N rounds, a fresh server each time, and ends with a table of each figure per
+//! round, the medians and the daemon/ceiling ratios: on a noisy VM the ratio of neighbours
+//! holds where absolute figures do not.
 //!
 //! By default it starts the binary cargo built next to this bench (`target/release/indaba`,
 //! which `cargo bench` keeps up to date; `--bin` picks another) in dev mode on 127.0.0.1 with
 //! a fresh temp data dir and the send limits lifted, and stops it at the end. `--url` targets
 //! a daemon that is already running on loopback instead (tokens are minted with `--secret` or
 //! the `jwt_secret` in `--data-dir`; its limits must already allow the load; `--pid` enables
-//! the server CPU and memory numbers).
+//! the server CPU and memory numbers; each round uses fresh user ids above `--user-base`).
 //!
 //! ```sh
 //! cargo bench --bench load -- --pairs 50 --messages 2000 --window 10
 //! cargo bench --bench load -- --pairs 50 --messages 2000 --rate 5000
-//! ulimit -n 65536; cargo bench --bench load -- --mode idle --sockets 20000 --hold 5
+//! cargo bench --bench load -- --mode idle --sockets 19900 --hold 5
+//! cargo bench --bench load -- --servers daemon,ceiling --rounds 3 --pairs 50 --window 10
+//! cargo bench --bench load -- --servers daemon,ceiling --rounds 3 --mode group
+//! cargo bench --bench load -- --servers daemon,ceiling --rounds 3 --mode broadcast
 //! cargo bench --bench load -- --help
 //! ```
 //!
-//! Everything is bounded: the send phase by `--timeout`, delivery after it by `--drain`. The
-//! generator shares the machine with the daemon, so it reports its own CPU time too; per
+//! Everything is bounded: the send phase by `--timeout`, delivery after it by `--drain`, and
+//! the number of sockets by the open-files limit (whose soft value this process raises to the
+//! hard one when it needs more; the servers it starts inherit it). The generator shares the
+//! machine with the server, so it reports its own CPU time too; per
 //! message it only stamps digits into a pre-serialized frame and reads back the few fields it
 //! needs. In open-loop runs latencies start at the *scheduled* send time, so a generator that
 //! falls behind shows up in the numbers instead of hiding it; the report also gives each
@@ -37,7 +57,7 @@
 //! latency with that lag taken off ("e2e from send": the daemon, loopback and the generator's
 //! receiving side).
 //! The exit status is non-zero when a run saw loss, duplicates, reordering, errors, closed
-//! sockets or failed connects, or when the daemon died or did not stop cleanly.
+//! sockets or failed connects, or when a server died or did not stop cleanly.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader};
@@ -59,6 +79,23 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
+
+#[path = "load/broadcast.rs"]
+mod broadcast;
+#[path = "load/ceiling.rs"]
+mod ceiling;
+#[path = "load/compare.rs"]
+mod compare;
+#[path = "load/group.rs"]
+mod group;
+
+use compare::{Figure, machine_figures};
+
+/// The daemon's allocator (see `src/main.rs`): the ceiling runs in this binary and must not
+/// lose to the daemon on malloc alone. The generator uses it too.
+#[cfg(feature = "fast-alloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -84,14 +121,24 @@ const TOKEN_TTL: Duration = Duration::from_secs(3600);
 #[derive(Debug, Parser)]
 #[command(
     name = "load",
-    about = "Load generator for the indaba daemon",
-    after_help = "Run with `cargo bench --bench load -- <args>`. Idle mode needs one file \
-                  descriptor per socket in this process and in the daemon: `ulimit -n 65536`."
+    about = "Load generator for the indaba daemon, and its no-storage ceiling",
+    after_help = "Run with `cargo bench --bench load -- <args>`. Idle and broadcast modes need \
+                  one file descriptor per socket in this process and in the server: the soft \
+                  open-files limit is raised to the hard one when needed."
 )]
 struct Args {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Mode::Pairs)]
     mode: Mode,
+    /// The servers each round runs against, in this order: `daemon`, `ceiling` (the same
+    /// transport with no auth, storage or encryption), or both (`daemon,ceiling`).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "daemon")]
+    servers: Vec<Server>,
+    /// Rounds: each runs the workload once against each of `--servers`, a fresh server each
+    /// time. With more than one run, a table of every figure per round, medians and ratios
+    /// ends the report.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// The daemon binary to start.
     #[arg(long, default_value = env!("CARGO_BIN_EXE_indaba"))]
     bin: PathBuf,
@@ -107,54 +154,80 @@ struct Args {
     /// With `--url`: the daemon's process id, for its CPU and memory numbers.
     #[arg(long, requires = "url")]
     pid: Option<u32>,
+    /// With `--url`, broadcast mode: the daemon's `service.shared_secret`.
+    #[arg(long, requires = "url")]
+    service_secret: Option<String>,
     /// Extra environment for the started daemon (`INDABA_LIMITS__OUTBOUND_BUFFER=64`); wins
     /// over the lifted limits. Repeatable.
     #[arg(long = "server-env", value_name = "KEY=VALUE")]
     server_env: Vec<String>,
-    /// First user id; pairs use ids from here up. Use a fresh base per run against `--url`.
+    /// First user id; each run uses ids from here up (round r from base + r × the users a run
+    /// needs). Use a fresh base per invocation against `--url`.
     #[arg(long, default_value_t = 1)]
     user_base: u64,
 
     /// pairs: sender/receiver pairs.
     #[arg(long, default_value_t = 50)]
     pairs: usize,
-    /// pairs: messages per sender.
-    #[arg(long, default_value_t = 2000)]
-    messages: u64,
-    /// pairs: message text size in bytes (at least 31: the stamp is that long).
+    /// pairs: messages per sender (default 2000); group: per member (default 20).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// pairs, group, broadcast: message text size in bytes (at least 31: the stamp is that
+    /// long).
     #[arg(long, default_value_t = 100)]
     size: usize,
     /// pairs, closed loop: most unacknowledged messages per sender.
     #[arg(long, default_value_t = 10)]
     window: usize,
-    /// pairs, open loop: total messages/s across all senders, sent on a schedule.
+    /// pairs, open loop: total messages/s across all senders, sent on a schedule; group: the
+    /// same across all members (default 100).
     #[arg(long)]
     rate: Option<f64>,
-    /// pairs: seconds the send phase may take at most.
+    /// pairs, group: seconds the send phase may take at most.
     #[arg(long, default_value_t = 300.0)]
     timeout: f64,
-    /// pairs: seconds to wait for the last deliveries once every sender is done.
+    /// pairs, group: seconds to wait for the last deliveries once every sender is done;
+    /// broadcast: for the last user to have each broadcast.
     #[arg(long, default_value_t = 10.0)]
     drain: f64,
 
-    /// idle: sockets to open.
-    #[arg(long, default_value_t = 20_000)]
-    sockets: u64,
+    /// group: members of the conversation, each on one socket (the contract allows 100).
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+
+    /// idle: sockets to open (default 20,000); broadcast: users connected, one socket each,
+    /// who receive every broadcast (default 10,000).
+    #[arg(long)]
+    sockets: Option<u64>,
     /// idle: distinct users owning them (round-robin); default one user per socket.
     #[arg(long)]
     users: Option<u64>,
     /// idle: seconds to hold the sockets open.
     #[arg(long, default_value_t = 5.0)]
     hold: f64,
-    /// idle: connects in flight at once. Above the daemon's listen backlog (128) a burst
+    /// idle, broadcast: connects in flight at once. Above the daemon's listen backlog a burst
     /// overflows the accept queue and the dropped SYNs are retried after 1 s.
     #[arg(long, default_value_t = 100)]
     concurrency: usize,
-    /// idle: source addresses 127.0.0.1, 127.0.0.2, … the sockets are spread over (each has
-    /// its own ephemeral port range).
+    /// idle, broadcast: source addresses 127.0.0.1, 127.0.0.2, … the sockets are spread over
+    /// (each has its own ephemeral port range).
     #[arg(long, default_value_t = 8)]
     source_addrs: u8,
 
+    /// broadcast: measured broadcasts per run.
+    #[arg(long, default_value_t = 5)]
+    broadcasts: u64,
+    /// broadcast: unmeasured broadcasts first. The daemon creates each user's one-to-one
+    /// conversation with the sender on the first one; a service broadcasting daily has them.
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+
+    /// Internal: run as the ceiling server (the generator starts itself this way).
+    #[arg(long, hide = true)]
+    serve_ceiling: bool,
+    /// Internal: the ceiling's listen address.
+    #[arg(long, hide = true, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
     /// `cargo bench` passes `--bench` to every bench binary; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -166,6 +239,28 @@ enum Mode {
     Pairs,
     /// Many idle authenticated sockets.
     Idle,
+    /// One large group conversation, every member sending.
+    Group,
+    /// Service broadcasts to many connected users.
+    Broadcast,
+}
+
+/// What a run drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Server {
+    /// The indaba daemon (`--bin`, or `--url`).
+    Daemon,
+    /// The no-storage ceiling (`benches/load/ceiling.rs`), in a process of its own.
+    Ceiling,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Daemon => "daemon",
+            Server::Ceiling => "ceiling",
+        }
+    }
 }
 
 impl Args {
@@ -180,10 +275,10 @@ impl Args {
         positive("timeout", self.timeout)?;
         positive("drain", self.drain)?;
         positive("hold", self.hold)?;
-        if self.pairs == 0 || self.messages == 0 || self.window == 0 {
+        if self.pairs == 0 || self.messages() == 0 || self.window == 0 {
             return Err("--pairs, --messages and --window must be at least 1".into());
         }
-        if self.messages >= 100_000_000 {
+        if self.messages() >= 100_000_000 {
             return Err("--messages must be below 100000000 (8-digit sequence numbers)".into());
         }
         if self.size < Stamp::TEXT_LEN {
@@ -194,20 +289,65 @@ impl Args {
         {
             return Err("--rate must be a positive number of messages/s".into());
         }
-        if self.sockets == 0 || self.users == Some(0) || self.concurrency == 0 {
+        if self.sockets() == 0 || self.users == Some(0) || self.concurrency == 0 {
             return Err("--sockets, --users and --concurrency must be at least 1".into());
         }
         if self.source_addrs == 0 || self.source_addrs > 254 {
             return Err("--source-addrs must be between 1 and 254".into());
         }
+        if !(2..=100).contains(&self.members) {
+            return Err("--members must be 2 to 100 (the contract's largest conversation)".into());
+        }
+        if self.broadcasts == 0 || self.broadcasts + self.warmup >= 100_000_000 {
+            return Err("--broadcasts must be 1 to 99999999 with --warmup".into());
+        }
+        if self.rounds == 0 || self.servers.is_empty() {
+            return Err("--rounds and --servers need at least one".into());
+        }
         Ok(())
+    }
+
+    /// `--messages`, or the mode's default.
+    fn messages(&self) -> u64 {
+        self.messages.unwrap_or(match self.mode {
+            Mode::Group => 20,
+            _ => 2000,
+        })
+    }
+
+    /// `--sockets`, or the mode's default.
+    fn sockets(&self) -> u64 {
+        self.sockets.unwrap_or(match self.mode {
+            Mode::Broadcast => 10_000,
+            _ => 20_000,
+        })
+    }
+
+    /// `--rate`, or the mode's default (pairs: none, the closed loop).
+    fn rate(&self) -> Option<f64> {
+        match self.mode {
+            Mode::Group => Some(self.rate.unwrap_or(100.0)),
+            _ => self.rate,
+        }
     }
 
     /// Sockets this process holds at once.
     fn sockets_needed(&self) -> u64 {
         match self.mode {
             Mode::Pairs => 2 * self.pairs as u64,
-            Mode::Idle => self.sockets,
+            Mode::Idle | Mode::Broadcast => self.sockets(),
+            Mode::Group => self.members as u64,
+        }
+    }
+
+    /// Distinct user ids one run uses.
+    fn users_per_run(&self) -> u64 {
+        match self.mode {
+            Mode::Pairs => 2 * self.pairs as u64,
+            Mode::Idle => self.users.unwrap_or(self.sockets()).min(self.sockets()),
+            Mode::Group => self.members as u64,
+            // The recipients and the sender.
+            Mode::Broadcast => self.sockets() + 1,
         }
     }
 }
@@ -222,7 +362,12 @@ fn secs(value: f64) -> Duration {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
+    let outcome = if args.serve_ceiling {
+        ceiling::serve(args.listen).map(|()| true)
+    } else {
+        run(&args)
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
@@ -232,95 +377,170 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the chosen mode; `Ok(false)` when the run completed but found problems.
+/// Runs the chosen mode `--rounds` times against each of `--servers`, alternating; `Ok(false)`
+/// when a run completed but found problems.
 fn run(args: &Args) -> Result<bool, String> {
     args.check()?;
-    check_fd_limit(args.sockets_needed())?;
-    let mut target = Target::open(args)?;
+    raise_fd_limit(args.sockets_needed())?;
+    let mut comparison = compare::Comparison::new(args);
+    let mut clean = true;
+    for round in 0..args.rounds {
+        for &server in &args.servers {
+            if comparison.runs() > 0 {
+                println!();
+            }
+            if args.rounds > 1 || args.servers.len() > 1 {
+                println!(
+                    "#### round {} of {}: {}",
+                    round + 1,
+                    args.rounds,
+                    server.name()
+                );
+            }
+            let (figures, run_clean) = run_once(args, server, round)?;
+            clean &= run_clean;
+            comparison.add(server, round, figures);
+        }
+    }
+    comparison.print();
+    Ok(clean)
+}
+
+/// One run of the mode against a fresh `server`: its report printed, its figures returned.
+fn run_once(args: &Args, server: Server, round: usize) -> Result<(Vec<Figure>, bool), String> {
+    let user_base = args.user_base + round as u64 * args.users_per_run();
+    let mut target = Target::open(args, server, user_base)?;
+    // A runtime per run: when it is dropped every socket of the run is closed, before the
+    // next server starts.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
-    let clean = match args.mode {
-        Mode::Pairs => {
-            let pairs = create_pairs(&target, args.user_base, args.pairs)?;
+    let outcome = match args.mode {
+        Mode::Pairs => create_pairs(&target, args.pairs).and_then(|pairs| {
             let report = runtime.block_on(pairs::run(&target, args, &pairs))?;
             report.print(args, &target);
-            report.clean()
-        }
-        Mode::Idle => {
-            let report = runtime.block_on(idle::run(&target, args))?;
+            Ok((report.figures(), report.clean()))
+        }),
+        Mode::Idle => runtime.block_on(idle::run(&target, args)).map(|report| {
             report.print(args, &target);
-            report.clean()
-        }
+            (report.figures(), report.clean())
+        }),
+        Mode::Group => create_group(&target, args.members).and_then(|group| {
+            let report = runtime.block_on(group::run(&target, args, &group))?;
+            report.print(args, &target);
+            Ok((report.figures(), report.clean()))
+        }),
+        Mode::Broadcast => runtime
+            .block_on(broadcast::run(&target, args))
+            .map(|report| {
+                report.print(args, &target);
+                (report.figures(), report.clean())
+            }),
     };
     drop(runtime);
-    let daemon_ok = target.finish();
-    Ok(clean && daemon_ok)
+    // Stopped whatever the outcome, before the next run or the error.
+    let server_ok = target.finish();
+    let (figures, clean) = outcome?;
+    Ok((figures, clean && server_ok))
 }
 
-/// Refuses to start when this process may not open a socket per connection.
-fn check_fd_limit(sockets: u64) -> Result<(), String> {
+/// Raises this process's soft open-files limit to the hard one when it is below what the run
+/// needs (the servers it starts inherit it); refuses to start when even the hard limit is too
+/// low.
+fn raise_fd_limit(sockets: u64) -> Result<(), String> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let need = sockets + SPARE_FDS;
-    let limits = std::fs::read_to_string("/proc/self/limits")
-        .map_err(|e| format!("cannot read /proc/self/limits: {e}"))?;
-    let soft = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .and_then(|line| line.split_whitespace().nth(3))
-        .ok_or("no `Max open files` line in /proc/self/limits")?;
-    if soft == "unlimited" {
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    if current.is_none_or(|soft| soft >= need) {
         return Ok(());
     }
-    let soft: u64 = soft
-        .parse()
-        .map_err(|_| format!("unreadable open-files limit `{soft}`"))?;
-    if soft < need {
+    if maximum.is_some_and(|hard| hard < need) {
         return Err(format!(
-            "the open-files limit is {soft}, this run needs at least {need} (one per socket, in \
-             this process and in the daemon it starts): run `ulimit -n 65536` in this shell \
-             first, or open fewer sockets"
+            "the open-files limit is {} (hard), this run needs at least {need} (one per \
+             socket, in this process and in the server it starts): open fewer sockets",
+            maximum.unwrap_or_default()
         ));
     }
-    Ok(())
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: maximum,
+            maximum,
+        },
+    )
+    .map_err(|e| format!("raising the open-files limit to {need}: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
-// The daemon under test
+// The server under test
 // ---------------------------------------------------------------------------------------------
 
 /// Where the load goes, and how to sign tokens for it.
 struct Target {
+    server: Server,
     addr: SocketAddr,
     minter: TokenMinter,
+    /// The service API's shared secret, for broadcasts.
+    service_secret: Option<String>,
     /// The server process, when its numbers can be read from /proc.
     pid: Option<u32>,
-    /// Set when this run started the daemon.
-    daemon: Option<Daemon>,
+    /// Set when this run started the server.
+    process: Option<ServerProcess>,
+    /// This run's first user id.
+    user_base: u64,
 }
 
 impl Target {
-    fn open(args: &Args) -> Result<Self, String> {
-        let Some(url) = &args.url else {
-            let daemon = Daemon::start(&args.bin, &server_env(args)?)?;
-            let minter = TokenMinter::new(&daemon.secret, "user_id");
+    fn open(args: &Args, server: Server, user_base: u64) -> Result<Self, String> {
+        if server == Server::Ceiling {
+            let process = ServerProcess::start_ceiling()?;
             return Ok(Target {
-                addr: daemon.addr,
-                minter,
-                pid: Some(daemon.child.id()),
-                daemon: Some(daemon),
+                server,
+                addr: process.addr,
+                // The ceiling reads the claims without checking the signature.
+                minter: TokenMinter::new(b"the ceiling checks no signature", "user_id"),
+                service_secret: Some("the ceiling checks no secret".into()),
+                pid: Some(process.child.id()),
+                process: Some(process),
+                user_base,
+            });
+        }
+        let Some(url) = &args.url else {
+            let service_secret = random_secret()?;
+            let mut env = server_env(args)?;
+            env.insert(
+                0,
+                (
+                    "INDABA_SERVICE__SHARED_SECRET".into(),
+                    service_secret.clone(),
+                ),
+            );
+            let process = ServerProcess::start_daemon(&args.bin, &env)?;
+            let secret = read_secret(process.data_dir.as_ref().map(|d| d.path()))?;
+            return Ok(Target {
+                server,
+                addr: process.addr,
+                minter: TokenMinter::new(secret.as_bytes(), "user_id"),
+                service_secret: Some(service_secret),
+                pid: Some(process.child.id()),
+                process: Some(process),
+                user_base,
             });
         };
         let secret = match (&args.secret, &args.data_dir) {
             (Some(secret), _) => secret.clone(),
-            (None, Some(dir)) => read_secret(dir)?,
+            (None, Some(dir)) => read_secret(Some(dir))?,
             (None, None) => return Err("--url needs --secret or --data-dir to mint tokens".into()),
         };
         Ok(Target {
+            server,
             addr: loopback_addr(url)?,
             minter: TokenMinter::new(secret.as_bytes(), "user_id"),
+            service_secret: args.service_secret.clone(),
             pid: args.pid,
-            daemon: None,
+            process: None,
+            user_base,
         })
     }
 
@@ -338,26 +558,27 @@ impl Target {
         self.pid.and_then(|pid| ProcSample::read(&pid.to_string()))
     }
 
-    /// Stops the daemon this run started; false if it had died or would not stop.
+    /// Stops the server this run started; false if it had died or would not stop.
     fn finish(&mut self) -> bool {
-        match self.daemon.take() {
-            Some(daemon) => daemon.stop(),
+        match self.process.take() {
+            Some(process) => process.stop(),
             None => true,
         }
     }
 
     fn describe(&self) -> String {
-        match &self.daemon {
-            Some(d) => format!(
-                "{} (pid {}, fresh data dir {}), listening on {}",
-                d.bin.display(),
-                d.child.id(),
-                d.data_dir.path().display(),
-                self.addr
-            ),
+        match &self.process {
+            Some(p) => format!("{}, listening on {}", p.describe(), self.addr),
             None => format!("running daemon at {}", self.addr),
         }
     }
+}
+
+/// A service secret for the daemon this run starts (the daemon wants 16 characters or more).
+fn random_secret() -> Result<String, String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| format!("random service secret: {e}"))?;
+    Ok(format!("load-{}", hex::encode(bytes)))
 }
 
 /// `ws://127.0.0.1:8765[/...]` → its socket address; anything but loopback is refused.
@@ -377,8 +598,8 @@ fn loopback_addr(url: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-fn read_secret(dir: &Path) -> Result<String, String> {
-    let path = dir.join("jwt_secret");
+fn read_secret(dir: Option<&Path>) -> Result<String, String> {
+    let path = dir.ok_or("the daemon has no data dir")?.join("jwt_secret");
     std::fs::read_to_string(&path)
         .map(|s| s.trim().to_owned())
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
@@ -409,30 +630,35 @@ fn server_env(args: &Args) -> Result<Vec<(String, String)>, String> {
     Ok(env)
 }
 
-/// A daemon started by this run; killed on drop if still running.
-struct Daemon {
+/// A server started by this run (the daemon, or the ceiling); killed on drop if still running.
+struct ServerProcess {
+    server: Server,
     bin: PathBuf,
     child: Child,
     addr: SocketAddr,
-    secret: Vec<u8>,
-    data_dir: tempfile::TempDir,
-    log: Arc<Mutex<DaemonLog>>,
+    /// The daemon's fresh data dir, removed when the run ends.
+    data_dir: Option<tempfile::TempDir>,
+    log: Arc<Mutex<ServerLog>>,
 }
 
-/// What the daemon wrote to stderr: the last lines, and its warnings and errors.
+/// What the server wrote to stderr: the last lines, and its warnings and errors.
 #[derive(Default)]
-struct DaemonLog {
+struct ServerLog {
     tail: VecDeque<String>,
     notable: Vec<String>,
     notable_count: usize,
 }
 
-impl DaemonLog {
+impl ServerLog {
     const TAIL: usize = 30;
     const NOTABLE: usize = 20;
 
     fn push(&mut self, line: String) {
-        if line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("panicked") {
+        if line.contains(" WARN ")
+            || line.contains(" ERROR ")
+            || line.contains("panicked")
+            || line.starts_with("ceiling: ")
+        {
             self.notable_count += 1;
             if self.notable.len() < Self::NOTABLE {
                 self.notable.push(line.clone());
@@ -445,9 +671,9 @@ impl DaemonLog {
     }
 }
 
-impl Daemon {
+impl ServerProcess {
     /// Starts `bin` in dev mode on an ephemeral loopback port and waits until it listens.
-    fn start(bin: &Path, env: &[(String, String)]) -> Result<Daemon, String> {
+    fn start_daemon(bin: &Path, env: &[(String, String)]) -> Result<ServerProcess, String> {
         if !bin.exists() {
             return Err(format!(
                 "{} does not exist: run `cargo build --release` or pass --bin",
@@ -458,43 +684,83 @@ impl Daemon {
             .prefix("indaba-load-")
             .tempdir()
             .map_err(|e| format!("temp data dir: {e}"))?;
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir.path())
             .env_remove("RUST_LOG")
             .env_remove("INDABA_CONFIG")
-            .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        Self::spawn(Server::Daemon, bin, command, Some(data_dir))
+    }
+
+    /// Starts this very binary as the ceiling on an ephemeral loopback port.
+    /// It inherits the open-files limit this process raised.
+    fn start_ceiling() -> Result<ServerProcess, String> {
+        let bin =
+            std::env::current_exe().map_err(|e| format!("this generator's own binary: {e}"))?;
+        let mut command = Command::new(&bin);
+        command
+            .arg("--serve-ceiling")
+            .arg("--listen")
+            .arg("127.0.0.1:0");
+        Self::spawn(Server::Ceiling, &bin, command, None)
+    }
+
+    fn spawn(
+        server: Server,
+        bin: &Path,
+        mut command: Command,
+        data_dir: Option<tempfile::TempDir>,
+    ) -> Result<ServerProcess, String> {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let stderr = child.stderr.take().expect("stderr was piped above");
-        let log = Arc::new(Mutex::new(DaemonLog::default()));
+        let log = Arc::new(Mutex::new(ServerLog::default()));
         let listening = follow_log(stderr, log.clone());
-        let mut daemon = Daemon {
+        let mut process = ServerProcess {
+            server,
             bin: bin.to_owned(),
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            secret: Vec::new(),
             data_dir,
             log,
         };
         match listening.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => daemon.addr = addr,
+            Ok(addr) => process.addr = addr,
             Err(_) => {
-                let _ = daemon.child.kill();
-                let _ = daemon.child.wait();
+                let _ = process.child.kill();
+                let _ = process.child.wait();
                 return Err(format!(
-                    "the daemon did not report a listen address within {START_TIMEOUT:?}:\n{}",
-                    daemon.log_tail()
+                    "the {} did not report a listen address within {START_TIMEOUT:?}:\n{}",
+                    server.name(),
+                    process.log_tail()
                 ));
             }
         }
-        daemon.secret = read_secret(daemon.data_dir.path())?.into_bytes();
-        Ok(daemon)
+        Ok(process)
+    }
+
+    fn describe(&self) -> String {
+        match &self.data_dir {
+            Some(dir) => format!(
+                "{} (pid {}, fresh data dir {})",
+                self.bin.display(),
+                self.child.id(),
+                dir.path().display()
+            ),
+            None => format!(
+                "ceiling: {} --serve-ceiling (pid {})",
+                self.bin.display(),
+                self.child.id()
+            ),
+        }
     }
 
     fn log_tail(&self) -> String {
@@ -507,6 +773,7 @@ impl Daemon {
 
     /// SIGTERM and wait (SIGKILL after 20 s); true if it exited successfully.
     fn terminate(&mut self) -> bool {
+        let name = self.server.name();
         let started = Instant::now();
         let signalled = Command::new("kill")
             .arg("-TERM")
@@ -516,22 +783,29 @@ impl Daemon {
         match wait_exit(&mut self.child, Duration::from_secs(20)) {
             Some(status) if signalled => {
                 let took = started.elapsed().as_secs_f64();
-                println!("daemon stop      {status}, {took:.2} s after SIGTERM");
+                println!(
+                    "{:<16} {status}, {took:.2} s after SIGTERM",
+                    format!("{name} stop")
+                );
                 status.success()
             }
             _ => {
-                println!("daemon stop      did not exit after SIGTERM: killed");
+                println!(
+                    "{:<16} did not exit after SIGTERM: killed",
+                    format!("{name} stop")
+                );
                 false
             }
         }
     }
 
-    /// Stops the daemon. Prints how it went; false if the daemon
+    /// Stops the server. Prints how it went; false if the server
     /// had already died, or did not exit cleanly.
     fn stop(mut self) -> bool {
+        let name = self.server.name();
         let healthy = match self.child.try_wait() {
             Ok(Some(status)) => {
-                println!("daemon           DIED DURING THE RUN: {status}");
+                println!("{name:<16} DIED DURING THE RUN: {status}");
                 false
             }
             _ => self.terminate(),
@@ -542,7 +816,8 @@ impl Daemon {
             .expect("log lock poisoned by a panicking reader");
         if log.notable_count > 0 {
             println!(
-                "daemon log       {} WARN/ERROR lines, first ones:",
+                "{:<16} {} WARN/ERROR lines, first ones:",
+                format!("{name} log"),
                 log.notable_count
             );
             for line in &log.notable {
@@ -550,7 +825,7 @@ impl Daemon {
             }
         }
         if !healthy {
-            println!("daemon log tail:");
+            println!("{name} log tail:");
             for line in &log.tail {
                 println!("  {line}");
             }
@@ -559,7 +834,7 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
@@ -581,11 +856,11 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
     None
 }
 
-/// Reads the daemon's stderr for its whole life (a full pipe would stall it), keeping the log
+/// Reads the server's stderr for its whole life (a full pipe would stall it), keeping the log
 /// and announcing the address of the "listening on http://ADDR" line.
 fn follow_log(
     stderr: std::process::ChildStderr,
-    log: Arc<Mutex<DaemonLog>>,
+    log: Arc<Mutex<ServerLog>>,
 ) -> mpsc::Receiver<SocketAddr> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -678,14 +953,19 @@ impl MachineSample {
         })
     }
 
+    /// Seconds of steal and of iowait between `self` and the later `after`.
+    fn secs_until(&self, after: &MachineSample) -> (f64, f64) {
+        let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / clock_ticks_per_sec();
+        (
+            secs(self.steal_ticks, after.steal_ticks),
+            secs(self.iowait_ticks, after.iowait_ticks),
+        )
+    }
+
     /// "steal S s, iowait W s" between `self` and the later `after`.
     fn describe_until(&self, after: &MachineSample) -> String {
-        let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / clock_ticks_per_sec();
-        format!(
-            "steal {:.2} s, iowait {:.2} s (CPU time of all cores)",
-            secs(self.steal_ticks, after.steal_ticks),
-            secs(self.iowait_ticks, after.iowait_ticks)
-        )
+        let (steal, iowait) = self.secs_until(after);
+        format!("steal {steal:.2} s, iowait {iowait:.2} s (CPU time of all cores)")
     }
 }
 
@@ -706,6 +986,183 @@ fn clock_ticks_per_sec() -> f64 {
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// `n` over `secs`, when there was time to divide by.
+fn per_sec(n: u64, secs: f64) -> Option<f64> {
+    (secs > 0.0).then(|| n as f64 / secs)
+}
+
+/// The server's, the generator's and the machine's figures at the start of a measured window.
+struct Window {
+    server: Option<ProcSample>,
+    generator: Option<ProcSample>,
+    machine: Option<MachineSample>,
+}
+
+impl Window {
+    fn open(target: &Target) -> Window {
+        Window {
+            server: target.sample(),
+            generator: ProcSample::read("self"),
+            machine: MachineSample::read(),
+        }
+    }
+
+    fn close(self, target: &Target) -> Samples {
+        Samples {
+            server: self.server.zip(target.sample()),
+            generator: self.generator.zip(ProcSample::read("self")),
+            machine: self.machine.zip(MachineSample::read()),
+        }
+    }
+}
+
+/// Before-and-after figures of the server, the generator and the machine over a window.
+struct Samples {
+    server: Option<(ProcSample, ProcSample)>,
+    generator: Option<(ProcSample, ProcSample)>,
+    machine: Option<(MachineSample, MachineSample)>,
+}
+
+impl Samples {
+    /// The server's CPU time per item (message, delivery, socket), in µs.
+    fn server_cpu_per_item_us(&self, items: u64) -> Option<f64> {
+        let (before, after) = self.server?;
+        (items > 0).then(|| before.cpu_secs_until(&after) * 1e6 / items as f64)
+    }
+
+    fn generator_cpu_secs(&self) -> Option<f64> {
+        self.generator
+            .map(|(before, after)| before.cpu_secs_until(&after))
+    }
+
+    /// The lines every report ends with: the server's CPU per `item` and peak memory, the
+    /// generator's CPU, the machine's steal and iowait.
+    fn print(&self, items: u64, item: &str) {
+        match (self.server, self.server_cpu_per_item_us(items)) {
+            (Some((before, after)), per_item) => {
+                println!(
+                    "server CPU       {:.2} s = {:.2} µs per {item} ({items})",
+                    before.cpu_secs_until(&after),
+                    per_item.unwrap_or_default()
+                );
+                println!("server peak RSS  {:.1} MiB (VmHWM)", mib(after.hwm_kib));
+            }
+            (None, _) => println!("server CPU/RSS   unknown (pass --pid with --url)"),
+        }
+        if let Some(cpu) = self.generator_cpu_secs() {
+            println!("generator CPU    {cpu:.2} s (this process, same machine)");
+        }
+        if let Some((before, after)) = self.machine {
+            println!("machine          {}", before.describe_until(&after));
+        }
+    }
+}
+
+/// The message ids one socket received, checked for repeats and order.
+#[derive(Debug, Default)]
+struct Arrivals {
+    ids: HashSet<u64>,
+    highest: u64,
+    duplicates: u64,
+    /// Ids below one received before: the server numbers and delivers a conversation's
+    /// messages in one order.
+    out_of_order: u64,
+}
+
+impl Arrivals {
+    /// Whether `id` is new here; a repeat counts as a duplicate.
+    fn first(&mut self, id: u64) -> bool {
+        if !self.ids.insert(id) {
+            self.duplicates += 1;
+            return false;
+        }
+        if id < self.highest {
+            self.out_of_order += 1;
+        }
+        self.highest = self.highest.max(id);
+        true
+    }
+}
+
+/// What a messaging run checks besides its numbers: every acknowledged message delivered
+/// once, in order, and nothing else gone wrong.
+#[derive(Debug, Default)]
+struct Checks {
+    /// Acknowledged, not received (by a recipient that should have) within --drain.
+    lost: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    /// `new_message`s not sent by this run (an earlier run's queue, against `--url`).
+    foreign: u64,
+    errors: Tally,
+    closes: Tally,
+    timed_out: bool,
+}
+
+impl Checks {
+    fn clean(&self) -> bool {
+        self.lost == 0
+            && self.duplicates == 0
+            && self.out_of_order == 0
+            && self.errors.total() == 0
+            && self.closes.total() == 0
+            && !self.timed_out
+    }
+
+    /// Its report lines; `extra` are the mode's own counts, shown after reordering when not 0.
+    fn print(&self, args: &Args, extra: &[(&str, u64)]) {
+        println!(
+            "lost             {} (acked, not received within --drain {} s)",
+            self.lost, args.drain
+        );
+        println!("duplicated       {}", self.duplicates);
+        println!("out of order     {}", self.out_of_order);
+        for (label, n) in extra.iter().filter(|(_, n)| *n > 0) {
+            println!("{label:<16} {n}");
+        }
+        if self.foreign > 0 {
+            println!(
+                "foreign          {} (messages of earlier runs)",
+                self.foreign
+            );
+        }
+        println!("errors           {}", self.errors.describe());
+        println!("closed sockets   {}", self.closes.describe());
+        if self.timed_out {
+            println!(
+                "TIMED OUT        the send phase hit --timeout {} s",
+                args.timeout
+            );
+        }
+    }
+}
+
+/// The next text frame of a socket, skipping other frames; `None` once `stop` fires or the
+/// socket ends (then `closed` says why).
+async fn next_text<S>(
+    stream: &mut S,
+    stop: &CancellationToken,
+    closed: &mut Option<String>,
+) -> Option<tokio_tungstenite::tungstenite::Utf8Bytes>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let frame = tokio::select! {
+            _ = stop.cancelled() => return None,
+            frame = stream.next() => frame,
+        };
+        match frame_text(frame) {
+            Ok(Some(text)) => return Some(text),
+            Ok(None) => {}
+            Err(reason) => {
+                *closed = Some(reason);
+                return None;
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -754,6 +1211,137 @@ async fn connect_chat(
         })
 }
 
+/// Opens a busy socket for each of `users`, in order; fails on the first that does not connect.
+async fn connect_users(target: &Target, users: &[u64]) -> Result<Vec<Ws>, String> {
+    // tungstenite zero-fills `read_buffer_size` bytes before every read (128 KiB by
+    // default): that memset alone was 30% of the generator's CPU. Events are ~300 B.
+    let config = WebSocketConfig::default().read_buffer_size(8192);
+    let mut tasks = Vec::with_capacity(users.len());
+    for &user in users {
+        let url = target.chat_url(&target.token(user)?);
+        let server = target.addr;
+        tasks.push(tokio::spawn(async move {
+            connect_chat(&url, server, None, config)
+                .await
+                .map_err(|e| format!("user {user}: {e}"))
+        }));
+    }
+    let mut sockets = Vec::with_capacity(users.len());
+    for task in tasks {
+        sockets.push(task.await.map_err(|e| format!("connect task: {e}"))??);
+    }
+    Ok(sockets)
+}
+
+/// How opening many sockets went.
+struct Connects {
+    requested: u64,
+    established: u64,
+    failures: Tally,
+    connect_s: f64,
+}
+
+impl Connects {
+    fn all(&self) -> bool {
+        self.established == self.requested
+    }
+
+    fn per_sec(&self) -> Option<f64> {
+        per_sec(self.established, self.connect_s)
+    }
+
+    fn print(&self) {
+        println!(
+            "connected        {} in {:.2} s = {:.0} sockets/s",
+            self.established,
+            self.connect_s,
+            self.per_sec().unwrap_or_default()
+        );
+        println!("failed           {}", self.failures.describe());
+    }
+}
+
+/// What opening many sockets gave, and the task each socket went on to.
+struct Spread<T> {
+    connects: Connects,
+    /// One per socket asked for: `None` for one that did not connect.
+    tasks: Vec<tokio::task::JoinHandle<Option<T>>>,
+}
+
+/// Opens `sockets` quiet `/ws/chat/` sockets (socket i for user `users[i % users.len()]`),
+/// `--concurrency` at a time, spread over `--source-addrs` source addresses; each connected
+/// socket is handed to `then`, in a task of its own, which the answer holds. Returns once
+/// every connect has succeeded or failed (each is bounded by [`CONNECT_TIMEOUT`]).
+async fn connect_spread<T, F, Fut>(
+    target: &Target,
+    args: &Args,
+    users: &[u64],
+    sockets: u64,
+    then: F,
+) -> Result<Spread<T>, String>
+where
+    T: Send + 'static,
+    F: Fn(u64, Ws) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+{
+    let urls: Vec<Arc<str>> = users
+        .iter()
+        .map(|user| Ok(target.chat_url(&target.token(*user)?).into()))
+        .collect::<Result<_, String>>()?;
+    let sources: Vec<IpAddr> = (1..=args.source_addrs)
+        .map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+        .collect();
+    // Small buffers: these sockets carry a frame now and then.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let in_flight = Arc::new(Semaphore::new(args.concurrency));
+    let (results, mut connected) = tokio::sync::mpsc::unbounded_channel();
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(sockets as usize);
+    for i in 0..sockets {
+        let url = urls[(i % urls.len() as u64) as usize].clone();
+        let source = sources[(i % sources.len() as u64) as usize];
+        let (server, then) = (target.addr, then.clone());
+        let (in_flight, results) = (in_flight.clone(), results.clone());
+        tasks.push(tokio::spawn(async move {
+            let permit = in_flight.acquire_owned().await;
+            let outcome = connect_chat(&url, server, Some(source), config).await;
+            drop(permit);
+            match outcome {
+                Ok(ws) => {
+                    let _ = results.send(Ok(()));
+                    Some(then(i, ws).await)
+                }
+                Err(e) => {
+                    let _ = results.send(Err(e));
+                    None
+                }
+            }
+        }));
+    }
+    drop(results);
+    // One result per socket; the senders live on in the tasks, so the channel stays open.
+    let mut failures = Tally::default();
+    let mut established = 0;
+    for _ in 0..sockets {
+        match connected.recv().await {
+            Some(Ok(())) => established += 1,
+            Some(Err(e)) => failures.add(e),
+            None => break,
+        }
+    }
+    Ok(Spread {
+        connects: Connects {
+            requested: sockets,
+            established,
+            failures,
+            connect_s: started.elapsed().as_secs_f64(),
+        },
+        tasks,
+    })
+}
+
 /// A text frame's payload; `Ok(None)` for frames to skip (pings, binary); `Err` with a
 /// reason once the socket has ended.
 fn frame_text(
@@ -782,6 +1370,7 @@ struct Event<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     message_id: Option<u64>,
+    sender_id: Option<u64>,
     client_id: Option<&'a str>,
     text: Option<&'a str>,
     code: Option<&'a str>,
@@ -854,6 +1443,13 @@ impl Stamp {
         format!("{:08x}", (nanos ^ (nanos >> 32)) as u32)
     }
 
+    /// A message text of `len` bytes stamped with `seq` and `sent_us`.
+    fn text(tag: &str, seq: u64, sent_us: u64, len: usize) -> String {
+        let mut text = format!("{tag} {seq:08} {sent_us:012} ");
+        text.extend(std::iter::repeat_n('x', len.saturating_sub(text.len())));
+        text
+    }
+
     /// `(seq, sent_us)` from a text or client_id of this run (tag `tag`), else `None`.
     fn parse(stamped: &str, tag: &str) -> Option<(u64, u64)> {
         if stamped.get(..Self::TAG_LEN)? != tag {
@@ -876,19 +1472,20 @@ struct Template {
 }
 
 impl Template {
-    fn new(tag: &str, conversation: u64, receiver: u64, text_len: usize) -> Template {
+    /// A message in `conversation` (a group's when `receiver` is `None`).
+    fn new(tag: &str, conversation: u64, receiver: Option<u64>, text_len: usize) -> Template {
         let seq = "0".repeat(Stamp::SEQ_LEN);
         let time = "0".repeat(Stamp::TIME_LEN);
+        let receiver = receiver.map_or_else(String::new, |r| format!(r#""receiver_id":{r},"#));
         let mut bytes = format!(
-            r#"{{"type":"chat_message","conversation_id":{conversation},"receiver_id":{receiver},"client_id":"{tag}-"#
+            r#"{{"type":"chat_message","conversation_id":{conversation},{receiver}"client_id":"{tag}-"#
         )
         .into_bytes();
         let cid_seq = bytes.len();
         let cid_time = cid_seq + Stamp::SEQ_LEN + 1;
         bytes.extend_from_slice(format!(r#"{seq}-{time}","text":""#).as_bytes());
         let text_start = bytes.len();
-        bytes.extend_from_slice(format!("{tag} {seq} {time} ").as_bytes());
-        bytes.resize(text_start + text_len, b'x');
+        bytes.extend_from_slice(Stamp::text(tag, 0, 0, text_len).as_bytes());
         bytes.extend_from_slice(br#""}"#);
         Template {
             bytes,
@@ -941,6 +1538,11 @@ impl Latencies {
         Some(self.0[rank - 1])
     }
 
+    /// Percentile `q` in milliseconds.
+    fn ms(&self, q: f64) -> Option<f64> {
+        self.at(q).map(|us| us as f64 / 1000.0)
+    }
+
     fn describe(&self, quantiles: &[(&str, f64)]) -> String {
         if self.0.is_empty() {
             return "no samples".into();
@@ -970,56 +1572,99 @@ struct Pair {
 }
 
 /// Creates each pair's conversation over REST (blocking, before the load starts).
-fn create_pairs(target: &Target, base: u64, n: usize) -> Result<Vec<Pair>, String> {
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| format!("http client: {e}"))?;
-    let url = format!("http://{}/api/v1/messaging/conversations/", target.addr);
+fn create_pairs(target: &Target, n: usize) -> Result<Vec<Pair>, String> {
+    let http = rest_client()?;
+    let base = target.user_base;
     (0..n as u64)
         .map(|i| {
             let (sender, receiver) = (base + 2 * i, base + 2 * i + 1);
-            let response = http
-                .post(&url)
-                .bearer_auth(target.token(sender)?)
-                .json(&serde_json::json!({"participants": [sender, receiver]}))
-                .send()
-                .map_err(|e| format!("POST {url}: {e}"))?;
-            let status = response.status();
-            let body: serde_json::Value = response
-                .json()
-                .map_err(|e| format!("POST {url}: {status}, unreadable body: {e}"))?;
-            let conversation = body["id"]
-                .as_u64()
-                .filter(|_| status.is_success())
-                .ok_or_else(|| format!("POST {url}: {status} {body}"))?;
             Ok(Pair {
                 sender,
                 receiver,
-                conversation,
+                conversation: create_conversation(&http, target, sender, &[receiver])?,
             })
         })
         .collect()
+}
+
+/// The members of one group conversation and its id.
+#[derive(Debug, Clone)]
+struct Group {
+    members: Vec<u64>,
+    conversation: u64,
+}
+
+/// Creates the group conversation over REST, its first member the creator.
+fn create_group(target: &Target, members: usize) -> Result<Group, String> {
+    let members: Vec<u64> = (0..members as u64).map(|i| target.user_base + i).collect();
+    let conversation = create_conversation(&rest_client()?, target, members[0], &members[1..])?;
+    Ok(Group {
+        members,
+        conversation,
+    })
+}
+
+fn rest_client() -> Result<reqwest::blocking::Client, String> {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("http client: {e}"))
+}
+
+/// `POST /api/v1/messaging/conversations/` as `creator` with `others`; answers the id.
+fn create_conversation(
+    http: &reqwest::blocking::Client,
+    target: &Target,
+    creator: u64,
+    others: &[u64],
+) -> Result<u64, String> {
+    let url = format!("http://{}/api/v1/messaging/conversations/", target.addr);
+    let response = http
+        .post(&url)
+        .bearer_auth(target.token(creator)?)
+        .json(&serde_json::json!({ "participants": others }))
+        .send()
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .map_err(|e| format!("POST {url}: {status}, unreadable body: {e}"))?;
+    body["id"]
+        .as_u64()
+        .filter(|_| status.is_success())
+        .ok_or_else(|| format!("POST {url}: {status} {body}"))
 }
 
 mod pairs {
     use super::*;
 
     /// State shared by the tasks of one run.
-    struct Shared {
-        clock: Clock,
-        tag: String,
+    pub(super) struct Shared {
+        pub(super) clock: Clock,
+        pub(super) tag: String,
         /// Distinct messages of this run received so far, over all receivers.
-        delivered: AtomicU64,
+        pub(super) delivered: AtomicU64,
         /// Ends the senders' ack readers (send phase over or timed out).
-        stop_senders: CancellationToken,
+        pub(super) stop_senders: CancellationToken,
         /// Ends the receivers (everything arrived or the drain timed out).
-        stop_receivers: CancellationToken,
+        pub(super) stop_receivers: CancellationToken,
+    }
+
+    impl Shared {
+        pub(super) fn new() -> Arc<Shared> {
+            Arc::new(Shared {
+                clock: Clock(Instant::now()),
+                tag: Stamp::new_tag(),
+                delivered: AtomicU64::new(0),
+                stop_senders: CancellationToken::new(),
+                stop_receivers: CancellationToken::new(),
+            })
+        }
     }
 
     /// When each sender sends.
     #[derive(Debug, Clone, Copy)]
-    enum Pace {
+    pub(super) enum Pace {
         /// At most this many unacknowledged.
         Window(usize),
         /// One message every `interval_us`, the first at `offset_us` (on the run's clock).
@@ -1042,12 +1687,10 @@ mod pairs {
 
     #[derive(Debug, Default)]
     struct ReceiverOutcome {
-        ids: HashSet<u64>,
+        arrivals: Arrivals,
         e2e_us: Vec<u64>,
         /// The sequence number of each `e2e_us` sample, to take the sender's lag off it.
         seqs: Vec<u64>,
-        duplicates: u64,
-        out_of_order: u64,
         /// `new_message`s not sent by this run (an earlier run's queue, against `--url`).
         foreign: u64,
         last_receive_us: u64,
@@ -1068,22 +1711,10 @@ mod pairs {
         /// from the actual send rather than the schedule (that is, without the generator's lag).
         send_lag: Latencies,
         e2e_from_send: Latencies,
-        lost: u64,
+        checks: Checks,
+        /// Received without an acknowledgement to the sender.
         delivered_unacked: u64,
-        duplicates: u64,
-        out_of_order: u64,
-        foreign: u64,
-        errors: Tally,
-        closes: Tally,
-        timed_out: bool,
         samples: Samples,
-    }
-
-    /// Before-and-after figures of the daemon, the generator and the machine.
-    struct Samples {
-        server: Option<(ProcSample, ProcSample)>,
-        generator: Option<(ProcSample, ProcSample)>,
-        machine: Option<(MachineSample, MachineSample)>,
     }
 
     pub(super) async fn run(
@@ -1091,17 +1722,9 @@ mod pairs {
         args: &Args,
         pairs: &[Pair],
     ) -> Result<Report, String> {
-        let shared = Arc::new(Shared {
-            clock: Clock(Instant::now()),
-            tag: Stamp::new_tag(),
-            delivered: AtomicU64::new(0),
-            stop_senders: CancellationToken::new(),
-            stop_receivers: CancellationToken::new(),
-        });
+        let shared = Shared::new();
         let (senders, receivers) = connect_all(target, pairs).await?;
-        let server_before = target.sample();
-        let generator_before = ProcSample::read("self");
-        let machine_before = MachineSample::read();
+        let window = Window::open(target);
         // Every sender starts at this moment (open-loop schedules count from it too), a little
         // ahead so that all of them are spawned by then.
         let started_us = shared.clock.now_us() + START_DELAY_US;
@@ -1113,9 +1736,14 @@ mod pairs {
         let mut sender_tasks = Vec::with_capacity(pairs.len());
         let mut ticks = Vec::with_capacity(pairs.len());
         for (i, (ws, pair)) in senders.into_iter().zip(pairs).enumerate() {
-            let template = Template::new(&shared.tag, pair.conversation, pair.receiver, args.size);
-            let pace = pace(args, started_us, i, pairs.len());
-            let (shared, messages) = (shared.clone(), args.messages);
+            let template = Template::new(
+                &shared.tag,
+                pair.conversation,
+                Some(pair.receiver),
+                args.size,
+            );
+            let pace = pace(args.rate(), args.window, started_us, i, pairs.len());
+            let (shared, messages) = (shared.clone(), args.messages());
             let (tick, due) = tokio::sync::mpsc::unbounded_channel();
             ticks.push(tick);
             sender_tasks.push(tokio::spawn(async move {
@@ -1123,15 +1751,11 @@ mod pairs {
                 send(ws, template, messages, pace, due, shared).await
             }));
         }
-        if args.rate.is_some() {
+        if args.rate().is_some() {
             let paces: Vec<Pace> = (0..pairs.len())
-                .map(|i| pace(args, started_us, i, pairs.len()))
+                .map(|i| pace(args.rate(), args.window, started_us, i, pairs.len()))
                 .collect();
-            let (shared, messages) = (shared.clone(), args.messages);
-            std::thread::Builder::new()
-                .name("load-pacer".into())
-                .spawn(move || pace_senders(&paces, &ticks, messages, &shared))
-                .map_err(|e| format!("pacer thread: {e}"))?;
+            start_pacer(paces, ticks, args.messages(), &shared)?;
         }
 
         // Send phase, bounded by --timeout: past it, a watchdog stops every sender.
@@ -1161,24 +1785,35 @@ mod pairs {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(SETTLE).await;
-        let samples = Samples {
-            server: server_before.zip(target.sample()),
-            generator: generator_before.zip(ProcSample::read("self")),
-            machine: machine_before.zip(MachineSample::read()),
-        };
+        let samples = window.close(target);
         shared.stop_receivers.cancel();
         let mut receiver_outcomes = Vec::with_capacity(pairs.len());
         for task in receiver_tasks {
             receiver_outcomes.push(task.await.map_err(|e| format!("receiver task: {e}"))?);
         }
         Ok(Report::new(
-            pace(args, started_us, 0, pairs.len()),
+            pace(args.rate(), args.window, started_us, 0, pairs.len()),
             started_us,
             sender_outcomes,
             receiver_outcomes,
             timed_out,
             samples,
         ))
+    }
+
+    /// Starts the open loop's pacing thread for senders `paces`, each told on its `ticks`.
+    pub(super) fn start_pacer(
+        paces: Vec<Pace>,
+        ticks: Vec<tokio::sync::mpsc::UnboundedSender<u64>>,
+        messages: u64,
+        shared: &Arc<Shared>,
+    ) -> Result<(), String> {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("load-pacer".into())
+            .spawn(move || pace_senders(&paces, &ticks, messages, &shared))
+            .map(drop)
+            .map_err(|e| format!("pacer thread: {e}"))
     }
 
     /// The open loop's clock: sleeps until each message is due, every sender's in turn, and
@@ -1216,10 +1851,17 @@ mod pairs {
         }
     }
 
-    /// The pace of sender `index` of `senders`, open-loop schedules starting at `start_us`.
-    fn pace(args: &Args, start_us: u64, index: usize, senders: usize) -> Pace {
-        match args.rate {
-            None => Pace::Window(args.window),
+    /// The pace of sender `index` of `senders`: closed loop with `window`, or open loop at
+    /// `rate` in total, its schedule starting at `start_us`.
+    pub(super) fn pace(
+        rate: Option<f64>,
+        window: usize,
+        start_us: u64,
+        index: usize,
+        senders: usize,
+    ) -> Pace {
+        match rate {
+            None => Pace::Window(window),
             Some(rate) => {
                 let interval_us = 1e6 * senders as f64 / rate;
                 // Spread the senders over one interval rather than all firing together.
@@ -1234,22 +1876,9 @@ mod pairs {
 
     /// Opens every sender and receiver socket; fails on the first that does not connect.
     async fn connect_all(target: &Target, pairs: &[Pair]) -> Result<(Vec<Ws>, Vec<Ws>), String> {
-        // tungstenite zero-fills `read_buffer_size` bytes before every read (128 KiB by
-        // default): that memset alone was 30% of the generator's CPU. Events are ~300 B.
-        let config = WebSocketConfig::default().read_buffer_size(8192);
-        let mut tasks = Vec::with_capacity(2 * pairs.len());
-        for user in pairs.iter().flat_map(|p| [p.sender, p.receiver]) {
-            let url = target.chat_url(&target.token(user)?);
-            let server = target.addr;
-            tasks.push(tokio::spawn(async move {
-                connect_chat(&url, server, None, config)
-                    .await
-                    .map_err(|e| format!("user {user}: {e}"))
-            }));
-        }
+        let users: Vec<u64> = pairs.iter().flat_map(|p| [p.sender, p.receiver]).collect();
         let (mut senders, mut receivers) = (Vec::new(), Vec::new());
-        for (i, task) in tasks.into_iter().enumerate() {
-            let ws = task.await.map_err(|e| format!("connect task: {e}"))??;
+        for (i, ws) in connect_users(target, &users).await?.into_iter().enumerate() {
             if i % 2 == 0 {
                 senders.push(ws);
             } else {
@@ -1260,21 +1889,37 @@ mod pairs {
     }
 
     /// A sender's writing half: stamps and sends messages, counting them.
-    struct Writer<'a> {
-        sink: SplitSink<Ws, Message>,
+    pub(super) struct Writer<'a> {
+        pub(super) sink: SplitSink<Ws, Message>,
         template: &'a Template,
         clock: Clock,
-        sent: u64,
+        pub(super) sent: u64,
         /// When the last message was queued, µs on the run's clock.
-        last_send_us: u64,
+        pub(super) last_send_us: u64,
         /// Every send's delay behind its schedule (open loop), µs, by sequence number: from
         /// the scheduled time until the flush that handed the frame to the socket returned.
-        lag_us: Vec<u64>,
+        pub(super) lag_us: Vec<u64>,
         /// Scheduled times of the open-loop messages fed since the last flush, in order.
         unflushed_due_us: Vec<u64>,
     }
 
-    impl Writer<'_> {
+    impl<'a> Writer<'a> {
+        pub(super) fn new(
+            sink: SplitSink<Ws, Message>,
+            template: &'a Template,
+            clock: Clock,
+        ) -> Writer<'a> {
+            Writer {
+                sink,
+                template,
+                clock,
+                sent: 0,
+                last_send_us: 0,
+                lag_us: Vec::new(),
+                unflushed_due_us: Vec::new(),
+            }
+        }
+
         /// Queues message `seq` stamped `stamp_us`; it goes out at the next flush at the latest.
         async fn feed(&mut self, seq: u64, stamp_us: u64) -> Result<(), String> {
             let message = self.template.render(seq, stamp_us);
@@ -1296,7 +1941,7 @@ mod pairs {
         }
 
         /// Sends `messages` at `pace` (open loop: when `due` says), then flushes.
-        async fn run(
+        pub(super) async fn run(
             &mut self,
             messages: u64,
             pace: Pace,
@@ -1389,15 +2034,7 @@ mod pairs {
             Pace::Window(n) => n,
             Pace::Schedule { .. } => 0,
         });
-        let mut writer = Writer {
-            sink,
-            template: &template,
-            clock: shared.clock,
-            sent: 0,
-            last_send_us: 0,
-            lag_us: Vec::new(),
-            unflushed_due_us: Vec::new(),
-        };
+        let mut writer = Writer::new(sink, &template, shared.clock);
         let writing = async {
             tokio::select! {
                 _ = shared.stop_senders.cancelled() => Ok(()),
@@ -1435,17 +2072,9 @@ mod pairs {
         };
         let mut answered = 0;
         while answered < messages {
-            let frame = tokio::select! {
-                _ = shared.stop_senders.cancelled() => break,
-                frame = stream.next() => frame,
-            };
-            let text = match frame_text(frame) {
-                Ok(Some(text)) => text,
-                Ok(None) => continue,
-                Err(closed) => {
-                    outcome.closed = Some(closed);
-                    break;
-                }
+            let Some(text) = next_text(stream, &shared.stop_senders, &mut outcome.closed).await
+            else {
+                break;
             };
             let now_us = shared.clock.now_us();
             match serde_json::from_str::<Event>(&text) {
@@ -1483,20 +2112,8 @@ mod pairs {
     /// One receiver: records every `new_message` of this run until the run stops it.
     async fn receive(mut ws: Ws, shared: Arc<Shared>) -> ReceiverOutcome {
         let mut outcome = ReceiverOutcome::default();
-        let mut highest_id = 0;
-        loop {
-            let frame = tokio::select! {
-                _ = shared.stop_receivers.cancelled() => break,
-                frame = ws.next() => frame,
-            };
-            let text = match frame_text(frame) {
-                Ok(Some(text)) => text,
-                Ok(None) => continue,
-                Err(closed) => {
-                    outcome.closed = Some(closed);
-                    break;
-                }
-            };
+        while let Some(text) = next_text(&mut ws, &shared.stop_receivers, &mut outcome.closed).await
+        {
             let now_us = shared.clock.now_us();
             let Ok(Event {
                 kind: "new_message",
@@ -1511,14 +2128,9 @@ mod pairs {
                 outcome.foreign += 1;
                 continue;
             };
-            if !outcome.ids.insert(id) {
-                outcome.duplicates += 1;
+            if !outcome.arrivals.first(id) {
                 continue;
             }
-            if id < highest_id {
-                outcome.out_of_order += 1;
-            }
-            highest_id = highest_id.max(id);
             outcome.e2e_us.push(now_us.saturating_sub(sent_us));
             outcome.seqs.push(seq);
             outcome.last_receive_us = now_us;
@@ -1541,8 +2153,8 @@ mod pairs {
             let (mut errors, mut closes) = (Tally::default(), Tally::default());
             for (s, r) in senders.iter().zip(&receivers) {
                 let acked: HashSet<u64> = s.acked_ids.iter().copied().collect();
-                lost += acked.difference(&r.ids).count() as u64;
-                delivered_unacked += r.ids.difference(&acked).count() as u64;
+                lost += acked.difference(&r.arrivals.ids).count() as u64;
+                delivered_unacked += r.arrivals.ids.difference(&acked).count() as u64;
                 errors.merge(s.errors.clone());
                 for closed in [&s.closed, &r.closed].into_iter().flatten() {
                     closes.add(closed.clone());
@@ -1564,33 +2176,62 @@ mod pairs {
                 elapsed_send_s: span(last_send_us),
                 sent: senders.iter().map(|s| s.sent).sum(),
                 acked: senders.iter().map(|s| s.acked_ids.len() as u64).sum(),
-                delivered: receivers.iter().map(|r| r.ids.len() as u64).sum(),
+                delivered: receivers.iter().map(|r| r.arrivals.ids.len() as u64).sum(),
                 delivered_s: span(last_receive_us.unwrap_or(started_us)),
-                duplicates: receivers.iter().map(|r| r.duplicates).sum(),
-                out_of_order: receivers.iter().map(|r| r.out_of_order).sum(),
-                foreign: receivers.iter().map(|r| r.foreign).sum(),
+                checks: Checks {
+                    lost,
+                    duplicates: receivers.iter().map(|r| r.arrivals.duplicates).sum(),
+                    out_of_order: receivers.iter().map(|r| r.arrivals.out_of_order).sum(),
+                    foreign: receivers.iter().map(|r| r.foreign).sum(),
+                    errors,
+                    closes,
+                    timed_out,
+                },
                 send_lag: Latencies::new(senders.iter().flat_map(|s| s.lag_us.clone()).collect()),
                 e2e_from_send: Latencies::new(e2e_from_send),
                 e2e: Latencies::new(receivers.into_iter().flat_map(|r| r.e2e_us).collect()),
                 ack: Latencies::new(senders.into_iter().flat_map(|s| s.ack_us).collect()),
-                lost,
                 delivered_unacked,
-                errors,
-                closes,
-                timed_out,
                 samples,
             }
         }
 
+        /// The figures the comparison table sets side by side.
+        pub(super) fn figures(&self) -> Vec<Figure> {
+            let open = matches!(self.pace, Pace::Schedule { .. });
+            let mut figures = vec![
+                Figure::measured(
+                    "delivered, msg/s",
+                    per_sec(self.delivered, self.delivered_s),
+                    0,
+                ),
+                Figure::measured("e2e p50, ms", self.e2e.ms(0.5), 2),
+                Figure::measured("e2e p99, ms", self.e2e.ms(0.99), 2),
+            ];
+            if open {
+                figures.push(Figure::measured(
+                    "e2e from send p99, ms",
+                    self.e2e_from_send.ms(0.99),
+                    2,
+                ));
+            }
+            figures.extend([
+                Figure::measured("ack p50, ms", self.ack.ms(0.5), 2),
+                Figure::measured("ack p99, ms", self.ack.ms(0.99), 2),
+                Figure::measured(
+                    "server CPU per msg, µs",
+                    self.samples.server_cpu_per_item_us(self.delivered),
+                    1,
+                ),
+                Figure::context("generator CPU, s", self.samples.generator_cpu_secs(), 2),
+            ]);
+            figures.extend(machine_figures(self.samples.machine));
+            figures
+        }
+
         /// No loss, duplicates, reordering, errors or unexpected closes.
         pub(super) fn clean(&self) -> bool {
-            self.lost == 0
-                && self.duplicates == 0
-                && self.out_of_order == 0
-                && self.errors.total() == 0
-                && self.closes.total() == 0
-                && self.sent == self.acked
-                && !self.timed_out
+            self.checks.clean() && self.sent == self.acked
         }
 
         pub(super) fn print(&self, args: &Args, target: &Target) {
@@ -1598,15 +2239,17 @@ mod pairs {
                 Pace::Window(n) => format!("closed loop, window {n}"),
                 Pace::Schedule { .. } => format!(
                     "open loop at {} msg/s total (latency from the scheduled send time)",
-                    args.rate.unwrap_or_default()
+                    args.rate().unwrap_or_default()
                 ),
             };
             let per_s = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
             println!("== indaba load: pairs ==");
-            println!("daemon           {}", target.describe());
+            println!("{:<16} {}", target.server.name(), target.describe());
             println!(
                 "workload         {} pairs × {} messages of {} B text, {pace}",
-                args.pairs, args.messages, args.size
+                args.pairs,
+                args.messages(),
+                args.size
             );
             println!(
                 "sent             {} in {:.2} s = {:.0} msg/s",
@@ -1648,49 +2291,9 @@ mod pairs {
                 "ack latency      {}",
                 self.ack.describe(&[("p50", 0.5), ("p99", 0.99)])
             );
-            println!(
-                "lost             {} (acked, not received within --drain {} s)",
-                self.lost, args.drain
-            );
-            println!("duplicated       {}", self.duplicates);
-            println!("out of order     {}", self.out_of_order);
-            if self.delivered_unacked > 0 {
-                println!("received unacked {}", self.delivered_unacked);
-            }
-            if self.foreign > 0 {
-                println!(
-                    "foreign          {} (messages of earlier runs)",
-                    self.foreign
-                );
-            }
-            println!("errors           {}", self.errors.describe());
-            println!("closed sockets   {}", self.closes.describe());
-            if self.timed_out {
-                println!(
-                    "TIMED OUT        the send phase hit --timeout {} s",
-                    args.timeout
-                );
-            }
-            match self.samples.server {
-                Some((before, after)) => {
-                    let cpu = before.cpu_secs_until(&after);
-                    let per_message = per_s(1, self.delivered as f64) * cpu * 1e6;
-                    println!(
-                        "server CPU       {cpu:.2} s = {per_message:.1} µs per delivered message"
-                    );
-                    println!("server peak RSS  {:.1} MiB (VmHWM)", mib(after.hwm_kib));
-                }
-                None => println!("server CPU/RSS   unknown (pass --pid with --url)"),
-            }
-            if let Some((before, after)) = self.samples.generator {
-                println!(
-                    "generator CPU    {:.2} s (this process, same machine)",
-                    before.cpu_secs_until(&after)
-                );
-            }
-            if let Some((before, after)) = self.samples.machine {
-                println!("machine          {}", before.describe_until(&after));
-            }
+            self.checks
+                .print(args, &[("received unacked", self.delivered_unacked)]);
+            self.samples.print(self.delivered, "delivered message");
         }
     }
 }
@@ -1704,133 +2307,95 @@ mod idle {
 
     /// Everything an idle run measured.
     pub(super) struct Report {
-        requested: u64,
-        established: u64,
-        failures: Tally,
-        connect_s: f64,
+        connects: Connects,
         dropped: Tally,
-        server: Option<(ProcSample, ProcSample)>,
+        samples: Samples,
     }
 
     pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> {
-        let users = args.users.unwrap_or(args.sockets).min(args.sockets);
-        let urls: Vec<Arc<str>> = (0..users)
-            .map(|i| Ok(target.chat_url(&target.token(args.user_base + i)?).into()))
-            .collect::<Result<_, String>>()?;
-        let sources: Vec<IpAddr> = (1..=args.source_addrs)
-            .map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+        let sockets = args.sockets();
+        let users: Vec<u64> = (0..args.users_per_run())
+            .map(|i| target.user_base + i)
             .collect();
-        // Small buffers: these sockets carry one frame each.
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0);
         // A freshly started daemon is still warming up (its dummy password hash alone takes
         // megabytes): let it settle so the baseline holds only the sockets' memory.
         tokio::time::sleep(BASELINE_SETTLE).await;
-        let server_before = target.sample();
+        let window = Window::open(target);
         let hold = CancellationToken::new();
         let dropped = Arc::new(Mutex::new(Tally::default()));
-        let in_flight = Arc::new(Semaphore::new(args.concurrency));
-        let (results, mut connected) = tokio::sync::mpsc::unbounded_channel();
-
-        let started = Instant::now();
-        for i in 0..args.sockets {
-            let url = urls[(i % users) as usize].clone();
-            let source = sources[(i % sources.len() as u64) as usize];
-            let (server, hold, dropped) = (target.addr, hold.clone(), dropped.clone());
-            let (in_flight, results) = (in_flight.clone(), results.clone());
-            tokio::spawn(async move {
-                let permit = in_flight.acquire_owned().await;
-                let outcome = connect_chat(&url, server, Some(source), config).await;
-                drop(permit);
-                match outcome {
-                    Ok(ws) => {
-                        let _ = results.send(Ok(()));
-                        hold_open(ws, hold, dropped).await;
-                    }
-                    Err(e) => {
-                        let _ = results.send(Err(e));
-                    }
-                }
-            });
-        }
-        drop(results);
-
-        // One result per socket (each connect is bounded by CONNECT_TIMEOUT); the senders
-        // live on in the holding tasks, so the channel does not close.
-        let mut failures = Tally::default();
-        let mut established = 0;
-        for _ in 0..args.sockets {
-            match connected.recv().await {
-                Some(Ok(())) => established += 1,
-                Some(Err(e)) => failures.add(e),
-                None => break,
-            }
-        }
-        let connect_s = started.elapsed().as_secs_f64();
+        let spread = connect_spread(target, args, &users, sockets, {
+            let (hold, dropped) = (hold.clone(), dropped.clone());
+            move |_, ws| hold_open(ws, hold.clone(), dropped.clone())
+        })
+        .await?;
         tokio::time::sleep(secs(args.hold)).await;
-        let server_after = target.sample();
+        let samples = window.close(target);
         hold.cancel();
         Ok(Report {
-            requested: args.sockets,
-            established,
-            failures,
-            connect_s,
+            connects: spread.connects,
             dropped: dropped.lock().expect("tally lock poisoned").clone(),
-            server: server_before.zip(server_after),
+            samples,
         })
     }
 
     /// Keeps a socket open (answering pings) until the hold ends; notes a server close.
     async fn hold_open(mut ws: Ws, hold: CancellationToken, dropped: Arc<Mutex<Tally>>) {
-        loop {
-            let frame = tokio::select! {
-                _ = hold.cancelled() => return,
-                frame = ws.next() => frame,
-            };
-            let reason = match frame {
-                Some(Ok(Message::Close(frame))) => close_reason(frame),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => format!("read: {e}"),
-                None => "connection ended".into(),
-            };
+        let mut closed = None;
+        while next_text(&mut ws, &hold, &mut closed).await.is_some() {}
+        if let Some(reason) = closed {
             dropped.lock().expect("tally lock poisoned").add(reason);
-            return;
         }
     }
 
     impl Report {
         pub(super) fn clean(&self) -> bool {
-            self.established == self.requested && self.dropped.total() == 0
+            self.connects.all() && self.dropped.total() == 0
+        }
+
+        /// The server's memory per socket, KiB: what its RSS grew by over the connects.
+        fn kib_per_socket(&self) -> Option<f64> {
+            let (before, after) = self.samples.server?;
+            let grown = after.rss_kib.saturating_sub(before.rss_kib);
+            Some(grown as f64 / self.connects.established.max(1) as f64)
+        }
+
+        /// The figures the comparison table sets side by side.
+        pub(super) fn figures(&self) -> Vec<Figure> {
+            let mut figures = vec![
+                Figure::measured("connects, sockets/s", self.connects.per_sec(), 0),
+                Figure::measured("server RSS per socket, KiB", self.kib_per_socket(), 2),
+                Figure::measured(
+                    "server CPU per socket, µs",
+                    self.samples
+                        .server_cpu_per_item_us(self.connects.established),
+                    1,
+                ),
+            ];
+            figures.extend(machine_figures(self.samples.machine));
+            figures
         }
 
         pub(super) fn print(&self, args: &Args, target: &Target) {
-            let users = args.users.unwrap_or(args.sockets).min(args.sockets);
             println!("== indaba load: idle ==");
-            println!("daemon           {}", target.describe());
+            println!("{:<16} {}", target.server.name(), target.describe());
             println!(
-                "workload         {} /ws/chat/ sockets of {users} users from {} source addresses, \
+                "workload         {} /ws/chat/ sockets of {} users from {} source addresses, \
                  {} in flight, held {} s",
-                self.requested, args.source_addrs, args.concurrency, args.hold
+                self.connects.requested,
+                args.users_per_run(),
+                args.source_addrs,
+                args.concurrency,
+                args.hold
             );
-            println!(
-                "connected        {} in {:.2} s = {:.0} sockets/s",
-                self.established,
-                self.connect_s,
-                self.established as f64 / self.connect_s.max(f64::EPSILON)
-            );
-            println!("failed           {}", self.failures.describe());
+            self.connects.print();
             println!("dropped in hold  {}", self.dropped.describe());
-            match self.server {
-                Some((before, after)) => {
-                    let grown = after.rss_kib.saturating_sub(before.rss_kib);
-                    let per_socket = grown as f64 * 1024.0 / self.established.max(1) as f64;
+            match (self.samples.server, self.kib_per_socket()) {
+                (Some((before, after)), Some(per_socket)) => {
                     println!(
-                        "server RSS       {:.1} MiB → {:.1} MiB = {:.1} KiB per socket \
+                        "server RSS       {:.1} MiB → {:.1} MiB = {per_socket:.1} KiB per socket \
                          (peak {:.1} MiB)",
                         mib(before.rss_kib),
                         mib(after.rss_kib),
-                        per_socket / 1024.0,
                         mib(after.hwm_kib)
                     );
                     println!(
@@ -1838,7 +2403,10 @@ mod idle {
                         before.cpu_secs_until(&after)
                     );
                 }
-                None => println!("server CPU/RSS   unknown (pass --pid with --url)"),
+                _ => println!("server CPU/RSS   unknown (pass --pid with --url)"),
+            }
+            if let Some((before, after)) = self.samples.machine {
+                println!("machine          {}", before.describe_until(&after));
             }
         }
     }

@@ -97,12 +97,12 @@ impl AppState {
         });
         let limits = &config.limits;
         Ok(Self {
-            send_limiter: RateLimiter::new(
+            send_limiter: RateLimiter::sharded(
                 f64::from(limits.messages_per_second),
                 limits.messages_burst,
             ),
-            login_ip_limiter: RateLimiter::new(LOGIN_IP_PER_SECOND, LOGIN_IP_BURST),
-            login_name_limiter: RateLimiter::new(LOGIN_NAME_PER_SECOND, LOGIN_NAME_BURST),
+            login_ip_limiter: RateLimiter::sharded(LOGIN_IP_PER_SECOND, LOGIN_IP_BURST),
+            login_name_limiter: RateLimiter::sharded(LOGIN_NAME_PER_SECOND, LOGIN_NAME_BURST),
             users,
             hub,
             metrics,

@@ -185,7 +185,7 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Largest HTTP request body; larger gets 413.
     pub max_body_bytes: usize,
-    /// How long a client may take to send a request body; slower gets 408.
+    /// How long a client may take to send a request head, and then its body; slower gets 408.
     #[serde(with = "duration_str")]
     pub body_timeout: Duration,
     /// Largest WebSocket frame; larger closes with 1009.

@@ -8,10 +8,11 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::HeaderMap;
+use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, password};
 use crate::messaging::SendError;
 use crate::store::{StoreError, WriteError};
 
@@ -48,8 +49,19 @@ pub enum ApiError {
     ShuttingDown,
     #[error("storage is unavailable (the disk is full or failing); try again later")]
     StorageUnavailable,
-    #[error("the request body was not received in time")]
-    RequestTimeout,
+    #[error("the server is at its connection limit")]
+    TooManyConnections,
+    /// A bounded resource (password hashing) is at capacity: retry shortly.
+    #[error("{0}")]
+    Busy(&'static str),
+    #[error("the request {part} was not received in time")]
+    RequestTimeout { part: &'static str },
+    #[error("the request line is longer than {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error(
+        "the request head is larger than {limit} bytes or has more than {fields} header fields"
+    )]
+    HeadTooLarge { limit: usize, fields: usize },
     #[error("internal error")]
     Internal(String),
 }
@@ -93,13 +105,55 @@ impl ApiError {
             ApiError::StorageUnavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
             }
-            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::TooManyConnections => {
+                (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections")
+            }
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_busy"),
+            ApiError::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            ApiError::HeadTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
 
     /// The contract's error response for this error.
     pub fn into_response(self) -> HttpResponse {
+        let (status, headers, body) = self.into_parts();
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// The same response as HTTP/1.1 bytes, with `Connection: close`: for answers written
+    /// straight to a socket, not through hyper (at the connection limit, or to a request head
+    /// cut short by a stop).
+    pub fn into_http1_bytes(self) -> Bytes {
+        let (status, mut headers, body) = self.into_parts();
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .into_bytes();
+        for (name, value) in &headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+        out.into()
+    }
+
+    /// Status, headers and JSON body; logs our own faults.
+    fn into_parts(self) -> (StatusCode, HeaderMap, Bytes) {
         let (status, code) = self.status_and_code();
         match &self {
             ApiError::Internal(cause) => tracing::error!(%cause, "request failed"),
@@ -109,8 +163,9 @@ impl ApiError {
             }
         }
         let body = serde_json::json!({"error": code, "detail": self.to_string()});
-        let mut response = json_response(status, &body);
-        let headers = response.headers_mut();
+        let body = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         match self {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
@@ -120,9 +175,16 @@ impl ApiError {
             } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
-            ApiError::ShuttingDown | ApiError::RequestTimeout => {
+            ApiError::Busy(_) | ApiError::TooManyConnections => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::ShuttingDown | ApiError::RequestTimeout { .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
-                headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            // The connection cannot be read past a head like these.
+            ApiError::UriTooLong { .. } | ApiError::HeadTooLarge { .. } => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::StorageUnavailable => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
@@ -135,7 +197,22 @@ impl ApiError {
             }
             _ => {}
         }
-        response
+        (status, headers, Bytes::from(body))
+    }
+}
+
+impl From<password::Busy> for ApiError {
+    fn from(_: password::Busy) -> Self {
+        ApiError::Busy("too many password checks at once; try again in a second")
+    }
+}
+
+impl From<password::HashError> for ApiError {
+    fn from(e: password::HashError) -> Self {
+        match e {
+            password::HashError::Busy(busy) => busy.into(),
+            password::HashError::Failed(cause) => ApiError::Internal(cause),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::app::AppState;
 use crate::model::{MessageBody, MessageRecord, Priority};
 use crate::store::records::encode;
-use crate::store::{MessageAppended, NewMessage, PendingAppend, WriteError};
+use crate::store::{MessageAppended, NewMessage, PendingAppend, StoreError, WriteError};
 
 /// Longest `client_id`, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
@@ -80,9 +80,7 @@ pub fn prepare(
     sender: Sender,
     req: SendRequest,
 ) -> Result<NewMessage, SendError> {
-    let new = validate(state, sender, req).map_err(|e| rejected(state, e))?;
-    state.metrics.messages_accepted.inc();
-    Ok(new)
+    validate(state, sender, req).map_err(|e| rejected(state, e))
 }
 
 fn validate(state: &AppState, sender: Sender, req: SendRequest) -> Result<NewMessage, SendError> {
@@ -206,12 +204,28 @@ pub async fn submit(state: &AppState, new: NewMessage) -> Result<Submitted, Send
 impl Submitted {
     /// Waits until the message is durable. A repeated `client_id` answers with the first
     /// message if the content is the same, [`SendError::ClientIdConflict`] if not.
+    ///
+    /// Counts the outcome once it is known (docs/API.md, "Stats"): a message stored, or one
+    /// whose commit failed, is processed (the writer counts the failure as a persistence
+    /// failure too, so processed = persisted + failures); a refusal is counted by reason; an
+    /// idempotent repeat counts nowhere, as its first send already did.
     pub async fn finish(self, state: &AppState) -> Result<Sent, SendError> {
-        self.wait(state).await.map_err(|e| match e {
-            // Storage failures are counted as persistence failures by the writer.
-            SendError::Write(WriteError::Store(_)) => e,
-            other => rejected(state, other),
-        })
+        let result = self.wait(state).await;
+        match &result {
+            Ok(sent) if sent.duplicate => {}
+            Ok(_) => {
+                state.metrics.messages_accepted.inc();
+            }
+            // The writer stopped before it answered: not taken on, the sender hears 503.
+            Err(SendError::Write(WriteError::Store(StoreError::Closed))) => {
+                state.metrics.reject("shutting_down")
+            }
+            Err(SendError::Write(WriteError::Store(_))) => {
+                state.metrics.messages_accepted.inc();
+            }
+            Err(e) => state.metrics.reject(crate::error::event_code(e)),
+        }
+        result
     }
 
     async fn wait(self, state: &AppState) -> Result<Sent, SendError> {

@@ -21,7 +21,11 @@ pub struct Reason {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Messages that passed validation and went to the writer.
+    /// Messages taken on to store: each was stored or failed in its commit, so this is
+    /// `messages_persisted + persistence_failures` once commits in flight are answered. Sends
+    /// refused (by validation, the rate limit or the writer's checks) are not in it but in
+    /// `messages_rejected`; an idempotent repeat of a `client_id` is in neither. `/api/stats`
+    /// calls it `messages_processed`.
     pub messages_accepted: Counter,
     /// Messages committed durably.
     pub messages_persisted: Counter,
@@ -103,7 +107,7 @@ impl Metrics {
         let r = &mut registry;
         r.register(
             "messages_accepted",
-            "Messages that passed validation",
+            "Messages taken on to store: persisted, or failed in their commit",
             m.messages_accepted.clone(),
         );
         r.register(

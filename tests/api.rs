@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Daemon, Options, split};
+use common::{Daemon, Options, raw_request, read_response, split};
 use serde_json::{Value, json};
 
 const CONV: &str = "/api/v1/messaging/conversations/";
@@ -696,6 +696,64 @@ fn bad_requests_get_precise_4xx() {
     expect(resp, 401, "token_invalid");
 }
 
+/// Regression (issue 16, defect 7): `{"participants":[182]}}}]]garbage!!` created a
+/// conversation (201): the parser stopped after the first JSON value and ignored the rest. A body
+/// is one JSON value and optional whitespace; anything after it is 400 `invalid_json`, and
+/// nothing is created.
+#[test]
+fn json_with_trailing_garbage_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path());
+    let conv = d.conversation(1, 2);
+    let post = |path: &str, body: &str| {
+        let resp = d
+            .request("POST", 1, path)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .expect("POST");
+        let json_type = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v == "application/json");
+        let (status, body) = split(resp);
+        assert!(json_type, "{status} {body}");
+        (status, body)
+    };
+    for body in [
+        r#"{"participants":[1,182]}}}]]garbage!!"#.to_owned(),
+        r#"{"participants":[1,183]} {"participants":[1,184]}"#.to_owned(),
+        r#"{"participants":[1,185]}x"#.to_owned(),
+    ] {
+        let (status, answer) = post(CONV, &body);
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert_eq!(answer["error"], "invalid_json", "{answer}");
+        assert!(
+            answer["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("trailing")),
+            "{answer}"
+        );
+    }
+    let (status, answer) = post(
+        MSGS,
+        &format!(r#"{{"conversation": {conv}, "text": "hi"}}garbage"#),
+    );
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_json")),
+        "{answer}"
+    );
+    // Nothing was created by the refused bodies.
+    let (_, list) = d.get(1, CONV);
+    assert_eq!(list["count"], 1, "{list}");
+    let (_, page) = d.get(1, &format!("{MSGS}?conversation={conv}"));
+    assert_eq!(page["count"], 0, "{page}");
+    // Whitespace after the value is fine.
+    let (status, answer) = post(CONV, "{\"participants\":[1,186]} \r\n\t ");
+    assert_eq!(status, 201, "{answer}");
+}
+
 #[test]
 fn sends_over_the_rate_limit_get_429_with_retry_after() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -859,6 +917,93 @@ fn local_accounts_register_login_refresh_me() {
     assert_eq!(status, 200);
 }
 
+/// Regression (issue 16, defect 12): every password hash ran on the blocking pool at once, so a
+/// login flood held one Argon2 computation (19 MiB each) per request in flight, hundreds at a
+/// time, and competed with the store reads that share that pool. Hashes are now bounded to the
+/// cores with a short queue; past it a login or registration is answered 503 `server_busy`
+/// with `Retry-After` at once. Correct passwords are used, so the per-address limit on *failed*
+/// logins is not what answers.
+#[test]
+fn a_login_flood_is_bounded_and_store_reads_still_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path());
+    let account = json!({"username": "flood", "password": "correct horse battery"});
+    let post = |path: &str, body: &Value| {
+        let resp = d.http.post(d.url(path)).json(body).send().expect("POST");
+        let retry_after = resp.headers().contains_key("retry-after");
+        let json_type = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v == "application/json");
+        let (status, body) = split(resp);
+        (status, retry_after, json_type, body)
+    };
+    let (status, _, _, user) = post("/api/v1/auth/register/", &account);
+    assert_eq!(status, 201, "{user}");
+    let conv = d.conversation(1, 2);
+    d.send(1, conv, "still here");
+    // Far more at once than the cores and their queue, on any machine this runs on.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let logins = 12 * cores + 16;
+    let registrations = 8;
+    let barrier = std::sync::Barrier::new(logins + registrations + 1);
+    let answers = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..logins + registrations)
+            .map(|i| {
+                let (post, account, barrier) = (&post, &account, &barrier);
+                scope.spawn(move || {
+                    let (path, body) = if i < logins {
+                        ("/api/v1/auth/token/", account.clone())
+                    } else {
+                        (
+                            "/api/v1/auth/register/",
+                            json!({"username": format!("new{i}"), "password": "long enough pw"}),
+                        )
+                    };
+                    barrier.wait();
+                    let (status, retry_after, json_type, body) = post(path, &body);
+                    (path, status, retry_after, json_type, body)
+                })
+            })
+            .collect();
+        barrier.wait();
+        // A store read while the flood is under way.
+        let (status, page) = d.get(2, &format!("{CONV}{conv}/"));
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["last_message"]["text"], "still here", "{page}");
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .collect::<Vec<_>>()
+    });
+    let mut busy = 0;
+    for (path, status, retry_after, json_type, body) in &answers {
+        assert!(json_type, "{path} {status}: {body}");
+        match status {
+            200 | 201 => {}
+            503 => {
+                assert_eq!(body["error"], "server_busy", "{body}");
+                assert!(retry_after, "503 without Retry-After: {body}");
+                busy += 1;
+            }
+            429 => assert!(retry_after, "429 without Retry-After: {body}"),
+            _ => panic!("{path}: {status} {body}"),
+        }
+    }
+    assert!(
+        busy > 0,
+        "{logins} logins and {registrations} registrations at once, none refused: {:?}",
+        answers.iter().map(|a| a.1).collect::<Vec<_>>()
+    );
+    assert!(
+        answers.iter().any(|a| a.1 == 200),
+        "some logins get through"
+    );
+    // The flood is over: a login is served again.
+    let (status, _, _, tokens) = post("/api/v1/auth/token/", &account);
+    assert_eq!(status, 200, "{tokens}");
+}
+
 #[test]
 fn registration_can_be_switched_off() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -987,4 +1132,110 @@ fn public_key_issuers_rs256_es256_eddsa() {
             (403, Some("local_accounts_unavailable"))
         );
     }
+}
+
+/// Regression (issue 16, defect 8): the errors hyper answered by itself had no body at all —
+/// a malformed request line or header (400), a request line too long (414), headers too large
+/// or too many (431) — and a request head that never finished was cut off with no answer.
+/// Every one of them is now the contract's JSON error, read here off a raw socket.
+#[test]
+fn http_layer_errors_are_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start_with(
+        dir.path(),
+        Options::env(&[
+            ("INDABA_LIMITS__BODY_TIMEOUT", "1s"),
+            ("INDABA_LIMITS__MAX_BODY_BYTES", "4096"),
+        ]),
+    );
+    let send = |request: Vec<u8>| raw_request(d.addr, request).expect("an answer, not a hang-up");
+    let malformed: &[&[u8]] = &[
+        b"GARBAGE\r\n\r\n",
+        b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /he\x01lth HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n",
+        b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+    ];
+    for request in malformed {
+        let answer = send(request.to_vec());
+        answer.assert_error(400, "malformed_request");
+        assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
+    }
+    // A request line longer than any URI the daemon takes: hyper's own limit, 64 KiB, and more.
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    send(long_uri.into_bytes()).assert_error(414, "uri_too_long");
+    // One header of half a megabyte; then 150 small ones.
+    let big_header = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(500_000)
+    );
+    send(big_header.into_bytes()).assert_error(431, "headers_too_large");
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many_headers = format!("GET /health HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    send(many_headers.into_bytes()).assert_error(431, "headers_too_large");
+    // Half a head, then silence: 408 after `limits.body_timeout`.
+    let mut stalled = std::net::TcpStream::connect(d.addr).expect("connect");
+    std::io::Write::write_all(&mut stalled, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Half")
+        .expect("write");
+    read_response(&mut stalled)
+        .expect("408, not a hang-up")
+        .assert_error(408, "request_timeout");
+    // A body over the limit, still being sent: a real 413, not a reset connection.
+    let mut upload = format!(
+        "POST {MSGS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n",
+        d.token(1)
+    )
+    .into_bytes();
+    upload.extend(std::iter::repeat_n(b' ', 2_000_000));
+    send(upload).assert_error(413, "payload_too_large");
+
+    // Well-formed requests around them are served as before, pipelined on one connection:
+    // a chunked body, a sized body, then a malformed request, answered in order.
+    let conv = d.conversation(1, 2);
+    let token = d.token(1);
+    let message = format!(r#"{{"conversation": {conv}, "text": "chunked"}}"#);
+    let sized = format!(r#"{{"conversation": {conv}, "text": "sized"}}"#);
+    let pipelined = format!(
+        "POST {MSGS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{message}\r\n0\r\n\r\n\
+         POST {MSGS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{sized}\
+         GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        message.len(),
+        sized.len(),
+    );
+    let mut stream = std::net::TcpStream::connect(d.addr).expect("connect");
+    std::io::Write::write_all(&mut stream, pipelined.as_bytes()).expect("write");
+    let first = read_response(&mut stream).expect("first answer");
+    assert_eq!(first.status, 201, "{first:?}");
+    assert_eq!(first.body["text"], "chunked", "{first:?}");
+    let second = read_response(&mut stream).expect("second answer");
+    assert_eq!(second.status, 201, "{second:?}");
+    assert_eq!(second.body["text"], "sized", "{second:?}");
+    read_response(&mut stream)
+        .expect("third answer")
+        .assert_error(400, "malformed_request");
+}
+
+/// The answers over `limits.max_connections` have the same JSON shape, a malformed request's
+/// included.
+#[test]
+fn over_the_connection_limit_is_a_json_503() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start_with(
+        dir.path(),
+        Options::env(&[("INDABA_LIMITS__MAX_CONNECTIONS", "1")]),
+    );
+    let _held = std::net::TcpStream::connect(d.addr).expect("connect");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let answer = raw_request(
+        d.addr,
+        format!("GET {CONV} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(),
+    )
+    .expect("an answer");
+    answer.assert_error(503, "too_many_connections");
+    assert!(answer.header("retry-after").is_some(), "{answer:?}");
+    raw_request(d.addr, b"GARBAGE\r\n\r\n".to_vec())
+        .expect("an answer")
+        .assert_error(400, "malformed_request");
 }

@@ -442,6 +442,104 @@ fn stats_metrics_and_the_engine_health_alias() {
     assert_eq!(status, 401, "the alias needs a user token");
 }
 
+/// Regression (issue 16, defect 16): `messages_processed` counted every send that passed
+/// validation, including those the writer then refused (unknown conversation, a receiver who
+/// is not a participant, a `client_id` conflict) and idempotent repeats: 47 processed for 40
+/// stored and 0 failures. Processed is now what was taken on to store: stored, or failed in
+/// its commit; refusals are counted by reason in `indaba_messages_rejected_total`.
+#[test]
+fn stats_count_processed_sends_not_refused_ones() {
+    const MSGS: &str = "/api/v1/messaging/messages/";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = with_service(dir.path(), &[]);
+    let conv = d.conversation(1, 2);
+    let theirs = d.conversation(3, 4);
+    // Stored: three REST sends, one service send, a broadcast to two users.
+    for text in ["one", "two", "three"] {
+        d.send(1, conv, text);
+    }
+    service_send(&d, 5, 6, "hi", "normal");
+    let (status, body) = service(
+        &d,
+        "POST",
+        "/api/messages/broadcast",
+        Some(&json!({"message": {"sender_id": 7, "text": "news"}, "user_ids": [8, 9]})),
+    );
+    assert_eq!(
+        (status, body["recipients"].as_u64()),
+        (200, Some(2)),
+        "{body}"
+    );
+    // Refused, each for its own reason, and one idempotent repeat.
+    let refusals = [
+        (
+            json!({"conversation": conv, "text": "   "}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"conversation": 424242, "text": "x"}),
+            404,
+            "not_found",
+        ),
+        (
+            json!({"conversation": theirs, "text": "x"}),
+            404,
+            "not_found",
+        ),
+        (
+            json!({"conversation": conv, "text": "x", "receiver": 9}),
+            400,
+            "invalid_receiver",
+        ),
+    ];
+    for (body, want, code) in &refusals {
+        let (status, answer) = d.post(1, MSGS, body);
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (*want, Some(*code)),
+            "{answer}"
+        );
+    }
+    let once = json!({"conversation": conv, "text": "once", "client_id": "c-1"});
+    assert_eq!(d.post(1, MSGS, &once).0, 201);
+    assert_eq!(
+        d.post(1, MSGS, &once).0,
+        200,
+        "a repeat of the same client_id"
+    );
+    let other = json!({"conversation": conv, "text": "other", "client_id": "c-1"});
+    assert_eq!(d.post(1, MSGS, &other).0, 409);
+
+    let stored = 3 + 1 + 2 + 1;
+    let s = stats(&d);
+    assert_eq!(s["messages_persisted"], stored, "{s}");
+    assert_eq!(s["persistence_failures"], 0, "{s}");
+    assert_eq!(
+        s["messages_processed"], stored,
+        "processed = persisted + failures: {s}"
+    );
+    let metrics = scrape(&d);
+    assert_eq!(
+        metric(&metrics, "indaba_messages_accepted_total"),
+        f64::from(stored)
+    );
+    let rejected = |reason: &str| {
+        metrics
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "indaba_messages_rejected_total"
+                    && s.labels.get("reason") == Some(reason)
+            })
+            .map_or(0.0, |s| value(&s.value))
+    };
+    assert_eq!(rejected("not_found"), 2.0);
+    assert_eq!(rejected("invalid_request"), 1.0);
+    assert_eq!(rejected("invalid_receiver"), 1.0);
+    assert_eq!(rejected("client_id_conflict"), 1.0);
+}
+
 fn scrape(d: &Daemon) -> prometheus_parse::Scrape {
     let resp = d
         .http

@@ -723,6 +723,45 @@ fn notification_socket_hears_new_messages_and_unread_count() {
     });
 }
 
+/// A burst of messages to a user with a notification socket: one `notification` and one
+/// `unread_count` per message, as for a single one, and the counts never go back: the last
+/// one is the user's real total. (Counts used to be read by one task per message, in any
+/// order.)
+#[test]
+fn notification_socket_unread_counts_stay_right_under_a_burst() {
+    const BURST: usize = 400;
+    let (_dir, d) = daemon(&[
+        ("INDABA_LIMITS__MESSAGES_PER_SECOND", "100000"),
+        ("INDABA_LIMITS__MESSAGES_BURST", "100000"),
+    ]);
+    let conv = d.conversation(1, 2);
+    runtime().block_on(async {
+        let mut b = quiet_socket(&ws_url(&d, "/ws/notifications/", &d.token(2))).await;
+        let (mut a, _) = chat(&d, 1).await;
+        let sent = pipeline(&mut a, conv, BURST, 50, "burst", || false).await;
+        let mut notified = BTreeSet::new();
+        let mut counts = Vec::new();
+        while notified.len() < BURST || counts.len() < BURST {
+            let event = recv_json(&mut b).await;
+            match event["type"].as_str() {
+                Some("notification") => {
+                    assert!(notified.insert(id(&event["notification"], "message_id")));
+                }
+                Some("unread_count") => counts.push(id(&event, "unread_count")),
+                _ => panic!("unexpected {event}"),
+            }
+        }
+        assert_eq!(notified, sent.iter().copied().collect::<BTreeSet<u64>>());
+        assert!(
+            counts.windows(2).all(|w| w[0] <= w[1]),
+            "unread counts went back: {counts:?}"
+        );
+        assert_eq!(counts.last(), Some(&(BURST as u64)), "{counts:?}");
+        // Nothing more: one count per message.
+        ping_pong(&mut b).await;
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // REST and WebSocket are one message model
 
@@ -994,6 +1033,109 @@ fn sync_after_a_dropped_connection_returns_exactly_what_was_missed() {
     });
 }
 
+/// Sends `count` messages from `sender` to `receiver` through the service API (which has no
+/// send rate), eight at a time, cycling through the priorities; returns their ids.
+async fn service_sends(
+    rest: &Rest,
+    sender: u64,
+    receiver: u64,
+    count: usize,
+    label: &str,
+) -> Vec<u64> {
+    futures_util::stream::iter(0..count)
+        .map(|i| async move {
+            let priority = ["high", "normal", "low"][i % 3];
+            let body = json!({"sender_id": sender, "receiver_id": receiver,
+                "text": format!("{label} {i} {}", "x".repeat(200)), "message_type": "text",
+                "priority": priority, "metadata": {}});
+            let path = "/api/messages/send";
+            let (status, reply) = rest.call("POST", SERVICE_SECRET, path, Some(&body)).await;
+            assert_eq!(status, 201, "{reply}");
+            id(&reply, "message_id")
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await
+}
+
+/// CPU time (user + system) the process `pid` has used so far, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    // USER_HZ is 100 on every Linux this runs on.
+    ticks / 100.0
+}
+
+/// B has `queued` messages waiting and connects through a small receive window, reading
+/// nothing more at first, so the queue replay stops part-way on a full socket; `live`
+/// messages arrive meanwhile. Then B reads: every message must arrive exactly once, the
+/// socket must still answer, and the daemon must be idle afterwards.
+fn replay_with_live_messages(limits: &[(&str, &str)], queued: usize, live: usize) {
+    let env = [limits, &[("INDABA_SERVICE__SHARED_SECRET", SERVICE_SECRET)]].concat();
+    let (_dir, d) = daemon(&env);
+    d.conversation(1, 2);
+    let rest = Rest::new(&d);
+    runtime().block_on(async {
+        let mut sent = service_sends(&rest, 1, 2, queued, "queued").await;
+        let mut b = stalled_chat(&d, 2).await;
+        sent.extend(service_sends(&rest, 1, 2, live, "live").await);
+        assert!(
+            !queue(&rest, 2).await.is_empty(),
+            "the replay was still going on when the live messages came"
+        );
+        let expected: BTreeSet<u64> = sent.iter().copied().collect();
+        assert_eq!(expected.len(), queued + live);
+
+        let mut received = BTreeSet::new();
+        while received.len() < expected.len() {
+            let Some(event) = recv_json_within(&mut b, WAIT).await else {
+                panic!(
+                    "the socket went silent after {} of {} messages",
+                    received.len(),
+                    expected.len()
+                );
+            };
+            assert_eq!(event["type"], "new_message", "{event}");
+            let message = id(&event, "message_id");
+            assert!(expected.contains(&message), "not sent to B: {event}");
+            assert!(received.insert(message), "message {message} arrived twice");
+        }
+        // Nothing else waits (no second copy), and the socket answers.
+        ping_pong(&mut b).await;
+
+        // A socket with nothing to send costs nothing: its writer waits instead of spinning.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = cpu_seconds(d.child.id());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let used = cpu_seconds(d.child.id()) - before;
+        assert!(used < 0.2, "the idle daemon used {used:.2} s of CPU in 2 s");
+        ping_pong(&mut b).await;
+    });
+}
+
+/// Regression (issue 16, defect 1): live messages held back during a queue replay were
+/// counted against the room the replay waits for, so a replay with enough of them never
+/// finished (3,000 queued + 400 live: 2,816 delivered, then silence), while the socket's
+/// writer, handed empty batches, spun a core.
+#[test]
+fn queue_replay_with_live_messages_delivers_everything_once() {
+    replay_with_live_messages(&[], 3000, 400);
+}
+
+/// The same with a 16-event buffer: 300 queued + 3 live used to stop after 40-48.
+#[test]
+fn queue_replay_with_live_messages_through_a_small_buffer() {
+    replay_with_live_messages(&[("INDABA_LIMITS__OUTBOUND_BUFFER", "16")], 300, 3);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3.4 Connection rules
 
@@ -1089,26 +1231,90 @@ fn slow_consumer_is_closed_with_4008_loses_nothing_and_slows_nobody() {
         // B reads what reached its socket, then the close.
         let (code, events) = events_until_close(&mut b, WAIT).await;
         assert_eq!(code, Some(4008), "slow consumer closed with 4008");
-        let mut received: BTreeSet<u64> = events
-            .iter()
-            .filter(|e| e["type"] == "new_message")
-            .map(|e| id(e, "message_id"))
-            .collect();
-        let expected: BTreeSet<u64> = sent.iter().copied().collect();
-        assert!(received.is_subset(&expected), "only A's messages");
-        assert!(received.len() < expected.len(), "B really missed some");
+        missed_messages_are_replayed(&d, &events, &sent).await;
+    });
+}
 
-        // B reconnects: the queue replays what the old socket never got.
-        let (mut b, _) = chat(&d, 2).await;
-        while !expected.is_subset(&received) {
-            let Some(event) = recv_json_within(&mut b, WAIT).await else {
-                let missing: Vec<_> = expected.difference(&received).collect();
-                panic!("lost {} messages: {missing:?}", missing.len());
+/// What a slow consumer read before its close (`events`) plus what its queue replays on a
+/// new socket is exactly `sent`, and it really had missed some. Returns the new socket.
+async fn missed_messages_are_replayed(d: &Daemon, events: &[Value], sent: &[u64]) -> Ws {
+    let mut received: BTreeSet<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "new_message")
+        .map(|e| id(e, "message_id"))
+        .collect();
+    let expected: BTreeSet<u64> = sent.iter().copied().collect();
+    assert!(received.is_subset(&expected), "only A's messages");
+    assert!(received.len() < expected.len(), "B really missed some");
+
+    // B reconnects: the queue replays what the old socket never got.
+    let (mut b, _) = chat(d, 2).await;
+    while !expected.is_subset(&received) {
+        let Some(event) = recv_json_within(&mut b, WAIT).await else {
+            let missing: Vec<_> = expected.difference(&received).collect();
+            panic!("lost {} messages: {missing:?}", missing.len());
+        };
+        assert_eq!(event["type"], "new_message", "{event}");
+        received.insert(id(&event, "message_id"));
+    }
+    assert_eq!(received, expected, "nothing lost, nothing foreign");
+    b
+}
+
+/// Regression (issue 16, defect 6): a slow consumer that stayed frozen past the daemon's
+/// write timeout was dropped without its 4008 close frame (it read 1006), and nothing was
+/// logged at INFO. Frozen for a while, then reading, it must find the 4008 after what had
+/// reached its socket, and every message it missed must still be in its queue and in `sync`.
+#[test]
+fn slow_consumer_frozen_past_the_write_timeout_still_reads_its_4008() {
+    let (_dir, d) = daemon(SLOW_CONSUMER_ENV);
+    let to_b = d.conversation(1, 2);
+    runtime().block_on(async {
+        let mut b = stalled_chat(&d, 2).await;
+        let (mut a, _) = chat(&d, 1).await;
+        let overflowed = || d.log_text().contains(OVERFLOW_LOG);
+        let sent = pipeline(&mut a, to_b, 1000, 5, &bulky_text(), overflowed).await;
+        assert!(overflowed(), "B's outbox overflowed");
+        // Longer than the daemon's 5 s write timeout, shorter than twice it.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+
+        let (code, events) = events_until_close(&mut b, WAIT).await;
+        assert_eq!(code, Some(4008), "slow consumer closed with 4008");
+        let logged = d.log_text();
+        assert!(
+            logged
+                .lines()
+                .any(|l| l.contains(" INFO ") && l.contains("slow consumer")),
+            "the close is logged at INFO:\n{logged}"
+        );
+        let mut b = missed_messages_are_replayed(&d, &events, &sent).await;
+
+        // `sync` finds them all too, in order, once each (on the same socket, whose replay
+        // is over: a new one could replay entries whose removal is not committed yet).
+        ping_pong(&mut b).await;
+        let mut since = sent.iter().min().expect("sent some") - 1;
+        let mut synced = Vec::new();
+        loop {
+            send_json(&mut b, json!({"type": "sync", "since_message_id": since})).await;
+            let done = loop {
+                let event = recv_json(&mut b).await;
+                if event["type"] == "sync_complete" {
+                    break event;
+                }
+                assert_eq!(event["type"], "new_message", "{event}");
+                synced.push(id(&event, "message_id"));
             };
-            assert_eq!(event["type"], "new_message", "{event}");
-            received.insert(id(&event, "message_id"));
+            if done["has_more"] != true {
+                break;
+            }
+            since = id(&done, "last_message_id");
         }
-        assert_eq!(received, expected, "nothing lost, nothing foreign");
+        let mut in_order = sent.clone();
+        in_order.sort_unstable();
+        assert_eq!(
+            synced, in_order,
+            "sync returns every message once, in order"
+        );
     });
 }
 
@@ -1130,10 +1336,16 @@ fn slow_consumer_that_never_reads_again_is_disconnected() {
         pipeline(&mut a, to_b, 1000, 5, &bulky_text(), overflowed).await;
         assert!(overflowed(), "B's outbox overflowed");
         // The daemon decided to close B: it must not keep the connection for ever because
-        // B does not read the close frame either.
+        // B does not read the close frame either. A stalled write is noticed within the 5 s
+        // write timeout, and the close frame gets 5 s more: 15 s is ample.
         assert!(
-            goes_offline(&rest, &d, 1, 2, Duration::from_secs(10)).await,
-            "B's connection is still held 10 s after it was closed as a slow consumer"
+            goes_offline(&rest, &d, 1, 2, Duration::from_secs(15)).await,
+            "B's connection is still held 15 s after it was closed as a slow consumer"
+        );
+        assert!(
+            d.wait_for_log("slow consumer took no close frame", WAIT),
+            "the drop is logged:\n{}",
+            d.log_text()
         );
     });
 }

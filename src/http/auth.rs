@@ -117,9 +117,7 @@ pub async fn register(
             format!("display_name is longer than {MAX_USERNAME_CHARS} characters"),
         ));
     }
-    let password_hash = password::hash(body.password)
-        .await
-        .map_err(ApiError::Internal)?;
+    let password_hash = password::hash(body.password).await?;
     let id = state
         .store
         .writer()
@@ -160,7 +158,7 @@ pub async fn token(
         Some((id, record)) => (Some(id), record.password_hash, record.username),
         None => (None, None, None),
     };
-    if !password::verify(body.password, stored_hash).await {
+    if !password::verify(body.password, stored_hash).await? {
         // Count the failure against both budgets; the answer is the same either way.
         let _ = state.login_ip_limiter.take(&ip);
         let _ = state.login_name_limiter.take(&username);

@@ -12,7 +12,7 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::error::{HttpResponse, json_response};
+use crate::error::{ApiError, HttpResponse, json_response};
 
 /// `{"status":"ok","version","uptime_seconds"}`; 503 `{"status":"shutting_down"}` while the
 /// daemon drains, so a balancer stops sending it work; 503 `{"status":"unavailable"}` while the
@@ -77,10 +77,6 @@ fn unavailable(body: serde_json::Value) -> HttpResponse {
     response
 }
 
-/// The body of the 503 for a request over `limits.max_connections`.
-pub const TOO_MANY_CONNECTIONS: &str =
-    r#"{"error":"too_many_connections","detail":"the server is at its connection limit"}"#;
-
 /// The answer on a connection over `limits.max_connections`: the health checks are answered,
 /// anything else is 503 `too_many_connections`.
 pub fn over_limit(state: &AppState, method: &hyper::Method, path: &str) -> HttpResponse {
@@ -88,20 +84,6 @@ pub fn over_limit(state: &AppState, method: &hyper::Method, path: &str) -> HttpR
     match Route::parse(method, path) {
         Ok(Route::Health) => get(state),
         Ok(Route::Ready) => ready(state),
-        _ => {
-            let mut response = hyper::Response::new(http_body_util::Full::new(
-                bytes::Bytes::from_static(TOO_MANY_CONNECTIONS.as_bytes()),
-            ));
-            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            response.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/json"),
-            );
-            response.headers_mut().insert(
-                hyper::header::RETRY_AFTER,
-                hyper::header::HeaderValue::from_static("1"),
-            );
-            response
-        }
+        _ => ApiError::TooManyConnections.into_response(),
     }
 }

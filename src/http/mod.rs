@@ -1,6 +1,7 @@
 //! HTTP: the accept loop, routing, and one module per resource.
 //!
-//! * [`server`] accepts connections (with a limit) and stops them gracefully.
+//! * [`server`] accepts connections (with a limit), checks each request head before hyper reads
+//!   it (so the HTTP layer's own errors are JSON too), and stops connections gracefully.
 //! * [`router`] maps method and path to a handler; paths work with and without a trailing `/`.
 //! * [`request`] reads bodies, JSON, queries and the caller's token, with precise 4xx errors.
 //! * [`health`], [`auth`], [`conversations`], [`messages`] are the resources; [`views`] is

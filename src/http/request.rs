@@ -6,6 +6,7 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::auth::{AuthError, Identity};
@@ -28,9 +29,14 @@ pub fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Identit
     Ok(state.verifier.verify(token.trim())?)
 }
 
+/// The daemon's stop signal, put in each request's extensions by the connection that serves it
+/// (`http::server`), so that reading a body gives up when a stop begins.
+#[derive(Debug, Clone)]
+pub struct StopSignal(pub CancellationToken);
+
 /// Reads the whole body, refusing more than `limits.max_body_bytes` with 413 and a body slower
-/// than `limits.body_timeout` with 408 (a stalled upload must not hold a connection, or a
-/// graceful stop, forever).
+/// than `limits.body_timeout` with 408; once a stop begins, a body still arriving gets 503
+/// (a stalled upload must not hold a connection, or a graceful stop, for long).
 async fn read_body(
     req: Request<Incoming>,
     limits: &LimitsConfig,
@@ -52,12 +58,22 @@ async fn read_body(
             let mime = v.split(';').next().unwrap_or("").trim();
             mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
         });
-    let collected = tokio::time::timeout(
-        limits.body_timeout,
-        Limited::new(req.into_body(), limit).collect(),
-    )
-    .await
-    .map_err(|_| ApiError::RequestTimeout)?;
+    let stop = req.extensions().get::<StopSignal>().map(|s| s.0.clone());
+    let stopping = async {
+        match stop {
+            Some(token) => token.cancelled_owned().await,
+            None => std::future::pending().await,
+        }
+    };
+    let collected = tokio::select! {
+        // A body already here is read, stop or not.
+        biased;
+        read = tokio::time::timeout(
+            limits.body_timeout,
+            Limited::new(req.into_body(), limit).collect(),
+        ) => read.map_err(|_| ApiError::RequestTimeout { part: "body" })?,
+        () = stopping => return Err(ApiError::ShuttingDown),
+    };
     let body = collected
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
@@ -110,9 +126,12 @@ pub async fn read_empty(req: Request<Incoming>, limits: &LimitsConfig) -> Result
     }
 }
 
+/// Parses `body` as exactly one JSON value: `Deserializer::end` refuses anything but
+/// whitespace after it (without it, `{"participants":[2]}}}garbage` was read as its first
+/// value and served).
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let code = if inner.is_syntax() || inner.is_eof() {
@@ -128,7 +147,10 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             format!("field `{path}`: {inner}")
         };
         ApiError::bad_request(code, detail)
-    })
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))?;
+    Ok(value)
 }
 
 /// Decoded query parameters, in order.

@@ -32,6 +32,8 @@ const TYPING_THROTTLE: Duration = Duration::from_secs(1);
 const ACK_BATCH: usize = 4096;
 /// Conversations whose participant lists are cached (they never change once created).
 const PARTICIPANT_CACHE: usize = 100_000;
+/// Users whose unread totals one store read computes at most.
+const UNREAD_BATCH: usize = 1024;
 
 /// Which endpoint a socket is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,8 @@ struct Registry {
     joined: HashMap<u64, HashSet<SessionId>>,
     /// The same, by socket, so a disconnect touches only its own conversations.
     joined_by: HashMap<SessionId, HashSet<u64>>,
+    /// The last message fanned out: a socket registered after it never hears it live.
+    fanned_out: u64,
 }
 
 impl Registry {
@@ -88,6 +92,14 @@ impl Registry {
     }
 }
 
+/// Users whose unread total is to be sent, and whether a task is sending them.
+#[derive(Debug, Default)]
+struct UnreadRequests {
+    /// (user, socket that is not told), one per event to send, in request order.
+    waiting: Vec<(u64, Option<SessionId>)>,
+    sending: bool,
+}
+
 /// The hub: shared by every socket and by the request handlers that relay events.
 #[derive(Debug)]
 pub struct Hub {
@@ -98,6 +110,8 @@ pub struct Hub {
     /// When each (user, conversation) last had a typing start relayed.
     typing: Mutex<HashMap<(u64, u64), Instant>>,
     participants: Mutex<HashMap<u64, Arc<Vec<u64>>>>,
+    /// Unread totals waiting to be sent (see [`Hub::push_unread_count`]).
+    unread: Mutex<UnreadRequests>,
     acks: mpsc::UnboundedSender<QueueKey>,
     store: Store,
     /// How long a user stays "online" after their last socket closed.
@@ -117,6 +131,7 @@ impl Hub {
             presence: Presence::default(),
             typing: Mutex::default(),
             participants: Mutex::default(),
+            unread: Mutex::default(),
             acks,
             store,
             presence_grace,
@@ -132,8 +147,15 @@ impl Hub {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Adds a socket; from now on it receives the events of its endpoint.
-    pub fn register(&self, id: SessionId, user: u64, endpoint: Endpoint, outbox: Arc<Outbox>) {
+    /// Adds a socket; from now on it receives the events of its endpoint. Returns the last
+    /// message id fanned out before: later ones (and only those) reach the socket live.
+    pub fn register(
+        &self,
+        id: SessionId,
+        user: u64,
+        endpoint: Endpoint,
+        outbox: Arc<Outbox>,
+    ) -> u64 {
         let mut registry = self.registry();
         registry.sessions.insert(
             id,
@@ -145,6 +167,7 @@ impl Hub {
         );
         let (index, key) = registry.index(endpoint, user);
         index.entry(key).or_default().push(id);
+        registry.fanned_out
     }
 
     /// Removes a socket.
@@ -250,7 +273,8 @@ impl Hub {
         let (id, sender) = (message.id, record.sender);
         let lane = Lane::Message(record.priority);
         let chat_event = protocol::new_message(id, record, &message.plain);
-        let registry = self.registry();
+        let mut registry = self.registry();
+        registry.fanned_out = id;
         let mut overflowed = Vec::new();
         let mut notification = None;
         for user in &message.participants {
@@ -294,36 +318,89 @@ impl Hub {
         if !overflowed.is_empty() {
             tracing::debug!(sessions = ?overflowed, "slow consumers closed with 4008");
         }
-        for user in notify_unread {
-            self.push_unread_count(user, None);
-        }
+        self.push_unread_counts(notify_unread.into_iter().map(|user| (user, None)));
     }
 
     /// Sends `user` their total unread count on their notification sockets and on their
-    /// `/ws/chat/` sockets other than `except` (read off the runtime).
+    /// `/ws/chat/` sockets other than `except`.
     pub fn push_unread_count(self: &Arc<Self>, user: u64, except: Option<SessionId>) {
-        let hub = self.clone();
-        tokio::spawn(async move {
-            let Ok(count) = hub.store.read(move |r| r.unread_total(user)).await else {
-                return;
+        self.push_unread_counts([(user, except)]);
+    }
+
+    /// [`Hub::push_unread_count`] for each of `requests`. The totals are read off the runtime
+    /// by one task at a time, which takes every request waiting and reads all their users'
+    /// totals in one store read: a burst of messages costs a few reads, not a task and a read
+    /// per message and recipient. And as the reads follow one another, the counts a socket
+    /// hears never go back (tasks racing each other used to deliver a stale count last).
+    fn push_unread_counts(
+        self: &Arc<Self>,
+        requests: impl IntoIterator<Item = (u64, Option<SessionId>)>,
+    ) {
+        let mut unread = self.unread.lock().unwrap_or_else(|e| e.into_inner());
+        let before = unread.waiting.len();
+        unread.waiting.extend(requests);
+        if unread.sending || unread.waiting.len() == before {
+            return;
+        }
+        unread.sending = true;
+        drop(unread);
+        tokio::spawn(self.clone().send_unread_counts());
+    }
+
+    /// Sends the waiting unread counts until none are left.
+    async fn send_unread_counts(self: Arc<Self>) {
+        loop {
+            let requests: Vec<(u64, Option<SessionId>)> = {
+                let mut unread = self.unread.lock().unwrap_or_else(|e| e.into_inner());
+                if unread.waiting.is_empty() {
+                    unread.sending = false;
+                    return;
+                }
+                let take = unread.waiting.len().min(UNREAD_BATCH);
+                unread.waiting.drain(..take).collect()
             };
-            let event = protocol::unread_count(count);
-            let registry = hub.registry();
-            let ids = registry
-                .notifications
-                .get(&user)
-                .into_iter()
-                .chain(registry.chat.get(&user))
-                .flatten()
-                .filter(|id| Some(**id) != except);
-            for id in ids {
-                if let Some(session) = registry.sessions.get(id) {
-                    let _ = session
-                        .outbox
-                        .push(Lane::Control, Outbound::event(event.clone()));
+            let mut users: Vec<u64> = requests.iter().map(|(user, _)| *user).collect();
+            users.sort_unstable();
+            users.dedup();
+            let totals = self
+                .store
+                .read(move |r| {
+                    users
+                        .into_iter()
+                        .map(|user| Ok((user, r.unread_total(user)?)))
+                        .collect::<Result<HashMap<u64, u64>, StoreError>>()
+                })
+                .await;
+            let totals = match totals {
+                Ok(totals) => totals,
+                Err(e) => {
+                    // Only the counts are missing: the next change sends them again.
+                    tracing::warn!(error = %e, users = requests.len(), "unread counts not sent");
+                    continue;
+                }
+            };
+            let registry = self.registry();
+            for (user, except) in requests {
+                let Some(total) = totals.get(&user) else {
+                    continue;
+                };
+                let event = protocol::unread_count(*total);
+                let ids = registry
+                    .notifications
+                    .get(&user)
+                    .into_iter()
+                    .chain(registry.chat.get(&user))
+                    .flatten()
+                    .filter(|id| Some(**id) != except);
+                for id in ids {
+                    if let Some(session) = registry.sessions.get(id) {
+                        let _ = session
+                            .outbox
+                            .push(Lane::Control, Outbound::event(event.clone()));
+                    }
                 }
             }
-        });
+        }
     }
 
     /// Relays a typing change of `user` in `conversation` (a participant: checked by the

@@ -6,11 +6,13 @@
 //! * [`protocol`] is the wire format of the three dialects; [`reader`] reads client frames
 //!   without a buffer while a socket is idle; [`frames`] the frame-level rules (fragments,
 //!   close frames); [`coalesce`] turns each batch of outbound frames into one write.
+//!   The three are public so that the load generator's no-storage ceiling server
+//!   (`benches/load/ceiling.rs`) runs the very same transport code as the daemon.
 
-mod coalesce;
+pub mod coalesce;
 pub mod frames;
 pub mod protocol;
-mod reader;
+pub mod reader;
 pub mod session;
 
 use std::sync::Arc;

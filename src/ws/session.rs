@@ -12,8 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketWrite};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +24,7 @@ use super::reader::{FrameReader, ReadError};
 use crate::app::AppState;
 use crate::auth::Identity;
 use crate::error::event_code;
-use crate::hub::outbox::{Lane, Outbound, Outbox};
+use crate::hub::outbox::{CLOSE_SLOW_CONSUMER, Closing, Lane, Outbound, Outbox};
 use crate::hub::{Endpoint, Hub, SessionId};
 use crate::limits::RateLimiter;
 use crate::messaging::{self, SendError, SendRequest, Sender};
@@ -51,7 +49,9 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one batch of frames may take to write. Batches are small next to the kernel's send
-/// buffer, so a write that blocks this long means the client stopped reading: it is dropped.
+/// buffer, so a write that blocks this long means the client stopped reading: it is a slow
+/// consumer, closed with 4008. Its close frame can only follow the frame in progress, so that
+/// (and any 4008 close) gets one more `WRITE_TIMEOUT` before the connection is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type SocketWriter = WebSocketWrite<Coalesce<OwnedWriteHalf>>;
@@ -98,20 +98,14 @@ pub async fn run(
     };
     // Back to the TCP stream (the server serves nothing else), so the reader can wait for
     // readiness without a buffer; fastwebsockets' own reader and its 8 KiB go with `ws`.
-    let parts = match ws
-        .into_inner()
-        .into_inner()
-        .downcast::<TokioIo<TcpStream>>()
-    {
-        Ok(parts) => parts,
-        Err(_) => {
-            tracing::error!("websocket upgraded from a transport other than TCP: dropped");
-            return;
-        }
+    let Some((stream, early)) = crate::http::server::upgraded_stream(ws.into_inner().into_inner())
+    else {
+        tracing::error!("websocket upgraded from a transport other than TCP: dropped");
+        return;
     };
-    let (read, write) = parts.io.into_inner().into_split();
+    let (read, write) = stream.into_split();
     let max_frame = state.config.limits.max_frame_bytes;
-    let mut reader = FrameReader::new(read, parts.read_buf, max_frame);
+    let mut reader = FrameReader::new(read, early, max_frame);
     let (_, mut writer) = fastwebsockets::after_handshake_split(
         tokio::io::empty(),
         Coalesce::new(write, WRITE_BUFFER),
@@ -146,10 +140,11 @@ pub async fn run(
         // The queue goes first: live messages wait until it has been replayed.
         outbox.begin_replay();
     }
-    if let Some(endpoint) = endpoint {
-        hub.register(id, user.user_id, endpoint, outbox.clone());
+    let fanned_out = endpoint.map(|endpoint| {
+        let fanned_out = hub.register(id, user.user_id, endpoint, outbox.clone());
         hub.connected(user.user_id);
-    }
+        fanned_out
+    });
     let username = state
         .users
         .lookup(user.user_id)
@@ -165,23 +160,27 @@ pub async fn run(
         control_budget: RateLimiter::new(CONTROL_FRAMES_PER_SECOND, CONTROL_FRAMES_BURST),
     });
     tracing::debug!(session = id, user = session.user.user_id, "websocket open");
-    if matches!(session.kind, Kind::Chat) {
+    if let (Kind::Chat, Some(fanned_out)) = (&session.kind, fanned_out) {
         // The socket is in the hub by now: a message committed for the user after this check
         // reaches it live, and one committed before put the user in the writer's queued set
-        // before its fan-out. So an absent user has nothing to replay and no read is needed.
-        if state.store.writer().may_have_queued(session.user.user_id) {
-            state.tasks.spawn(replay_queue(session.clone()));
-        } else {
-            outbox.end_replay();
+        // before its fan-out. So an absent user has nothing to replay and needs no task,
+        // unless what was held meanwhile must wait for room.
+        let user = session.user.user_id;
+        if state.store.writer().may_have_queued(user) || !outbox.try_end_replay() {
+            state.tasks.spawn(replay_queue(session.clone(), fanned_out));
         }
     }
 
     let activity = Arc::new(AtomicU64::new(now_ms()));
     let mut write_task = tokio::spawn(write_loop(
-        writer,
-        outbox.clone(),
-        hub.clone(),
-        state.metrics.clone(),
+        Writer {
+            socket: writer,
+            outbox: outbox.clone(),
+            hub: hub.clone(),
+            metrics: state.metrics.clone(),
+            session: id,
+            user: session.user.user_id,
+        },
         activity.clone(),
         state.config.limits.ping_interval,
         state.shutdown_token(),
@@ -189,17 +188,20 @@ pub async fn run(
 
     // Whichever side ends first ends the socket. When the writer is done (it sent a close,
     // or the peer stopped reading or answering), the reader gets a moment for the peer's
-    // close reply and is then dropped: cancelling `read_frame` is fine once the socket goes.
+    // close reply (if a close went out) and is then dropped: cancelling `read_frame` is fine
+    // once the socket goes.
     let reading = read_loop(&session, &mut reader, &activity, max_frame);
     tokio::pin!(reading);
     let writer_done = tokio::select! {
-        _ = &mut reading => false,
-        _ = &mut write_task => true,
+        _ = &mut reading => None,
+        closed = &mut write_task => Some(closed.unwrap_or(false)),
     };
     // The close-time timers are boxed here and below: a future keeps room for its largest
     // state all its life, and an idle socket should not carry the few it uses once.
-    if writer_done {
-        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut reading)).await;
+    if let Some(close_sent) = writer_done {
+        if close_sent {
+            let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut reading)).await;
+        }
     } else {
         if !outbox.is_closing() {
             outbox.close(close::NORMAL, "");
@@ -272,37 +274,48 @@ async fn read_loop(
     }
 }
 
-/// Drains the outbox onto the socket; pings an idle client and drops a dead one.
-async fn write_loop(
-    mut writer: SocketWriter,
+/// The writing half of a socket and what its writer task reports to.
+struct Writer {
+    socket: SocketWriter,
     outbox: Arc<Outbox>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    /// Named in the log when the socket is closed as a slow consumer.
+    session: SessionId,
+    user: u64,
+}
+
+/// Drains the outbox onto the socket; pings an idle client and drops a dead one. Returns
+/// whether a close frame went out (so a reply may come).
+async fn write_loop(
+    mut w: Writer,
     activity: Arc<AtomicU64>,
     ping_every: Duration,
     shutdown: CancellationToken,
-) {
+) -> bool {
     // Both allocated while a batch is written, and given back after a large one (see below).
     let mut batch = Vec::new();
     // Queue entries and commit times of the batch's messages, reported once it is written.
     let mut written = Vec::new();
+    // Set once a batch stalled: what is left of the slow consumer's time for its close.
+    let mut close_by = None;
     loop {
         let next = tokio::select! {
             biased;
-            next = outbox.next_batch(WRITE_BATCH, &mut batch) => next,
-            _ = shutdown.cancelled(), if !outbox.is_closing() => {
-                outbox.close(close::GOING_AWAY, "server shutting down");
+            next = w.outbox.next_batch(WRITE_BATCH, &mut batch) => next,
+            _ = shutdown.cancelled(), if !w.outbox.is_closing() => {
+                w.outbox.close(close::GOING_AWAY, "server shutting down");
                 continue;
             }
             _ = tokio::time::sleep(ping_every) => {
                 let idle = now_ms().saturating_sub(activity.load(Ordering::Relaxed));
                 if idle > 2 * ping_every.as_millis() as u64 {
                     tracing::debug!("websocket peer is not answering: dropped");
-                    return;
+                    return false;
                 }
                 let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""));
-                if Box::pin(timed(send_now(&mut writer, ping))).await.is_err() {
-                    return;
+                if Box::pin(timed(send_now(&mut w.socket, ping))).await.is_err() {
+                    return false;
                 }
                 continue;
             }
@@ -310,7 +323,7 @@ async fn write_loop(
         // Frames go into the coalescing buffer and out with the flush; a batch past
         // WRITE_BUFFER is written out on the way, so the whole batch is under the timeout.
         // Boxed: the write's state exists only while a batch goes out.
-        let sent = Box::pin(timed(async {
+        let mut write = Box::pin(async {
             for frame in batch.drain(..) {
                 let frame = match &frame {
                     Outbound::Text {
@@ -325,23 +338,48 @@ async fn write_loop(
                     Outbound::Binary(payload) => Frame::binary(Payload::Borrowed(payload)),
                     Outbound::Pong(payload) => Frame::pong(Payload::Borrowed(payload)),
                 };
-                writer.write_frame(frame).await?;
+                w.socket.write_frame(frame).await?;
             }
-            writer.flush().await
-        }))
-        .await;
+            w.socket.flush().await
+        });
+        let sent = match tokio::time::timeout(WRITE_TIMEOUT, write.as_mut()).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                // Not a batch out in WRITE_TIMEOUT: the client cannot keep up. The write in
+                // progress cannot be taken back, so the close follows it, in the time left.
+                w.outbox
+                    .close(CLOSE_SLOW_CONSUMER, "client stopped reading");
+                match w.outbox.closing() {
+                    Some(c) if c.code == CLOSE_SLOW_CONSUMER => {
+                        slow_consumer(w.session, w.user, c.reason)
+                    }
+                    // Closing for another reason (a shutdown): no more time is given.
+                    _ => return false,
+                }
+                let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+                close_by = Some(deadline);
+                match tokio::time::timeout_at(deadline, write.as_mut()).await {
+                    Ok(sent) => sent,
+                    Err(_) => Err(WebSocketError::ConnectionClosed),
+                }
+            }
+        };
+        drop(write);
         if sent.is_err() {
-            return;
+            if close_by.is_some() {
+                slow_consumer_dropped(w.session, w.user);
+            }
+            return false;
         }
         let now = now_ms();
         for (delivers, committed_ms) in written.drain(..) {
             if let Some(committed) = committed_ms {
                 let waited = now.saturating_sub(committed);
-                metrics.delivery_seconds.observe(waited as f64 / 1000.0);
+                w.metrics.delivery_seconds.observe(waited as f64 / 1000.0);
             }
             if let Some(key) = delivers {
-                metrics.messages_delivered.inc();
-                hub.delivered(key);
+                w.metrics.messages_delivered.inc();
+                w.hub.delivered(key);
             }
         }
         // 96 + 48 bytes per frame of room: a socket that goes quiet after a burst should
@@ -352,16 +390,62 @@ async fn write_loop(
         if written.capacity() > SMALL_BATCH {
             written = Vec::new();
         }
-        if let Some(closing) = next {
-            let frame = Frame::close(closing.code, closing.reason.as_bytes());
-            let _ = Box::pin(tokio::time::timeout(
-                CLOSE_TIMEOUT,
-                send_now(&mut writer, frame),
-            ))
-            .await;
-            return;
-        }
+        let closing = match next {
+            Some(closing) => closing,
+            // A stalled batch went out after all: its close is next.
+            None if close_by.is_some() => match w.outbox.closing() {
+                Some(closing) => closing,
+                None => continue,
+            },
+            None => continue,
+        };
+        return w.close(closing, close_by).await;
     }
+}
+
+impl Writer {
+    /// Sends the close frame. A slow consumer's gets the write timeout (what is left of it
+    /// after a stalled batch, `close_by`); others get [`CLOSE_TIMEOUT`].
+    async fn close(&mut self, closing: Closing, close_by: Option<tokio::time::Instant>) -> bool {
+        let slow = closing.code == CLOSE_SLOW_CONSUMER;
+        let limit = if slow { WRITE_TIMEOUT } else { CLOSE_TIMEOUT };
+        let deadline = close_by.unwrap_or_else(|| tokio::time::Instant::now() + limit);
+        // After a stall it was said already.
+        if slow && close_by.is_none() {
+            slow_consumer(self.session, self.user, closing.reason);
+        }
+        let frame = Frame::close(closing.code, closing.reason.as_bytes());
+        let sent = Box::pin(tokio::time::timeout_at(
+            deadline,
+            send_now(&mut self.socket, frame),
+        ))
+        .await;
+        let sent = matches!(sent, Ok(Ok(())));
+        if slow && !sent {
+            slow_consumer_dropped(self.session, self.user);
+        }
+        sent
+    }
+}
+
+fn slow_consumer(session: SessionId, user: u64, reason: &str) {
+    // What it missed stays in its queue (entries leave only once written) and in `sync`:
+    // nothing is lost, but an operator should see why a client keeps reconnecting.
+    tracing::info!(
+        session,
+        user,
+        reason,
+        "slow consumer: closing its websocket with 4008"
+    );
+}
+
+fn slow_consumer_dropped(session: SessionId, user: u64) {
+    tracing::info!(
+        session,
+        user,
+        within = ?WRITE_TIMEOUT,
+        "slow consumer took no close frame: connection dropped"
+    );
 }
 
 /// Writes one frame and flushes it out of the coalescing buffer.
@@ -382,13 +466,22 @@ async fn timed(
 
 /// Delivers the user's queue right after `connection_established`: high priority first, in
 /// chunks, each written before the next is read. Entries leave the queue once written.
-async fn replay_queue(session: Arc<Session>) {
-    replay_chunks(&session).await;
+/// `fanned_out`: the last message fanned out before the socket registered.
+async fn replay_queue(session: Arc<Session>, fanned_out: u64) {
+    // (Asked again: the socket may be here only to wait for room, see `run`.)
+    if session
+        .state
+        .store
+        .writer()
+        .may_have_queued(session.user.user_id)
+    {
+        replay_chunks(&session, fanned_out).await;
+    }
     // Live messages held meanwhile follow now (those the replay already sent are dropped).
-    session.outbox.end_replay();
+    session.outbox.end_replay().await;
 }
 
-async fn replay_chunks(session: &Session) {
+async fn replay_chunks(session: &Session, fanned_out: u64) {
     let user = session.user.user_id;
     let capacity = session.state.config.limits.outbound_buffer;
     let chunk = REPLAY_CHUNK.min((capacity / 2).max(1));
@@ -418,7 +511,13 @@ async fn replay_chunks(session: &Session) {
             })
             .collect();
         // Waits for room: the socket's own backlog never earns it a 4008.
-        if !frames.is_empty() && session.outbox.push_replay(frames).await.is_err() {
+        if !frames.is_empty()
+            && session
+                .outbox
+                .push_replay(frames, fanned_out)
+                .await
+                .is_err()
+        {
             return;
         }
     }

@@ -340,3 +340,92 @@ impl Daemon {
         &self.secret
     }
 }
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header lines, names lower-cased: `("content-type", "application/json")`.
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts the contract's error shape: `status`, JSON with `error` = `code` and a detail.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        assert_eq!(self.body["error"], code, "{self:?}");
+        assert!(
+            self.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{self:?}"
+        );
+    }
+}
+
+/// Reads one HTTP/1.1 response from `stream` (10 s at most), and nothing past it (the next
+/// pipelined response stays for the next call): `None` if the connection closed or stayed
+/// silent before a whole response came.
+pub fn read_response(stream: &mut std::net::TcpStream) -> Option<RawResponse> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.trim_end().split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    let body = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    Some(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Sends `request` as raw bytes on a new connection to `addr` and reads the answer. The bytes
+/// are written from another thread, so a request refused while it is still being sent cannot
+/// block the read.
+pub fn raw_request(addr: SocketAddr, request: Vec<u8>) -> Option<RawResponse> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let mut writer = stream.try_clone().expect("clone");
+    let sending = std::thread::spawn(move || {
+        let _ = writer.write_all(&request);
+    });
+    let response = read_response(&mut stream);
+    // Unblocks the writer if the daemon stopped reading.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = sending.join();
+    response
+}
