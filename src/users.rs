@@ -83,7 +83,7 @@ impl Directory {
         // request records them again.
         let known = self.known.clone();
         tokio::spawn(async move {
-            if !matches!(committed.await, Ok(Ok(()))) {
+            if committed.done().await.is_err() {
                 known.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             }
         });

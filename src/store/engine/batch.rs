@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadTransaction};
 
-use super::handle::{Request, Responder};
+use super::handle::{Reply, Request};
 use super::ids;
 use crate::model::MessageRecord;
 use crate::store::StoreError;
@@ -37,14 +37,14 @@ pub(in crate::store) struct Plan {
 /// One request's answer, held until the fate of its batch is known.
 #[derive(Debug)]
 pub(in crate::store) struct Completion {
-    reply: Responder,
+    reply: Reply,
     /// What its op answered, or why it was refused.
     result: Result<Answer, WriteError>,
 }
 
 impl Completion {
     /// A completion for `reply`, if anyone waits for one.
-    fn new(reply: Option<Responder>, result: Result<Answer, WriteError>) -> Option<Self> {
+    fn new(reply: Option<Reply>, result: Result<Answer, WriteError>) -> Option<Self> {
         reply.map(|reply| Completion { reply, result })
     }
 
@@ -54,7 +54,9 @@ impl Completion {
             Ok(()) => self.result,
             Err(e) => Err(WriteError::Store(e.clone())),
         };
-        self.reply.send(answer);
+        // The requester may have gone away (client disconnected); the write stands
+        // regardless.
+        let _ = self.reply.send(answer);
     }
 }
 
@@ -326,19 +328,21 @@ mod tests {
             .expect("insert");
         txn.commit().expect("commit");
 
-        let (good, mut good_rx) = Request::answered::<MessageAppended>(Op::AppendMessage(
+        let (good, good_rx) = Request::answered::<MessageAppended>(Op::AppendMessage(
             test_message(1, 1, Priority::Normal),
         ));
-        let (bad, mut bad_rx) = Request::answered::<MessageAppended>(Op::AppendMessage(
-            test_message(2, 1, Priority::Normal),
-        ));
+        let (bad, bad_rx) = Request::answered::<MessageAppended>(Op::AppendMessage(test_message(
+            2,
+            1,
+            Priority::Normal,
+        )));
         run_batch(&db, vec![good, bad]);
-        let good = good_rx.try_recv().expect("good answered");
+        let good = good_rx.try_done().expect("good answered");
         assert!(
             matches!(good, Ok(MessageAppended::Stored { id: 1, .. })),
             "{good:?}"
         );
-        let bad = bad_rx.try_recv().expect("bad answered, not dropped");
+        let bad = bad_rx.try_done().expect("bad answered, not dropped");
         assert!(
             matches!(bad, Err(WriteError::Store(StoreError::Encoding(_)))),
             "{bad:?}"

@@ -1,6 +1,7 @@
 //! The writer's queue, as the rest of the daemon sees it: [`WriterHandle`] turns each call into
 //! an [`Op`] and its reply slot, and waits for the durable answer.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -23,71 +24,63 @@ pub(in crate::store) enum Command {
     Stop,
 }
 
+/// Where an op's answer goes: its value, or why it failed.
+pub(in crate::store) type Reply = oneshot::Sender<Result<Answer, WriteError>>;
+
 /// One write request: the op, and where its answer goes (`None`: nobody waits for it).
 #[derive(Debug)]
 pub(in crate::store) struct Request {
     pub op: Op,
-    pub reply: Option<Responder>,
+    pub reply: Option<Reply>,
 }
 
 impl Request {
-    /// A request for `op` whose answer arrives on the receiver, as `T`, the type `op` answers
-    /// with.
-    pub(in crate::store) fn answered<T>(
-        op: Op,
-    ) -> (Request, oneshot::Receiver<Result<T, WriteError>>)
-    where
-        T: TryFrom<Answer, Error = Answer> + Send + 'static,
-    {
-        let (tx, answer) = oneshot::channel();
+    /// A request for `op` whose answer arrives on the returned [`Pending`].
+    pub(in crate::store) fn answered<T>(op: Op) -> (Request, Pending<T>) {
+        let (reply, answer) = oneshot::channel();
         let request = Request {
             op,
-            reply: Some(Responder::to(tx)),
+            reply: Some(reply),
         };
-        (request, answer)
-    }
-}
-
-/// Hands an op's answer, or why it failed, to whoever asked, as the type they wait for.
-pub(in crate::store) struct Responder(Box<dyn FnOnce(Result<Answer, WriteError>) + Send>);
-
-impl std::fmt::Debug for Responder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Responder")
-    }
-}
-
-impl Responder {
-    /// A responder that sends the answer on `tx` as a `T`, the type the op answers with.
-    fn to<T>(tx: oneshot::Sender<Result<T, WriteError>>) -> Self
-    where
-        T: TryFrom<Answer, Error = Answer> + Send + 'static,
-    {
-        Responder(Box::new(move |result| {
-            let answer = result.and_then(|answer| {
-                T::try_from(answer).map_err(|other| {
-                    // Each method sends the op whose answer it takes: a mismatch is our bug.
-                    WriteError::Store(StoreError::Storage(format!(
-                        "the writer answered with {}",
-                        other.kind()
-                    )))
-                })
-            });
-            // The requester may have gone away (client disconnected); the write stands
-            // regardless.
-            let _ = tx.send(answer);
-        }))
-    }
-
-    /// Answers the request.
-    pub(in crate::store) fn send(self, result: Result<Answer, WriteError>) {
-        (self.0)(result)
+        let pending = Pending {
+            answer,
+            kind: PhantomData,
+        };
+        (request, pending)
     }
 }
 
 /// The writer is gone.
 fn closed() -> WriteError {
     WriteError::Store(StoreError::Closed)
+}
+
+/// A request in the writer's queue; await [`Pending::done`] for its durable answer, as the
+/// type `T` its op answers with.
+#[derive(Debug)]
+pub struct Pending<T> {
+    answer: oneshot::Receiver<Result<Answer, WriteError>>,
+    kind: PhantomData<fn() -> T>,
+}
+
+/// An append in the writer's queue ([`WriterHandle::submit_append`]).
+pub type PendingAppend = Pending<MessageAppended>;
+
+impl<T: TryFrom<Answer, Error = Answer>> Pending<T> {
+    pub async fn done(self) -> Result<T, WriteError> {
+        typed(self.answer.await.map_err(|_| closed())??)
+    }
+}
+
+/// An op's answer as the type `T` its op answers with.
+fn typed<T: TryFrom<Answer, Error = Answer>>(answer: Answer) -> Result<T, WriteError> {
+    T::try_from(answer).map_err(|other| {
+        // Each method sends the op whose answer it takes: a mismatch is our bug.
+        WriteError::Store(StoreError::Storage(format!(
+            "the writer answered with {}",
+            other.kind()
+        )))
+    })
 }
 
 /// Cloneable sender side of the writer's queue.
@@ -133,33 +126,26 @@ impl WriterHandle {
         self.health.queue_pending.load(Ordering::Relaxed)
     }
 
-    /// Queues `request`.
-    async fn send(&self, request: Request) -> Result<(), WriteError> {
+    /// Queues `op` now, and returns where its durable answer will arrive. (The op is built
+    /// and moved into the queue here, in one async layer: each layer between a caller and the
+    /// queue keeps a copy of it in its future.)
+    async fn submit<T>(&self, op: Op) -> Result<Pending<T>, WriteError> {
+        let (request, pending) = Request::answered(op);
         self.tx
             .send(Command::Write(request))
             .await
-            .map_err(|_| closed())
-    }
-
-    /// Queues `op` now; the receiver gets its durable answer, as the type `op` answers with.
-    async fn submit<T>(
-        &self,
-        op: Op,
-    ) -> Result<oneshot::Receiver<Result<T, WriteError>>, WriteError>
-    where
-        T: TryFrom<Answer, Error = Answer> + Send + 'static,
-    {
-        let (request, answer) = Request::answered(op);
-        self.send(request).await?;
-        Ok(answer)
+            .map_err(|_| closed())?;
+        Ok(pending)
     }
 
     /// Sends `op` and waits for its durable answer.
-    async fn request<T>(&self, op: Op) -> Result<T, WriteError>
-    where
-        T: TryFrom<Answer, Error = Answer> + Send + 'static,
-    {
-        self.submit(op).await?.await.map_err(|_| closed())?
+    async fn request<T: TryFrom<Answer, Error = Answer>>(&self, op: Op) -> Result<T, WriteError> {
+        let (request, pending) = Request::answered(op);
+        self.tx
+            .send(Command::Write(request))
+            .await
+            .map_err(|_| closed())?;
+        pending.done().await
     }
 
     pub async fn create_conversation(
@@ -177,8 +163,7 @@ impl WriterHandle {
     /// submitted one after another by one task are committed in that order, while the
     /// submitter goes on (a WebSocket keeps reading while its sends commit).
     pub async fn submit_append(&self, new: NewMessage) -> Result<PendingAppend, WriteError> {
-        let answer = self.submit(Op::AppendMessage(new)).await?;
-        Ok(PendingAppend { answer })
+        self.submit(Op::AppendMessage(new)).await
     }
 
     /// Removes queue entries; answers with those that were still queued.
@@ -199,11 +184,14 @@ impl WriterHandle {
     /// Removes delivered queue entries (batched by the caller), without waiting for the
     /// commit.
     pub async fn dequeue(&self, entries: Vec<QueueKey>) -> Result<(), WriteError> {
-        self.send(Request {
+        let request = Request {
             op: Op::Dequeue(entries),
             reply: None,
-        })
-        .await
+        };
+        self.tx
+            .send(Command::Write(request))
+            .await
+            .map_err(|_| closed())
     }
 
     /// Queues the recording of a user seen in a token and returns without waiting for its
@@ -215,7 +203,7 @@ impl WriterHandle {
         &self,
         id: u64,
         username: Option<String>,
-    ) -> Result<oneshot::Receiver<Result<(), WriteError>>, WriteError> {
+    ) -> Result<Pending<()>, WriteError> {
         self.submit(Op::EnsureUser { id, username }).await
     }
 
@@ -252,15 +240,20 @@ impl WriterHandle {
     }
 }
 
-/// An append in the writer's queue; await [`PendingAppend::done`] for its durable result.
-#[derive(Debug)]
-pub struct PendingAppend {
-    answer: oneshot::Receiver<Result<MessageAppended, WriteError>>,
-}
-
-impl PendingAppend {
-    pub async fn done(self) -> Result<MessageAppended, WriteError> {
-        self.answer.await.map_err(|_| closed())?
+#[cfg(test)]
+impl<T: TryFrom<Answer, Error = Answer>> Pending<T> {
+    /// The answer if it is there already (for tests that commit batches by hand); `None` if
+    /// none came yet.
+    pub(in crate::store) fn try_done(mut self) -> Option<Result<T, WriteError>> {
+        let answer = self.answer.try_recv().ok()?;
+        Some(answer.and_then(|a| {
+            T::try_from(a).map_err(|other| {
+                WriteError::Store(StoreError::Storage(format!(
+                    "answered with {}",
+                    other.kind()
+                )))
+            })
+        }))
     }
 }
 

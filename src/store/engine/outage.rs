@@ -88,7 +88,8 @@ impl Writer {
                         self.metrics.persistence_failures.inc();
                     }
                     if let Some(reply) = request.reply {
-                        reply.send(Err(WriteError::Store(refusal.clone())));
+                        // Nobody may wait any more: the refusal stands regardless.
+                        let _ = reply.send(Err(WriteError::Store(refusal.clone())));
                     }
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => return true,

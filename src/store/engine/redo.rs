@@ -225,8 +225,8 @@ mod tests {
             .submit_ensure_user(42, Some("zed".into()))
             .await
             .expect("submit")
+            .done()
             .await
-            .expect("answer")
             .expect("ensure user");
         let recipients = writer
             .broadcast(Broadcast {

@@ -157,9 +157,9 @@ mod tests {
             let new = test_message(1, 1, priority);
             run_batch(&db, vec![unanswered(Op::AppendMessage(new))]);
         }
-        let (request, mut expired) = Request::answered::<u64>(Op::Expire(boundary));
+        let (request, expired) = Request::answered::<u64>(Op::Expire(boundary));
         run_batch(&db, vec![request]);
-        assert_eq!(expired.try_recv().expect("answered").expect("ok"), 2);
+        assert_eq!(expired.try_done().expect("answered").expect("ok"), 2);
 
         let read = db.begin_read().expect("read");
         let queue = read.open_table(QUEUE).expect("queue");
