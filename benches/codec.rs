@@ -9,6 +9,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use indaba::auth::jwt::{TokenMinter, TokenType, TokenVerifier, VerifyKey};
 use indaba::crypto::{Key, Keyring};
+use indaba::events::ChatEvent;
 use indaba::model::{MessageBody, MessageRecord, Priority};
 use indaba::ws::protocol::{self, ChatIn};
 
@@ -59,10 +60,12 @@ fn json(c: &mut Criterion) {
     };
     let stored = record(Vec::new());
     group.bench_function("encode new_message", |b| {
-        b.iter(|| protocol::new_message(black_box(345), black_box(&stored), black_box(&body)))
+        b.iter(|| {
+            ChatEvent::new_message(black_box(345), black_box(&stored), black_box(&body)).to_bytes()
+        })
     });
     group.bench_function("encode message_sent", |b| {
-        b.iter(|| protocol::message_sent(black_box(345), black_box(&stored)))
+        b.iter(|| ChatEvent::message_sent(black_box(345), black_box(&stored)).to_bytes())
     });
     group.finish();
 }

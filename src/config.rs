@@ -34,6 +34,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub web: WebConfig,
 }
 
 /// Where the daemon listens and how it stops.
@@ -281,6 +282,21 @@ pub struct MetricsConfig {
     pub public: bool,
 }
 
+/// The web pages served from the binary (`src/http/web.rs`).
+///
+/// [`Default`] is what a config file gets; with no config file at all (dev mode)
+/// [`Config::load`] turns the demo on, so `cargo run` then a browser is the whole first try.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Serve the demo chat at `/` (local accounts over `/ws/chat/`). Off, `/` and its assets
+    /// answer 404. Default: on in dev mode (no config file), off with a config file.
+    pub demo: bool,
+    /// Serve the operator console at `/admin/`. Reserved: the console is not built yet, so this
+    /// switch is accepted and has no effect. Default off everywhere.
+    pub admin: bool,
+}
+
 /// A secret string: never printed by `Debug`, serialized as `<redacted>`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -362,6 +378,9 @@ impl Config {
             None => (toml::Table::new(), String::new()),
         };
         let origins = apply_env(&mut table, env)?;
+        if path.is_none() {
+            dev_mode_defaults(&mut table);
+        }
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
@@ -549,6 +568,19 @@ fn apply_env(
     Ok(origins)
 }
 
+/// The defaults that differ in dev mode (no config file), filled in where neither the
+/// environment nor a file set the key: the demo chat is on, so a newcomer's first `cargo run`
+/// serves it. With a config file the [`Default`] values hold (a production install exposes
+/// nothing it was not told to).
+fn dev_mode_defaults(table: &mut toml::Table) {
+    if let toml::Value::Table(web) = table
+        .entry("web")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+    {
+        web.entry("demo").or_insert(toml::Value::Boolean(true));
+    }
+}
+
 /// Checks a `log.level` value: EnvFilter syntax, and every directive without `=` a level.
 ///
 /// EnvFilter reads a bare word as a target to log at every level, and then logs nothing else:
@@ -648,6 +680,37 @@ mod tests {
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8765");
         assert_eq!(config.server.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(config.limits.max_frame_bytes, 65_536);
+    }
+
+    #[test]
+    fn the_demo_page_is_on_in_dev_mode_and_off_with_a_config_file() {
+        let dev = Config::load(None, env(&[])).expect("dev mode");
+        assert!(dev.web.demo, "no config file: the demo chat is on");
+        assert!(!dev.web.admin);
+        let dev_off = Config::load(None, env(&[("INDABA_WEB__DEMO", "false")])).expect("env");
+        assert!(
+            !dev_off.web.demo,
+            "the environment turns it off in dev mode"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[log]\nlevel = \"info\"\n").expect("write");
+        let file = Config::load(Some(&path), env(&[])).expect("file");
+        assert!(
+            !file.web.demo,
+            "a config file without [web]: the demo chat is off"
+        );
+        let file_on =
+            Config::load(Some(&path), env(&[("INDABA_WEB__DEMO", "true")])).expect("env on");
+        assert!(file_on.web.demo);
+        std::fs::write(&path, "[web]\ndemo = true\nadmin = true\n").expect("write");
+        let file_on = Config::load(Some(&path), env(&[])).expect("file on");
+        assert!(file_on.web.demo && file_on.web.admin);
+        // A bad value is named like any other key.
+        std::fs::write(&path, "[web]\ndemo = \"yes\"\n").expect("write");
+        let err = Config::load(Some(&path), env(&[])).expect_err("not a bool");
+        assert!(err.to_string().contains("web.demo"), "{err}");
     }
 
     #[test]

@@ -277,6 +277,40 @@ fn service_sends_are_not_rate_limited_and_validate_input() {
     assert_eq!(status, 404);
 }
 
+/// Issue 16, defect 9: a service send with no `conversation_id` created the two users'
+/// one-to-one conversation before it validated the message, so a blank text got 400 but left
+/// an empty conversation in both users' lists. Every refused send must leave nothing behind.
+#[test]
+fn refused_service_send_creates_no_conversation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = with_service(dir.path(), &[("INDABA_LIMITS__MAX_TEXT_BYTES", "64")]);
+    let conversations = |user: u64| {
+        let (status, page) = d.get(user, "/api/v1/messaging/conversations/");
+        assert_eq!(status, 200, "{page}");
+        page["count"].as_u64().expect("count")
+    };
+    for bad in [
+        json!({"sender_id": 31, "receiver_id": 32, "text": ""}),
+        json!({"sender_id": 31, "receiver_id": 32, "text": "  \n\t "}),
+        json!({"sender_id": 31, "receiver_id": 32, "text": "x".repeat(65)}),
+        json!({"sender_id": 31, "receiver_id": 32, "text": "hi", "priority": "urgent"}),
+        json!({"sender_id": 31, "receiver_id": 32, "text": "hi", "message_type": "Bad Type"}),
+        json!({"sender_id": 31, "receiver_id": 32, "text": "hi", "metadata": [1, 2]}),
+        json!({"sender_id": 31, "receiver_id": 32, "text": "hi", "client_id": ""}),
+    ] {
+        let (status, resp) = service(&d, "POST", "/api/messages/send", Some(&bad));
+        assert_eq!(status, 400, "{bad}: {resp}");
+        assert_eq!(
+            (conversations(31), conversations(32)),
+            (0, 0),
+            "after {bad}"
+        );
+    }
+    // The same users' first valid send creates the conversation, in both lists.
+    service_send(&d, 31, 32, "hello", "normal");
+    assert_eq!((conversations(31), conversations(32)), (1, 1));
+}
+
 #[test]
 fn broadcast_to_ten_thousand_users_some_online() {
     let dir = tempfile::tempdir().expect("tempdir");

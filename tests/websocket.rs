@@ -1041,12 +1041,13 @@ async fn service_sends(
     receiver: u64,
     count: usize,
     label: &str,
+    padding: usize,
 ) -> Vec<u64> {
     futures_util::stream::iter(0..count)
         .map(|i| async move {
             let priority = ["high", "normal", "low"][i % 3];
             let body = json!({"sender_id": sender, "receiver_id": receiver,
-                "text": format!("{label} {i} {}", "x".repeat(200)), "message_type": "text",
+                "text": format!("{label} {i} {}", "x".repeat(padding)), "message_type": "text",
                 "priority": priority, "metadata": {}});
             let path = "/api/messages/send";
             let (status, reply) = rest.call("POST", SERVICE_SECRET, path, Some(&body)).await;
@@ -1079,14 +1080,28 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// messages arrive meanwhile. Then B reads: every message must arrive exactly once, the
 /// socket must still answer, and the daemon must be idle afterwards.
 fn replay_with_live_messages(limits: &[(&str, &str)], queued: usize, live: usize) {
-    let env = [limits, &[("INDABA_SERVICE__SHARED_SECRET", SERVICE_SECRET)]].concat();
+    // The queued texts together must outgrow what the kernel can buffer between the two ends
+    // of a loopback connection (the daemon's send buffer grows up to `tcp_wmem`'s 4 MiB), or
+    // the whole replay may fit in it before the live messages come, and the scenario is not
+    // exercised at all: 8 MiB of text, and never less than 200 bytes a message.
+    let padding = (8 << 20) / queued.max(1);
+    let padding = padding.max(200);
+    let max_text = (padding + 64).to_string();
+    let env = [
+        limits,
+        &[
+            ("INDABA_SERVICE__SHARED_SECRET", SERVICE_SECRET),
+            ("INDABA_LIMITS__MAX_TEXT_BYTES", max_text.as_str()),
+        ],
+    ]
+    .concat();
     let (_dir, d) = daemon(&env);
     d.conversation(1, 2);
     let rest = Rest::new(&d);
     runtime().block_on(async {
-        let mut sent = service_sends(&rest, 1, 2, queued, "queued").await;
+        let mut sent = service_sends(&rest, 1, 2, queued, "queued", padding).await;
         let mut b = stalled_chat(&d, 2).await;
-        sent.extend(service_sends(&rest, 1, 2, live, "live").await);
+        sent.extend(service_sends(&rest, 1, 2, live, "live", 200).await);
         assert!(
             !queue(&rest, 2).await.is_empty(),
             "the replay was still going on when the live messages came"

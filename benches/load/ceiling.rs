@@ -7,8 +7,8 @@
 //! fastwebsockets' handshake and frame writer, the daemon's frame reader
 //! ([`indaba::ws::reader`]), fragment assembler and close-frame checks
 //! ([`indaba::ws::frames`]), write coalescing ([`indaba::ws::coalesce`]), its wire JSON
-//! ([`indaba::ws::protocol`]: `chat_message` parsed, and `connection_established`,
-//! `new_message` and `message_sent` built, by the very functions the daemon calls), the same
+//! ([`indaba::ws::protocol`] parses `chat_message`, [`indaba::events`] builds
+//! `connection_established`, `new_message` and `message_sent`, the very code the daemon runs), the same
 //! runtime (tokio, one worker per core), allocator (mimalloc, set in `load.rs`), listen backlog
 //! and frame, batch and buffer sizes. Left out: authentication (the user id is read from the
 //! token's claims, the signature is not checked), storage, encryption, queues, limits,
@@ -49,6 +49,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use indaba::error::Code;
+use indaba::events::ChatEvent;
 use indaba::model::{MessageBody, MessageRecord, Priority};
 use indaba::ws::coalesce::Coalesce;
 use indaba::ws::frames::{self, Assembler, Message, close};
@@ -318,11 +320,14 @@ impl State {
             .conversation(m.conversation_id)
             .filter(|c| c.participants.binary_search(&from.user).is_ok())
         else {
-            from.outbox.push(Outbound::Text(protocol::error(
-                "not_found",
-                "conversation not found",
-                m.client_id.as_deref(),
-            )));
+            from.outbox.push(Outbound::Text(
+                ChatEvent::Error {
+                    code: Code::NotFound,
+                    detail: "conversation not found",
+                    client_ref: m.client_id.as_deref(),
+                }
+                .to_bytes(),
+            ));
             return;
         };
         let body = MessageBody {
@@ -349,7 +354,7 @@ impl State {
             let _order = unpoisoned(conversation.order.lock());
             let id = self.next_message_id();
             // One encoding, shared by every socket it goes to.
-            let event = protocol::new_message(id, &record, &body);
+            let event = ChatEvent::new_message(id, &record, &body).to_bytes();
             let sockets = unpoisoned(self.sockets.read());
             for user in &conversation.participants {
                 for socket in sockets.get(user).into_iter().flatten() {
@@ -361,8 +366,9 @@ impl State {
             }
             id
         };
-        from.outbox
-            .push(Outbound::Text(protocol::message_sent(id, &record)));
+        from.outbox.push(Outbound::Text(
+            ChatEvent::message_sent(id, &record).to_bytes(),
+        ));
     }
 }
 
@@ -470,7 +476,7 @@ async fn broadcast(state: &State, req: Request<Incoming>) -> Answer {
             .or_insert_with(|| state.last_conversation.fetch_add(1, Ordering::Relaxed) + 1);
         record.receiver = Some(*user);
         let id = state.next_message_id();
-        let event = protocol::new_message(id, &record, &plain);
+        let event = ChatEvent::new_message(id, &record, &plain).to_bytes();
         for socket in sockets.get(user).into_iter().flatten() {
             socket.outbox.push(Outbound::Text(event.clone()));
         }
@@ -584,11 +590,9 @@ async fn session(state: Arc<State>, upgrade: fastwebsockets::upgrade::UpgradeFut
         user,
         outbox: Outbox::default(),
     });
-    socket
-        .outbox
-        .push(Outbound::Text(protocol::connection_established(
-            user, socket.id,
-        )));
+    socket.outbox.push(Outbound::Text(
+        ChatEvent::connection_established(user, socket.id).to_bytes(),
+    ));
     state.register(&socket);
     let mut writing = tokio::spawn(write_loop(writer, socket.clone()));
     read_loop(&state, &socket, &mut reader).await;
@@ -623,7 +627,12 @@ async fn read_loop(state: &State, socket: &Socket, reader: &mut FrameReader) {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => match assembler.push(&frame) {
                 Ok(Some(Message::Text(text))) => handle(state, socket, &text),
                 Ok(Some(Message::Binary(_))) => socket.outbox.push(Outbound::Text(
-                    protocol::error("unsupported_data", "send JSON text", None),
+                    ChatEvent::Error {
+                        code: Code::UnsupportedData,
+                        detail: "send JSON text",
+                        client_ref: None,
+                    }
+                    .to_bytes(),
                 )),
                 Ok(None) => {}
                 Err(v) => return socket.outbox.close(v.code),
@@ -633,17 +642,22 @@ async fn read_loop(state: &State, socket: &Socket, reader: &mut FrameReader) {
 }
 
 fn handle(state: &State, socket: &Socket, text: &str) {
-    let reply = match protocol::parse::<ChatIn>(text) {
+    let parsed = protocol::parse::<ChatIn>(text);
+    let reply = match parsed {
         Ok(ChatIn::ChatMessage(m)) => return state.chat_message(socket, m),
-        Ok(ChatIn::Ping) => protocol::pong(),
-        Ok(_) => protocol::error(
-            "unknown_type",
-            "the ceiling routes chat messages only",
-            None,
-        ),
-        Err(e) => protocol::error(e.code, &e.detail, e.client_ref.as_deref()),
+        Ok(ChatIn::Ping) => ChatEvent::Pong,
+        Ok(_) => ChatEvent::Error {
+            code: Code::UnknownType,
+            detail: "the ceiling routes chat messages only",
+            client_ref: None,
+        },
+        Err(ref e) => ChatEvent::Error {
+            code: e.code,
+            detail: &e.detail,
+            client_ref: e.client_ref.as_deref(),
+        },
     };
-    socket.outbox.push(Outbound::Text(reply));
+    socket.outbox.push(Outbound::Text(reply.to_bytes()));
 }
 
 /// Drains the outbox onto the socket: up to [`WRITE_BATCH`] frames per wake-up, one flush.

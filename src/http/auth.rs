@@ -1,4 +1,5 @@
-//! `/api/v1/auth/…`: local accounts for standalone use — register, token, refresh, me.
+//! `/api/v1/auth/…`: local accounts for standalone use — register, token, refresh, me — and
+//! finding a user to talk to (`users/`).
 //!
 //! Tokens are shaped like SimpleJWT's, so a front end written for the Django app works here too.
 //! Failed logins are limited per client address and per username (429 with `Retry-After`), and
@@ -11,12 +12,12 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::request::{Ctx, read_json};
-use crate::app::AppState;
+use super::request::{Ctx, Query, read_json};
 use crate::auth::jwt::{TokenMinter, TokenType};
 use crate::auth::{AuthError, password};
-use crate::error::{ApiError, HttpResponse, json_response};
+use crate::error::{ApiError, Code, HttpResponse, json_response};
 use crate::limits::{client_ip, retry_after_secs};
+use crate::state::AppState;
 use crate::store::NewAccount;
 
 /// Django's username rules: up to 150 of letters, digits and `@.+-_`.
@@ -46,11 +47,11 @@ struct RefreshBody {
 }
 
 fn minter(state: &AppState) -> Result<&TokenMinter, ApiError> {
-    state.minter.as_ref().ok_or_else(|| ApiError::Forbidden {
-        code: "local_accounts_unavailable",
-        detail:
-            "local accounts need auth.jwt_secret; this server takes tokens from an external issuer"
-                .to_owned(),
+    state.minter.as_ref().ok_or_else(|| {
+        ApiError::refused(
+            Code::LocalAccountsUnavailable,
+            "local accounts need auth.jwt_secret; this server takes tokens from an external issuer",
+        )
     })
 }
 
@@ -76,10 +77,10 @@ pub async fn register(
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.config.auth.allow_registration {
-        return Err(ApiError::Forbidden {
-            code: "registration_disabled",
-            detail: "registration is switched off on this server".to_owned(),
-        });
+        return Err(ApiError::refused(
+            Code::RegistrationDisabled,
+            "registration is switched off on this server",
+        ));
     }
     minter(state)?;
     // Hashing is deliberately expensive: registrations count against the address's budget.
@@ -93,14 +94,14 @@ pub async fn register(
             .chars()
             .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
     {
-        return Err(ApiError::bad_request(
-            "invalid_username",
+        return Err(ApiError::refused(
+            Code::InvalidUsername,
             format!("username must be 1 to {MAX_USERNAME_CHARS} letters, digits or @.+-_"),
         ));
     }
     if body.password.len() < MIN_PASSWORD_BYTES || body.password.len() > MAX_PASSWORD_BYTES {
-        return Err(ApiError::bad_request(
-            "invalid_password",
+        return Err(ApiError::refused(
+            Code::InvalidPassword,
             format!("password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes"),
         ));
     }
@@ -112,8 +113,8 @@ pub async fn register(
         .as_ref()
         .is_some_and(|d| d.chars().count() > MAX_USERNAME_CHARS)
     {
-        return Err(ApiError::bad_request(
-            "invalid_request",
+        return Err(ApiError::refused(
+            Code::InvalidRequest,
             format!("display_name is longer than {MAX_USERNAME_CHARS} characters"),
         ));
     }
@@ -203,6 +204,65 @@ pub async fn me(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         Some(r) => (r.username, r.display_name),
         None => (ctx.user.username.clone(), None),
     };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"id": id, "username": username, "display_name": display_name}),
+    ))
+}
+
+/// `GET /api/v1/auth/users/?username=NAME` → `{"id","username","display_name"}` of the local
+/// account called exactly `NAME`; 404 otherwise.
+///
+/// How a user starts a conversation with someone they know by name. Deliberately no listing
+/// and no prefix or case-insensitive match, so the users cannot be enumerated; only local
+/// accounts have a name that is theirs (an external user's name is a token claim that others
+/// may share). Lookups that find nobody count against a per-caller budget (429 with
+/// `Retry-After` beyond it), so guessing names is as slow as guessing them at registration.
+pub async fn find_user(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(req.uri().query());
+    let name = query
+        .get("username")
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::refused(Code::InvalidQuery, "query parameter `username` is required")
+        })?
+        .to_owned();
+    let caller = ctx.user.user_id;
+    let limiter = &ctx.state.user_lookup_limiter;
+    limiter.check(&caller).map_err(too_many)?;
+    let found = if name.chars().count() > MAX_USERNAME_CHARS {
+        None
+    } else {
+        ctx.state.store.read(move |r| r.account(&name)).await?
+    };
+    let Some((id, record)) = found else {
+        let _ = limiter.take(&caller);
+        return Err(ApiError::NotFound("no user with that username"));
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"id": id, "username": record.username, "display_name": record.display_name}),
+    ))
+}
+
+/// `GET /api/v1/auth/users/{id}/` → `{"id","username","display_name"}` of the caller or of
+/// someone who shares a conversation with them (the names a conversation list shows); 404 for
+/// anyone else, as for a user who does not exist. Names are null when none is known.
+pub async fn get_user(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
+    let caller = ctx.user.user_id;
+    let record = ctx
+        .state
+        .store
+        .read(move |r| {
+            if id != caller && !r.contacts(caller)?.contains(&id) {
+                return Ok(None);
+            }
+            r.user(id).map(Some)
+        })
+        .await?
+        .ok_or(ApiError::NotFound("user not found"))?;
+    let (username, display_name) = record.map_or((None, None), |r| (r.username, r.display_name));
     Ok(json_response(
         StatusCode::OK,
         &json!({"id": id, "username": username, "display_name": display_name}),

@@ -1,18 +1,16 @@
-//! `/api/v1/messaging/conversations/…`: list, create (de-duplicated), detail, unread count.
+//! `/api/v1/messaging/conversations/…`: list, create (de-duplicated), detail, unread count,
+//! archive and read markers, and presence. What a change means is [`crate::chat`]'s.
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use super::request::{Ctx, Query, read_empty, read_json};
-use super::views::{ConversationJson, Paginated};
-use crate::error::{ApiError, HttpResponse, json_response};
-use crate::store::NewConversation;
+use crate::chat::conversations::{self, CreateRequest};
+use crate::chat::read;
+use crate::error::{ApiError, Code, HttpResponse, json_response};
+use crate::views::{ConversationJson, Paginated};
 
-/// Most participants a conversation may have.
-pub const MAX_PARTICIPANTS: usize = 100;
-/// Longest subject, in bytes.
-pub const MAX_SUBJECT_BYTES: usize = 1024;
 /// Most users one presence request may ask about.
 pub const MAX_PRESENCE_IDS: usize = 200;
 const DEFAULT_PAGE_SIZE: usize = 20;
@@ -86,88 +84,25 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse
 /// participants, property and booking already have a conversation.
 pub async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let body: CreateBody = read_json(req, &ctx.state.config.limits).await?;
-    let mut everyone = body.participants.clone();
-    everyone.push(ctx.user.user_id);
-    everyone.sort_unstable();
-    everyone.dedup();
-    if body.participants.is_empty() || everyone.len() > MAX_PARTICIPANTS {
-        return Err(ApiError::bad_request(
-            "invalid_participants",
-            format!("a conversation has 2 to {MAX_PARTICIPANTS} participants, you included"),
-        ));
-    }
-    let all_ids = body
-        .participants
-        .iter()
-        .chain(body.property.iter())
-        .chain(body.booking.iter());
-    if let Some(bad) = all_ids.clone().find(|id| !(1..crate::MAX_ID).contains(*id)) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("id {bad} is out of range (1 to 2^53-1)"),
-        ));
-    }
-    if let Some(subject) = &body.subject
-        && subject.len() > MAX_SUBJECT_BYTES
-    {
-        return Err(ApiError::bad_request(
-            "subject_too_long",
-            format!("subject is longer than {MAX_SUBJECT_BYTES} bytes"),
-        ));
-    }
-    let store = &ctx.state.store;
-    let subject = body
-        .subject
-        .filter(|s| !s.is_empty())
-        .map(|s| store.keyring().seal(s.as_bytes()));
-    let created = store
-        .writer()
-        .create_conversation(NewConversation {
-            creator: ctx.user.user_id,
-            participants: body.participants,
-            property: body.property,
-            booking: body.booking,
-            subject,
-        })
-        .await?;
-    let user = ctx.user.user_id;
-    let view = store
-        .read(move |r| r.conversation_view(user, created.id))
-        .await?
-        .ok_or(ApiError::NotFound("conversation not found"))?;
+    let request = CreateRequest {
+        participants: body.participants,
+        property: body.property,
+        booking: body.booking,
+        subject: body.subject,
+    };
+    let created = conversations::create(ctx.state, ctx.user.user_id, request).await?;
     let status = if created.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let json = ConversationJson::from(view);
-    if created.created {
-        // Everyone in it starts with the same view: new, unread 0, not archived.
-        let event = crate::ws::protocol::conversation_updated(&json);
-        for participant in &json.participants {
-            ctx.state
-                .hub
-                .conversation_updated(*participant, event.clone());
-        }
-    }
-    Ok(json_response(status, &json))
+    Ok(json_response(status, &created.conversation))
 }
 
 /// `GET /conversations/{id}/`
 pub async fn get(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
-    Ok(json_response(StatusCode::OK, &view(ctx, id).await?))
-}
-
-/// The caller's view of conversation `id`; 404 unless they are in it.
-async fn view(ctx: &Ctx<'_>, id: u64) -> Result<ConversationJson, ApiError> {
-    let user = ctx.user.user_id;
-    let view = ctx
-        .state
-        .store
-        .read(move |r| r.conversation_view(user, id))
-        .await?
-        .ok_or(ApiError::NotFound("conversation not found"))?;
-    Ok(ConversationJson::from(view))
+    let view = conversations::view(ctx.state, ctx.user.user_id, id).await?;
+    Ok(json_response(StatusCode::OK, &view))
 }
 
 /// `GET /conversations/unread_count/`
@@ -188,12 +123,8 @@ pub async fn set_archived(
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     read_empty(req, &ctx.state.config.limits).await?;
-    ctx.state
-        .store
-        .writer()
-        .set_archived(ctx.user.user_id, id, archived)
-        .await?;
-    updated(ctx, id).await
+    let view = conversations::set_archived(ctx.state, ctx.user.user_id, id, archived).await?;
+    Ok(json_response(StatusCode::OK, &view))
 }
 
 /// `POST /conversations/{id}/mark_all_read/`: the caller's read marker moves to the newest message.
@@ -203,23 +134,8 @@ pub async fn mark_all_read(
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     read_empty(req, &ctx.state.config.limits).await?;
-    ctx.state
-        .store
-        .writer()
-        .mark_read(ctx.user.user_id, id, None)
-        .await?;
-    updated(ctx, id).await
-}
-
-/// Answers with the caller's view of `id` after a change, and tells the caller's
-/// notification sockets (`conversation_updated`).
-async fn updated(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
-    let json = view(ctx, id).await?;
-    ctx.state.hub.conversation_updated(
-        ctx.user.user_id,
-        crate::ws::protocol::conversation_updated(&json),
-    );
-    Ok(json_response(StatusCode::OK, &json))
+    let view = read::mark_all_read(ctx.state, ctx.user.user_id, id).await?;
+    Ok(json_response(StatusCode::OK, &view))
 }
 
 /// `GET /presence/?user_ids=1,2`: online state of users who share a conversation with the
@@ -227,13 +143,13 @@ async fn updated(ctx: &Ctx<'_>, id: u64) -> Result<HttpResponse, ApiError> {
 pub async fn presence(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(req.uri().query());
     let raw = query.get("user_ids").ok_or_else(|| {
-        ApiError::bad_request("invalid_query", "query parameter `user_ids` is required")
+        ApiError::refused(Code::InvalidQuery, "query parameter `user_ids` is required")
     })?;
     let mut ids = Vec::new();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let id = super::request::parse_id(part).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_query",
+            ApiError::refused(
+                Code::InvalidQuery,
                 "`user_ids` must be a comma-separated list of user ids",
             )
         })?;
@@ -242,8 +158,8 @@ pub async fn presence(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResp
         }
     }
     if ids.len() > MAX_PRESENCE_IDS {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::refused(
+            Code::InvalidQuery,
             format!("at most {MAX_PRESENCE_IDS} user ids at once"),
         ));
     }

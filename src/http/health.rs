@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use hyper::StatusCode;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::error::{ApiError, HttpResponse, json_response};
+use crate::state::AppState;
 
 /// `{"status":"ok","version","uptime_seconds"}`; 503 `{"status":"shutting_down"}` while the
 /// daemon drains, so a balancer stops sending it work; 503 `{"status":"unavailable"}` while the

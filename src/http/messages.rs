@@ -1,16 +1,16 @@
 //! `/api/v1/messaging/messages/…`: history pages, sending, detail.
 //!
-//! Sending goes through [`crate::messaging`] and answers 201 only once the message is durable.
+//! Sending goes through [`crate::chat`] and answers 201 only once the message is durable.
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use super::request::{Ctx, Query, read_empty, read_json};
-use super::views::{MessageJson, Paginated};
-use crate::error::{ApiError, HttpResponse, json_response};
-use crate::messaging::{self, SendRequest, Sender};
+use crate::chat::{self, SendRequest, Sender};
+use crate::error::{ApiError, Code, HttpResponse, json_response};
 use crate::store::reader::{Cursor, MessageView};
+use crate::views::{MessageJson, Paginated};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
@@ -43,7 +43,7 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse,
         origin: None,
     };
     let request = SendRequest {
-        conversation: body.conversation,
+        conversation: Some(body.conversation),
         receiver: body.receiver,
         text: body.text,
         message_type: body.message_type,
@@ -51,7 +51,7 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse,
         metadata: body.metadata,
         client_id: body.client_id,
     };
-    let sent = messaging::send(ctx.state, sender, request).await?;
+    let sent = chat::send::send(ctx.state, sender, request).await?;
     let view = visible(ctx, sent.id).await?;
     let status = if sent.duplicate {
         StatusCode::OK
@@ -66,15 +66,15 @@ pub async fn send(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<HttpResponse,
 pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(req.uri().query());
     let conversation = query.id("conversation")?.ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_query",
+        ApiError::refused(
+            Code::InvalidQuery,
             "query parameter `conversation` is required",
         )
     })?;
     let cursor = match (query.cursor("before")?, query.cursor("after")?) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
+            return Err(ApiError::refused(
+                Code::InvalidQuery,
                 "use `before` or `after`, not both",
             ));
         }
@@ -161,7 +161,7 @@ pub async fn mark_as_read(
 ) -> Result<HttpResponse, ApiError> {
     read_empty(req, &ctx.state.config.limits).await?;
     // The same path as a socket's read receipt: stored, and relayed live to the senders.
-    messaging::mark_read(ctx.state, ctx.user.user_id, &[id], None, None).await?;
+    chat::read::mark_read(ctx.state, ctx.user.user_id, &[id], None, None).await?;
     get(ctx, id).await
 }
 

@@ -8,10 +8,10 @@ use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
 use crate::auth::{AuthError, Identity};
 use crate::config::LimitsConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
+use crate::state::AppState;
 
 /// The caller named by `Authorization: Bearer <jwt>`.
 pub fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Identity, ApiError> {
@@ -79,7 +79,7 @@ async fn read_body(
             if e.is::<http_body_util::LengthLimitError>() {
                 ApiError::PayloadTooLarge { limit }
             } else {
-                ApiError::bad_request("invalid_body", "the request body could not be read")
+                ApiError::refused(Code::InvalidBody, "the request body could not be read")
             }
         })?
         .to_bytes();
@@ -93,8 +93,8 @@ pub async fn read_json<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let (is_json, body) = read_body(req, limits).await?;
     if body.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_json",
+        return Err(ApiError::refused(
+            Code::InvalidJson,
             "a JSON object body is required",
         ));
     }
@@ -119,8 +119,8 @@ pub async fn read_empty(req: Request<Incoming>, limits: &LimitsConfig) -> Result
     if value.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_request",
+        Err(ApiError::refused(
+            Code::InvalidRequest,
             "this action takes no parameters; send no body or {}",
         ))
     }
@@ -135,9 +135,9 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let code = if inner.is_syntax() || inner.is_eof() {
-            "invalid_json"
+            Code::InvalidJson
         } else {
-            "invalid_request"
+            Code::InvalidRequest
         };
         let detail = if inner.is_syntax() || inner.is_eof() {
             format!("invalid JSON: {inner}")
@@ -146,10 +146,10 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         } else {
             format!("field `{path}`: {inner}")
         };
-        ApiError::bad_request(code, detail)
+        ApiError::refused(code, detail)
     })?;
     de.end()
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))?;
+        .map_err(|e| ApiError::refused(Code::InvalidJson, format!("invalid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -248,8 +248,8 @@ pub fn parse_id(text: &str) -> Option<u64> {
 }
 
 fn bad_param(name: &str, expected: &str) -> ApiError {
-    ApiError::bad_request(
-        "invalid_query",
+    ApiError::refused(
+        Code::InvalidQuery,
         format!("query parameter `{name}` must be {expected}"),
     )
 }

@@ -10,10 +10,11 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 
-use super::{auth, conversations, health, messages, service};
-use crate::app::AppState;
+use super::upgrade::{self, Requested};
+use super::{auth, conversations, health, messages, service, web};
 use crate::error::{ApiError, HttpResponse};
 use crate::http::request::{Ctx, parse_id};
+use crate::state::AppState;
 
 /// Every endpoint the daemon serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,10 @@ pub enum Route {
     Token,
     TokenRefresh,
     Me,
+    /// `GET /api/v1/auth/users/?username=`: a local account by its exact name.
+    FindUser,
+    /// `GET /api/v1/auth/users/{id}/`: the caller or someone who shares a conversation.
+    GetUser(u64),
     ListConversations,
     CreateConversation,
     UnreadCount,
@@ -44,8 +49,10 @@ pub enum Route {
     ServiceBroadcast,
     Stats,
     Metrics,
+    /// The web pages and their assets (`/`, `/assets/…`), served by [`web`].
+    Web,
     /// WebSocket endpoints (section 3); listed in [`WS_ROUTES`], not in the OpenAPI document.
-    Socket(crate::ws::Requested),
+    Socket(Requested),
 }
 
 /// The WebSocket endpoints.
@@ -65,6 +72,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/token/"),
     ("POST", "/api/v1/auth/token/refresh/"),
     ("GET", "/api/v1/auth/me/"),
+    ("GET", "/api/v1/auth/users/"),
+    ("GET", "/api/v1/auth/users/{id}/"),
     ("GET", "/api/v1/messaging/conversations/"),
     ("POST", "/api/v1/messaging/conversations/"),
     ("GET", "/api/v1/messaging/conversations/unread_count/"),
@@ -88,6 +97,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/messages/broadcast"),
     ("GET", "/api/stats"),
     ("GET", "/metrics"),
+    ("GET", "/"),
+    ("GET", "/assets/{file}"),
 ];
 
 impl Route {
@@ -107,6 +118,9 @@ impl Route {
         };
         let id_or = |text: &str, what: &'static str| parse_id(text).ok_or(ApiError::NotFound(what));
         match segments.as_slice() {
+            // Which file, and whether its page is on, is the handler's business: every path
+            // under `/assets/` is this route, and an unknown one a 404 like any other.
+            [] | ["assets", ..] => only(get, Route::Web, "GET, HEAD"),
             ["health"] | ["api", "health"] => only(get, Route::Health, "GET, HEAD"),
             ["ready"] => only(get, Route::Ready, "GET, HEAD"),
             ["api", "openapi.json"] => only(get, Route::OpenApi, "GET, HEAD"),
@@ -120,7 +134,6 @@ impl Route {
                 only(*method == Method::GET, Route::ServiceQueue(user), "GET")
             }
             ["ws", rest @ ..] => {
-                use crate::ws::Requested;
                 let requested = match rest {
                     ["chat"] => Requested::Chat,
                     ["chat", id] => Requested::Conversation(id_or(id, "conversation not found")?),
@@ -135,6 +148,11 @@ impl Route {
                 ["token"] => only(post, Route::Token, "POST"),
                 ["token", "refresh"] => only(post, Route::TokenRefresh, "POST"),
                 ["me"] => only(get, Route::Me, "GET, HEAD"),
+                ["users"] => only(get, Route::FindUser, "GET, HEAD"),
+                ["users", id] => {
+                    let id = id_or(id, "user not found")?;
+                    only(get, Route::GetUser(id), "GET, HEAD")
+                }
                 _ => Err(ApiError::NotFound("no such endpoint")),
             },
             ["api", "v1", "messages", "unread"] => only(get, Route::Unread, "GET, HEAD"),
@@ -209,6 +227,7 @@ async fn handle(
         Route::Health => return Ok(health::get(state)),
         Route::Ready => return Ok(health::ready(state)),
         Route::OpenApi => return Ok(openapi()),
+        Route::Web => return web_page(state, peer, &req),
         _ => {}
     }
     if state.is_draining() {
@@ -248,10 +267,10 @@ async fn handle(
         _ => {}
     }
     if let Route::Socket(requested) = route {
-        if requested == crate::ws::Requested::Echo && !state.config.server.websocket_echo {
+        if requested == Requested::Echo && !state.config.server.websocket_echo {
             return Err(ApiError::NotFound("no such endpoint"));
         }
-        return crate::ws::upgrade(state, req, requested).await;
+        return upgrade::upgrade(state, req, requested).await;
     }
     let ctx = Ctx::new(state, peer, &req)?;
     state.users.ensure(&state.store, &ctx.user).await?;
@@ -259,6 +278,7 @@ async fn handle(
         Route::Health
         | Route::Ready
         | Route::OpenApi
+        | Route::Web
         | Route::Register
         | Route::Token
         | Route::TokenRefresh
@@ -269,6 +289,8 @@ async fn handle(
         | Route::ServiceQueue(_)
         | Route::ServiceBroadcast => Err(ApiError::NotFound("no such endpoint")),
         Route::Me => auth::me(&ctx).await,
+        Route::FindUser => auth::find_user(&ctx, &req).await,
+        Route::GetUser(id) => auth::get_user(&ctx, id).await,
         Route::ListConversations => conversations::list(&ctx, &req).await,
         Route::CreateConversation => conversations::create(&ctx, req).await,
         Route::UnreadCount => conversations::unread_count(&ctx).await,
@@ -284,6 +306,21 @@ async fn handle(
         Route::Presence => conversations::presence(&ctx, &req).await,
         Route::EngineHealth => Ok(service::engine_health(state)),
     }
+}
+
+/// A web page or asset, if its `[web]` switch is on (else 404).
+fn web_page(
+    state: &AppState,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let trusted = state.config.server.trusted_proxies.contains(&peer.ip());
+    let origin = crate::http::request::base_url(req.headers(), trusted);
+    let if_none_match = req
+        .headers()
+        .get(hyper::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    web::respond(&state.config.web, req.uri().path(), if_none_match, &origin)
 }
 
 /// The OpenAPI 3 document of this API, kept beside the router (`openapi.json`).
@@ -322,7 +359,10 @@ mod tests {
                 if ["parameters", "summary", "description"].contains(&method.as_str()) {
                     continue;
                 }
-                let concrete = path.replace("{id}", "7").replace("{user_id}", "7");
+                let concrete = path
+                    .replace("{id}", "7")
+                    .replace("{user_id}", "7")
+                    .replace("{file}", "app.js");
                 let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
                 assert!(
                     Route::parse(&m, &concrete).is_ok(),
@@ -364,7 +404,10 @@ mod tests {
     #[test]
     fn every_listed_route_parses() {
         for (method, pattern) in ROUTES {
-            let path = pattern.replace("{id}", "7").replace("{user_id}", "7");
+            let path = pattern
+                .replace("{id}", "7")
+                .replace("{user_id}", "7")
+                .replace("{file}", "app.js");
             let method = Method::from_bytes(method.as_bytes()).expect("method");
             assert!(Route::parse(&method, &path).is_ok(), "{method} {path}");
         }

@@ -30,10 +30,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::AppState;
 use crate::error::{ApiError, HttpResponse};
 use crate::http::request::StopSignal;
 use crate::metrics::Metrics;
+use crate::state::AppState;
 use edge::{EdgeIo, Verdict};
 
 pub use edge::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES};

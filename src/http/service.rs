@@ -6,7 +6,6 @@
 //! or wrong one is answered 401 and counted.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use hyper::body::Incoming;
@@ -18,18 +17,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::request::{Query, parse_id, read_json};
-use super::views::MessageJson;
-use crate::app::AppState;
+use crate::chat::broadcast::BroadcastRequest;
+use crate::chat::{self, SendRequest, Sender};
 use crate::error::{ApiError, HttpResponse, json_response};
-use crate::messaging::{self, SendRequest, Sender};
-use crate::model::{MessageBody, Priority};
-use crate::store::records::encode;
-use crate::store::{Broadcast, NewConversation};
+use crate::state::AppState;
+use crate::views::MessageJson;
 
-/// Most recipients of one broadcast.
-pub const MAX_BROADCAST_RECIPIENTS: usize = 100_000;
-/// Recipients stored per commit.
-const BROADCAST_CHUNK: usize = 2_000;
 /// Queue entries one drain or peek returns by default, and at most.
 const DEFAULT_QUEUE_LIMIT: usize = 100;
 const MAX_QUEUE_LIMIT: usize = 1000;
@@ -87,49 +80,14 @@ struct SendBody {
     client_id: Option<String>,
 }
 
-fn check_id(id: u64, field: &str) -> Result<u64, ApiError> {
-    if (1..crate::MAX_ID).contains(&id) {
-        Ok(id)
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_request",
-            format!("field `{field}` must be an id from 1 to 2^53-1"),
-        ))
-    }
-}
-
-/// `POST /api/messages/send` → 201 `{"status":"accepted","message_id"}`, once durable. With no
-/// `conversation_id`, the sender's and receiver's one-to-one conversation (created if absent).
-/// Not subject to the per-user send rate.
+/// `POST /api/messages/send` → 201 `{"status":"accepted","message_id","conversation_id"}`, once
+/// durable. With no `conversation_id`, the sender's and receiver's one-to-one conversation
+/// (created if absent, once the message passed its checks). Not subject to the per-user send
+/// rate.
 pub async fn send(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let body: SendBody = read_json(req, &state.config.limits).await?;
-    let sender = check_id(body.sender_id, "sender_id")?;
-    let conversation = match body.conversation_id {
-        Some(id) => check_id(id, "conversation_id")?,
-        None => {
-            let receiver = body.receiver_id.ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_request",
-                    "give `conversation_id`, or `receiver_id` for the one-to-one conversation",
-                )
-            })?;
-            let receiver = check_id(receiver, "receiver_id")?;
-            state
-                .store
-                .writer()
-                .create_conversation(NewConversation {
-                    creator: sender,
-                    participants: vec![receiver],
-                    property: None,
-                    booking: None,
-                    subject: None,
-                })
-                .await?
-                .id
-        }
-    };
     let request = SendRequest {
-        conversation,
+        conversation: body.conversation_id,
         receiver: body.receiver_id,
         text: body.text,
         message_type: body.message_type,
@@ -138,11 +96,11 @@ pub async fn send(state: &AppState, req: Request<Incoming>) -> Result<HttpRespon
         client_id: body.client_id,
     };
     let from = Sender {
-        user: sender,
+        user: body.sender_id,
         rate_limited: false,
         origin: None,
     };
-    let sent = messaging::send(state, from, request).await?;
+    let sent = chat::send::send(state, from, request).await?;
     let status = if sent.duplicate {
         StatusCode::OK
     } else {
@@ -150,7 +108,7 @@ pub async fn send(state: &AppState, req: Request<Incoming>) -> Result<HttpRespon
     };
     Ok(json_response(
         status,
-        &json!({"status": "accepted", "message_id": sent.id, "conversation_id": conversation}),
+        &json!({"status": "accepted", "message_id": sent.id, "conversation_id": sent.record.conversation}),
     ))
 }
 
@@ -227,107 +185,17 @@ struct BroadcastMessage {
 }
 
 /// `POST /api/messages/broadcast` → `{"status":"accepted","recipients":N}`: a high-priority
-/// message to each listed user in their one-to-one conversation with the sender, all in one
-/// commit.
+/// message to each listed user in their one-to-one conversation with the sender.
 pub async fn broadcast(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let body: BroadcastBody = read_json(req, &state.config.limits).await?;
-    let sender = check_id(body.message.sender_id, "message.sender_id")?;
-    if body.message.text.trim().is_empty()
-        || body.message.text.len() > state.config.limits.max_text_bytes
-    {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!(
-                "field `message.text` must be 1 to {} bytes",
-                state.config.limits.max_text_bytes
-            ),
-        ));
-    }
-    if body.user_ids.is_empty() || body.user_ids.len() > MAX_BROADCAST_RECIPIENTS {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("`user_ids` must list 1 to {MAX_BROADCAST_RECIPIENTS} users"),
-        ));
-    }
-    let mut recipients = Vec::with_capacity(body.user_ids.len());
-    let mut seen = HashSet::with_capacity(body.user_ids.len());
-    for id in body.user_ids {
-        check_id(id, "user_ids")?;
-        if id != sender && seen.insert(id) {
-            recipients.push(id);
-        }
-    }
-    let message_type = body
-        .message
-        .message_type
-        .unwrap_or_else(|| "system".to_owned());
-    if message_type.is_empty()
-        || message_type.len() > messaging::MAX_MESSAGE_TYPE_BYTES
-        || !message_type
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "field `message.message_type` must be a-z, 0-9 and _",
-        ));
-    }
-    let metadata_json = match body.message.metadata {
-        None | Some(Value::Null) => "{}".to_owned(),
-        Some(v @ Value::Object(_)) => v.to_string(),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "field `message.metadata` must be a JSON object",
-            ));
-        }
-    };
-    if metadata_json.len() > state.config.limits.max_text_bytes {
-        return Err(ApiError::bad_request(
-            "metadata_too_large",
-            format!(
-                "field `message.metadata` is larger than {} bytes",
-                state.config.limits.max_text_bytes
-            ),
-        ));
-    }
-    let plain = MessageBody {
+    let request = BroadcastRequest {
+        sender: body.message.sender_id,
+        recipients: body.user_ids,
         text: body.message.text,
-        metadata_json,
+        message_type: body.message.message_type,
+        metadata: body.message.metadata,
     };
-    // One seal serves every copy: the copies are the same encryption of the same text.
-    let body = Arc::new(state.store.keyring().seal(&encode(&plain)?));
-    let plain = Arc::new(plain);
-    // In chunks, so a big broadcast does not hold every other send behind one commit. A
-    // failure part-way leaves the chunks before it delivered (and says so).
-    let mut delivered = 0;
-    for chunk in recipients.chunks(BROADCAST_CHUNK) {
-        let result = state
-            .store
-            .writer()
-            .broadcast(Broadcast {
-                sender,
-                message_type: message_type.clone(),
-                priority: Priority::High,
-                recipients: chunk.to_vec(),
-                body: body.clone(),
-                plain: plain.clone(),
-            })
-            .await;
-        match result {
-            Ok(n) => {
-                delivered += n;
-                state.metrics.messages_accepted.inc_by(n);
-            }
-            Err(e) if delivered > 0 => {
-                tracing::error!(error = %e, delivered, "broadcast failed part-way");
-                return Err(ApiError::Internal(format!(
-                    "broadcast failed after {delivered} recipients: {e}"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let delivered = chat::broadcast::broadcast(state, request).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"status": "accepted", "recipients": delivered}),

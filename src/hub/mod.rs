@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 pub use outbox::{Lane, Outbound, Outbox};
 pub use presence::Presence;
 
+use crate::events::{ChatEvent, ConversationEvent};
 use crate::store::{QueueKey, Store, StoreError, StoredMessage, WriterHandle};
-use crate::ws::protocol;
 
 /// Relayed typing starts per (user, conversation) are at most one per this long.
 const TYPING_THROTTLE: Duration = Duration::from_secs(1);
@@ -272,7 +272,7 @@ impl Hub {
         let record = &message.record;
         let (id, sender) = (message.id, record.sender);
         let lane = Lane::Message(record.priority);
-        let chat_event = protocol::new_message(id, record, &message.plain);
+        let chat_event = ChatEvent::new_message(id, record, &message.plain).to_bytes();
         let mut registry = self.registry();
         registry.fanned_out = id;
         let mut overflowed = Vec::new();
@@ -296,14 +296,15 @@ impl Hub {
             }
             if *user != sender && registry.notifications.contains_key(user) {
                 // The same event for every recipient: serialized once, only if needed.
-                let event = notification.get_or_insert_with(|| protocol::notification(id, record));
+                let event = notification
+                    .get_or_insert_with(|| ChatEvent::notification(id, record).to_bytes());
                 for (_, session) in registry.outboxes(registry.notifications.get(user)) {
                     let _ = session.outbox.push(lane, Outbound::event(event.clone()));
                 }
             }
         }
         if let Some(sockets) = registry.conversation.get(&record.conversation) {
-            let event = protocol::conversation_message(id, record, &message.plain);
+            let event = ConversationEvent::message(id, record, &message.plain).to_bytes();
             for (_, session) in registry.outboxes(Some(sockets)) {
                 let _ = session.outbox.push(lane, Outbound::event(event.clone()));
             }
@@ -384,7 +385,10 @@ impl Hub {
                 let Some(total) = totals.get(&user) else {
                     continue;
                 };
-                let event = protocol::unread_count(*total);
+                let event = ChatEvent::UnreadCount {
+                    unread_count: *total,
+                }
+                .to_bytes();
                 let ids = registry
                     .notifications
                     .get(&user)
@@ -429,8 +433,18 @@ impl Hub {
         }
         // A stop is always relayed, but it does not reset the throttle: alternating
         // start/stop cannot relay more than one start per second.
-        let chat_event = protocol::typing_indicator(conversation, user, is_typing);
-        let conv_event = protocol::typing(user, username, is_typing);
+        let chat_event = ChatEvent::TypingIndicator {
+            conversation_id: conversation,
+            user_id: user,
+            is_typing,
+        }
+        .to_bytes();
+        let conv_event = ConversationEvent::Typing {
+            user_id: user,
+            username,
+            is_typing,
+        }
+        .to_bytes();
         let registry = self.registry();
         for other in participants.iter().filter(|p| **p != user) {
             for (_, session) in registry.outboxes(registry.chat.get(other)) {
@@ -462,7 +476,8 @@ impl Hub {
         {
             let registry = self.registry();
             for (sender, ids) in read.iter().filter(|(s, _)| **s != reader) {
-                let event = protocol::read_receipt(conversation, ids, reader, read_at_ms);
+                let event =
+                    ChatEvent::read_receipt(conversation, ids, reader, read_at_ms).to_bytes();
                 for (_, session) in registry.outboxes(registry.chat.get(sender)) {
                     let _ = session
                         .outbox
@@ -472,7 +487,11 @@ impl Hub {
             if registry.conversation.contains_key(&conversation) {
                 let mut all: Vec<u64> = read.values().flatten().copied().collect();
                 all.sort_unstable();
-                let event = protocol::conversation_read_receipt(reader, &all);
+                let event = ConversationEvent::ReadReceipt {
+                    user_id: reader,
+                    message_ids: &all,
+                }
+                .to_bytes();
                 for (_, session) in registry.outboxes(registry.conversation.get(&conversation)) {
                     let _ = session
                         .outbox
@@ -520,7 +539,7 @@ impl Hub {
                 return;
             };
             let status = hub.presence.status(user);
-            let event = protocol::presence(user, status.online, status.last_seen_ms);
+            let event = ChatEvent::presence(user, status.online, status.last_seen_ms).to_bytes();
             let registry = hub.registry();
             let mut told = HashSet::new();
             for conv in conversations {

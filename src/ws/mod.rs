@@ -1,122 +1,19 @@
-//! WebSockets (contract section 3), over hyper's upgrade with fastwebsockets.
+//! WebSocket sessions (contract section 3), with fastwebsockets' frame writer and our own
+//! frame reader. The HTTP side of a socket (the upgrade, its token, what it may be) is
+//! [`crate::http::upgrade`], which hands the upgraded TCP stream to a [`session`].
 //!
-//! * [`upgrade`] checks the request, authenticates (`?token=` or `Authorization`) and hands the
-//!   socket to a [`session`]. A bad token or a non-participant is *accepted and then closed*
-//!   (4401, 4403), as the existing clients expect.
-//! * [`protocol`] is the wire format of the three dialects; [`reader`] reads client frames
-//!   without a buffer while a socket is idle; [`frames`] the frame-level rules (fragments,
-//!   close frames); [`coalesce`] turns each batch of outbound frames into one write.
-//!   The three are public so that the load generator's no-storage ceiling server
-//!   (`benches/load/ceiling.rs`) runs the very same transport code as the daemon.
+//! * [`session`] runs one socket: it reads frames, hands what they ask for to
+//!   [`crate::chat`] (sends, receipts) or the [`crate::hub`] (typing, joins), and writes the
+//!   socket's outbox.
+//! * [`protocol`] reads the client frames of the three dialects into typed messages; what the
+//!   daemon sends is in [`crate::events`].
+//! * [`reader`] reads client frames without a buffer while a socket is idle; [`frames`] the
+//!   frame-level rules (fragments, close frames); [`coalesce`] turns each batch of outbound
+//!   frames into one write. The three are public so that the load generator's no-storage
+//!   ceiling server (`benches/load/ceiling.rs`) runs the very same transport code as the daemon.
 
 pub mod coalesce;
 pub mod frames;
 pub mod protocol;
 pub mod reader;
 pub mod session;
-
-use std::sync::Arc;
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::Request;
-use hyper::body::Incoming;
-
-use crate::app::AppState;
-use crate::auth::{AuthError, Identity};
-use crate::error::{ApiError, HttpResponse};
-use crate::http::request::Query;
-use frames::close;
-use session::Kind;
-
-/// Which socket the client asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requested {
-    Chat,
-    Conversation(u64),
-    Notifications,
-    Echo,
-}
-
-/// Answers a WebSocket upgrade and starts the session.
-pub async fn upgrade(
-    state: &Arc<AppState>,
-    mut req: Request<Incoming>,
-    requested: Requested,
-) -> Result<HttpResponse, ApiError> {
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return Err(ApiError::bad_request(
-            "websocket_required",
-            "this endpoint speaks WebSocket: send an Upgrade request",
-        ));
-    }
-    let who = match authenticate(state, &req) {
-        // The echo socket exists only for conformance suites (`server.websocket_echo`), which
-        // cannot send tokens; it touches no user data.
-        _ if requested == Requested::Echo => Ok((
-            Identity {
-                user_id: 0,
-                username: None,
-            },
-            Kind::Echo,
-        )),
-        Ok(identity) => authorize(state, identity, requested).await,
-        Err(e) => {
-            tracing::debug!(error = %e, "websocket refused: bad token");
-            Err((close::UNAUTHORIZED, "authentication failed"))
-        }
-    };
-    if let Ok((identity, kind)) = &who
-        && !matches!(kind, Kind::Echo)
-    {
-        state.users.ensure(&state.store, identity).await?;
-    }
-    // Keeps the connection counted against `limits.max_connections` while the socket lives.
-    let connection = req
-        .extensions_mut()
-        .remove::<Arc<dyn std::any::Any + Send + Sync>>();
-    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| {
-        ApiError::bad_request(
-            "websocket_handshake",
-            format!("bad WebSocket handshake: {e}"),
-        )
-    })?;
-    state
-        .tasks
-        .spawn(session::run(state.clone(), upgrade, who, connection));
-    let (parts, _) = response.into_parts();
-    Ok(hyper::Response::from_parts(parts, Full::new(Bytes::new())))
-}
-
-/// The token from `?token=` (browsers cannot set headers on a WebSocket) or `Authorization`.
-fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Identity, AuthError> {
-    let query = Query::parse(req.uri().query());
-    if let Some(token) = query.get("token") {
-        return state.verifier.verify(token);
-    }
-    crate::http::request::authenticate(state, req).map_err(|e| match e {
-        ApiError::Unauthorized(auth) => auth,
-        _ => AuthError::Missing,
-    })
-}
-
-/// Decides what the socket may be: a conversation socket only for its participants.
-async fn authorize(
-    state: &AppState,
-    identity: Identity,
-    requested: Requested,
-) -> Result<(Identity, Kind), (u16, &'static str)> {
-    let kind = match requested {
-        Requested::Chat => Kind::Chat,
-        Requested::Notifications => Kind::Notifications,
-        Requested::Echo => Kind::Echo,
-        Requested::Conversation(id) => match state.hub.participants(id).await {
-            Ok(Some(participants)) if participants.contains(&identity.user_id) => {
-                Kind::Conversation { id, participants }
-            }
-            Ok(_) => return Err((close::FORBIDDEN, "not a participant of this conversation")),
-            Err(_) => return Err((close::GOING_AWAY, "try again later")),
-        },
-    };
-    Ok((identity, kind))
-}

@@ -1,13 +1,11 @@
-//! The WebSocket wire format: typed inbound messages per dialect, and builders for every
-//! outbound event (contract section 3). Events are serialized once into [`Bytes`] and shared by
-//! every socket they go to.
+//! What clients send on a WebSocket (contract section 3): typed inbound messages per dialect,
+//! and [`parse`], which reads a text frame as one of them or says precisely why not. What the
+//! daemon sends is in [`crate::events`].
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::model::{MessageBody, MessageRecord};
-use crate::time::rfc3339_ms;
+use crate::error::Code;
 
 /// Client → server on `/ws/chat/` (seed 002).
 #[derive(Debug)]
@@ -146,7 +144,7 @@ impl Dialect for NotificationsIn {
 /// Why an inbound frame could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
-    pub code: &'static str,
+    pub code: Code,
     pub detail: String,
     /// The frame's `client_id`, echoed back as `ref`.
     pub client_ref: Option<String>,
@@ -155,7 +153,7 @@ pub struct ParseError {
 /// Parses one inbound text frame of dialect `D`.
 pub fn parse<D: Dialect>(text: &str) -> Result<D, ParseError> {
     let value: Value = serde_json::from_str(text).map_err(|e| ParseError {
-        code: "invalid_json",
+        code: Code::InvalidJson,
         detail: format!("invalid JSON: {e}"),
         client_ref: None,
     })?;
@@ -165,7 +163,7 @@ pub fn parse<D: Dialect>(text: &str) -> Result<D, ParseError> {
         .map(str::to_owned);
     let Some(kind) = value.get("type").and_then(Value::as_str).map(str::to_owned) else {
         return Err(ParseError {
-            code: "invalid_message",
+            code: Code::InvalidMessage,
             detail: "a JSON object with a string `type` is required".into(),
             client_ref,
         });
@@ -173,7 +171,7 @@ pub fn parse<D: Dialect>(text: &str) -> Result<D, ParseError> {
     match D::read(&kind, value) {
         Some(Ok(message)) => Ok(message),
         Some(Err(e)) => Err(ParseError {
-            code: "invalid_message",
+            code: Code::InvalidMessage,
             detail: if e.path == "." {
                 format!("`{kind}`: {}", e.message)
             } else {
@@ -182,193 +180,11 @@ pub fn parse<D: Dialect>(text: &str) -> Result<D, ParseError> {
             client_ref,
         }),
         None => Err(ParseError {
-            code: "unknown_type",
+            code: Code::UnknownType,
             detail: format!("unknown message type `{kind}`"),
             client_ref,
         }),
     }
-}
-
-fn to_bytes(value: &impl Serialize) -> Bytes {
-    Bytes::from(serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec()))
-}
-
-fn metadata(body: &MessageBody) -> Value {
-    serde_json::from_str(&body.metadata_json).unwrap_or_else(|_| Value::Object(Default::default()))
-}
-
-/// `connection_established`, the first frame on `/ws/chat/`.
-pub fn connection_established(user_id: u64, session_id: u64) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "connection_established",
-        "user_id": user_id,
-        "session_id": format!("s{session_id}"),
-    }))
-}
-
-/// `new_message` on `/ws/chat/`.
-pub fn new_message(id: u64, record: &MessageRecord, body: &MessageBody) -> Bytes {
-    #[derive(Serialize)]
-    struct NewMessage<'a> {
-        r#type: &'static str,
-        message_id: u64,
-        conversation_id: u64,
-        sender_id: u64,
-        receiver_id: Option<u64>,
-        text: &'a str,
-        message_type: &'a str,
-        priority: &'static str,
-        metadata: Value,
-        created_at: String,
-    }
-    to_bytes(&NewMessage {
-        r#type: "new_message",
-        message_id: id,
-        conversation_id: record.conversation,
-        sender_id: record.sender,
-        receiver_id: record.receiver,
-        text: &body.text,
-        message_type: &record.message_type,
-        priority: record.priority.as_str(),
-        metadata: metadata(body),
-        created_at: rfc3339_ms(record.created_at_ms),
-    })
-}
-
-/// `message_sent`: the sender's acknowledgement, once durable.
-pub fn message_sent(id: u64, record: &MessageRecord) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "message_sent",
-        "message_id": id,
-        "conversation_id": record.conversation,
-        "client_id": record.client_id,
-        "created_at": rfc3339_ms(record.created_at_ms),
-    }))
-}
-
-/// `message` on a conversation socket.
-pub fn conversation_message(id: u64, record: &MessageRecord, body: &MessageBody) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "message",
-        "message": {
-            "id": id,
-            "sender_id": record.sender,
-            "content": body.text,
-            "is_read": false,
-            "created_at": rfc3339_ms(record.created_at_ms),
-        },
-    }))
-}
-
-/// `notification` of a new message on `/ws/notifications/`.
-pub fn notification(id: u64, record: &MessageRecord) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "notification",
-        "notification": {
-            "kind": "new_message",
-            "conversation_id": record.conversation,
-            "message_id": id,
-            "sender_id": record.sender,
-        },
-    }))
-}
-
-/// `typing_indicator` on `/ws/chat/`.
-pub fn typing_indicator(conversation: u64, user: u64, is_typing: bool) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "typing_indicator",
-        "conversation_id": conversation,
-        "user_id": user,
-        "is_typing": is_typing,
-    }))
-}
-
-/// `typing` on a conversation socket.
-pub fn typing(user: u64, username: Option<&str>, is_typing: bool) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "typing",
-        "user_id": user,
-        "username": username,
-        "is_typing": is_typing,
-    }))
-}
-
-/// `read_receipt` to a sender's `/ws/chat/` sockets.
-pub fn read_receipt(conversation: u64, message_ids: &[u64], reader: u64, read_at_ms: u64) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "read_receipt",
-        "conversation_id": conversation,
-        "message_ids": message_ids,
-        "reader_id": reader,
-        "read_at": rfc3339_ms(read_at_ms),
-    }))
-}
-
-/// `read_receipt` on a conversation socket.
-pub fn conversation_read_receipt(user: u64, message_ids: &[u64]) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "read_receipt",
-        "user_id": user,
-        "message_ids": message_ids,
-    }))
-}
-
-/// `unread_count`, to the reader's other sockets and notification sockets.
-pub fn unread_count(count: u64) -> Bytes {
-    to_bytes(&serde_json::json!({"type": "unread_count", "unread_count": count}))
-}
-
-/// `conversation_updated` on `/ws/notifications/`, with the conversation as the REST API shows
-/// it to that user.
-pub fn conversation_updated(conversation: &impl Serialize) -> Bytes {
-    to_bytes(&serde_json::json!({"type": "conversation_updated", "conversation": conversation}))
-}
-
-/// `presence` to sockets that joined a conversation of `user`.
-pub fn presence(user: u64, online: bool, last_seen_ms: Option<u64>) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "presence",
-        "user_id": user,
-        "status": if online { "online" } else { "offline" },
-        "last_seen": last_seen_ms.map(rfc3339_ms),
-    }))
-}
-
-/// `joined` / `left`.
-pub fn membership_reply(joined: bool, conversation: u64) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": if joined { "joined" } else { "left" },
-        "conversation_id": conversation,
-    }))
-}
-
-/// `sync_complete` after a `sync` batch.
-pub fn sync_complete(last_message_id: u64, has_more: bool) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "sync_complete",
-        "last_message_id": last_message_id,
-        "has_more": has_more,
-    }))
-}
-
-/// `pong` (the JSON one, answering `{"type":"ping"}`).
-pub fn pong() -> Bytes {
-    Bytes::from_static(br#"{"type":"pong"}"#)
-}
-
-/// `error` on `/ws/chat/` and `/ws/notifications/`: the socket stays open.
-pub fn error(code: &str, detail: &str, client_ref: Option<&str>) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "error",
-        "code": code,
-        "detail": detail,
-        "ref": client_ref,
-    }))
-}
-
-/// `error` in the conversation dialect (seeds 003/004 read `message`).
-pub fn conversation_error(message: &str) -> Bytes {
-    to_bytes(&serde_json::json!({"type": "error", "message": message}))
 }
 
 #[cfg(test)]
@@ -378,15 +194,15 @@ mod tests {
     #[test]
     fn parse_distinguishes_malformed_unknown_and_bad_fields() {
         let e = parse::<ChatIn>("{nope").expect_err("bad json");
-        assert_eq!(e.code, "invalid_json");
+        assert_eq!(e.code, Code::InvalidJson);
         let e = parse::<ChatIn>(r#"{"type":"dance","client_id":"c1"}"#).expect_err("unknown");
         assert_eq!(
             (e.code, e.client_ref.as_deref()),
-            ("unknown_type", Some("c1"))
+            (Code::UnknownType, Some("c1"))
         );
         let e = parse::<ChatIn>(r#"{"type":"chat_message","conversation_id":"x","text":"hi"}"#)
             .expect_err("bad field");
-        assert_eq!(e.code, "invalid_message");
+        assert_eq!(e.code, Code::InvalidMessage);
         assert!(e.detail.contains("conversation_id"), "{}", e.detail);
         let ok = parse::<ChatIn>(
             r#"{"type":"chat_message","conversation_id":1,"receiver_id":2,"text":"Hello!"}"#,

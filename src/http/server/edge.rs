@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 /// Largest request head (request line and headers). hyper's own bound is about 400 KiB; ours
 /// is lower, so that every head hyper could refuse for its size is refused here first.
@@ -67,7 +67,7 @@ pub enum Refusal {
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         match refusal {
-            Refusal::Malformed(detail) => ApiError::bad_request("malformed_request", detail),
+            Refusal::Malformed(detail) => ApiError::refused(Code::MalformedRequest, detail),
             Refusal::UriTooLong => ApiError::UriTooLong {
                 limit: MAX_URI_BYTES,
             },

@@ -1,4 +1,6 @@
-//! The REST JSON of conversations and messages (contract section 2).
+//! The JSON of conversations and messages as the contract shows them (section 2): REST bodies,
+//! the service API's queue drain, and the `conversation_updated` event, which carries a
+//! conversation as its user sees it over REST.
 
 use serde::Serialize;
 

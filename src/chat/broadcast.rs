@@ -1,0 +1,101 @@
+//! One message to many users (the service API's broadcast): each gets it with priority high
+//! in their one-to-one conversation with the sender (created when absent), checked like any
+//! send.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::ChatError;
+use super::send::{check_content, check_id};
+use crate::error::Code;
+use crate::model::Priority;
+use crate::state::AppState;
+use crate::store::Broadcast;
+use crate::store::WriteError;
+use crate::store::records::encode;
+
+/// Most recipients of one broadcast.
+pub const MAX_RECIPIENTS: usize = 100_000;
+/// Recipients stored per commit.
+const CHUNK: usize = 2_000;
+
+/// A broadcast as the service asked for it.
+#[derive(Debug, Clone, Default)]
+pub struct BroadcastRequest {
+    pub sender: u64,
+    /// Duplicates and the sender are left out.
+    pub recipients: Vec<u64>,
+    pub text: String,
+    /// Defaults to `system`.
+    pub message_type: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+/// Stores and delivers a broadcast; answers how many users got it.
+pub async fn broadcast(state: &AppState, req: BroadcastRequest) -> Result<u64, ChatError> {
+    let sender = check_id(req.sender)?;
+    let content = check_content(
+        &state.config.limits,
+        req.text,
+        req.message_type,
+        "system",
+        req.metadata,
+    )?;
+    if req.recipients.is_empty() || req.recipients.len() > MAX_RECIPIENTS {
+        return Err(ChatError::invalid(
+            Code::InvalidRequest,
+            format!("`user_ids` must list 1 to {MAX_RECIPIENTS} users"),
+        ));
+    }
+    let mut recipients = Vec::with_capacity(req.recipients.len());
+    let mut seen = HashSet::with_capacity(req.recipients.len());
+    for id in req.recipients {
+        check_id(id)?;
+        if id != sender && seen.insert(id) {
+            recipients.push(id);
+        }
+    }
+    let plain = content.body;
+    // One seal serves every copy: the copies are the same encryption of the same text.
+    let body = Arc::new(
+        state
+            .store
+            .keyring()
+            .seal(&encode(&plain).map_err(WriteError::from)?),
+    );
+    let plain = Arc::new(plain);
+    // In chunks, so a big broadcast does not hold every other send behind one commit. A
+    // failure part-way leaves the chunks before it delivered (and says so).
+    let mut delivered = 0;
+    for chunk in recipients.chunks(CHUNK) {
+        let result = state
+            .store
+            .writer()
+            .broadcast(Broadcast {
+                sender,
+                message_type: content.message_type.clone(),
+                priority: Priority::High,
+                recipients: chunk.to_vec(),
+                body: body.clone(),
+                plain: plain.clone(),
+            })
+            .await;
+        match result {
+            Ok(n) => {
+                delivered += n;
+                state.metrics.messages_accepted.inc_by(n);
+            }
+            Err(e) if delivered > 0 => {
+                tracing::error!(error = %e, delivered, "broadcast failed part-way");
+                return Err(ChatError::BroadcastPartial {
+                    delivered,
+                    source: e,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(delivered)
+}

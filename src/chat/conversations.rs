@@ -1,0 +1,161 @@
+//! Creating and changing conversations, and telling the users' notification sockets
+//! (`conversation_updated`).
+
+use super::ChatError;
+use super::send::check_id;
+use crate::error::Code;
+use crate::events::ChatEvent;
+use crate::state::AppState;
+use crate::store::NewConversation;
+use crate::store::WriteError;
+use crate::views::ConversationJson;
+
+/// Most participants a conversation may have.
+pub const MAX_PARTICIPANTS: usize = 100;
+/// Longest subject, in bytes.
+pub const MAX_SUBJECT_BYTES: usize = 1024;
+
+/// A conversation as a user asked to create it.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    /// The others in it; the creator is always in it too.
+    pub participants: Vec<u64>,
+    /// The host app's opaque ids.
+    pub property: Option<u64>,
+    pub booking: Option<u64>,
+    pub subject: Option<String>,
+}
+
+/// A conversation created, or the existing one with the same participants, property and
+/// booking.
+#[derive(Debug)]
+pub struct Created {
+    /// As the creator sees it.
+    pub conversation: ConversationJson,
+    /// False when it existed already.
+    pub created: bool,
+}
+
+/// Creates a conversation of `creator` (de-duplicated by the writer). Everyone in a new one
+/// hears of it on their notification sockets.
+pub async fn create(
+    state: &AppState,
+    creator: u64,
+    req: CreateRequest,
+) -> Result<Created, ChatError> {
+    let mut everyone = req.participants.clone();
+    everyone.push(creator);
+    everyone.sort_unstable();
+    everyone.dedup();
+    if req.participants.is_empty() || everyone.len() > MAX_PARTICIPANTS {
+        return Err(ChatError::invalid(
+            Code::InvalidParticipants,
+            format!("a conversation has 2 to {MAX_PARTICIPANTS} participants, you included"),
+        ));
+    }
+    for id in req
+        .participants
+        .iter()
+        .chain(&req.property)
+        .chain(&req.booking)
+    {
+        check_id(*id)?;
+    }
+    if let Some(subject) = &req.subject
+        && subject.len() > MAX_SUBJECT_BYTES
+    {
+        return Err(ChatError::invalid(
+            Code::SubjectTooLong,
+            format!("subject is longer than {MAX_SUBJECT_BYTES} bytes"),
+        ));
+    }
+    let store = &state.store;
+    let subject = req
+        .subject
+        .filter(|s| !s.is_empty())
+        .map(|s| store.keyring().seal(s.as_bytes()));
+    let created = store
+        .writer()
+        .create_conversation(NewConversation {
+            creator,
+            participants: req.participants,
+            property: req.property,
+            booking: req.booking,
+            subject,
+        })
+        .await?;
+    let conversation = view(state, creator, created.id).await?;
+    if created.created {
+        // Everyone in it starts with the same view: new, unread 0, not archived.
+        let event = ChatEvent::ConversationUpdated {
+            conversation: &conversation,
+        }
+        .to_bytes();
+        for participant in &conversation.participants {
+            state.hub.conversation_updated(*participant, event.clone());
+        }
+    }
+    Ok(Created {
+        conversation,
+        created: created.created,
+    })
+}
+
+/// The one-to-one conversation of `a` and `b`, created if absent: where a service send
+/// without a conversation goes. Called only for a message that passed its checks.
+pub(super) async fn one_to_one(state: &AppState, a: u64, b: u64) -> Result<u64, ChatError> {
+    let created = state
+        .store
+        .writer()
+        .create_conversation(NewConversation {
+            creator: a,
+            participants: vec![b],
+            property: None,
+            booking: None,
+            subject: None,
+        })
+        .await?;
+    Ok(created.id)
+}
+
+/// Archives or unarchives conversation `id` in `user`'s own view.
+pub async fn set_archived(
+    state: &AppState,
+    user: u64,
+    id: u64,
+    archived: bool,
+) -> Result<ConversationJson, ChatError> {
+    state
+        .store
+        .writer()
+        .set_archived(user, id, archived)
+        .await?;
+    updated(state, user, id).await
+}
+
+/// `user`'s view of conversation `id`; not found unless they are in it.
+pub async fn view(state: &AppState, user: u64, id: u64) -> Result<ConversationJson, ChatError> {
+    let view = state
+        .store
+        .read(move |r| r.conversation_view(user, id))
+        .await?
+        .ok_or(WriteError::ConversationNotFound)?;
+    Ok(ConversationJson::from(view))
+}
+
+/// `user`'s view of `id` after a change of theirs, also told to their notification sockets.
+pub(super) async fn updated(
+    state: &AppState,
+    user: u64,
+    id: u64,
+) -> Result<ConversationJson, ChatError> {
+    let conversation = view(state, user, id).await?;
+    state.hub.conversation_updated(
+        user,
+        ChatEvent::ConversationUpdated {
+            conversation: &conversation,
+        }
+        .to_bytes(),
+    );
+    Ok(conversation)
+}

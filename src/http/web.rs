@@ -1,0 +1,287 @@
+//! The web pages served from the binary: the demo chat at `/` (contract section 9).
+//!
+//! The files live in `web/` (`web/demo/` for the chat, `web/common/` for the CSS and JS the
+//! operator console will share) and are compiled in with `include_bytes!`: no CDN, no build
+//! step, nothing to install beside the binary. [`asset`] is the whole lookup (path → bytes,
+//! content type, ETag) and [`respond`] adds the headers; neither knows about hyper's request
+//! type, so a move to another HTTP framework reuses both as they are.
+//!
+//! **Caching**: `Cache-Control: no-cache` with a strong `ETag` (a hash of the bytes), answered
+//! with 304 when `If-None-Match` matches. Content-hashed file names with a year's `max-age`
+//! would save the revalidation round trip, but need a build step to rewrite the names inside
+//! the HTML, which the no-build-step rule excludes; and with stable names an upgraded binary's
+//! pages are used on the next load, never a stale script against a newer API. A revalidation is
+//! one small request answered from memory.
+//!
+//! **Security headers**: a strict Content-Security-Policy (scripts, styles and images from this
+//! origin only, no inline code, no `eval`, Trusted Types required so no string can become
+//! markup, sockets only to this daemon), `X-Content-Type-Options: nosniff`,
+//! `Referrer-Policy: no-referrer` (tokens never travel in URLs the page opens, but nothing
+//! else needs the referrer either) and framing refused (clickjacking).
+
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Response, StatusCode};
+use sha2::{Digest, Sha256};
+
+use crate::config::WebConfig;
+use crate::error::{ApiError, HttpResponse};
+
+/// Which page a file belongs to, and so which `[web]` switch serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The demo chat at `/` (`web.demo`).
+    Demo,
+    /// Shared by every page (`web.demo` or `web.admin`).
+    Common,
+}
+
+/// One embedded file.
+#[derive(Debug)]
+pub struct Asset {
+    /// The URL path it is served at.
+    pub path: &'static str,
+    pub body: &'static [u8],
+    pub content_type: &'static str,
+    /// Strong validator: the first 128 bits of the SHA-256 of `body`, quoted.
+    pub etag: String,
+    pub page: Page,
+}
+
+/// Every file: URL path, bytes, page. The content type follows from the extension.
+const FILES: &[(&str, &[u8], Page)] = &[
+    ("/", include_bytes!("../../web/demo/index.html"), Page::Demo),
+    (
+        "/assets/demo/app.js",
+        include_bytes!("../../web/demo/app.js"),
+        Page::Demo,
+    ),
+    (
+        "/assets/demo/demo.css",
+        include_bytes!("../../web/demo/demo.css"),
+        Page::Demo,
+    ),
+    (
+        "/assets/common/base.css",
+        include_bytes!("../../web/common/base.css"),
+        Page::Common,
+    ),
+    (
+        "/assets/common/api.js",
+        include_bytes!("../../web/common/api.js"),
+        Page::Common,
+    ),
+    (
+        "/assets/common/icon.svg",
+        include_bytes!("../../web/common/icon.svg"),
+        Page::Common,
+    ),
+];
+
+/// The files with their ETags, hashed once on first use.
+static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
+    FILES
+        .iter()
+        .map(|&(path, body, page)| Asset {
+            path,
+            body,
+            content_type: content_type(path),
+            etag: format!("\"{}\"", hex::encode(&Sha256::digest(body)[..16])),
+            page,
+        })
+        .collect()
+});
+
+/// The embedded file served at `path` (with or without a trailing `/`), if any.
+pub fn asset(path: &str) -> Option<&'static Asset> {
+    let trimmed = match path.strip_suffix('/') {
+        Some("") | None => path,
+        Some(rest) => rest,
+    };
+    ASSETS.iter().find(|a| a.path == trimmed)
+}
+
+/// Whether `page` is switched on.
+pub fn enabled(web: &WebConfig, page: Page) -> bool {
+    match page {
+        Page::Demo => web.demo,
+        Page::Common => web.demo || web.admin,
+    }
+}
+
+/// The response for `path`: the file (200), a 304 when `if_none_match` names its ETag, or
+/// the JSON 404 every unknown path gets — also for a page that is switched off, so a
+/// disabled page is indistinguishable from none. `self_origin` is this request's
+/// `scheme://host[:port]` (the socket the page may open is on the same host).
+pub fn respond(
+    web: &WebConfig,
+    path: &str,
+    if_none_match: Option<&str>,
+    self_origin: &str,
+) -> Result<HttpResponse, ApiError> {
+    let asset = asset(path)
+        .filter(|a| enabled(web, a.page))
+        .ok_or(ApiError::NotFound("no such endpoint"))?;
+    let not_modified = if_none_match.is_some_and(|v| etag_matches(v, &asset.etag));
+    let mut response = if not_modified {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Full::new(Bytes::from_static(asset.body)));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(asset.content_type),
+        );
+        r
+    };
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&asset.etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    security_headers(headers, self_origin);
+    Ok(response)
+}
+
+/// The security headers of every page and asset.
+pub fn security_headers(headers: &mut HeaderMap, self_origin: &str) {
+    // `'self'` covers ws:/wss: to the same host in CSP Level 3 browsers; the explicit origin
+    // is for those that predate it.
+    let socket_origin = self_origin
+        .strip_prefix("https://")
+        .map(|host| format!("wss://{host}"))
+        .or_else(|| {
+            self_origin
+                .strip_prefix("http://")
+                .map(|host| format!("ws://{host}"))
+        })
+        .unwrap_or_default();
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         connect-src 'self' {socket_origin}; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'"
+    );
+    // `self_origin` is built from a validated Host header (`request::base_url`); should it
+    // still not be a header value, the policy without the explicit origin is as strict.
+    let csp = HeaderValue::from_str(&csp).unwrap_or_else(|_| {
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
+             require-trusted-types-for 'script'; trusted-types 'none'",
+        )
+    });
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+}
+
+/// `If-None-Match` semantics (RFC 9110 13.1.2): `*`, or any listed tag equal to `etag` by
+/// weak comparison (a `W/` prefix is ignored).
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        // `/` itself, the page.
+        _ => "text/html; charset=utf-8",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on() -> WebConfig {
+        WebConfig {
+            demo: true,
+            admin: false,
+        }
+    }
+
+    #[test]
+    fn every_file_has_a_type_and_its_own_etag() {
+        let mut tags: Vec<&str> = ASSETS.iter().map(|a| a.etag.as_str()).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        assert_eq!(tags.len(), ASSETS.len(), "ETags differ per file");
+        assert_eq!(
+            asset("/").map(|a| a.content_type),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(
+            asset("/assets/demo/app.js/").map(|a| a.content_type),
+            Some("text/javascript; charset=utf-8")
+        );
+        assert_eq!(
+            asset("/assets/common/base.css").map(|a| a.content_type),
+            Some("text/css; charset=utf-8")
+        );
+        assert!(asset("/assets/demo/nope.js").is_none());
+        assert!(asset("/assets/../Cargo.toml").is_none());
+    }
+
+    #[test]
+    fn if_none_match_follows_the_rfc() {
+        let etag = "\"abc\"";
+        assert!(etag_matches("\"abc\"", etag));
+        assert!(etag_matches("W/\"abc\"", etag));
+        assert!(etag_matches("\"x\", \"abc\"", etag));
+        assert!(etag_matches("*", etag));
+        assert!(!etag_matches("\"abcd\"", etag));
+        assert!(!etag_matches("abc", etag));
+    }
+
+    #[test]
+    fn a_switched_off_page_is_a_404_and_a_match_a_304() {
+        let off = WebConfig::default();
+        assert!(matches!(
+            respond(&off, "/", None, "http://127.0.0.1:8765"),
+            Err(ApiError::NotFound(_))
+        ));
+        assert!(matches!(
+            respond(&off, "/assets/common/api.js", None, "http://h"),
+            Err(ApiError::NotFound(_))
+        ));
+        let page = respond(&on(), "/", None, "http://127.0.0.1:8765").expect("page");
+        assert_eq!(page.status(), StatusCode::OK);
+        let csp = page.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("text");
+        assert!(
+            csp.contains("connect-src 'self' ws://127.0.0.1:8765;"),
+            "{csp}"
+        );
+        let etag = page.headers()[header::ETAG].to_str().expect("text");
+        let again = respond(&on(), "/", Some(etag), "https://chat.example.com").expect("304");
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert!(
+            again.headers()[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .expect("text")
+                .contains("wss://chat.example.com;")
+        );
+    }
+}
