@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use indaba::auth::jwt::{TokenMinter, TokenType, TokenVerifier, VerifyKey};
 use indaba::crypto::{Key, Keyring};
 use indaba::events::ChatEvent;
-use indaba::store::records::{MessageBody, MessageRecord, Priority};
+use indaba::model::{MessageBody, MessageRecord, Priority};
 use indaba::ws::protocol::{self, ChatIn};
 
 /// The daemon's allocator (see `src/main.rs`), so the figures are the daemon's.

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use indaba::crypto::{Key, Keyring};
-use indaba::store::Store;
-use indaba::store::records::{MessageBody, Priority, encode};
-use indaba::store::writer::{NewConversation, NewMessage, WriterOptions};
+use indaba::model::{MessageBody, Priority};
+use indaba::store::records::encode;
+use indaba::store::{NewConversation, NewMessage, Store, WriterOptions};
 
 /// The daemon's allocator (see `src/main.rs`), so the figures are the daemon's.
 #[cfg(feature = "fast-alloc")]

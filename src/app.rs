@@ -17,8 +17,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::secrets::Secrets;
 use crate::state::{AppState, StateError};
-use crate::store::writer::WriterOptions;
-use crate::store::{DamagedJournal, Store, StoreError};
+use crate::store::{DamagedJournal, Store, StoreError, WriterOptions};
 use crate::users::Directory;
 
 /// Why the daemon could not run or stop cleanly.
@@ -53,7 +52,7 @@ async fn expire_queues(state: Arc<AppState>) {
                 Ok(0) => break,
                 Ok(n) => {
                     tracing::info!(expired = n, "queue entries past retention dead-lettered");
-                    if n < crate::store::writer::EXPIRE_BATCH || shutdown.is_cancelled() {
+                    if n < crate::store::EXPIRE_BATCH || shutdown.is_cancelled() {
                         break;
                     }
                 }
@@ -161,7 +160,7 @@ pub async fn run(
     tasks.spawn(expire_queues(state.clone()));
     // A writer that ended on its own (a panic) takes no writes again: stop, so the service
     // manager restarts the daemon from the durable state. A full or failing disk does not end
-    // it: writes are refused until the data file can be written again (`store::writer`).
+    // it: writes are refused until the data file can be written again (`store::engine::outage`).
     tokio::spawn({
         let (writer, shutdown) = (writer.clone(), shutdown.clone());
         async move {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::Code;
-use crate::store::records::{MessageBody, MessageRecord};
+use crate::model::{MessageBody, MessageRecord};
 use crate::time::rfc3339_ms;
 use crate::views::ConversationJson;
 
@@ -236,7 +236,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::records::Priority;
+    use crate::model::Priority;
 
     fn parsed(bytes: Bytes) -> Value {
         serde_json::from_slice(&bytes).expect("an event is JSON")

@@ -20,10 +20,14 @@
 //!   [`error`], which also turns it into the contract's JSON error.
 //! * **Hub.** [`hub`] knows who is connected: every socket's bounded outbox, presence, typing
 //!   (relayed at once, never stored) and receipts.
-//! * **Store.** [`store`] makes a message durable: [`store::writer`] folds concurrent writes
-//!   into one commit, [`store::reader`] answers queries off the async runtime,
-//!   [`store::tables`] lists every table and the schema version; [`crypto`] seals what users
-//!   wrote before it reaches the store.
+//! * **Store.** [`store`] makes a message durable: [`store::ops`] says what each kind of
+//!   write does to the tables (one serializable [`store::Op`], applied by the rules of its
+//!   concern), [`store::engine`] folds concurrent writes into one commit and makes each batch
+//!   durable through a journal before anyone hears of it, [`store::reader`] answers queries off
+//!   the async runtime, and [`store::tables`] declares every table once, with the schema
+//!   version; [`crypto`] seals what users wrote before it reaches the store. The types the
+//!   store keeps and every layer above reads (priorities, message, conversation, membership
+//!   and user records) live below them all, in [`model`].
 //! * **Fan-out.** The writer reports each commit, in commit order, to the hub
 //!   ([`hub::run_fanout`]), which sends it to every socket that should see it as [`events`]:
 //!   typed, serialized once and shared by every socket. The REST shapes of messages and
@@ -70,6 +74,7 @@ pub mod hub;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod secrets;
 pub mod shutdown;
 pub mod state;

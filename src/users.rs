@@ -83,7 +83,7 @@ impl Directory {
         // request records them again.
         let known = self.known.clone();
         tokio::spawn(async move {
-            if !matches!(committed.await, Ok(Ok(()))) {
+            if committed.done().await.is_err() {
                 known.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             }
         });
@@ -114,8 +114,8 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::NewAccount;
     use crate::store::testing::TempStore;
-    use crate::store::writer::NewAccount;
 
     fn who(user_id: u64, username: &str) -> Identity {
         Identity {

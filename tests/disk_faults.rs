@@ -105,7 +105,7 @@ fn damage_message(data_dir: &Path, id: u64, damage: impl Fn(&mut [u8])) {
 
 /// A sealed body that no longer opens: one byte of its ciphertext flipped.
 fn flip_ciphertext(value: &mut [u8]) {
-    let record: indaba::store::records::MessageRecord =
+    let record: indaba::model::MessageRecord =
         indaba::store::records::decode(value).expect("a message record");
     // The body comes last; flip a byte in its middle, past the nonce and before the tag.
     let at = value.len() - record.body.len() / 2;

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, Options};
 use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
+use sha2::Sha256;
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "journal-damage-service-secret-0123";
@@ -337,6 +339,19 @@ fn refused_start(dir: &Path) -> (ExitStatus, String) {
 /// Starts on the damaged journal and checks the refusal: a failed exit, an ERROR that names
 /// the file, `offset` and `stake`, and the journal exactly as it was.
 fn assert_refused(crashed: &Crashed, offset: usize, stake: &str) {
+    assert_refused_saying(
+        crashed,
+        &[
+            format!("offset {offset}"),
+            stake.to_owned(),
+            "--accept-journal-loss".to_owned(),
+        ],
+    );
+}
+
+/// Starts on the journal and checks the refusal: a failed exit, an ERROR that names the file
+/// and says each of `needed`, and the journal exactly as it was.
+fn assert_refused_saying(crashed: &Crashed, needed: &[String]) {
     let before = crashed.journal();
     let (status, log) = refused_start(crashed.dir.path());
     assert!(!status.success(), "{status}: {log}");
@@ -344,13 +359,9 @@ fn assert_refused(crashed: &Crashed, offset: usize, stake: &str) {
         .lines()
         .find(|l| l.contains("ERROR"))
         .unwrap_or_else(|| panic!("no ERROR line:\n{log}"));
-    for needed in [
-        crashed.journal_path().display().to_string(),
-        format!("offset {offset}"),
-        stake.to_owned(),
-        "--accept-journal-loss".to_owned(),
-    ] {
-        assert!(error.contains(&needed), "no `{needed}` in: {error}");
+    let path = crashed.journal_path().display().to_string();
+    for needed in std::iter::once(&path).chain(needed) {
+        assert!(error.contains(needed.as_str()), "no `{needed}` in: {error}");
     }
     assert!(
         crashed.journal() == before,
@@ -540,4 +551,50 @@ fn a_damaged_record_with_whole_records_after_it_stops_the_start_until_the_loss_i
     );
     verify(&d, &crashed, &lost);
     assert_new_ids_are_above(&d, &crashed);
+}
+
+/// Journal formats 1 and 2 were written by development builds only, and this build no longer
+/// reads them. Such a build killed under load leaves acknowledged messages in its journal
+/// alone: the start must stop, with an error naming the file, and leave the file as it was —
+/// neither replay a format this build no longer reads, nor empty it.
+#[test]
+fn a_development_format_journal_holding_records_stops_the_start_and_is_kept() {
+    let crashed = crash_under_load();
+    let journal = crashed.journal();
+    let records = walk(&journal);
+    assert!(!records.is_empty(), "nothing journaled");
+    // The same batches as format 2 wrote them: a header without its tag; records without the
+    // marker, whose payloads had no queue bound (the 8 bytes after the message ids), tagged
+    // under the header's key.
+    let mut old = journal[..RECORDS_START].to_vec();
+    old[8..12].copy_from_slice(&2u32.to_le_bytes());
+    old[56..72].fill(0);
+    let key = &journal[24..56];
+    for record in &records {
+        let payload = &journal[record.offset + record.head..record.end()];
+        let payload = [&payload[..24], &payload[32..]].concat();
+        let mut head = Vec::new();
+        head.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_le_bytes());
+        head.extend_from_slice(&record.seq.to_le_bytes());
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+        mac.update(&head);
+        mac.update(&payload);
+        head.extend_from_slice(&mac.finalize().into_bytes()[..16]);
+        old.extend_from_slice(&head);
+        old.extend_from_slice(&payload);
+    }
+    crashed.write_journal(&old);
+    for _ in 0..2 {
+        assert_refused_saying(
+            &crashed,
+            &[
+                "journal format 2".to_owned(),
+                "move the journal away".to_owned(),
+            ],
+        );
+    }
+    assert!(
+        crashed.journal() == old,
+        "the refused starts changed the journal"
+    );
 }

@@ -51,7 +51,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use indaba::error::Code;
 use indaba::events::ChatEvent;
-use indaba::store::records::{MessageBody, MessageRecord, Priority};
+use indaba::model::{MessageBody, MessageRecord, Priority};
 use indaba::ws::coalesce::Coalesce;
 use indaba::ws::frames::{self, Assembler, Message, close};
 use indaba::ws::protocol::{self, ChatIn, ChatMessage};

@@ -10,10 +10,11 @@ use serde_json::Value;
 use super::ChatError;
 use super::send::{check_content, check_id};
 use crate::error::Code;
+use crate::model::Priority;
 use crate::state::AppState;
+use crate::store::Broadcast;
 use crate::store::WriteError;
-use crate::store::records::{Priority, encode};
-use crate::store::writer::Broadcast;
+use crate::store::records::encode;
 
 /// Most recipients of one broadcast.
 pub const MAX_RECIPIENTS: usize = 100_000;

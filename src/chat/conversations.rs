@@ -6,8 +6,8 @@ use super::send::check_id;
 use crate::error::Code;
 use crate::events::ChatEvent;
 use crate::state::AppState;
+use crate::store::NewConversation;
 use crate::store::WriteError;
-use crate::store::writer::NewConversation;
 use crate::views::ConversationJson;
 
 /// Most participants a conversation may have.

@@ -16,9 +16,10 @@ use serde_json::Value;
 use super::ChatError;
 use crate::config::LimitsConfig;
 use crate::error::Code;
+use crate::model::{MessageBody, MessageRecord, Priority};
 use crate::state::AppState;
-use crate::store::records::{MessageBody, MessageRecord, Priority, encode};
-use crate::store::writer::{MessageAppended, NewMessage, PendingAppend};
+use crate::store::records::encode;
+use crate::store::{MessageAppended, NewMessage, PendingAppend};
 use crate::store::{StoreError, WriteError};
 
 /// Longest `client_id`, in bytes.

@@ -19,7 +19,7 @@ use crate::auth::{AuthError, password};
 use crate::error::{ApiError, Code, HttpResponse, json_response};
 use crate::limits::retry_after_secs;
 use crate::state::AppState;
-use crate::store::writer::NewAccount;
+use crate::store::NewAccount;
 
 /// Django's username rules: up to 150 of letters, digits and `@.+-_`.
 pub const MAX_USERNAME_CHARS: usize = 150;

@@ -24,8 +24,7 @@ pub use outbox::{Lane, Outbound, Outbox};
 pub use presence::Presence;
 
 use crate::events::{ChatEvent, ConversationEvent};
-use crate::store::writer::{QueueKey, StoredMessage, WriterHandle};
-use crate::store::{Store, StoreError};
+use crate::store::{QueueKey, Store, StoreError, StoredMessage, WriterHandle};
 
 /// Relayed typing starts per (user, conversation) are at most one per this long.
 const TYPING_THROTTLE: Duration = Duration::from_secs(1);

@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::store::records::Priority;
-use crate::store::writer::QueueKey;
+use crate::model::Priority;
+use crate::store::QueueKey;
 
 /// Close code for a client that cannot keep up.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;

@@ -9,10 +9,10 @@
 //! opens with the same `storage.encryption_key_file` (and retired keys) as the original, and
 //! nothing here needs a key. The schema version travels in `name_value` like any other row.
 //!
-//! [`copy_every_table`] is the one list of tables to copy. A table added to
-//! [`super::tables`] but not there is caught twice: a unit test compares the list with
-//! `tables.rs`, and every backup compares what it copied with the tables the snapshot holds
-//! ([`BackupError::TableNotCopied`]), so a backup never silently leaves data behind.
+//! The tables copied are [`tables::every_table`], the one list of them. A table created
+//! outside it is caught twice: a unit test compares what a backup copies with every table
+//! `tables.rs` defines, and every backup compares what it copied with the tables the snapshot
+//! holds ([`BackupError::TableNotCopied`]), so a backup never silently leaves data behind.
 //!
 //! Everything here blocks on file I/O: call it from `spawn_blocking` or a CLI, never from the
 //! async runtime.
@@ -28,7 +28,7 @@ use redb::{
     WriteTransaction,
 };
 
-use super::tables;
+use super::tables::{self, TableVisitor};
 
 /// Rows copied between two checks of the cancellation flag.
 const CANCEL_CHECK_ROWS: u64 = 4096;
@@ -76,7 +76,7 @@ pub enum BackupError {
     #[error("cannot open data file {path}: {message}")]
     Open { path: PathBuf, message: String },
     #[error(
-        "table `{0}` is in the data file but not copied: add it to copy_every_table in src/store/backup.rs"
+        "table `{0}` is in the data file but not copied: declare it in the tables! list of src/store/tables.rs"
     )]
     TableNotCopied(String),
     #[error("backup file {path} is damaged: {message}")]
@@ -185,7 +185,7 @@ pub(super) fn write_copy(
         cancelled,
         copied: Vec::new(),
     };
-    copy_every_table(&mut copier)?;
+    tables::every_table(&mut copier)?;
     let mut copied = copier.copied;
     // A backup is a data file of its own: opened, it gets a journal id of its own, so no
     // journal is ever replayed into it, and it holds everything without one.
@@ -216,23 +216,6 @@ pub(super) fn write_copy(
     Ok(Summary::sorted(copied))
 }
 
-/// Every table of [`super::tables`], copied through `copier`. THE list: a new table goes here.
-fn copy_every_table(copier: &mut Copier<'_>) -> Result<(), BackupError> {
-    copier.table(tables::META)?;
-    copier.table(tables::KEY_CHECKS)?;
-    copier.table(tables::USERS)?;
-    copier.table(tables::USERNAMES)?;
-    copier.table(tables::CONVERSATIONS)?;
-    copier.table(tables::CONVERSATION_KEYS)?;
-    copier.table(tables::MESSAGES)?;
-    copier.table(tables::CONVERSATION_MESSAGES)?;
-    copier.table(tables::MEMBERSHIPS)?;
-    copier.table(tables::QUEUE)?;
-    copier.table(tables::QUEUE_LENGTHS)?;
-    copier.table(tables::CLIENT_IDS)?;
-    Ok(())
-}
-
 /// Copies typed tables from a snapshot into the backup's one write transaction.
 struct Copier<'a> {
     /// The snapshot being copied.
@@ -245,11 +228,14 @@ struct Copier<'a> {
     copied: Vec<TableCount>,
 }
 
-impl Copier<'_> {
-    fn table<K: Key + 'static, V: Value + 'static>(
-        &mut self,
-        definition: TableDefinition<K, V>,
-    ) -> Result<(), BackupError> {
+impl TableVisitor for Copier<'_> {
+    type Error = BackupError;
+
+    fn visit<K, V>(&mut self, definition: TableDefinition<'static, K, V>) -> Result<(), BackupError>
+    where
+        K: Key + 'static,
+        V: Value + 'static,
+    {
         let source = match self.src.open_table(definition) {
             Ok(table) => table,
             // A file from before this table existed: nothing to copy, and the daemon creates
@@ -282,7 +268,7 @@ mod tests {
     use super::*;
     use crate::crypto::{Key as CryptoKey, Keyring};
     use crate::store::Store;
-    use crate::store::writer::WriterOptions;
+    use crate::store::WriterOptions;
 
     /// The table names `tables.rs` defines, read from its source text, so a table defined there
     /// but neither created at open nor copied is still noticed.
@@ -338,9 +324,9 @@ mod tests {
     /// them into the copy would give its message ids to other messages.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restored_backup_does_not_replay_the_journal_beside_it() {
-        use crate::store::records::Priority;
+        use crate::model::Priority;
         use crate::store::testing::{TempStore, one_to_one};
-        use crate::store::writer::{MessageAppended, NewMessage};
+        use crate::store::{MessageAppended, NewMessage};
 
         let temp = TempStore::new();
         let (store, thread) = temp.open_journal_only();
@@ -415,7 +401,7 @@ mod tests {
         assert_eq!(
             copied,
             names_in_tables_rs(),
-            "copy_every_table and tables.rs disagree"
+            "what a backup copies and tables.rs disagree"
         );
         assert_eq!(
             copied, source_tables,

@@ -115,7 +115,8 @@ impl<'a, I: ReadableTable<(u64, u64), ()>> History<'a, I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::records::{MessageRecord, Priority, encode};
+    use crate::model::{MessageRecord, Priority};
+    use crate::store::records::encode;
     use redb::{Database, ReadableDatabase, TableDefinition};
 
     const INDEX: TableDefinition<(u64, u64), ()> = TableDefinition::new("i");
@@ -196,12 +197,12 @@ mod fold_tests {
 
     use std::sync::Arc;
 
-    use crate::store::Store;
+    use crate::model::{MessageBody, Priority};
     use crate::store::reader::Cursor;
-    use crate::store::records::{MessageBody, Priority, encode};
+    use crate::store::records::encode;
     use crate::store::tables::meta;
     use crate::store::testing::{TempStore, one_to_one};
-    use crate::store::writer::{MessageAppended, NewMessage};
+    use crate::store::{MessageAppended, NewMessage, Store};
 
     use super::{FOLD_AT, read_tail};
 

@@ -15,14 +15,13 @@ use serde::Deserialize;
 use super::StoreError;
 use super::damage::DamagedRecords;
 use super::history::{History, Tail, read_tail};
-use super::records::{
-    ConversationRecord, MembershipRecord, MessageBody, MessageRecord, UserRecord, decode,
-};
+use super::records::decode;
 use super::tables::{
     CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES, META, QUEUE, QUEUE_LENGTHS,
     USERNAMES, USERS, meta,
 };
 use crate::crypto::Keyring;
+use crate::model::{ConversationRecord, MembershipRecord, MessageBody, MessageRecord, UserRecord};
 
 /// `convid_msgid`, opened for reading.
 type HistoryIndex = ReadOnlyTable<(u64, u64), ()>;
@@ -77,7 +76,7 @@ pub type QueuePosition = (u8, u64);
 /// A message read for delivery (queue replay or `sync`), opened.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {
-    /// Priority rank of the queue entry (see [`super::records::Priority::rank`]).
+    /// Priority rank of the queue entry (see [`crate::model::Priority::rank`]).
     pub rank: u8,
     pub id: u64,
     pub record: MessageRecord,

@@ -1,123 +1,13 @@
-//! The records stored in the tables of [`super::tables`], and the domain types they carry.
+//! How the records the tables hold are written: postcard, in field order.
 //!
-//! Records are postcard-encoded. Fields a user wrote travel as `Vec<u8>` sealed by
-//! [`crate::crypto::Keyring`]; the plaintext forms ([`MessageBody`]) exist only in memory.
+//! The records are the model's types ([`crate::model`]: messages, conversations, memberships,
+//! users); the store adds no fields of its own. postcard does not describe its own layout, so
+//! the tests below pin the bytes of each record: a change to a record's fields fails them,
+//! and must come with a `SCHEMA_VERSION` bump and a migration (docs/STORAGE.md).
 
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-
-/// Delivery priority of a message; the order of per-user queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Priority {
-    High,
-    Normal,
-    Low,
-}
-
-impl Priority {
-    /// Sort key in queues: high first.
-    pub fn rank(self) -> u8 {
-        match self {
-            Priority::High => 0,
-            Priority::Normal => 1,
-            Priority::Low => 2,
-        }
-    }
-
-    pub fn from_rank(rank: u8) -> Self {
-        match rank {
-            0 => Priority::High,
-            1 => Priority::Normal,
-            _ => Priority::Low,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::High => "high",
-            Priority::Normal => "normal",
-            Priority::Low => "low",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "high" => Some(Priority::High),
-            "normal" => Some(Priority::Normal),
-            "low" => Some(Priority::Low),
-            _ => None,
-        }
-    }
-}
-
-/// A stored message. `body` is a sealed [`MessageBody`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageRecord {
-    pub conversation: u64,
-    pub sender: u64,
-    pub receiver: Option<u64>,
-    pub message_type: String,
-    pub priority: Priority,
-    pub client_id: Option<String>,
-    /// Unix milliseconds, assigned by the writer at commit.
-    pub created_at_ms: u64,
-    /// As bytes, not a sequence of `u8`: the same postcard encoding, written in one copy.
-    #[serde(with = "serde_bytes")]
-    pub body: Vec<u8>,
-}
-
-/// What a user wrote in a message; sealed at rest.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageBody {
-    pub text: String,
-    /// The `metadata` object as JSON text (postcard cannot carry free-form JSON values).
-    pub metadata_json: String,
-}
-
-/// A stored conversation. `subject` is sealed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConversationRecord {
-    /// Sorted, without duplicates.
-    pub participants: Vec<u64>,
-    pub property: Option<u64>,
-    pub booking: Option<u64>,
-    #[serde(with = "serde_bytes")]
-    pub subject: Option<Vec<u8>>,
-    pub created_at_ms: u64,
-    pub updated_at_ms: u64,
-    pub last_message_id: Option<u64>,
-    /// Messages in the conversation, kept for `count` in listings.
-    pub message_count: u64,
-}
-
-/// One user's view of one conversation, kept up to date on every write so that listing and
-/// counting cost O(conversations), never a scan of history.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MembershipRecord {
-    /// Highest message id the user has read (their own messages count as read).
-    pub read_marker: u64,
-    /// When the read marker last moved (Unix ms), 0 if never.
-    pub read_at_ms: u64,
-    /// Messages from others above `read_marker`.
-    pub unread: u64,
-    pub archived: bool,
-    /// Id of the newest message, or 0.
-    pub last_message_id: u64,
-    /// When the conversation was created or last got a message (Unix ms): orders the list.
-    pub last_activity_ms: u64,
-}
-
-/// A user known to the daemon, from a token or a local account.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserRecord {
-    /// The account name, or the token's `username` claim for external users.
-    pub username: Option<String>,
-    pub display_name: Option<String>,
-    /// Argon2id PHC string; only local accounts have one.
-    pub password_hash: Option<String>,
-    pub created_at_ms: u64,
-}
 
 pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
     // Most records fit: one allocation instead of a doubling series.
@@ -129,7 +19,7 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> 
     postcard::from_bytes(bytes).map_err(|e| StoreError::Encoding(e.to_string()))
 }
 
-/// The conversation of an encoded [`MessageRecord`], read without decoding the rest: it is
+/// The conversation of an encoded [`crate::model::MessageRecord`], read without decoding the rest: it is
 /// the record's first field, so postcard puts it first. For scanning the history tail.
 pub fn message_conversation(bytes: &[u8]) -> Result<u64, StoreError> {
     postcard::take_from_bytes::<u64>(bytes)
@@ -143,6 +33,7 @@ mod tests {
     //! written before must read the same, and the encoding must not change.
 
     use super::*;
+    use crate::model::{ConversationRecord, MembershipRecord, MessageRecord, Priority, UserRecord};
 
     /// The record as it was first stored.
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
@@ -235,5 +126,62 @@ mod tests {
             message_conversation(&[0xff]).is_err(),
             "a truncated varint is an error"
         );
+    }
+
+    /// The bytes of every kind of record, written out: a change to any record's fields (the
+    /// model's types) changes them, and the data file with them.
+    #[test]
+    fn every_record_keeps_its_stored_bytes() {
+        let message = MessageRecord {
+            conversation: 3,
+            sender: 1,
+            receiver: Some(2),
+            message_type: "text".into(),
+            priority: Priority::Low,
+            client_id: Some("c".into()),
+            created_at_ms: 300,
+            body: vec![9, 8],
+        };
+        let conversation = ConversationRecord {
+            participants: vec![1, 2],
+            property: Some(7),
+            booking: None,
+            subject: Some(vec![5]),
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            last_message_id: Some(4),
+            message_count: 1,
+        };
+        let membership = MembershipRecord {
+            read_marker: 4,
+            read_at_ms: 200,
+            unread: 1,
+            archived: true,
+            last_message_id: 5,
+            last_activity_ms: 6,
+        };
+        let user = UserRecord {
+            username: Some("ann".into()),
+            display_name: None,
+            password_hash: Some("h".into()),
+            created_at_ms: 129,
+        };
+        let bytes = [
+            encode(&message).expect("encode"),
+            encode(&conversation).expect("encode"),
+            encode(&membership).expect("encode"),
+            encode(&user).expect("encode"),
+        ];
+        let expected: [&[u8]; 4] = [
+            &[
+                3, 1, 1, 2, 4, b't', b'e', b'x', b't', 2, 1, 1, b'c', 172, 2, 2, 9, 8,
+            ],
+            &[2, 1, 2, 1, 7, 0, 1, 1, 5, 1, 2, 1, 4, 1],
+            &[4, 200, 1, 1, 1, 5, 6],
+            &[1, 3, b'a', b'n', b'n', 0, 1, 1, b'h', 129, 1],
+        ];
+        for (bytes, expected) in bytes.iter().zip(expected) {
+            assert_eq!(bytes.as_slice(), expected);
+        }
     }
 }

@@ -1,67 +1,105 @@
 //! Every redb table, in one place, with the schema version that describes them.
 //!
-//! Names read `key_value`. Values are postcard-encoded records from [`super::records`]; the
-//! parts a user wrote are sealed by [`crate::crypto`] before they get here. `docs/STORAGE.md`
-//! describes the layout for people.
+//! Names read `key_value`. Values are postcard-encoded records of [`crate::model`] (see
+//! [`super::records`]); the parts a user wrote are sealed by [`crate::crypto`] before they get
+//! here. `docs/STORAGE.md` describes the layout for people.
+//!
+//! Each table is declared once, in the `tables!` list below, which also makes
+//! [`every_table`]: creating them at open, backups, and the tests' dumps go through that,
+//! so a new table is created, copied and compared without being listed anywhere else.
 //!
 //! Bump [`SCHEMA_VERSION`] whenever a table or record changes shape; a daemon refuses a file
 //! whose version is newer than its own.
 
-use redb::TableDefinition;
+use redb::{Key, TableDefinition, Value};
 
 /// On-disk schema this build reads and writes. 2: `convid_msgid` and
 /// `senderid_clientid_msgid` hold the messages up to `indexed_to` only (see
 /// [`super::history`]). 3: batches after `applied_seq` are in `indaba.journal`
-/// ([`super::journal`]), so an older build must not open the file and miss them. Older
+/// ([`super::engine::journal`]), so an older build must not open the file and miss them. Older
 /// files are upgraded at open.
 pub const SCHEMA_VERSION: u64 = 3;
 
-/// Small named numbers: the schema version and id counters (see [`meta`]).
-pub const META: TableDefinition<&str, u64> = TableDefinition::new("name_value");
+/// Something done to every table in turn ([`every_table`]). The bounds are what every table's
+/// key and value types meet: a visitor may read, write and print rows of any of them.
+pub trait TableVisitor {
+    type Error;
 
-/// One sealed canary per key that has ever sealed data, so a wrong key is caught at open.
-pub const KEY_CHECKS: TableDefinition<u32, &[u8]> = TableDefinition::new("keyid_canary");
+    fn visit<K, V>(&mut self, table: TableDefinition<'static, K, V>) -> Result<(), Self::Error>
+    where
+        K: Key + 'static,
+        V: Value + 'static,
+        for<'a> K::SelfType<'a>: std::fmt::Debug,
+        for<'a> V::SelfType<'a>: std::fmt::Debug;
+}
 
-/// Users seen in tokens or registered locally → [`super::records::UserRecord`].
-pub const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("userid_user");
+/// Declares each table as a constant and lists them all in [`every_table`], in this order.
+macro_rules! tables {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident: TableDefinition<$k:ty, $v:ty> = TableDefinition::new($key_value:literal);
+    )*) => {
+        $(
+            $(#[$doc])*
+            pub const $name: TableDefinition<$k, $v> = TableDefinition::new($key_value);
+        )*
 
-/// Local account names → user id (external users are not in here: their names are claims).
-pub const USERNAMES: TableDefinition<&str, u64> = TableDefinition::new("username_userid");
+        /// Calls `visitor` with every table, in the order they are declared.
+        pub fn every_table<T: TableVisitor>(visitor: &mut T) -> Result<(), T::Error> {
+            $(visitor.visit($name)?;)*
+            Ok(())
+        }
+    };
+}
 
-/// Conversations → [`super::records::ConversationRecord`].
-pub const CONVERSATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("convid_conversation");
+tables! {
+    /// Small named numbers: the schema version and id counters (see [`meta`]).
+    META: TableDefinition<&str, u64> = TableDefinition::new("name_value");
 
-/// De-duplication of conversation creation: (sorted participants, property, booking) → id.
-pub const CONVERSATION_KEYS: TableDefinition<&[u8], u64> = TableDefinition::new("convkey_convid");
+    /// One sealed canary per key that has ever sealed data, so a wrong key is caught at open.
+    KEY_CHECKS: TableDefinition<u32, &[u8]> = TableDefinition::new("keyid_canary");
 
-/// Every message ever accepted → [`super::records::MessageRecord`]. Ids strictly increase.
-pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("msgid_message");
+    /// Users seen in tokens or registered locally → [`crate::model::UserRecord`].
+    USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("userid_user");
 
-/// Index of a conversation's history, for cursor pagination without scanning other messages.
-/// Holds the messages up to [`meta::INDEXED_TO`]; newer ones are folded in by the
-/// writer in bulk ([`super::history`]).
-pub const CONVERSATION_MESSAGES: TableDefinition<(u64, u64), ()> =
-    TableDefinition::new("convid_msgid");
+    /// Local account names → user id (external users are not in here: their names are claims).
+    USERNAMES: TableDefinition<&str, u64> = TableDefinition::new("username_userid");
 
-/// Per (user, conversation) state: read marker, unread counter, archive flag
-/// → [`super::records::MembershipRecord`]. Ranging over one user lists their conversations.
-pub const MEMBERSHIPS: TableDefinition<(u64, u64), &[u8]> =
-    TableDefinition::new("userid_convid_membership");
+    /// Conversations → [`crate::model::ConversationRecord`].
+    CONVERSATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("convid_conversation");
 
-/// Per-user delivery queues: (user, priority rank, message id) → enqueued at (Unix ms).
-/// Ranging over one user gives high before normal before low, then oldest first. An entry
-/// is an index over `msgid_message`, not a copy: it leaves when the message was written to
-/// one of the user's live `/ws/chat/` sockets (or drained by the service API).
-pub const QUEUE: TableDefinition<(u64, u8, u64), u64> =
-    TableDefinition::new("userid_prio_msgid_enqueuedms");
+    /// De-duplication of conversation creation: (sorted participants, property, booking) → id.
+    CONVERSATION_KEYS: TableDefinition<&[u8], u64> = TableDefinition::new("convkey_convid");
 
-/// Entries in each user's queue (kept with the queue, so overflow and stats need no scan).
-pub const QUEUE_LENGTHS: TableDefinition<u64, u64> = TableDefinition::new("userid_queuelen");
+    /// Every message ever accepted → [`crate::model::MessageRecord`]. Ids strictly increase.
+    MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("msgid_message");
 
-/// Idempotent sends: (sender, client_id) → the message first accepted with it. Holds the
-/// messages up to [`meta::INDEXED_TO`]; the writer knows the newer ones ([`super::history`]).
-pub const CLIENT_IDS: TableDefinition<(u64, &str), u64> =
-    TableDefinition::new("senderid_clientid_msgid");
+    /// Index of a conversation's history, for cursor pagination without scanning other
+    /// messages. Holds the messages up to [`meta::INDEXED_TO`]; newer ones are folded in by
+    /// the writer in bulk ([`super::history`]).
+    CONVERSATION_MESSAGES: TableDefinition<(u64, u64), ()> = TableDefinition::new("convid_msgid");
+
+    /// Per (user, conversation) state: read marker, unread counter, archive flag
+    /// → [`crate::model::MembershipRecord`]. Ranging over one user lists their conversations.
+    MEMBERSHIPS: TableDefinition<(u64, u64), &[u8]> =
+        TableDefinition::new("userid_convid_membership");
+
+    /// Idempotent sends: (sender, client_id) → the message first accepted with it. Holds the
+    /// messages up to [`meta::INDEXED_TO`]; the writer knows the newer ones
+    /// ([`super::history`]).
+    CLIENT_IDS: TableDefinition<(u64, &str), u64> =
+        TableDefinition::new("senderid_clientid_msgid");
+
+    /// Per-user delivery queues: (user, priority rank, message id) → enqueued at (Unix ms).
+    /// Ranging over one user gives high before normal before low, then oldest first. An entry
+    /// is an index over `msgid_message`, not a copy: it leaves when the message was written to
+    /// one of the user's live `/ws/chat/` sockets (or drained by the service API).
+    QUEUE: TableDefinition<(u64, u8, u64), u64> =
+        TableDefinition::new("userid_prio_msgid_enqueuedms");
+
+    /// Entries in each user's queue (kept with the queue, so overflow and stats need no scan).
+    QUEUE_LENGTHS: TableDefinition<u64, u64> = TableDefinition::new("userid_queuelen");
+}
 
 /// Keys of [`META`].
 pub mod meta {
@@ -86,7 +124,8 @@ pub mod meta {
     pub const NEXT_CONVERSATION_ID: &str = "next_conversation_id";
     /// The id the next local account gets (starts at `auth.local_id_base`).
     pub const NEXT_LOCAL_USER_ID: &str = "next_local_user_id";
-    /// No message id at or above this one was ever handed out (see [`crate::store::ids`]).
+    /// No message id at or above this one was ever handed out (see
+    /// [`crate::store::engine::ids`]).
     pub const MESSAGE_IDS_RESERVED: &str = "message_ids_reserved";
     /// No conversation id at or above this one was ever handed out.
     pub const CONVERSATION_IDS_RESERVED: &str = "conversation_ids_reserved";
@@ -104,9 +143,6 @@ pub mod meta {
     /// file at its last checkpoint, but closing redb makes the batches committed since then
     /// durable too, and they must not be replayed a second time at the next start.
     pub const APPLIED_SEQ: &str = "applied_seq";
-    /// [`APPLIED_SEQ`]'s name in the first schema-3 builds, which wrote it at checkpoints only;
-    /// renamed at open.
-    pub const CHECKPOINT_SEQ_BEFORE: &str = "checkpoint_seq";
     /// Ties `indaba.journal` to this file: a journal with another id is not replayed here.
     /// A backup leaves it out, so a restored copy starts a journal of its own.
     pub const JOURNAL_ID: &str = "journal_id";

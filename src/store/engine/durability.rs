@@ -20,9 +20,11 @@ use std::sync::{Arc, RwLock};
 use redb::{Database, ReadTransaction, ReadableDatabase};
 use tokio::sync::watch;
 
-use super::StoreError;
-use super::writer::{BatchReport, CommitSink, Completion, QueuedUsers, WriterHealth};
+use super::CommitSink;
+use super::batch::{BatchReport, Completion};
+use super::health::{QueuedUsers, WriterHealth};
 use crate::metrics::Metrics;
+use crate::store::StoreError;
 
 /// The database readers open snapshots on, and its generation; `None` while the writer
 /// reopens the file after a failure.
@@ -152,7 +154,7 @@ impl Progress {
 
 /// The writer's side of [`Progress`].
 #[derive(Debug)]
-pub(super) struct Publisher {
+pub(in crate::store) struct Publisher {
     settled: watch::Sender<Settled>,
     published: Published,
 }
@@ -167,13 +169,13 @@ impl Drop for Publisher {
 }
 
 /// A committed batch's answers and what it changed.
-pub(super) struct Committed {
+pub(in crate::store) struct Committed {
     pub completions: Vec<Completion>,
     pub report: BatchReport,
 }
 
 /// Where durable batches go: everything that learns of a batch only once it is durable.
-pub(super) struct Durable {
+pub(in crate::store) struct Durable {
     pub publisher: Publisher,
     pub sink: CommitSink,
     pub metrics: Arc<Metrics>,
@@ -202,7 +204,7 @@ impl Durable {
             let _ = self.sink.send(report.stored);
         }
         for done in completions {
-            done(Ok(()));
+            done.finish(Ok(()));
         }
         self.settle(seq);
     }
@@ -225,7 +227,7 @@ impl Durable {
     pub(super) fn abandon(&self, completions: Vec<Completion>, error: &StoreError, appends: usize) {
         self.metrics.persistence_failures.inc_by(appends as u64);
         for done in completions {
-            done(Err(error));
+            done.finish(Err(error));
         }
     }
 

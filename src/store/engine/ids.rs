@@ -17,8 +17,8 @@
 
 use redb::{Database, ReadableDatabase, Table};
 
-use super::StoreError;
-use super::tables::{META, meta};
+use crate::store::StoreError;
+use crate::store::tables::{META, meta};
 
 /// Ids reserved at a time. A reservation costs one durable commit (a checkpoint, which the
 /// writer makes every `storage.checkpoint_interval` anyway) per block; a lost journal costs at
@@ -63,7 +63,7 @@ fn covering(next: u64) -> u64 {
 /// Raises the reservation of each counter the batch has carried past its own; true if it
 /// raised any, and the batch's commit must then be durable. Called with the batch's counters
 /// saved in `table`.
-pub(super) fn reserve(table: &mut Table<&'static str, u64>) -> Result<bool, StoreError> {
+pub(in crate::store) fn reserve(table: &mut Table<&'static str, u64>) -> Result<bool, StoreError> {
     let mut raised = false;
     for counter in COUNTERS {
         let Some(next) = meta::get(table, counter.next)? else {

@@ -1,0 +1,75 @@
+//! Creating a conversation, de-duplicated: the same participants, property and booking give
+//! the conversation that exists.
+
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+use super::{OpError, Tables, WriteError, rd, wr};
+use crate::model::{ConversationRecord, MembershipRecord};
+use crate::store::records::encode;
+
+/// A conversation to create (the writer de-duplicates it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewConversation {
+    pub creator: u64,
+    /// Everyone in it; the creator is added if missing.
+    pub participants: Vec<u64>,
+    pub property: Option<u64>,
+    pub booking: Option<u64>,
+    /// Sealed subject.
+    #[serde(with = "serde_bytes")]
+    pub subject: Option<Vec<u8>>,
+}
+
+/// Result of [`crate::store::WriterHandle::create_conversation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConversationCreated {
+    pub id: u64,
+    /// False when an identical conversation already existed and is returned instead.
+    pub created: bool,
+}
+
+/// Creates the conversation, or finds the one with the same participants, property and
+/// booking. Every participant gets a membership.
+pub(super) fn create(
+    t: &mut Tables<'_>,
+    new: NewConversation,
+    now_ms: u64,
+) -> Result<ConversationCreated, OpError> {
+    let mut participants = new.participants;
+    participants.push(new.creator);
+    participants.sort_unstable();
+    participants.dedup();
+    if participants.len() < 2 {
+        return Err(WriteError::TooFewParticipants.into());
+    }
+    let key = encode(&(&participants, new.property, new.booking))?;
+    if let Some(existing) = t.conversation_keys.get(key.as_slice()).map_err(rd)? {
+        return Ok(ConversationCreated {
+            id: existing.value(),
+            created: false,
+        });
+    }
+    let id = t.next_conversation_id;
+    let record = ConversationRecord {
+        participants,
+        property: new.property,
+        booking: new.booking,
+        subject: new.subject,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        last_message_id: None,
+        message_count: 0,
+    };
+    let membership = MembershipRecord {
+        last_activity_ms: now_ms,
+        ..MembershipRecord::default()
+    };
+    t.next_conversation_id += 1;
+    t.conversation_keys.insert(key.as_slice(), id).map_err(wr)?;
+    for user in &record.participants {
+        t.membership_cache.put((*user, id), membership);
+    }
+    t.conversation_cache.put(id, record);
+    Ok(ConversationCreated { id, created: true })
+}

@@ -1,0 +1,227 @@
+//! What a write *means*: every kind of write as one serializable [`Op`], and the rules that
+//! apply it to the tables.
+//!
+//! An [`Op`] is what a caller asks the writer for ([`super::WriterHandle`] builds one per
+//! method), what the writer applies ([`Op::apply`], inside one batch's write transaction), what
+//! the journal writes down for that batch, and what a replay after a crash applies again
+//! ([`super::engine::redo`]): the same value through the same code. So the rules below must be
+//! deterministic: they read the clock only through the batch's time (`now_ms`) and order
+//! everything they iterate.
+//!
+//! The rules, by concern, each over the open tables of one transaction ([`Tables`]):
+//! [`conversations`], [`messages`] (appends and broadcasts), [`queues`] (per-user delivery
+//! queues, dead letters), [`read_state`] (read markers, archive flags), [`accounts`] (users seen
+//! in tokens, local accounts).
+//!
+//! Every op reads, checks and decodes all it needs before its first write, so that a bad
+//! record or a refusal leaves nothing half-written and fails only its own request
+//! ([`OpError::Refused`]); only a failing write aborts the whole batch ([`OpError::Abort`]).
+//!
+//! Adding a kind of write: a variant here (at the end: the journal numbers variants, so never
+//! reorder them), its rule in the file of its concern, one arm in [`Op::apply`], and a method
+//! on [`super::WriterHandle`]; an [`Answer`] variant only if it answers with a type no other
+//! op does.
+
+pub mod accounts;
+pub mod conversations;
+pub mod messages;
+pub mod queues;
+pub mod read_state;
+mod tail;
+mod txn;
+mod write_back;
+
+use serde::{Deserialize, Serialize};
+
+pub use accounts::NewAccount;
+pub use conversations::{ConversationCreated, NewConversation};
+pub use messages::{Broadcast, MessageAppended, NewMessage, StoredMessage};
+pub use queues::{EXPIRE_BATCH, QueueKey};
+pub use read_state::MarkedRead;
+pub(super) use tail::WriterTail;
+pub(super) use txn::Tables;
+
+use super::StoreError;
+
+/// One write, as the writer applies it, the journal logs it and a replay applies it again.
+///
+/// The journal holds ops postcard-encoded, which numbers the variants in order: append new
+/// ones at the end, never reorder or remove one, and bump the journal's format when a
+/// variant's fields change.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Op {
+    CreateConversation(NewConversation),
+    AppendMessage(NewMessage),
+    /// Record a user seen in a token (and their `username` claim), if new or renamed.
+    EnsureUser {
+        id: u64,
+        username: Option<String>,
+    },
+    RegisterAccount(NewAccount),
+    /// Move `user`'s read marker in `conversation` up to `up_to` (the newest message if
+    /// `None`).
+    MarkRead {
+        user: u64,
+        conversation: u64,
+        up_to: Option<u64>,
+    },
+    SetArchived {
+        user: u64,
+        conversation: u64,
+        archived: bool,
+    },
+    /// Remove delivered entries from users' queues (nobody waits for the answer: a lost
+    /// removal only means a redelivery, which clients de-duplicate).
+    Dequeue(Vec<QueueKey>),
+    /// Remove these entries and say which were still there (the service API's drain).
+    Drain(Vec<QueueKey>),
+    /// Dead-letter queue entries enqueued before this time (Unix ms), at most
+    /// [`EXPIRE_BATCH`] per op; answers how many.
+    Expire(u64),
+    /// One system message from `sender` to each user, in their one-to-one conversation.
+    Broadcast(Broadcast),
+}
+
+impl Op {
+    /// Applies this op to the batch's tables at the batch's time `now_ms`.
+    pub(super) fn apply(self, tables: &mut Tables<'_>, now_ms: u64) -> Result<Answer, OpError> {
+        match self {
+            Op::CreateConversation(new) => {
+                conversations::create(tables, new, now_ms).map(Into::into)
+            }
+            Op::AppendMessage(new) => messages::append(tables, new, now_ms).map(Into::into),
+            Op::EnsureUser { id, username } => {
+                accounts::ensure_user(tables, id, username, now_ms).map(Into::into)
+            }
+            Op::RegisterAccount(new) => accounts::register(tables, new, now_ms).map(Into::into),
+            Op::MarkRead {
+                user,
+                conversation,
+                up_to,
+            } => read_state::mark_read(tables, user, conversation, up_to, now_ms).map(Into::into),
+            Op::SetArchived {
+                user,
+                conversation,
+                archived,
+            } => read_state::set_archived(tables, user, conversation, archived).map(Into::into),
+            Op::Dequeue(entries) => queues::dequeue(tables, &entries).map(|_| Answer::Done(())),
+            Op::Drain(entries) => queues::dequeue(tables, &entries).map(Into::into),
+            Op::Expire(before_ms) => queues::expire(tables, before_ms).map(Into::into),
+            Op::Broadcast(broadcast) => {
+                messages::broadcast(tables, broadcast, now_ms).map(Into::into)
+            }
+        }
+    }
+
+    /// Whether this op stores a message (counted as lost when its batch fails).
+    pub(super) fn is_append(&self) -> bool {
+        matches!(self, Op::AppendMessage(_))
+    }
+}
+
+/// Declares [`Answer`], one variant per type an op answers with, and the conversions to and
+/// from each type.
+macro_rules! answers {
+    ($($(#[$doc:meta])* $variant:ident($t:ty),)*) => {
+        /// What an applied op answers its requester with (each [`super::WriterHandle`] method
+        /// takes back the type its op answers with).
+        #[derive(Debug)]
+        pub enum Answer {
+            $($(#[$doc])* $variant($t),)*
+        }
+
+        impl Answer {
+            /// Which kind of answer this is (without its contents, which may be a user's).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Answer::$variant(_) => stringify!($variant),)*
+                }
+            }
+        }
+
+        $(
+            impl From<$t> for Answer {
+                fn from(value: $t) -> Self {
+                    Answer::$variant(value)
+                }
+            }
+
+            impl TryFrom<Answer> for $t {
+                type Error = Answer;
+
+                fn try_from(answer: Answer) -> Result<Self, Answer> {
+                    match answer {
+                        Answer::$variant(value) => Ok(value),
+                        other => Err(other),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+answers! {
+    /// Done, nothing to say.
+    Done(()),
+    Conversation(ConversationCreated),
+    Message(MessageAppended),
+    /// An account's id, or how many entries expired or recipients a broadcast reached.
+    Number(u64),
+    MarkedRead(MarkedRead),
+    /// The queue entries a drain removed.
+    Entries(Vec<QueueKey>),
+}
+
+/// Why a write request was not carried out.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// No such conversation, or the caller is not in it (indistinguishable by design).
+    #[error("conversation not found")]
+    ConversationNotFound,
+    /// The named receiver is not a participant of the conversation.
+    #[error("receiver {0} is not a participant of this conversation")]
+    ReceiverNotParticipant(u64),
+    /// A conversation needs someone besides its creator.
+    #[error("a conversation needs at least one participant besides you")]
+    TooFewParticipants,
+    /// A message cannot be addressed to its own sender.
+    #[error("receiver must be another participant, not yourself")]
+    ReceiverIsSender,
+    /// A local account with this name exists.
+    #[error("this username is taken")]
+    UsernameTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How an op failed.
+#[derive(Debug)]
+pub(super) enum OpError {
+    /// This request fails alone; nothing of it was written.
+    Refused(WriteError),
+    /// A write failed half-way: the whole batch must be rolled back.
+    Abort(StoreError),
+}
+
+impl From<WriteError> for OpError {
+    fn from(e: WriteError) -> Self {
+        OpError::Refused(e)
+    }
+}
+
+/// Decoding happens in the read phase: a bad record refuses only its own request.
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Refused(WriteError::Store(e))
+    }
+}
+
+/// A failed read: refuses the request.
+fn rd(e: redb::StorageError) -> OpError {
+    OpError::Refused(WriteError::Store(e.into()))
+}
+
+/// A failed write: aborts the batch.
+fn wr(e: redb::StorageError) -> OpError {
+    OpError::Abort(e.into())
+}

@@ -1,0 +1,188 @@
+//! Per-user delivery queues: an entry per recipient of each message until it is delivered,
+//! bounded per user (the oldest lowest-priority entry is dead-lettered past the bound) and
+//! swept by age.
+
+use std::collections::HashMap;
+
+use redb::ReadableTable;
+
+use super::{OpError, Tables, wr};
+
+/// A queue entry: (user, priority rank, message id).
+pub type QueueKey = (u64, u8, u64);
+
+/// Most queue entries one expiry op removes, so a sweep after a long downtime never holds the
+/// writer for long: the sweeper repeats until nothing is left.
+pub const EXPIRE_BATCH: u64 = 10_000;
+
+/// Adds a queue entry; past the queue bound the user's oldest lowest-priority entry is
+/// dead-lettered (the message stays in history).
+pub(super) fn enqueue(
+    t: &mut Tables<'_>,
+    user: u64,
+    rank: u8,
+    id: u64,
+    now_ms: u64,
+) -> Result<(), OpError> {
+    t.queue.insert((user, rank, id), now_ms).map_err(wr)?;
+    let mut length = t.queue_length(user)? + 1;
+    t.queue_pending += 1;
+    while length > t.queue_max {
+        let mut victim = None;
+        for lowest in (0..=2u8).rev() {
+            let first = t
+                .queue
+                .range((user, lowest, 0)..=(user, lowest, u64::MAX))
+                .map_err(wr)?
+                .next();
+            if let Some(entry) = first {
+                victim = Some(entry.map_err(wr)?.0.value());
+                break;
+            }
+        }
+        let Some(key) = victim else { break };
+        t.queue.remove(key).map_err(wr)?;
+        length -= 1;
+        t.queue_pending -= 1;
+        dead_letter(t, 1);
+    }
+    t.queue_length_cache.put(user, length);
+    Ok(())
+}
+
+fn dead_letter(t: &mut Tables<'_>, count: u64) {
+    t.dead_letters += count;
+    t.dead_letters_added += count;
+}
+
+/// Removes queue entries; returns those that were there.
+pub(super) fn dequeue(t: &mut Tables<'_>, entries: &[QueueKey]) -> Result<Vec<QueueKey>, OpError> {
+    let mut removed = Vec::with_capacity(entries.len());
+    let mut per_user: HashMap<u64, u64> = HashMap::new();
+    for key in entries {
+        if t.queue.remove(key).map_err(wr)?.is_some() {
+            removed.push(*key);
+            *per_user.entry(key.0).or_default() += 1;
+        }
+    }
+    for (user, gone) in per_user {
+        shorten(t, user, gone)?;
+    }
+    Ok(removed)
+}
+
+fn shorten(t: &mut Tables<'_>, user: u64, gone: u64) -> Result<(), OpError> {
+    let left = t.queue_length(user)?.saturating_sub(gone);
+    // Written back at the end of the batch; a length of 0 removes the row.
+    t.queue_length_cache.put(user, left);
+    t.queue_pending = t.queue_pending.saturating_sub(gone);
+    Ok(())
+}
+
+/// Dead-letters entries enqueued before `before_ms`. Within one user and priority, ids — and
+/// so enqueue times — increase, so the expired entries are a prefix of each range.
+pub(super) fn expire(t: &mut Tables<'_>, before_ms: u64) -> Result<u64, OpError> {
+    // The scan below reads the lengths table itself: bring it up to date first.
+    t.flush().map_err(OpError::Abort)?;
+    let mut users = Vec::new();
+    for entry in t.queue_lengths.iter().map_err(wr)? {
+        users.push(entry.map_err(wr)?.0.value());
+    }
+    let mut expired = 0;
+    for user in users {
+        if expired >= EXPIRE_BATCH {
+            break;
+        }
+        let mut stale = Vec::new();
+        for rank in 0..=2u8 {
+            for entry in t
+                .queue
+                .range((user, rank, 0)..=(user, rank, u64::MAX))
+                .map_err(wr)?
+            {
+                let (key, enqueued) = entry.map_err(wr)?;
+                if enqueued.value() >= before_ms || expired + stale.len() as u64 >= EXPIRE_BATCH {
+                    break;
+                }
+                stale.push(key.value());
+            }
+        }
+        if stale.is_empty() {
+            continue;
+        }
+        for key in &stale {
+            t.queue.remove(key).map_err(wr)?;
+        }
+        let gone = stale.len() as u64;
+        shorten(t, user, gone)?;
+        dead_letter(t, gone);
+        expired += gone;
+    }
+    Ok(expired)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Queue bookkeeping that the HTTP tests cannot reach in reasonable time: expiry by age.
+
+    use redb::{Database, ReadableDatabase, ReadableTable};
+
+    use crate::model::Priority;
+    use crate::store::engine::batch::testing::{run_batch, unanswered};
+    use crate::store::engine::handle::Request;
+    use crate::store::ops::{NewConversation, Op};
+    use crate::store::tables::{META, QUEUE, QUEUE_LENGTHS, meta};
+    use crate::store::testing::test_message;
+
+    #[test]
+    fn entries_past_retention_become_dead_letters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::create(dir.path().join("q.redb")).expect("db");
+        let new = NewConversation {
+            creator: 1,
+            participants: vec![2],
+            property: None,
+            booking: None,
+            subject: None,
+        };
+        run_batch(&db, vec![unanswered(Op::CreateConversation(new))]);
+        // Two messages, then the retention boundary, then one more.
+        let mut boundary = 0;
+        for priority in [Priority::Low, Priority::High, Priority::Normal] {
+            if priority == Priority::Normal {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                boundary = crate::time::now_ms();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let new = test_message(1, 1, priority);
+            run_batch(&db, vec![unanswered(Op::AppendMessage(new))]);
+        }
+        let (request, expired) = Request::answered::<u64>(Op::Expire(boundary));
+        run_batch(&db, vec![request]);
+        assert_eq!(expired.try_done().expect("answered").expect("ok"), 2);
+
+        let read = db.begin_read().expect("read");
+        let queue = read.open_table(QUEUE).expect("queue");
+        let left: Vec<(u64, u8, u64)> = queue
+            .iter()
+            .expect("iter")
+            .map(|e| e.expect("entry").0.value())
+            .collect();
+        assert_eq!(left, vec![(2, Priority::Normal.rank(), 3)]);
+        let meta = read.open_table(META).expect("meta");
+        assert_eq!(
+            meta.get(meta::DEAD_LETTERS)
+                .expect("get")
+                .map(|v| v.value()),
+            Some(2)
+        );
+        assert_eq!(
+            meta.get(meta::QUEUE_PENDING)
+                .expect("get")
+                .map(|v| v.value()),
+            Some(1)
+        );
+        let lengths = read.open_table(QUEUE_LENGTHS).expect("lengths");
+        assert_eq!(lengths.get(2).expect("get").map(|v| v.value()), Some(1));
+    }
+}

@@ -1,0 +1,213 @@
+//! [`Tables`]: the tables of one batch's write transaction, the records the batch has read,
+//! and the counters it advances. Every op works on one of these.
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::messages::StoredMessage;
+use super::tail::WriterTail;
+use super::write_back::WriteBack;
+use super::{OpError, WriteError, rd, wr};
+use crate::model::{ConversationRecord, MembershipRecord};
+use crate::store::StoreError;
+use crate::store::damage::DamagedRecords;
+use crate::store::records::{decode, encode};
+use crate::store::tables::{
+    CLIENT_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES,
+    META, QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
+};
+
+/// The tables of one write transaction, plus the id counters it advances.
+pub(in crate::store) struct Tables<'txn> {
+    /// The unindexed tail, shared with the next batches (appends push, a fold empties it once
+    /// committed).
+    pub(super) tail: &'txn mut WriterTail,
+    /// Where a message record that cannot be decoded is reported.
+    pub(super) damaged: &'txn DamagedRecords,
+    pub(in crate::store) meta: Table<'txn, &'static str, u64>,
+    pub(super) users: Table<'txn, u64, &'static [u8]>,
+    pub(super) usernames: Table<'txn, &'static str, u64>,
+    conversations: Table<'txn, u64, &'static [u8]>,
+    pub(super) conversation_keys: Table<'txn, &'static [u8], u64>,
+    pub(super) messages: Table<'txn, u64, &'static [u8]>,
+    pub(super) conversation_messages: Table<'txn, (u64, u64), ()>,
+    memberships: Table<'txn, (u64, u64), &'static [u8]>,
+    pub(super) client_ids: Table<'txn, (u64, &'static str), u64>,
+    pub(super) queue: Table<'txn, (u64, u8, u64), u64>,
+    pub(super) queue_lengths: Table<'txn, u64, u64>,
+    /// Conversation records, memberships and queue lengths this batch has read, with the
+    /// ones it changed written back once when the batch ends ([`Tables::flush`]): a batch of a
+    /// thousand messages in one conversation rewrites its record, both memberships and the
+    /// recipient's queue length once, not a thousand times. Every read and write of those
+    /// three tables inside a batch goes through these, so they never disagree with the tables.
+    pub(super) conversation_cache: WriteBack<u64, ConversationRecord>,
+    pub(super) membership_cache: WriteBack<(u64, u64), MembershipRecord>,
+    pub(super) queue_length_cache: WriteBack<u64, u64>,
+    /// Messages appended in this transaction, for fan-out once it commits.
+    pub(in crate::store) stored: Vec<StoredMessage>,
+    /// Queue lengths written back, as (user, non-empty), for the writer's set of users with
+    /// queued entries once it commits.
+    pub(in crate::store) queue_changes: Vec<(u64, bool)>,
+    /// `queues.message_queue_max_size` (for a replay: the bound the batch was applied with).
+    pub(super) queue_max: u64,
+    /// Entries in all queues (saved to `name_value` at the end of the batch).
+    pub(in crate::store) queue_pending: u64,
+    /// Queue entries ever dead-lettered, and those added by this batch.
+    pub(super) dead_letters: u64,
+    pub(in crate::store) dead_letters_added: u64,
+    pub(in crate::store) next_message_id: u64,
+    pub(super) next_conversation_id: u64,
+    /// `None` until the first local account is registered.
+    pub(super) next_local_user_id: Option<u64>,
+}
+
+impl<'txn> Tables<'txn> {
+    pub(in crate::store) fn open(
+        txn: &'txn WriteTransaction,
+        queue_max: u64,
+        tail: &'txn mut WriterTail,
+        damaged: &'txn DamagedRecords,
+    ) -> Result<Self, StoreError> {
+        let table = txn.open_table(META)?;
+        let next_message_id = meta::get(&table, meta::NEXT_MESSAGE_ID)?.unwrap_or(1);
+        let next_conversation_id = meta::get(&table, meta::NEXT_CONVERSATION_ID)?.unwrap_or(1);
+        let next_local_user_id = meta::get(&table, meta::NEXT_LOCAL_USER_ID)?;
+        let queue_pending = meta::get(&table, meta::QUEUE_PENDING)?.unwrap_or(0);
+        let dead_letters = meta::get(&table, meta::DEAD_LETTERS)?.unwrap_or(0);
+        Ok(Self {
+            tail,
+            damaged,
+            meta: table,
+            users: txn.open_table(USERS)?,
+            usernames: txn.open_table(USERNAMES)?,
+            conversations: txn.open_table(CONVERSATIONS)?,
+            conversation_keys: txn.open_table(CONVERSATION_KEYS)?,
+            messages: txn.open_table(MESSAGES)?,
+            conversation_messages: txn.open_table(CONVERSATION_MESSAGES)?,
+            memberships: txn.open_table(MEMBERSHIPS)?,
+            client_ids: txn.open_table(CLIENT_IDS)?,
+            queue: txn.open_table(QUEUE)?,
+            queue_lengths: txn.open_table(QUEUE_LENGTHS)?,
+            conversation_cache: WriteBack::default(),
+            membership_cache: WriteBack::default(),
+            queue_length_cache: WriteBack::default(),
+            stored: Vec::new(),
+            queue_changes: Vec::new(),
+            queue_max,
+            queue_pending,
+            dead_letters,
+            dead_letters_added: 0,
+            next_message_id,
+            next_conversation_id,
+            next_local_user_id,
+        })
+    }
+
+    /// Writes back every cached record the batch changed (a failure aborts the batch).
+    pub(in crate::store) fn flush(&mut self) -> Result<(), StoreError> {
+        for (id, record) in self.conversation_cache.take_dirty() {
+            self.conversations.insert(id, encode(record)?.as_slice())?;
+        }
+        for (key, record) in self.membership_cache.take_dirty() {
+            self.memberships.insert(key, encode(record)?.as_slice())?;
+        }
+        for (user, length) in self.queue_length_cache.take_dirty() {
+            self.queue_changes.push((user, *length > 0));
+            if *length == 0 {
+                self.queue_lengths.remove(user)?;
+            } else {
+                self.queue_lengths.insert(user, *length)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A conversation record (read through the batch's cache).
+    pub(super) fn conversation(&mut self, id: u64) -> Result<Option<&ConversationRecord>, OpError> {
+        let table = &self.conversations;
+        self.conversation_cache
+            .get(id, || match table.get(id).map_err(rd)? {
+                Some(bytes) => Ok(Some(decode(bytes.value())?)),
+                None => Ok(None),
+            })
+    }
+
+    /// A membership record, or `None` if the user is not in the conversation.
+    pub(super) fn membership(
+        &mut self,
+        user: u64,
+        conversation: u64,
+    ) -> Result<Option<MembershipRecord>, OpError> {
+        let table = &self.memberships;
+        let key = (user, conversation);
+        let found = self
+            .membership_cache
+            .get(key, || match table.get(key).map_err(rd)? {
+                Some(bytes) => Ok(Some(decode(bytes.value())?)),
+                None => Ok(None),
+            })?;
+        Ok(found.copied())
+    }
+
+    /// A membership the caller must be in.
+    pub(super) fn member(
+        &mut self,
+        user: u64,
+        conversation: u64,
+    ) -> Result<MembershipRecord, OpError> {
+        self.membership(user, conversation)?
+            .ok_or(WriteError::ConversationNotFound.into())
+    }
+
+    /// Entries in `user`'s queue. A failed read aborts the batch (`wr`, not `rd`): dequeue
+    /// and expiry ask after they removed rows, so refusing just the one request would commit
+    /// those removals with stale lengths.
+    pub(super) fn queue_length(&mut self, user: u64) -> Result<u64, OpError> {
+        let table = &self.queue_lengths;
+        let found = self
+            .queue_length_cache
+            .get(user, || Ok(table.get(user).map_err(wr)?.map(|v| v.value())))?;
+        Ok(found.copied().unwrap_or(0))
+    }
+
+    pub(in crate::store) fn save_counters(&mut self) -> Result<(), StoreError> {
+        self.meta
+            .insert(meta::NEXT_MESSAGE_ID, self.next_message_id)?;
+        self.meta
+            .insert(meta::NEXT_CONVERSATION_ID, self.next_conversation_id)?;
+        if let Some(next) = self.next_local_user_id {
+            self.meta.insert(meta::NEXT_LOCAL_USER_ID, next)?;
+        }
+        self.meta.insert(meta::QUEUE_PENDING, self.queue_pending)?;
+        self.meta.insert(meta::DEAD_LETTERS, self.dead_letters)?;
+        Ok(())
+    }
+
+    /// Moves the whole tail into the history and client-id indexes, in key order, so each
+    /// leaf is written once for all the tail's entries in it.
+    pub(in crate::store) fn fold_tail(&mut self) -> Result<(), StoreError> {
+        let mut history = self.tail.history.clone();
+        history.sort_unstable();
+        for key in history {
+            self.conversation_messages.insert(key, ())?;
+        }
+        let mut client_ids: Vec<(u64, &str, u64)> = self
+            .tail
+            .client_ids
+            .iter()
+            .flat_map(|(sender, ids)| ids.iter().map(|(c, id)| (*sender, c.as_str(), *id)))
+            .collect();
+        client_ids.sort_unstable();
+        for (sender, client_id, id) in client_ids {
+            self.client_ids.insert((sender, client_id), id)?;
+        }
+        // Called after the batch's last append: every id below the next one is indexed now.
+        self.meta
+            .insert(meta::INDEXED_TO, self.next_message_id - 1)?;
+        Ok(())
+    }
+
+    /// Messages in the unindexed tail.
+    pub(in crate::store) fn tail_len(&self) -> usize {
+        self.tail.len()
+    }
+}
