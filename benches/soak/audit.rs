@@ -287,15 +287,7 @@ fn check_record(
                     }
                 }
             }
-            Outcome::Refused(why) if exact => {
-                findings.add(Kind::Refused, format!("{why}: {}", describe(r)));
-                if !ids.is_empty() {
-                    findings.add(
-                        Kind::Refused,
-                        format!("stored although refused: {}", describe(r)),
-                    );
-                }
-            }
+            Outcome::Refused(why) if exact => refused(r, why, ids, findings),
             _ if exact => {
                 // In doubt: one commit holds it for every recipient, or nothing does.
                 let all_one = counts.iter().all(|n| *n == 1);
@@ -349,15 +341,7 @@ fn check_record(
                 format!("acknowledged without an id: {}", describe(r)),
             );
         }
-        Outcome::Refused(why) if exact => {
-            findings.add(Kind::Refused, format!("{why}: {}", describe(r)));
-            if !ids.is_empty() {
-                findings.add(
-                    Kind::Refused,
-                    format!("stored although refused: {}", describe(r)),
-                );
-            }
-        }
+        Outcome::Refused(why) if exact => refused(r, why, ids, findings),
         _ if exact && ids.len() > 1 => {
             findings.add_about(
                 Kind::Duplicated,
@@ -366,6 +350,18 @@ fn check_record(
             );
         }
         _ => {}
+    }
+}
+
+/// A refused send is a finding (the soak sends only valid messages), and one stored
+/// nonetheless (`ids`) another.
+fn refused(r: &SendRecord, why: &str, ids: &[u64], findings: &mut Findings) {
+    findings.add(Kind::Refused, format!("{why}: {}", describe(r)));
+    if !ids.is_empty() {
+        findings.add(
+            Kind::Refused,
+            format!("stored although refused: {}", describe(r)),
+        );
     }
 }
 

@@ -118,7 +118,11 @@ impl Launcher {
         }
     }
 
-    fn spawn(&mut self, extra_env: &[(&str, &str)]) -> Result<(Child, Reader), String> {
+    /// Spawns the daemon; its listen address comes on the receiver once it listens.
+    fn spawn(
+        &mut self,
+        extra_env: &[(&str, &str)],
+    ) -> Result<(Daemon, mpsc::Receiver<SocketAddr>), String> {
         self.starts += 1;
         let settings: Vec<String> = extra_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         self.log.note(&format!(
@@ -145,7 +149,15 @@ impl Launcher {
             .stderr
             .take()
             .ok_or("the daemon's stderr was not piped")?;
-        Ok((child, Reader::follow(stderr, self.log.clone())))
+        let reader = Reader::follow(stderr, self.log.clone());
+        let daemon = Daemon {
+            pid: child.id(),
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            reader: Some(reader.thread),
+            listened_after: Duration::ZERO,
+        };
+        Ok((daemon, reader.listening))
     }
 
     /// Starts the daemon and waits until it listens. `Err` when it exits first or stays
@@ -153,16 +165,8 @@ impl Launcher {
     /// finding, and the log says why.
     pub(crate) fn start(&mut self, extra_env: &[(&str, &str)]) -> Result<Daemon, String> {
         let started = Instant::now();
-        let (child, reader) = self.spawn(extra_env)?;
-        let mut daemon = Daemon {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            reader: Some(reader.thread),
-            pid: 0,
-            listened_after: Duration::ZERO,
-        };
-        daemon.pid = daemon.child.id();
-        match reader.listening.recv_timeout(START_TIMEOUT) {
+        let (mut daemon, listening) = self.spawn(extra_env)?;
+        match listening.recv_timeout(START_TIMEOUT) {
             Ok(addr) => {
                 daemon.addr = addr;
                 daemon.listened_after = started.elapsed();
@@ -186,17 +190,10 @@ impl Launcher {
         extra_env: &[(&str, &str)],
         after: Duration,
     ) -> Result<bool, String> {
-        let (child, reader) = self.spawn(extra_env)?;
-        let mut daemon = Daemon {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            reader: Some(reader.thread),
-            pid: 0,
-            listened_after: Duration::ZERO,
-        };
+        let (mut daemon, listening) = self.spawn(extra_env)?;
         std::thread::sleep(after);
         daemon.kill();
-        Ok(reader.listening.try_recv().is_ok())
+        Ok(listening.try_recv().is_ok())
     }
 }
 
