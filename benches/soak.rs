@@ -509,7 +509,15 @@ fn soak(
         audited: restarted,
     };
     summary.print();
-    Ok(run.findings.total() == 0 && restarted)
+    let clean = run.findings.total() == 0 && restarted;
+    if !clean {
+        run.crew.write_ledger(&dir.root)?;
+        println!(
+            "ledger           sends.tsv, deliveries.tsv, drains.tsv in {}",
+            dir.root.display()
+        );
+    }
+    Ok(clean)
 }
 
 /// `storage.journal` for one start.

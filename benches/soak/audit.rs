@@ -783,10 +783,10 @@ pub(crate) async fn audit(
 /// order it sent (its sends are sequential, a socket's kept in order); every id a round
 /// stores is above all known before it (so none is reused after a crash).
 fn check_ids(crew: &Crew, tracker: &Tracker, f: &mut Findings) {
-    let mut by_worker: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut by_worker: BTreeMap<usize, Vec<(u64, u64, &SendRecord)>> = BTreeMap::new();
     for r in crew.records() {
         if let Some(id) = r.acked_id() {
-            by_worker.entry(r.worker).or_default().push((r.seq, id));
+            by_worker.entry(r.worker).or_default().push((r.seq, id, r));
         }
         if let Outcome::Acked {
             id: Some(id),
@@ -805,14 +805,19 @@ fn check_ids(crew: &Crew, tracker: &Tracker, f: &mut Findings) {
         }
     }
     for (worker, mut ids) in by_worker {
-        ids.sort_unstable();
+        ids.sort_unstable_by_key(|(seq, _, _)| *seq);
         for w in ids.windows(2) {
             if w[0].1 >= w[1].1 {
                 f.add(
                     Kind::Ids,
                     format!(
-                        "worker {worker}: send {} got id {}, the later send {} got id {}",
-                        w[0].0, w[0].1, w[1].0, w[1].1
+                        "worker {worker}: send {} got id {}, the later send {} got id {} ({}; {})",
+                        w[0].0,
+                        w[0].1,
+                        w[1].0,
+                        w[1].1,
+                        describe(w[0].2),
+                        describe(w[1].2)
                     ),
                 );
             }

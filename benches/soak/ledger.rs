@@ -2,7 +2,7 @@
 //! every message a socket delivered, every queue drain, every acknowledged read marker; and
 //! the cast — the users, their roles and conversations.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
@@ -110,7 +110,10 @@ impl SendRecord {
 pub(crate) struct Book {
     pub(crate) worker: usize,
     pub(crate) records: Vec<SendRecord>,
-    retry: VecDeque<usize>,
+    /// Indexes of the sends to retry. Retried in the order they were first sent (index
+    /// order), so the daemon meets them in that order again: the audit checks that a
+    /// worker's ids increase in the order it sent.
+    retry: BTreeSet<usize>,
 }
 
 impl Book {
@@ -118,7 +121,7 @@ impl Book {
         Book {
             worker,
             records: Vec::new(),
-            retry: VecDeque::new(),
+            retry: BTreeSet::new(),
         }
     }
 
@@ -134,7 +137,7 @@ impl Book {
 
     /// The oldest send waiting for a retry, marked as attempted again.
     pub(crate) fn take_retry(&mut self) -> Option<usize> {
-        let i = self.retry.pop_front()?;
+        let i = self.retry.pop_first()?;
         self.records[i].attempts += 1;
         self.records[i].outcome = Outcome::Pending;
         Some(i)
@@ -155,7 +158,7 @@ impl Book {
     pub(crate) fn in_doubt(&mut self, i: usize) -> bool {
         if self.records[i].client_id.is_some() {
             self.records[i].outcome = Outcome::Pending;
-            self.retry.push_back(i);
+            self.retry.insert(i);
             true
         } else {
             self.records[i].outcome = Outcome::InDoubt;
@@ -169,7 +172,7 @@ impl Book {
 
     /// Sends still waiting for a retry when the soak ends: in doubt for good.
     pub(crate) fn give_up(&mut self) {
-        while let Some(i) = self.retry.pop_front() {
+        while let Some(i) = self.retry.pop_first() {
             self.records[i].outcome = Outcome::InDoubt;
         }
     }

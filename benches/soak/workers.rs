@@ -749,3 +749,65 @@ impl Drainer {
         }
     }
 }
+
+impl Crew {
+    /// Writes what the run sent and saw into `dir` (tab-separated, one line per send, drain
+    /// and delivery): the evidence beside the data files when the audit finds something.
+    pub(crate) fn write_ledger(&self, dir: &std::path::Path) -> Result<(), String> {
+        use std::io::Write;
+        let create = |name: &str| -> Result<std::io::BufWriter<std::fs::File>, String> {
+            let path = dir.join(name);
+            std::fs::File::create(&path)
+                .map(std::io::BufWriter::new)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let io = |e: std::io::Error| format!("writing the ledger: {e}");
+        let mut sends = create("sends.tsv")?;
+        writeln!(
+            sends,
+            "worker\tseq\tvia\tsender\tconversation\tclient_id\tfirst_round\tattempts\toutcome\ttext"
+        )
+        .map_err(io)?;
+        for r in self.records() {
+            writeln!(
+                sends,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:?}\t{}",
+                r.worker,
+                r.seq,
+                r.via.name(),
+                r.sender,
+                r.conversation.map_or("-".into(), |c| c.to_string()),
+                r.client_id.as_deref().unwrap_or("-"),
+                r.first_round,
+                r.attempts,
+                r.outcome,
+                r.text
+            )
+            .map_err(io)?;
+        }
+        sends.flush().map_err(io)?;
+        let mut deliveries = create("deliveries.tsv")?;
+        writeln!(deliveries, "user\tid\tround\tconnection").map_err(io)?;
+        for d in self.deliveries() {
+            writeln!(
+                deliveries,
+                "{}\t{}\t{}\t{}",
+                d.user, d.message.id, d.round, d.connection
+            )
+            .map_err(io)?;
+        }
+        deliveries.flush().map_err(io)?;
+        let mut drains = create("drains.tsv")?;
+        writeln!(drains, "user\tround\tanswered\tlimit_or_ids").map_err(io)?;
+        if let Some(drainer) = self.drainer() {
+            for d in &drainer.drains {
+                let ids: Vec<String> = d.messages.iter().map(|m| m.id.to_string()).collect();
+                writeln!(drains, "{}\t{}\tyes\t{}", d.user, d.round, ids.join(",")).map_err(io)?;
+            }
+            for l in &drainer.lost {
+                writeln!(drains, "{}\t{}\tno\t{}", l.user, l.round, l.limit).map_err(io)?;
+            }
+        }
+        drains.flush().map_err(io)
+    }
+}
