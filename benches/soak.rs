@@ -419,7 +419,7 @@ fn soak(
     let credentials = Arc::new(credentials);
     let daemon = launcher.start(&journal(true))?;
     let api = Api::new(daemon.addr, credentials.clone())?;
-    let cast = rt.block_on(Cast::create(&api))?;
+    let cast = unless_interrupted(rt, interrupted, Cast::create(&api))?;
     let crew = Crew::new(&cast, seed);
     let mut run = Run {
         args,
@@ -440,13 +440,12 @@ fn soak(
         ends: BTreeMap::new(),
         totals: Totals::default(),
     };
-    run.rt.block_on(run.tracker.after_restart(
-        &run.api,
-        &run.cast,
-        &run.crew,
-        1,
-        &mut run.findings,
-    ))?;
+    unless_interrupted(
+        run.rt,
+        run.interrupted,
+        run.tracker
+            .after_restart(&run.api, &run.cast, &run.crew, 1, &mut run.findings),
+    )?;
 
     let load_started = Instant::now();
     let deadline = load_started + Duration::from_secs_f64(args.minutes * 60.0);
@@ -472,15 +471,19 @@ fn soak(
     if restarted {
         println!("audit            on a fresh start, no load ...");
         let audit_started = Instant::now();
-        figures = rt.block_on(audit::audit(
-            &run.api,
-            &run.cast,
-            &run.crew,
-            &run.tracker,
-            &run.ends,
-            run.totals.rounds + 1,
-            &mut run.findings,
-        ))?;
+        figures = unless_interrupted(
+            rt,
+            interrupted,
+            audit::audit(
+                &run.api,
+                &run.cast,
+                &run.crew,
+                &run.tracker,
+                &run.ends,
+                run.totals.rounds + 1,
+                &mut run.findings,
+            ),
+        )?;
         println!(
             "audit took       {:.1} s",
             audit_started.elapsed().as_secs_f64()
@@ -518,6 +521,25 @@ fn soak(
         );
     }
     Ok(clean)
+}
+
+/// Runs `work` to its end, or until the soak is interrupted (Ctrl-C, SIGTERM): the checks and
+/// the audit can take minutes.
+fn unless_interrupted<T>(
+    rt: &tokio::runtime::Runtime,
+    interrupted: &AtomicBool,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    rt.block_on(async {
+        tokio::select! {
+            done = work => done,
+            _ = async {
+                while !interrupted.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            } => Err("interrupted".into()),
+        }
+    })
 }
 
 /// `storage.journal` for one start.
@@ -652,13 +674,17 @@ impl Run<'_> {
         self.last_start = self.daemon.listened_after;
         self.api = Api::new(self.daemon.addr, self.credentials.clone())?;
         let before = self.findings.total();
-        let checked = self.rt.block_on(self.tracker.after_restart(
-            &self.api,
-            &self.cast,
-            &self.crew,
-            round + 1,
-            &mut self.findings,
-        ))?;
+        let checked = unless_interrupted(
+            self.rt,
+            self.interrupted,
+            self.tracker.after_restart(
+                &self.api,
+                &self.cast,
+                &self.crew,
+                round + 1,
+                &mut self.findings,
+            ),
+        )?;
         let found = self.findings.total() - before;
         notes.push(format!(
             "restart {:.2} s (journal {}), checked {checked}: {}",
@@ -788,11 +814,12 @@ impl Summary<'_> {
             fig.lost_drains_graceful
         );
         println!(
-            "socket delivery  {} during the load + {} replayed at the audit; {} redelivered after a kill -9; {} missed to a kill -9 (in sync)",
+            "socket delivery  {} during the load + {} replayed at the audit; {} redelivered after a kill -9; {} missed to a kill -9 (in sync); {} sockets closed 4008 (slow consumer)",
             fig.deliveries,
             fig.replayed_at_audit,
             fig.redelivered_after_kill,
-            fig.missed_after_kill
+            fig.missed_after_kill,
+            t.stats.slow_consumer_closes
         );
         println!(
             "sync             {} users, {} messages",

@@ -22,6 +22,10 @@ const EXAMPLES: usize = 12;
 const QUIET: Duration = Duration::from_millis(600);
 /// Longest wait for a replay or a `sync` batch at the audit.
 const AUDIT_WAIT: Duration = Duration::from_secs(60);
+/// Pause before each `sync` request: 20 a second, the socket's budget for such frames.
+const SYNC_SPACING: Duration = Duration::from_millis(50);
+/// `rate_limited` answers to `sync` one audit takes before it gives up.
+const MAX_SYNC_REFUSALS: u32 = 1000;
 /// Largest drain `limit` (the API's cap), for the final drains.
 const FINAL_DRAIN: usize = 1000;
 
@@ -372,6 +376,8 @@ pub(crate) struct Tracker {
     store: Store,
     /// Newest id read per conversation.
     high: BTreeMap<u64, u64>,
+    /// Id → the round before which a check first saw it in history.
+    seen_before: HashMap<u64, u32>,
     /// Round → the highest id acknowledged or shown before it started: every message the
     /// round stores must get a higher one.
     pub(crate) floors: BTreeMap<u32, u64>,
@@ -415,6 +421,7 @@ impl Tracker {
                     );
                 }
                 high = high.max(m.id);
+                self.seen_before.entry(m.id).or_insert(round);
                 self.store.insert(m, findings);
             }
             self.high.insert(conversation, high);
@@ -781,7 +788,9 @@ pub(crate) async fn audit(
 
 /// Ids in commit order and never reused: each worker's acknowledged ids increase in the
 /// order it sent (its sends are sequential, a socket's kept in order); every id a round
-/// stores is above all known before it (so none is reused after a crash).
+/// acknowledges is above all known before it (so none is reused after a crash), unless it
+/// answers a retry with the message the first attempt stored, which history showed before
+/// the round.
 fn check_ids(crew: &Crew, tracker: &Tracker, f: &mut Findings) {
     let mut by_worker: BTreeMap<usize, Vec<(u64, u64, &SendRecord)>> = BTreeMap::new();
     for r in crew.records() {
@@ -791,15 +800,25 @@ fn check_ids(crew: &Crew, tracker: &Tracker, f: &mut Findings) {
         if let Outcome::Acked {
             id: Some(id),
             round,
-            retried: false,
+            retried,
         } = r.outcome
         {
             let floor = tracker.floors.get(&round).copied().unwrap_or(0);
-            if id <= floor {
+            // A retry may be answered with the message its first attempt stored before the
+            // crash: an id below the floor, but then one history showed before the round.
+            let stored_before = retried
+                && tracker
+                    .seen_before
+                    .get(&id)
+                    .is_some_and(|before| *before <= round);
+            if id <= floor && !stored_before {
                 f.add_about(
                     Kind::Ids,
                     id.to_string(),
-                    format!("id {id} acknowledged in round {round} for a new message, not above {floor} known before the round"),
+                    format!(
+                        "id {id} acknowledged in round {round}, not above {floor} known before the round and not in history before it: {}",
+                        describe(r)
+                    ),
                 );
             }
         }
@@ -1060,11 +1079,16 @@ async fn replay(api: &Api, ws: &mut Ws, user: u64) -> Result<Vec<Seen>, String> 
     }
 }
 
-/// Everything `sync` returns from id 0, batch after batch.
+/// Everything `sync` returns from id 0, batch after batch. A socket's frames other than chat
+/// messages share a budget (docs/WEBSOCKET.md: 20 a second, bursts of 60), `sync` included:
+/// the batches are spaced to stay within it, and one answered `rate_limited` is asked again
+/// a second later, as a client should.
 async fn sync(ws: &mut Ws) -> Result<Vec<Seen>, String> {
     let mut messages = Vec::new();
     let mut since = 0;
+    let mut refusals = 0;
     loop {
+        tokio::time::sleep(SYNC_SPACING).await;
         let request = json!({"type": "sync", "since_message_id": since});
         ws.send(Message::Text(request.to_string().into()))
             .await
@@ -1082,13 +1106,20 @@ async fn sync(ws: &mut Ws) -> Result<Vec<Seen>, String> {
                     messages.push(Seen::from_event(&event).ok_or("new_message without its fields")?)
                 }
                 Some("sync_complete") => {
-                    if event["has_more"] == json!(true) {
-                        since = event["last_message_id"]
-                            .as_u64()
-                            .ok_or("sync_complete without last_message_id")?;
-                        break;
+                    if event["has_more"] != json!(true) {
+                        return Ok(messages);
                     }
-                    return Ok(messages);
+                    since = event["last_message_id"]
+                        .as_u64()
+                        .ok_or("sync_complete without last_message_id")?;
+                    break;
+                }
+                Some("error")
+                    if event["code"] == "rate_limited" && refusals < MAX_SYNC_REFUSALS =>
+                {
+                    refusals += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
                 }
                 Some("error") => return Err(format!("sync error: {event}")),
                 _ => {}

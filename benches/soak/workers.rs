@@ -72,6 +72,8 @@ pub(crate) struct RoundStats {
     pub(crate) delivered: u64,
     pub(crate) markers: u64,
     pub(crate) receipts: u64,
+    /// Sockets the daemon closed with 4008 (slow consumer): allowed, counted.
+    pub(crate) slow_consumer_closes: u64,
     /// Odd answers and events, by kind (none is expected).
     pub(crate) odd: BTreeMap<String, u64>,
 }
@@ -98,6 +100,7 @@ impl RoundStats {
         self.delivered += other.delivered;
         self.markers += other.markers;
         self.receipts += other.receipts;
+        self.slow_consumer_closes += other.slow_consumer_closes;
         for (what, n) in &other.odd {
             *self.odd.entry(what.clone()).or_default() += n;
         }
@@ -531,11 +534,14 @@ impl SocketUser {
             tokio::select! {
                 frame = stream.next() => {
                     let Some(Ok(frame)) = frame else { break };
-                    if let Message::Close(Some(close)) = &frame
-                        && u16::from(close.code) != 1001
-                    {
-                        // 1001 is a shutdown; a kill -9 sends no close at all.
-                        stats.odd(format!("socket closed with {}", u16::from(close.code)));
+                                        if let Message::Close(Some(close)) = &frame {
+                        // 1001 is a shutdown, 4008 a client that did not keep up (a busy
+                        // machine can stall the soak); a kill -9 sends no close at all.
+                        match u16::from(close.code) {
+                            1001 => {}
+                            4008 => stats.slow_consumer_closes += 1,
+                            code => stats.odd(format!("socket closed with {code}")),
+                        }
                     }
                     let Some(event) = event(&frame) else { continue };
                     match event["type"].as_str() {
