@@ -794,7 +794,7 @@ impl Summary<'_> {
         );
         println!("acknowledged     {acked} ({})", by_via.join(", "));
         println!(
-            "in doubt         {} sends lost their answer to a stop; {} retried with their client_id and acknowledged ({} stored before the crash, {} by the retry); {} never acknowledged (stored {}, not stored {})",
+            "in doubt         {} answers lost to a stop (a retry can lose its answer again); {} sends retried with their client_id and acknowledged ({} stored before the crash, {} by the retry); {} never acknowledged (stored {}, not stored {})",
             t.stats.in_doubt,
             fig.retried_stored_before + fig.retried_stored_by_retry,
             fig.retried_stored_before,
