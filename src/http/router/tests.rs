@@ -16,7 +16,7 @@ use crate::crypto::{Key, Keyring};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::writer::WriterOptions;
+use crate::store::WriterOptions;
 use crate::users::Directory;
 
 /// A daemon's accept loop on a loopback port, over a fresh store: the demo page and the echo
