@@ -12,8 +12,9 @@
 //!   ([`http::router`]); [`http::upgrade`] turns a WebSocket request into a [`ws`] session.
 //!   [`auth`] says who is calling (JWTs from the host app, or our own), [`users`] remembers
 //!   their names, [`limits`] keeps each caller to its rate.
-//! * **Protocol.** Each way in reads its input into a typed request: a REST body
-//!   ([`http::request`]), a socket frame of either dialect ([`ws::protocol`]).
+//! * **Protocol.** Each way in reads its input into a typed request: a REST request through
+//!   the extractors of [`http::extract`] (caller, path ids, query, body), a socket frame of
+//!   either dialect ([`ws::protocol`]).
 //! * **Chat.** [`chat`] says what a request means, however it came in: one send request and
 //!   one validation for REST, both socket dialects and the service API; broadcasts; read
 //!   receipts; creating conversations. Each refusal carries one of the wire codes of
