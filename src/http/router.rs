@@ -388,7 +388,8 @@ impl Api {
 /// The router of the daemon: every route, in its layers.
 pub fn app(state: Arc<AppState>) -> impl HttpService + use<> {
     let limits = state.config.limits.clone();
-    super::layers::around(Api::new(&limits).into_router(state), &limits)
+    let http = state.config.http.clone();
+    super::layers::around(Api::new(&limits).into_router(state), &limits, &http)
 }
 
 /// What a connection over `limits.max_connections` is answered: the health checks (from the
@@ -406,11 +407,12 @@ pub fn over_limit(state: Arc<AppState>) -> impl HttpService + use<> {
         }
     }
     let busy = || async { ApiError::TooManyConnections };
+    let http = state.config.http.clone();
     let router = router
         .fallback(busy)
         .method_not_allowed_fallback(busy)
         .with_state(state);
-    super::layers::around(router, &limits)
+    super::layers::around(router, &limits, &http)
 }
 
 #[cfg(test)]
