@@ -95,6 +95,8 @@ codes! {
     RequestTimeout = REQUEST_TIMEOUT, "request_timeout";
     ClientIdConflict = CONFLICT, "client_id_conflict";
     UsernameTaken = CONFLICT, "username_taken";
+    /// The host app tried to rename a local account (`PUT /api/users/{id}`).
+    LocalAccount = CONFLICT, "local_account";
     PayloadTooLarge = PAYLOAD_TOO_LARGE, "payload_too_large";
     UriTooLong = URI_TOO_LONG, "uri_too_long";
     UnsupportedMediaType = UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type";
@@ -196,6 +198,7 @@ impl From<&WriteError> for Code {
             }
             WriteError::TooFewParticipants => Code::InvalidParticipants,
             WriteError::UsernameTaken => Code::UsernameTaken,
+            WriteError::LocalAccount(_) => Code::LocalAccount,
             WriteError::Store(store) => store.into(),
         }
     }

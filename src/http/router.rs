@@ -32,7 +32,8 @@ use utoipa_axum::routes;
 
 use super::extract::{Connection, Conversation, Id, Message, QueueUser, UserPath};
 use super::layers::HttpService;
-use super::{auth, conversations, health, messages, openapi, service, upgrade, web};
+use super::profiles::ProfileUser;
+use super::{auth, conversations, health, messages, openapi, profiles, service, upgrade, web};
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -292,7 +293,8 @@ impl Api {
             .routes_with::<Id<QueueUser>>(routes!(service::queue), Head::Refused)
             .routes(routes!(service::broadcast))
             .routes(routes!(service::stats))
-            .routes(routes!(service::metrics));
+            .routes(routes!(service::metrics))
+            .routes_with::<Id<ProfileUser>>(routes!(profiles::put), Head::AsGet);
         // The admin API (next issue) lands here, behind the service secret.
         let admin = Group::new(Caller::Admin, limits);
         Api {
