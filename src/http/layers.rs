@@ -117,6 +117,26 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
             .filter_map(|o| HeaderValue::from_str(o).ok())
             .collect(),
     );
+    let methods = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    let layer = CorsLayer::new()
+        .allow_methods(methods)
+        // Whatever the page asks to send (Authorization, Content-Type, X-CSRFToken, …): what a
+        // page may do is decided by its origin, not by its headers.
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([RETRY_AFTER])
+        .max_age(PREFLIGHT_MAX_AGE);
+    if listed.is_empty() {
+        // `"*"` alone: `Access-Control-Allow-Origin: *`, which browsers never pair with
+        // credentials.
+        return Some(layer.allow_origin(AllowOrigin::any()));
+    }
     let is_listed = {
         let listed = listed.clone();
         move |origin: &HeaderValue| {
@@ -130,24 +150,11 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
         AllowCredentials::predicate(move |origin, _| is_listed(origin))
     };
     Some(
-        CorsLayer::new()
+        layer
             .allow_origin(AllowOrigin::predicate(move |origin, _| {
                 any || is_listed(origin)
             }))
-            .allow_credentials(credentials)
-            .allow_methods([
-                Method::GET,
-                Method::HEAD,
-                Method::POST,
-                Method::PUT,
-                Method::PATCH,
-                Method::DELETE,
-            ])
-            // Whatever the page asks to send (Authorization, Content-Type, X-CSRFToken, …):
-            // what a page may do is decided by its origin, not by its headers.
-            .allow_headers(AllowHeaders::mirror_request())
-            .expose_headers([RETRY_AFTER])
-            .max_age(PREFLIGHT_MAX_AGE),
+            .allow_credentials(credentials),
     )
 }
 
