@@ -117,6 +117,11 @@ fn the_hosts_conversation_ids_map_to_one_conversation_durably() {
 
 /// The next `typing` event on `ws`.
 async fn typing(ws: &mut common::WsStream) -> Value {
+    next(ws, "typing").await
+}
+
+/// The next event of type `kind` on `ws`.
+async fn next(ws: &mut common::WsStream, kind: &str) -> Value {
     loop {
         let frame = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -125,7 +130,7 @@ async fn typing(ws: &mut common::WsStream) -> Value {
             .expect("frame");
         if let Message::Text(text) = frame {
             let event: Value = serde_json::from_str(&text).expect("json");
-            if event["type"] == "typing" {
+            if event["type"] == kind {
                 return event;
             }
         }
@@ -141,10 +146,16 @@ fn profiles_name_users_whose_tokens_claim_none_durably() {
     let open = |d: &Daemon, user: u64| {
         let url = format!("ws://{}/ws/chat/{conv}/?token={}", d.addr, d.token(user));
         rt.block_on(async {
-            tokio_tungstenite::connect_async(url)
+            let mut ws = tokio_tungstenite::connect_async(url)
                 .await
                 .expect("connect")
-                .0
+                .0;
+            // Answered once the socket is registered for the conversation's events.
+            let ping = json!({"type": "ping"}).to_string();
+            ws.send(Message::text(ping)).await.expect("ping");
+            let pong = next(&mut ws, "pong").await;
+            assert_eq!(pong, json!({"type": "pong"}));
+            ws
         })
     };
     let stop_typing = json!({"type": "typing", "is_typing": false}).to_string();
