@@ -315,8 +315,7 @@ fn a_token_cookie_carries_a_jwt_for_rest_and_sockets() {
             &[("Cookie", cookie.clone()), ("Origin", APP.to_owned())],
         )
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert_eq!(refused.0, 403, "{}", refused.1);
     });
 }
