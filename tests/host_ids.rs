@@ -115,9 +115,11 @@ fn the_hosts_conversation_ids_map_to_one_conversation_durably() {
     assert_eq!(seen["host_id"], 9001, "{seen}");
 }
 
-/// The next `typing` event on `ws`.
-async fn typing(ws: &mut common::WsStream) -> Value {
-    next(ws, "typing").await
+/// `typist` stops typing (always relayed, unlike a start): the event `watcher` gets.
+async fn stops_typing(typist: &mut common::WsStream, watcher: &mut common::WsStream) -> Value {
+    let stop = json!({"type": "typing", "is_typing": false}).to_string();
+    typist.send(Message::text(stop)).await.expect("send");
+    next(watcher, "typing").await
 }
 
 /// The next event of type `kind` on `ws`.
@@ -158,16 +160,9 @@ fn profiles_name_users_whose_tokens_claim_none_durably() {
             ws
         })
     };
-    let stop_typing = json!({"type": "typing", "is_typing": false}).to_string();
     let (mut typist, mut watcher) = (open(&d, 77), open(&d, 78));
-    rt.block_on(async {
-        typist
-            .send(Message::text(stop_typing.clone()))
-            .await
-            .expect("send");
-        let event = typing(&mut watcher).await;
-        assert_eq!(event["username"], Value::Null, "no name yet: {event}");
-    });
+    let event = rt.block_on(stops_typing(&mut typist, &mut watcher));
+    assert_eq!(event["username"], Value::Null, "no name yet: {event}");
 
     let (status, body) = service(
         &d,
@@ -181,28 +176,17 @@ fn profiles_name_users_whose_tokens_claim_none_durably() {
         json!({"id": 77, "username": "tendai", "display_name": "Tendai M."})
     );
     // The open socket uses it at once.
-    rt.block_on(async {
-        typist
-            .send(Message::text(stop_typing.clone()))
-            .await
-            .expect("send");
-        let event = typing(&mut watcher).await;
-        assert_eq!(event["username"], "tendai", "{event}");
-        assert_eq!(event["user_id"], 77);
-    });
+    let event = rt.block_on(stops_typing(&mut typist, &mut watcher));
+    assert_eq!(event["username"], "tendai", "{event}");
+    assert_eq!(event["user_id"], 77);
     drop((typist, watcher));
 
     // Durable: after kill -9 the name is still there.
     d.crash();
     let d = start(dir.path());
     let (mut typist, mut watcher) = (open(&d, 77), open(&d, 78));
-    rt.block_on(async {
-        typist
-            .send(Message::text(stop_typing.clone()))
-            .await
-            .expect("send");
-        assert_eq!(typing(&mut watcher).await["username"], "tendai");
-    });
+    let event = rt.block_on(stops_typing(&mut typist, &mut watcher));
+    assert_eq!(event["username"], "tendai", "{event}");
     drop((typist, watcher));
 
     // Bad input, a local account, a missing secret.

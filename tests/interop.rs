@@ -53,12 +53,17 @@ fn run_with_cookie(script: &str, args: &[&str], cookie: &str) -> String {
     stdout
 }
 
-/// A daemon that asks `django` about session cookies.
-fn session_daemon(dir: &std::path::Path, django: &Django) -> Daemon {
-    Daemon::start_with(
-        dir,
+/// The stand-in Django, and a daemon asking it about session cookies in which users 42 and 43
+/// have a conversation (its id last).
+fn session_daemon() -> (Django, tempfile::TempDir, Daemon, u64) {
+    let django = Django::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start_with(
+        dir.path(),
         common::Options::env(&[("INDABA_AUTH__SESSION_CHECK_URL", &django.url())]),
-    )
+    );
+    let conv = d.conversation(42, 43);
+    (django, dir, d, conv)
 }
 
 #[test]
@@ -66,10 +71,7 @@ fn seed_002_python_client_chats_with_only_a_django_session_cookie() {
     if !python_interop() {
         return;
     }
-    let django = Django::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = session_daemon(dir.path(), &django);
-    let conv = d.conversation(42, 43);
+    let (django, _dir, d, conv) = session_daemon();
     let uri = format!("ws://{}/ws/chat/", d.addr);
     let stdout = run_with_cookie(
         "seed002_client.py",
@@ -97,10 +99,7 @@ fn seed_003_python_client_chats_with_only_a_django_session_cookie() {
     if !python_interop() {
         return;
     }
-    let django = Django::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = session_daemon(dir.path(), &django);
-    let conv = d.conversation(42, 43);
+    let (django, _dir, d, conv) = session_daemon();
     let uri = format!("ws://{}/ws/chat/{conv}/", d.addr);
     let stdout = run_with_cookie("seed003_client.py", &[&uri], "sessionid=user-42");
     // Python prints the dict: the room's `message` event, the sender's own included.
@@ -117,6 +116,7 @@ fn seed_003_python_client_chats_with_only_a_django_session_cookie() {
     );
     assert_eq!(page["results"][0]["text"], "Test message");
     assert_eq!(page["results"][0]["sender"], 42);
+    assert_eq!(django.calls_for("user-42"), 1, "Django was asked once");
     // A session Django refuses gets the socket closed (4401): the client sees it fail.
     let out = Command::new("python3")
         .arg(concat!(
