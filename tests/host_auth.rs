@@ -173,13 +173,15 @@ fn a_django_session_cookie_authenticates_rest_and_sockets() {
 #[test]
 fn a_slow_failing_or_absent_host_app_is_503_and_close_1011_never_a_wrong_answer() {
     let django = Django::start();
+    // One daemon per case: failures are logged at most every 10 s, each one's reason once.
     let (_dir, d) = daemon(&django.url(), &[]);
-    for (cookie, why) in [
-        ("slow", "no answer within 1s"),
-        ("broken", "it answered 500"),
+    let (_dir1, slow) = daemon(&django.url(), &[]);
+    for (d, cookie, why) in [
+        (&slow, "slow", "no answer within 1s"),
+        (&d, "broken", "it answered 500"),
     ] {
         let started = Instant::now();
-        let resp = get(&d, ME, &[("Cookie", &session(cookie))]);
+        let resp = get(d, ME, &[("Cookie", &session(cookie))]);
         assert_eq!(
             resp.headers().get("retry-after").map(|v| v.as_bytes()),
             Some(&b"5"[..])
@@ -193,11 +195,13 @@ fn a_slow_failing_or_absent_host_app_is_503_and_close_1011_never_a_wrong_answer(
         );
         assert!(d.wait_for_log(why, WAIT), "a WARN says why: {why}");
     }
-    // A failure is not cached: the next request asks again.
+    // A failure is not cached: the next request asks again (and is not logged again yet).
     let before = django.calls_for("broken");
     let (status, _) = json_of(get(&d, ME, &[("Cookie", &session("broken"))]));
     assert_eq!(status, 503);
     assert_eq!(django.calls_for("broken"), before + 1);
+    let warnings = d.log_text().matches("session check failed").count();
+    assert_eq!(warnings, 1, "{}", d.log_text());
     // The cookie's value is never logged.
     assert!(
         !d.log_text().contains("csrftoken=abc123"),

@@ -35,6 +35,10 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// calls; losing it costs one call per cookie.
 const MAX_CACHED: usize = 100_000;
 
+/// Failed checks are logged at WARN at most this often (with how many were not): a host app
+/// that is down fails every cookie request, and the log must stay readable.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Why a session did not authenticate a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
@@ -56,6 +60,8 @@ pub struct SessionChecker {
     client: Client<HttpConnector, Empty<Bytes>>,
     /// Hash of the `Cookie` header → its check, done or under way.
     slots: Mutex<HashMap<[u8; 32], Arc<Slot>>>,
+    /// When a failure was last logged, and the failures since then not logged.
+    warned: Mutex<(Option<Instant>, u64)>,
 }
 
 impl std::fmt::Debug for SessionChecker {
@@ -110,6 +116,7 @@ impl SessionChecker {
             salt,
             client: Client::builder(TokioExecutor::new()).build(connector),
             slots: Mutex::default(),
+            warned: Mutex::default(),
         }))
     }
 
@@ -197,13 +204,23 @@ impl SessionChecker {
         }
     }
 
-    /// Logs why a check failed (never the cookies) and says so.
+    /// Logs why a check failed (never the cookies; at most every [`WARN_EVERY`]) and says so.
     fn unavailable(&self, why: &str) -> SessionError {
-        tracing::warn!(
-            url = %self.url,
-            why,
-            "session check failed: cookie-authenticated requests get 503 (sockets close 1011)"
-        );
+        let now = Instant::now();
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, quiet) = &mut *warned;
+        if last.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) {
+            tracing::warn!(
+                url = %self.url,
+                why,
+                not_logged_since = *quiet,
+                "session check failed: cookie-authenticated requests get 503 (sockets close 1011)"
+            );
+            *last = Some(now);
+            *quiet = 0;
+        } else {
+            *quiet += 1;
+        }
         SessionError::Unavailable
     }
 }

@@ -23,21 +23,21 @@ use crate::auth::{AuthError, Identity};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
-/// How a caller was identified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
+/// The credential a request carries, borrowed from it.
+enum Credential<'a> {
     /// A token the client put in the request itself (header or query).
-    Token,
-    /// A cookie the browser attached: `auth.token_cookie` or a host-app session.
-    Cookie,
-}
-
-/// The credential a request carries.
-enum Credential {
-    Token(String),
-    TokenCookie(String),
+    Token(&'a str),
+    /// A token in the `auth.token_cookie` cookie.
+    TokenCookie(&'a str),
     /// The whole `Cookie` header, for the host app.
     Session(HeaderValue),
+}
+
+impl Credential<'_> {
+    /// A cookie the browser attached by itself, which a page of another site can make it send.
+    fn is_ambient(&self) -> bool {
+        !matches!(self, Credential::Token(_))
+    }
 }
 
 /// Who the request in `headers` is from. `query_token` is a WebSocket upgrade's `?token=`;
@@ -49,20 +49,16 @@ pub async fn identify(
     query_token: Option<&str>,
     peer: SocketAddr,
     origin_checked: bool,
-) -> Result<(Identity, Via), ApiError> {
+) -> Result<Identity, ApiError> {
     let credential = credential(state, headers, query_token)?;
-    let via = match credential {
-        Credential::Token(_) => Via::Token,
-        Credential::TokenCookie(_) | Credential::Session(_) => Via::Cookie,
-    };
-    if via == Via::Cookie && origin_checked && !origin_allowed(state, headers, peer) {
+    if credential.is_ambient() && origin_checked && !origin_allowed(state, headers, peer) {
         return Err(ApiError::refused(
             Code::OriginNotAllowed,
             "cookies are accepted from this server's own pages and the origins in \
              http.cors_allowed_origins only",
         ));
     }
-    let identity = match credential {
+    Ok(match credential {
         Credential::Token(token) | Credential::TokenCookie(token) => {
             state.verifier.verify(token.trim())?
         }
@@ -73,16 +69,15 @@ pub async fn identify(
             let client = ClientIp::of(state, peer, headers);
             sessions.check(&cookie, client).await?
         }
-    };
-    Ok((identity, via))
+    })
 }
 
 /// The credential the request carries, if any.
-fn credential(
+fn credential<'a>(
     state: &AppState,
-    headers: &HeaderMap,
-    query_token: Option<&str>,
-) -> Result<Credential, AuthError> {
+    headers: &'a HeaderMap,
+    query_token: Option<&'a str>,
+) -> Result<Credential<'a>, AuthError> {
     if let Some(header) = headers.get(AUTHORIZATION) {
         let header = header
             .to_str()
@@ -92,10 +87,10 @@ fn credential(
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token)
             .ok_or_else(|| AuthError::Invalid("expected `Authorization: Bearer <token>`".into()))?;
-        return Ok(Credential::Token(token.to_owned()));
+        return Ok(Credential::Token(token));
     }
     if let Some(token) = query_token {
-        return Ok(Credential::Token(token.to_owned()));
+        return Ok(Credential::Token(token));
     }
     if let Some(name) = &state.config.auth.token_cookie
         && let Some(token) = cookie(headers, name)
@@ -124,7 +119,7 @@ fn cookie_header(headers: &HeaderMap) -> Option<HeaderValue> {
 
 /// The value of cookie `name` (RFC 6265: `name=value` pairs split by `;`, a value possibly in
 /// double quotes).
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -138,7 +133,6 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
                 .unwrap_or(value)
-                .to_owned()
         })
         .filter(|value| !value.is_empty())
 }
@@ -194,8 +188,8 @@ mod tests {
             ("cookie", "csrftoken=abc; access_token=\"x.y.z\""),
             ("cookie", "sessionid=s1"),
         ]);
-        assert_eq!(cookie(&h, "access_token").as_deref(), Some("x.y.z"));
-        assert_eq!(cookie(&h, "sessionid").as_deref(), Some("s1"));
+        assert_eq!(cookie(&h, "access_token"), Some("x.y.z"));
+        assert_eq!(cookie(&h, "sessionid"), Some("s1"));
         assert_eq!(cookie(&h, "access"), None);
         assert_eq!(
             cookie_header(&h).as_ref().map(HeaderValue::as_bytes),

@@ -69,7 +69,7 @@ impl FromRequestParts<Arc<AppState>> for User {
         let peer = connection(parts)?.peer;
         // A cross-site page can make a browser send cookies with a write, not read the answer.
         let write = !parts.method.is_safe();
-        let (user, _) = super::caller::identify(state, &parts.headers, None, peer, write).await?;
+        let user = super::caller::identify(state, &parts.headers, None, peer, write).await?;
         state.users.ensure(&state.store, &user).await?;
         Ok(User(user))
     }

@@ -161,9 +161,7 @@ async fn authenticate(
     state: &AppState,
     (headers, token, peer): (HeaderMap, Option<String>, SocketAddr),
 ) -> Result<Identity, ApiError> {
-    let (identity, _) =
-        super::caller::identify(state, &headers, token.as_deref(), peer, true).await?;
-    Ok(identity)
+    super::caller::identify(state, &headers, token.as_deref(), peer, true).await
 }
 
 /// Decides what the socket may be: a conversation socket only for its participants.
