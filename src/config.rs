@@ -27,6 +27,7 @@ pub const MIN_SERVICE_SECRET_BYTES: usize = 16;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub http: HttpConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub service: ServiceConfig,
@@ -64,6 +65,17 @@ impl Default for ServerConfig {
             websocket_echo: false,
         }
     }
+}
+
+/// What browsers on other origins may do (contract section 8.1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Origins (`scheme://host[:port]`) whose pages may call the REST API with credentials
+    /// (CORS), and open cookie-authenticated WebSockets. `"*"`: any origin, without
+    /// credentials. Empty: no CORS headers, and cookie-authenticated browser sockets only from
+    /// the daemon's own origin.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// The redb file and the at-rest encryption keys.
@@ -130,6 +142,18 @@ pub struct AuthConfig {
     /// Lifetime of access tokens minted by Indaba itself.
     #[serde(with = "duration_str")]
     pub access_token_ttl: Duration,
+    /// Name of a cookie that holds an access token (apps that keep SimpleJWT tokens in a
+    /// cookie); read on REST requests and WebSocket upgrades that carry no token otherwise.
+    pub token_cookie: Option<String>,
+    /// The host app's "who is this session" URL (`http://…/api/v1/auth/me/`): a request with
+    /// no token but with cookies is authenticated by calling it with the client's `Cookie`.
+    pub session_check_url: Option<String>,
+    /// How long a session check may take; slower is 503 (close 1011 on a socket).
+    #[serde(with = "duration_str")]
+    pub session_check_timeout: Duration,
+    /// How long a session check's answer is reused for the same cookies.
+    #[serde(with = "duration_str")]
+    pub session_cache_ttl: Duration,
 }
 
 impl Default for AuthConfig {
@@ -144,6 +168,10 @@ impl Default for AuthConfig {
             allow_registration: true,
             local_id_base: 1_000_000_000_000,
             access_token_ttl: Duration::from_secs(3600),
+            token_cookie: None,
+            session_check_url: None,
+            session_check_timeout: Duration::from_secs(2),
+            session_cache_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -469,6 +497,27 @@ impl Config {
         if self.auth.access_token_ttl.is_zero() {
             return invalid("auth.access_token_ttl", "must be greater than zero");
         }
+        if let Some(name) = &self.auth.token_cookie
+            && !is_cookie_name(name)
+        {
+            return invalid(
+                "auth.token_cookie",
+                "must be a cookie name: letters, digits and !#$%&'*+-.^_`|~",
+            );
+        }
+        if let Some(url) = &self.auth.session_check_url
+            && let Err(message) = check_session_url(url)
+        {
+            return invalid("auth.session_check_url", &message);
+        }
+        if self.auth.session_check_timeout.is_zero() {
+            return invalid("auth.session_check_timeout", "must be greater than zero");
+        }
+        for origin in &self.http.cors_allowed_origins {
+            if let Err(message) = check_origin(origin) {
+                return invalid("http.cors_allowed_origins", &message);
+            }
+        }
         if let Some(secret) = &self.service.shared_secret
             && secret.expose().len() < MIN_SERVICE_SECRET_BYTES
         {
@@ -604,6 +653,53 @@ pub fn check_log_filter(level: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A cookie name as RFC 6265 allows it (an HTTP token).
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Checks `auth.session_check_url`: an absolute `http://` URL. The check runs on every new
+/// cookie, so it is meant for the host app on loopback or a private network; HTTPS would add a
+/// TLS stack for a hop that needs none.
+fn check_session_url(url: &str) -> Result<(), String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(format!(
+            "`{url}` must be an http:// URL of the host app (e.g. \
+             http://127.0.0.1:8000/api/v1/auth/me/); https is not supported for this hop"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one `http.cors_allowed_origins` entry: `"*"`, or an origin as browsers send it in
+/// `Origin` (`scheme://host[:port]`, no path, no trailing `/`), which is what it is compared
+/// with, byte for byte.
+fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let ok = origin.split_once("://").is_some_and(|(scheme, authority)| {
+        matches!(scheme, "http" | "https")
+            && !authority.is_empty()
+            && !authority.contains(['/', '?', '#', '@'])
+            && authority.parse::<hyper::http::uri::Authority>().is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{origin}` is not an origin: write scheme://host[:port] as the browser sends it \
+             (e.g. https://app.example.com), with no path or trailing /, or \"*\""
+        ))
+    }
 }
 
 /// Reads a listen address: an IP address and port, or `localhost:PORT`, which is
@@ -927,6 +1023,71 @@ mod tests {
         );
         std::fs::write(&path, "[log\nformat = \"json\"\n").expect("write");
         assert_eq!(LogFormat::requested(Some(&path), env(&[])), LogFormat::Text);
+    }
+
+    #[test]
+    fn host_integration_options_are_checked_by_name() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("INDABA_AUTH__TOKEN_COOKIE", "access_token"),
+                (
+                    "INDABA_AUTH__SESSION_CHECK_URL",
+                    "http://127.0.0.1:8000/api/v1/auth/me/",
+                ),
+                ("INDABA_AUTH__SESSION_CHECK_TIMEOUT", "500ms"),
+                (
+                    "INDABA_HTTP__CORS_ALLOWED_ORIGINS",
+                    r#"["https://app.example.com", "http://localhost:3000"]"#,
+                ),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.auth.token_cookie.as_deref(), Some("access_token"));
+        assert_eq!(
+            config.auth.session_check_timeout,
+            Duration::from_millis(500)
+        );
+        assert_eq!(config.auth.session_cache_ttl, Duration::from_secs(60));
+        assert_eq!(config.http.cors_allowed_origins.len(), 2);
+        for (var, value, key) in [
+            ("INDABA_AUTH__TOKEN_COOKIE", "a b", "auth.token_cookie"),
+            (
+                "INDABA_AUTH__SESSION_CHECK_URL",
+                "https://app.example.com/api/v1/auth/me/",
+                "auth.session_check_url",
+            ),
+            (
+                "INDABA_AUTH__SESSION_CHECK_URL",
+                "/api/v1/auth/me/",
+                "auth.session_check_url",
+            ),
+            (
+                "INDABA_AUTH__SESSION_CHECK_TIMEOUT",
+                "0s",
+                "auth.session_check_timeout",
+            ),
+            (
+                "INDABA_HTTP__CORS_ALLOWED_ORIGINS",
+                r#"["https://app.example.com/"]"#,
+                "http.cors_allowed_origins",
+            ),
+            (
+                "INDABA_HTTP__CORS_ALLOWED_ORIGINS",
+                r#"["app.example.com"]"#,
+                "http.cors_allowed_origins",
+            ),
+            (
+                "INDABA_HTTP__CORS_ALLOWED_ORIGINS",
+                r#"["https://app.example.com/chat"]"#,
+                "http.cors_allowed_origins",
+            ),
+        ] {
+            let err = Config::load(None, env(&[(var, value)])).expect_err(value);
+            assert!(err.to_string().contains(key), "{value}: {err}");
+        }
+        assert!(check_origin("*").is_ok());
+        assert!(check_origin("http://[::1]:8080").is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use hyper::HeaderMap;
 use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
-use crate::auth::{AuthError, password};
+use crate::auth::{AuthError, SessionError, password};
 use crate::store::{StoreError, WriteError};
 
 /// Every response the HTTP layer sends.
@@ -86,12 +86,17 @@ codes! {
     InvalidServiceToken = UNAUTHORIZED, "invalid_service_token";
     RegistrationDisabled = FORBIDDEN, "registration_disabled";
     LocalAccountsUnavailable = FORBIDDEN, "local_accounts_unavailable";
+    /// A cookie-authenticated request from a page on an origin not allowed
+    /// (`http.cors_allowed_origins`): cross-site WebSocket hijacking, or a cross-site write.
+    OriginNotAllowed = FORBIDDEN, "origin_not_allowed";
     /// No such resource, or one the caller may not see.
     NotFound = NOT_FOUND, "not_found";
     MethodNotAllowed = METHOD_NOT_ALLOWED, "method_not_allowed";
     RequestTimeout = REQUEST_TIMEOUT, "request_timeout";
     ClientIdConflict = CONFLICT, "client_id_conflict";
     UsernameTaken = CONFLICT, "username_taken";
+    /// The host app tried to rename a local account (`PUT /api/users/{id}`).
+    LocalAccount = CONFLICT, "local_account";
     PayloadTooLarge = PAYLOAD_TOO_LARGE, "payload_too_large";
     UriTooLong = URI_TOO_LONG, "uri_too_long";
     UnsupportedMediaType = UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type";
@@ -105,6 +110,8 @@ codes! {
     TooManyConnections = SERVICE_UNAVAILABLE, "too_many_connections";
     /// A bounded resource (password hashing) is at capacity.
     ServerBusy = SERVICE_UNAVAILABLE, "server_busy";
+    /// The host app did not confirm a session cookie in time (`auth.session_check_url`).
+    SessionCheckUnavailable = SERVICE_UNAVAILABLE, "session_check_unavailable";
 }
 
 impl Code {
@@ -116,7 +123,7 @@ impl Code {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            Code::StorageUnavailable => {
+            Code::StorageUnavailable | Code::SessionCheckUnavailable => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
             Code::ServerBusy | Code::TooManyConnections => {
@@ -157,7 +164,7 @@ impl serde::Serialize for Code {
 impl From<&AuthError> for Code {
     fn from(e: &AuthError) -> Self {
         match e {
-            AuthError::Missing => Code::NotAuthenticated,
+            AuthError::Missing | AuthError::NoSession => Code::NotAuthenticated,
             AuthError::Expired => Code::TokenExpired,
             AuthError::BadCredentials => Code::InvalidCredentials,
             AuthError::Invalid(_)
@@ -191,6 +198,7 @@ impl From<&WriteError> for Code {
             }
             WriteError::TooFewParticipants => Code::InvalidParticipants,
             WriteError::UsernameTaken => Code::UsernameTaken,
+            WriteError::LocalAccount(_) => Code::LocalAccount,
             WriteError::Store(store) => store.into(),
         }
     }
@@ -378,6 +386,17 @@ impl From<WriteError> for ApiError {
         match e {
             WriteError::Store(store) => store.into(),
             refused => ApiError::refused(Code::from(&refused), refused.to_string()),
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::NotLoggedIn => ApiError::Unauthorized(AuthError::NoSession),
+            SessionError::Unavailable => {
+                ApiError::refused(Code::SessionCheckUnavailable, e.to_string())
+            }
         }
     }
 }

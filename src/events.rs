@@ -277,6 +277,7 @@ mod tests {
             last_message: None,
             created_at: at.into(),
             updated_at: at.into(),
+            host_id: Some(9001),
         };
         let cases = [
             (
@@ -356,7 +357,8 @@ mod tests {
                 json!({"type": "conversation_updated", "conversation": {"id": 12,
                        "participants": [1, 2], "property": null, "booking": null,
                        "subject": null, "is_archived": false, "unread_count": 0,
-                       "last_message": null, "created_at": at, "updated_at": at}}),
+                       "last_message": null, "created_at": at, "updated_at": at,
+                       "host_id": 9001}}),
             ),
             (ChatEvent::Pong.to_bytes(), json!({"type": "pong"})),
             (

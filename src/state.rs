@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{TokenMinter, TokenVerifier};
+use crate::auth::{SessionChecker, TokenMinter, TokenVerifier};
 use crate::config::{Config, Secret};
 use crate::hub::Hub;
 use crate::limits::RateLimiter;
@@ -28,6 +28,9 @@ pub struct AppState {
     pub store: Store,
     /// Checks access tokens.
     pub verifier: TokenVerifier,
+    /// Asks the host app who a session cookie belongs to (`auth.session_check_url`); `None`:
+    /// cookies other than `auth.token_cookie` authenticate nobody.
+    pub sessions: Option<SessionChecker>,
     /// Signs tokens for local accounts; `None` when tokens come from a public-key issuer.
     pub minter: Option<TokenMinter>,
     /// The service API's secret, from `service.shared_secret` or `service.shared_secret_file`;
@@ -96,8 +99,10 @@ impl AppState {
                 config.auth.audience.as_deref(),
             )
         });
+        let sessions = SessionChecker::from_config(&config.auth).map_err(StateError::Sessions)?;
         let limits = &config.limits;
         Ok(Self {
+            sessions,
             send_limiter: RateLimiter::sharded(
                 f64::from(limits.messages_per_second),
                 limits.messages_burst,
@@ -139,4 +144,6 @@ impl AppState {
 pub enum StateError {
     #[error("`auth.jwt_public_key_file`: {0}")]
     PublicKey(String),
+    #[error("{0}")]
+    Sessions(String),
 }

@@ -101,6 +101,18 @@ impl Directory {
         );
     }
 
+    /// Records the name the host app set for `id` (`PUT /api/users/{id}`, committed): what
+    /// their events carry while their tokens claim no name.
+    pub fn set_name(&self, id: u64, name: String) {
+        self.lock().insert(
+            id,
+            Known {
+                name: Some(name),
+                local: false,
+            },
+        );
+    }
+
     /// The name of `user_id` if the directory has them (the inner `None`: no name known).
     pub fn lookup(&self, user_id: u64) -> Option<Option<String>> {
         self.lock().get(&user_id).map(|k| k.name.clone())

@@ -96,7 +96,7 @@ impl From<MessageView> for MessageJson {
         "id": 1, "participants": [1, 2], "property": 7, "booking": null,
         "subject": "Inquiry about property", "is_archived": false, "unread_count": 0,
         "last_message": null, "created_at": "2026-11-22T10:30:00.123Z",
-        "updated_at": "2026-11-22T10:30:00.123Z"
+        "updated_at": "2026-11-22T10:30:00.123Z", "host_id": null
     })
 )]
 pub struct ConversationJson {
@@ -124,6 +124,10 @@ pub struct ConversationJson {
     /// Time of the newest message, else of creation.
     #[schema(format = DateTime, example = "2026-11-22T10:30:00.123Z")]
     pub updated_at: String,
+    /// The host app's own id for this conversation, recorded when its backend first sent into
+    /// it by that id (service API, `POST /api/messages/send`); null if none.
+    #[schema(required = true, value_type = Option<crate::views::IdSchema>)]
+    pub host_id: Option<u64>,
 }
 
 /// The schema of an id: an integer, 1 ≤ id < 2^53 (JavaScript reads it exactly).
@@ -166,6 +170,7 @@ impl From<ConversationView> for ConversationJson {
             last_message: view.last_message.map(MessageJson::from),
             created_at: rfc3339_ms(view.record.created_at_ms),
             updated_at: rfc3339_ms(view.record.updated_at_ms),
+            host_id: view.host_id,
         }
     }
 }

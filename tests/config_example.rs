@@ -34,6 +34,8 @@ fn example_mentions_every_key_with_a_comment() {
     all.auth.jwt_public_key_file = Some("p".into());
     all.auth.issuer = Some("i".into());
     all.auth.audience = Some("a".into());
+    all.auth.token_cookie = Some("c".into());
+    all.auth.session_check_url = Some("u".into());
     all.service.shared_secret = Some(Secret::new("s"));
     all.service.shared_secret_file = Some("s".into());
     let table = toml::Table::try_from(&all).expect("serialize");

@@ -1,4 +1,6 @@
-//! Interop: seed 002's own Python client (the `websockets` library) against the daemon.
+//! Interop: seed 002's own Python client (the `websockets` library) against the daemon, and
+//! the Python clients of seeds 002 and 003 authenticated by a Django session cookie only
+//! (contract 8.1), against a stand-in for the host app's `/api/v1/auth/me/`.
 //!
 //! `bash .ci/run` installs `websockets` and sets `INDABA_REQUIRE_INTEROP=1`, so there a missing
 //! library fails the test; a plain `cargo test` on a machine without it says so and skips.
@@ -8,6 +10,7 @@ mod common;
 use std::process::Command;
 
 use common::Daemon;
+use common::django::Django;
 
 fn python_websockets_available() -> bool {
     Command::new("python3")
@@ -16,14 +19,129 @@ fn python_websockets_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether the Python interop tests can run; if not, fails under `INDABA_REQUIRE_INTEROP`,
+/// else says it skips.
+fn python_interop() -> bool {
+    if python_websockets_available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("INDABA_REQUIRE_INTEROP").is_none(),
+        "python3 with the `websockets` package is required (pip install websockets)"
+    );
+    eprintln!("SKIPPED: python3 `websockets` is not installed (bash .ci/run installs it)");
+    false
+}
+
+/// Runs `tests/interop/{script}` with `args`, its sockets carrying `cookie` as a browser page's
+/// would; its stdout.
+fn run_with_cookie(script: &str, args: &[&str], cookie: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/");
+    let out = Command::new("python3")
+        .arg(format!("{dir}with_cookie.py"))
+        .arg(format!("{dir}{script}"))
+        .args(args)
+        .env("INDABA_TEST_COOKIE", cookie)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The stand-in Django, and a daemon asking it about session cookies in which users 42 and 43
+/// have a conversation (its id last).
+fn session_daemon() -> (Django, tempfile::TempDir, Daemon, u64) {
+    let django = Django::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start_with(
+        dir.path(),
+        common::Options::env(&[("INDABA_AUTH__SESSION_CHECK_URL", &django.url())]),
+    );
+    let conv = d.conversation(42, 43);
+    (django, dir, d, conv)
+}
+
+#[test]
+fn seed_002_python_client_chats_with_only_a_django_session_cookie() {
+    if !python_interop() {
+        return;
+    }
+    let (django, _dir, d, conv) = session_daemon();
+    let uri = format!("ws://{}/ws/chat/", d.addr);
+    let stdout = run_with_cookie(
+        "seed002_client.py",
+        &[&uri, &conv.to_string(), "43"],
+        "csrftoken=t0k3n; sessionid=user-42",
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("< "))
+        .map(|l| serde_json::from_str(l).expect("server sent JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["type"], "connection_established");
+    assert_eq!(lines[0]["user_id"], 42, "the session's user");
+    assert_eq!(lines[1]["type"], "message_sent", "{stdout}");
+    let id = lines[1]["message_id"].as_u64().expect("message_id");
+    let (status, msg) = d.get(43, &format!("/api/v1/messaging/messages/{id}/"));
+    assert_eq!((status, &msg["sender"]), (200, &serde_json::json!(42)));
+    assert_eq!(msg["text"], "Hello from Python!");
+    assert_eq!(django.calls_for("user-42"), 1);
+}
+
+#[test]
+fn seed_003_python_client_chats_with_only_a_django_session_cookie() {
+    if !python_interop() {
+        return;
+    }
+    let (django, _dir, d, conv) = session_daemon();
+    let uri = format!("ws://{}/ws/chat/{conv}/", d.addr);
+    let stdout = run_with_cookie("seed003_client.py", &[&uri], "sessionid=user-42");
+    // Python prints the dict: the room's `message` event, the sender's own included.
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Received: "))
+        .unwrap_or_else(|| panic!("no message received: {stdout}"));
+    assert!(line.contains("'type': 'message'"), "{line}");
+    assert!(line.contains("'sender_id': 42"), "{line}");
+    assert!(line.contains("'content': 'Test message'"), "{line}");
+    let (_, page) = d.get(
+        43,
+        &format!("/api/v1/messaging/messages/?conversation={conv}"),
+    );
+    assert_eq!(page["results"][0]["text"], "Test message");
+    assert_eq!(page["results"][0]["sender"], 42);
+    assert_eq!(django.calls_for("user-42"), 1, "Django was asked once");
+    // A session Django refuses gets the socket closed (4401): the client sees it fail.
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/with_cookie.py"
+        ))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/seed003_client.py"
+        ))
+        .arg(&uri)
+        .env("INDABA_TEST_COOKIE", "sessionid=expired")
+        .output()
+        .expect("run python");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("4401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn seed_002_python_client_connects_sends_and_is_acknowledged() {
-    if !python_websockets_available() {
-        assert!(
-            std::env::var_os("INDABA_REQUIRE_INTEROP").is_none(),
-            "python3 with the `websockets` package is required (pip install websockets)"
-        );
-        eprintln!("SKIPPED: python3 `websockets` is not installed (bash .ci/run installs it)");
+    if !python_interop() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -40,6 +40,10 @@ pub enum AuthError {
     BadCredentials,
     #[error("this is not a refresh token")]
     NotRefreshToken,
+    /// The host app says the request's session cookie is not logged in
+    /// (`auth.session_check_url`).
+    #[error("the session is not logged in")]
+    NoSession,
 }
 
 /// Where verification keys come from.
@@ -167,7 +171,8 @@ impl TokenVerifier {
     }
 }
 
-fn parse_user_id(value: &Value) -> Option<u64> {
+/// A user id as JSON: an integer or a decimal string, 1 ≤ id < 2^53.
+pub(crate) fn parse_user_id(value: &Value) -> Option<u64> {
     let id = match value {
         Value::Number(n) => n.as_u64()?,
         Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {

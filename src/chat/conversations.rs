@@ -118,6 +118,34 @@ pub(super) async fn one_to_one(state: &AppState, a: u64, b: u64) -> Result<u64, 
     Ok(created.id)
 }
 
+/// Where a service send's `conversation_id` goes (contract 8.3): conversation `id` itself if
+/// `sender` (and `receiver`, if named) are in it; otherwise `id` is the host app's own id for a
+/// conversation of the two — the one recorded for it, else their one-to-one conversation,
+/// created if absent and recorded for `id` from now on. Answers the conversation and, when
+/// `id` was the host's, `id`. Called only for a message that passed its checks.
+pub(super) async fn own_or_host(
+    state: &AppState,
+    sender: u64,
+    receiver: Option<u64>,
+    id: u64,
+) -> Result<(u64, Option<u64>), ChatError> {
+    let own = state
+        .hub
+        .participants(id)
+        .await
+        .map_err(WriteError::from)?
+        .is_some_and(|p| p.contains(&sender) && receiver.is_none_or(|r| p.contains(&r)));
+    if own {
+        return Ok((id, None));
+    }
+    let found = state
+        .store
+        .writer()
+        .host_conversation(id, sender, receiver)
+        .await?;
+    Ok((found.id, Some(id)))
+}
+
 /// Archives or unarchives conversation `id` in `user`'s own view.
 pub async fn set_archived(
     state: &AppState,

@@ -44,6 +44,9 @@ pub struct SendRequest {
     pub metadata: Option<Value>,
     /// The sender's idempotency key.
     pub client_id: Option<String>,
+    /// A `conversation` that is not one of the sender's and the receiver's is the host app's
+    /// own id for it (service sends, contract 8.3).
+    pub host_keys: bool,
 }
 
 /// Who is sending, and from where.
@@ -64,6 +67,9 @@ pub struct Sent {
     pub body: Arc<MessageBody>,
     /// True when a repeated `client_id` named this earlier message.
     pub duplicate: bool,
+    /// The host app's id the request named the conversation by, if it did
+    /// ([`SendRequest::host_keys`]).
+    pub host_key: Option<u64>,
 }
 
 /// What every message carries, checked: shared by sends and broadcasts.
@@ -162,6 +168,7 @@ enum Target {
 #[derive(Debug)]
 struct Checked {
     target: Target,
+    host_keys: bool,
     receiver: Option<u64>,
     content: Content,
     priority: Priority,
@@ -206,6 +213,7 @@ impl SendRequest {
         }
         Ok(Checked {
             target,
+            host_keys: self.host_keys,
             receiver: self.receiver,
             content,
             priority,
@@ -221,6 +229,15 @@ pub async fn prepare(
     sender: Sender,
     req: SendRequest,
 ) -> Result<NewMessage, ChatError> {
+    Ok(prepare_keyed(state, sender, req).await?.0)
+}
+
+/// [`prepare`], also saying which host app's id named the conversation, if one did.
+async fn prepare_keyed(
+    state: &AppState,
+    sender: Sender,
+    req: SendRequest,
+) -> Result<(NewMessage, Option<u64>), ChatError> {
     prepare_checked(state, sender, req)
         .await
         .map_err(|e| rejected(state, e))
@@ -230,7 +247,7 @@ async fn prepare_checked(
     state: &AppState,
     sender: Sender,
     req: SendRequest,
-) -> Result<NewMessage, ChatError> {
+) -> Result<(NewMessage, Option<u64>), ChatError> {
     let checked = req.check(&state.config.limits, &sender)?;
     if sender.rate_limited {
         state
@@ -238,18 +255,22 @@ async fn prepare_checked(
             .take(&sender.user)
             .map_err(|retry_after| ChatError::RateLimited { retry_after })?;
     }
-    let conversation = match checked.target {
-        Target::Conversation(id) => id,
-        Target::OneToOne(receiver) => {
-            super::conversations::one_to_one(state, sender.user, receiver).await?
+    let (conversation, host_key) = match checked.target {
+        Target::Conversation(id) if checked.host_keys => {
+            super::conversations::own_or_host(state, sender.user, checked.receiver, id).await?
         }
+        Target::Conversation(id) => (id, None),
+        Target::OneToOne(receiver) => (
+            super::conversations::one_to_one(state, sender.user, receiver).await?,
+            None,
+        ),
     };
     let plain = checked.content.body;
     let body = state
         .store
         .keyring()
         .seal(&encode(&plain).map_err(WriteError::from)?);
-    Ok(NewMessage {
+    let new = NewMessage {
         conversation,
         sender: sender.user,
         receiver: checked.receiver,
@@ -259,7 +280,8 @@ async fn prepare_checked(
         body,
         plain: Arc::new(plain),
         origin: sender.origin,
-    })
+    };
+    Ok((new, host_key))
 }
 
 /// A message in the writer's queue.
@@ -314,6 +336,7 @@ impl Submitted {
                 record,
                 body: request.plain,
                 duplicate: false,
+                host_key: None,
             }),
             MessageAppended::Duplicate { id } => {
                 let user = request.sender;
@@ -335,6 +358,7 @@ impl Submitted {
                     record: first.record,
                     body: Arc::new(first.body),
                     duplicate: true,
+                    host_key: None,
                 })
             }
         }
@@ -343,8 +367,9 @@ impl Submitted {
 
 /// Validates, commits and waits: the whole path for callers that need not pipeline.
 pub async fn send(state: &AppState, sender: Sender, req: SendRequest) -> Result<Sent, ChatError> {
-    let new = prepare(state, sender, req).await?;
-    submit(state, new).await?.finish(state).await
+    let (new, host_key) = prepare_keyed(state, sender, req).await?;
+    let sent = submit(state, new).await?.finish(state).await?;
+    Ok(Sent { host_key, ..sent })
 }
 
 /// Counts a refused message by reason.

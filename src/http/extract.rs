@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::openapi::Required;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 
-use crate::auth::{AuthError, Identity};
+use crate::auth::Identity;
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
@@ -47,23 +47,9 @@ fn connection(parts: &Parts) -> Result<&Connection, ApiError> {
         .ok_or_else(|| ApiError::Internal("request without its connection".into()))
 }
 
-/// The caller named by `Authorization: Bearer <jwt>`.
-pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {
-    let header = headers
-        .get(AUTHORIZATION)
-        .ok_or(AuthError::Missing)?
-        .to_str()
-        .map_err(|_| AuthError::Invalid("Authorization header is not text".into()))?;
-    let token = header
-        .split_once(' ')
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token)
-        .ok_or_else(|| AuthError::Invalid("expected `Authorization: Bearer <token>`".into()))?;
-    Ok(state.verifier.verify(token.trim())?)
-}
-
-/// The user calling, from their access token (401 without a valid one); recorded in the user
-/// directory on first sight.
+/// The user calling, from their access token, token cookie or session cookie
+/// ([`super::caller`]; 401 without a valid one, 403 for a cookie-authenticated write from a
+/// page on an origin not allowed); recorded in the user directory on first sight.
 #[derive(Debug)]
 pub struct User(pub Identity);
 
@@ -80,7 +66,10 @@ impl FromRequestParts<Arc<AppState>> for User {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let user = authenticate(state, &parts.headers)?;
+        let peer = connection(parts)?.peer;
+        // A cross-site page can make a browser send cookies with a write, not read the answer.
+        let write = !parts.method.is_safe();
+        let user = super::caller::identify(state, &parts.headers, None, peer, write).await?;
         state.users.ensure(&state.store, &user).await?;
         Ok(User(user))
     }
@@ -167,15 +156,15 @@ impl FromRequestParts<Arc<AppState>> for ClientIp {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let peer = connection(parts)?.peer;
-        let xff = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        Ok(ClientIp(crate::limits::client_ip(
-            peer,
-            xff,
-            &state.config.server.trusted_proxies,
-        )))
+        Ok(ClientIp(ClientIp::of(state, peer, &parts.headers)))
+    }
+}
+
+impl ClientIp {
+    /// The client's address, from the peer's and the request's `X-Forwarded-For`.
+    pub fn of(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        crate::limits::client_ip(peer, xff, &state.config.server.trusted_proxies)
     }
 }
 

@@ -5,8 +5,9 @@
 //! 1. **Tracing** (tower-http `TraceLayer`): one `debug` event per request, in a span with the
 //!    method and the *path only* — query strings can carry tokens (`?token=` on sockets) and are
 //!    never logged (src/logging.rs).
-//! 2. **CORS** goes here, outside the routes so that it also answers preflights for them (the
-//!    next issue adds tower-http's `CorsLayer`).
+//! 2. **CORS** (tower-http `CorsLayer`, [`cors`]) for `http.cors_allowed_origins`, outside the
+//!    routes so that it answers preflights for them and adds its headers to every answer,
+//!    errors included (a page must be able to read a 401). Absent while the list is empty.
 //! 3. **Errors are JSON**: a layer's own refusal (tower-http's 413 for a declared body over the
 //!    limit, in plain text) becomes the contract's JSON error.
 //! 4. **Trailing `/`** (tower-http `NormalizePath`): trimmed before routing, so every path
@@ -31,15 +32,17 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use hyper::StatusCode;
-use hyper::header::{ALLOW, CONTENT_TYPE};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, StatusCode};
+use std::sync::Arc;
 use tower::{Service, ServiceBuilder};
+use tower_http::cors::{AllowCredentials, AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::trace::{MakeSpan, OnResponse, TraceLayer};
 use tracing::Span;
 
-use crate::config::LimitsConfig;
+use crate::config::{HttpConfig, LimitsConfig};
 use crate::error::ApiError;
 
 /// What serves a connection's requests: the router in its layers.
@@ -70,7 +73,11 @@ impl<T> HttpService for T where
 }
 
 /// `router` in the layers every request goes through.
-pub fn around(router: Router, limits: &LimitsConfig) -> impl HttpService + use<> {
+pub fn around(
+    router: Router,
+    limits: &LimitsConfig,
+    http: &HttpConfig,
+) -> impl HttpService + use<> {
     let limit = limits.max_body_bytes;
     ServiceBuilder::new()
         .map_response(|response: hyper::Response<_>| response.map(Body::new))
@@ -83,9 +90,72 @@ pub fn around(router: Router, limits: &LimitsConfig) -> impl HttpService + use<>
                 .on_eos(())
                 .on_failure(()),
         )
+        .map_response(|response: hyper::Response<_>| response.map(Body::new))
+        .option_layer(cors(&http.cors_allowed_origins))
         .map_response(move |response: Response| json_errors(response, limit))
         .layer(NormalizePathLayer::trim_trailing_slash())
         .service(router)
+}
+
+/// How long a browser may reuse a preflight's answer.
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// CORS for `origins` (contract section 8.1), `None` for an empty list. Pages on a listed
+/// origin may send credentials (cookies, `Authorization`); with `"*"` in the list any other
+/// origin may call too, without credentials (`Access-Control-Allow-Credentials` is sent for
+/// listed origins only, so browsers withhold the answer from a credentialed call elsewhere).
+/// Preflights are answered 200 by the layer itself, before routing.
+pub fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let any = origins.iter().any(|o| o == "*");
+    let listed: Arc<Vec<HeaderValue>> = Arc::new(
+        origins
+            .iter()
+            .filter(|o| *o != "*")
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect(),
+    );
+    let methods = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    let layer = CorsLayer::new()
+        .allow_methods(methods)
+        // Whatever the page asks to send (Authorization, Content-Type, X-CSRFToken, …): what a
+        // page may do is decided by its origin, not by its headers.
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([RETRY_AFTER])
+        .max_age(PREFLIGHT_MAX_AGE);
+    if listed.is_empty() {
+        // `"*"` alone: `Access-Control-Allow-Origin: *`, which browsers never pair with
+        // credentials.
+        return Some(layer.allow_origin(AllowOrigin::any()));
+    }
+    let is_listed = {
+        let listed = listed.clone();
+        move |origin: &HeaderValue| {
+            listed
+                .iter()
+                .any(|l| l.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
+        }
+    };
+    let credentials = {
+        let is_listed = is_listed.clone();
+        AllowCredentials::predicate(move |origin, _| is_listed(origin))
+    };
+    Some(
+        layer
+            .allow_origin(AllowOrigin::predicate(move |origin, _| {
+                any || is_listed(origin)
+            }))
+            .allow_credentials(credentials),
+    )
 }
 
 /// The body limit of a route that may read one.

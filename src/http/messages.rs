@@ -98,6 +98,7 @@ pub async fn send(
         priority: body.priority,
         metadata: body.metadata,
         client_id: body.client_id,
+        ..SendRequest::default()
     };
     let sent = chat::send::send(&state, sender, request).await?;
     let view = visible(&state, user.id(), sent.id).await?;

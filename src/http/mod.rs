@@ -11,19 +11,23 @@
 //! * [`layers`] are tower-http's around the router: tracing (path only), trailing-slash
 //!   trimming, body limits, and the place for CORS.
 //! * [`extract`] reads requests: the caller (token or service secret), path ids, queries and
-//!   JSON bodies, each with a precise 4xx.
-//! * [`health`], [`auth`], [`conversations`], [`messages`] and [`service`] are the resources;
+//!   JSON bodies, each with a precise 4xx. [`caller`] finds who a request is from, by token,
+//!   token cookie or the host app's session cookie, and checks the `Origin` of cookie users.
+//! * [`health`], [`auth`], [`conversations`], [`messages`], [`service`] and [`profiles`] are
+//!   the resources;
 //!   their JSON is [`crate::views`] and the types beside each handler.
 //! * [`upgrade`] answers the WebSocket endpoints and hands each socket to [`crate::ws`].
 //! * [`web`] serves the pages compiled into the binary (the demo chat at `/`).
 
 pub mod auth;
+pub mod caller;
 pub mod conversations;
 pub mod extract;
 pub mod health;
 pub mod layers;
 pub mod messages;
 pub mod openapi;
+pub mod profiles;
 pub mod router;
 pub mod server;
 pub mod service;

@@ -142,6 +142,11 @@ body size (413) → token or service secret (401) → the operation's own checks
 (SimpleJWT's `SIGNING_KEY`) or RS256/ES256/EdDSA with `auth.jwt_public_key_file`; `exp` \
 required (30 s leeway); the user id in `auth.user_id_claim` (default `user_id`, integer or \
 decimal string); refresh tokens are refused. Unknown user ids are provisioned on first sight. \
+When configured, browsers may instead send the token in the `auth.token_cookie` cookie, or \
+only the host app's session cookie (`auth.session_check_url`: 503 \
+`session_check_unavailable` when the host app does not confirm it in time); a \
+cookie-authenticated write from a page on an origin not allowed (`http.cors_allowed_origins`) \
+is 403 `origin_not_allowed`. \
 The service API (`serviceToken`) takes `service.shared_secret` instead, and is 404 while none \
 is configured.",
         max_body = limits.max_body_bytes,
@@ -172,7 +177,9 @@ is configured.",
          is at `limits.max_connections` (`too_many_connections`, `Retry-After: 1`), cannot \
          write to its disk (`storage_unavailable`, `Retry-After: 5`: full or failing; writes \
          resume by themselves once it can), or (registration and login) has more password \
-         checks running and waiting than its cores allow (`server_busy`, `Retry-After: 1`).",
+         checks running and waiting than its cores allow (`server_busy`, `Retry-After: 1`), \
+         or the host app did not confirm a session cookie in time \
+         (`session_check_unavailable`, `Retry-After: 5`).",
         json!({"error": "shutting_down", "detail": "the server is shutting down"}),
     );
     unavailable["headers"] = json!({"Retry-After": {"$ref": "#/components/headers/RetryAfter"}});

@@ -32,7 +32,8 @@ use utoipa_axum::routes;
 
 use super::extract::{Connection, Conversation, Id, Message, QueueUser, UserPath};
 use super::layers::HttpService;
-use super::{auth, conversations, health, messages, openapi, service, upgrade, web};
+use super::profiles::ProfileUser;
+use super::{auth, conversations, health, messages, openapi, profiles, service, upgrade, web};
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -292,7 +293,8 @@ impl Api {
             .routes_with::<Id<QueueUser>>(routes!(service::queue), Head::Refused)
             .routes(routes!(service::broadcast))
             .routes(routes!(service::stats))
-            .routes(routes!(service::metrics));
+            .routes(routes!(service::metrics))
+            .routes_with::<Id<ProfileUser>>(routes!(profiles::put), Head::AsGet);
         // The admin API (next issue) lands here, behind the service secret.
         let admin = Group::new(Caller::Admin, limits);
         Api {
@@ -388,7 +390,8 @@ impl Api {
 /// The router of the daemon: every route, in its layers.
 pub fn app(state: Arc<AppState>) -> impl HttpService + use<> {
     let limits = state.config.limits.clone();
-    super::layers::around(Api::new(&limits).into_router(state), &limits)
+    let http = state.config.http.clone();
+    super::layers::around(Api::new(&limits).into_router(state), &limits, &http)
 }
 
 /// What a connection over `limits.max_connections` is answered: the health checks (from the
@@ -406,11 +409,12 @@ pub fn over_limit(state: Arc<AppState>) -> impl HttpService + use<> {
         }
     }
     let busy = || async { ApiError::TooManyConnections };
+    let http = state.config.http.clone();
     let router = router
         .fallback(busy)
         .method_not_allowed_fallback(busy)
         .with_state(state);
-    super::layers::around(router, &limits)
+    super::layers::around(router, &limits, &http)
 }
 
 #[cfg(test)]

@@ -33,7 +33,9 @@ const MAX_QUEUE_LIMIT: usize = 1000;
 #[schema(as = ServiceSend)]
 pub struct SendBody {
     /// The conversation; without it, the sender's and the receiver's one-to-one conversation
-    /// (created if absent).
+    /// (created if absent). An id that is not a conversation of the sender and the receiver is
+    /// the host app's own id for their conversation: the first send by it records it for their
+    /// one-to-one conversation (created if absent), later sends by it go there.
     #[serde(default)]
     #[schema(value_type = Option<crate::views::IdSchema>)]
     conversation_id: Option<u64>,
@@ -69,14 +71,22 @@ pub struct Accepted {
     status: &'static str,
     #[schema(value_type = crate::views::IdSchema)]
     message_id: u64,
+    /// The conversation it went to (Indaba's id).
     #[schema(value_type = crate::views::IdSchema)]
     conversation_id: u64,
+    /// The host app's id the request named the conversation by, when `conversation_id` in the
+    /// request was not a conversation of the sender and the receiver (null otherwise).
+    #[schema(required = true, value_type = Option<crate::views::IdSchema>)]
+    host_conversation_id: Option<u64>,
 }
 
 /// Send a message on behalf of a user (seed 001 send_message)
 ///
 /// Not subject to the per-user send rate. With no `conversation_id`, the sender's and
 /// receiver's one-to-one conversation (created if absent, once the message passed its checks).
+/// A `conversation_id` that is not a conversation of the sender and the receiver is the host
+/// app's own id: the first send by it records it for the two users' one-to-one conversation
+/// (created if absent), later sends by it go there, and the answer carries both ids.
 /// Answered once durable; delivered like any message.
 #[utoipa::path(
     post,
@@ -86,6 +96,7 @@ pub struct Accepted {
     responses(
         (status = 201, description = "Accepted and durable.", body = Accepted),
         (status = 200, description = "A repeated `client_id` with the same content: the first message.", body = Accepted),
+        (status = 404, description = "`conversation_id` is neither a conversation of the sender nor a host id recorded before, and no `receiver_id` names the other user (`not_found`).", body = Error),
         (status = 400, description = "Malformed JSON, wrong types, missing fields, bad ids, blank or oversized text. `error` is one of: `invalid_json`, `invalid_request`, `invalid_body`, `invalid_receiver`, `text_too_long`, `metadata_too_large`.", body = Error),
         (status = 409, description = "A repeated `client_id` with different content (`client_id_conflict`).", body = Error),
     )
@@ -103,6 +114,7 @@ pub async fn send(
         priority: body.priority,
         metadata: body.metadata,
         client_id: body.client_id,
+        host_keys: true,
     };
     let from = Sender {
         user: body.sender_id,
@@ -121,6 +133,7 @@ pub async fn send(
             status: "accepted",
             message_id: sent.id,
             conversation_id: sent.record.conversation,
+            host_conversation_id: sent.host_key,
         },
     ))
 }

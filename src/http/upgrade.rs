@@ -1,17 +1,22 @@
 //! The WebSocket endpoints' HTTP side (contract section 3): check the upgrade request,
-//! authenticate (`?token=` or `Authorization`), decide what the socket may be, and hand the
-//! upgraded TCP stream to a [`crate::ws::session`].
+//! authenticate (`?token=`, `Authorization`, the token cookie or the host app's session:
+//! [`super::caller`]), decide what the socket may be, and hand the upgraded TCP stream to a
+//! [`crate::ws::session`].
 //!
 //! A bad token or a non-participant is *accepted and then closed* (4401, 4403), as the
-//! existing clients expect.
+//! existing clients expect; so is a session the host app could not confirm in time (1011). A
+//! cookie-authenticated upgrade from a page on an origin not allowed is refused outright (403):
+//! the page must not get a socket at all.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use hyper::HeaderMap;
 
-use super::extract::{Conversation, Id, Params};
-use crate::auth::{AuthError, Identity};
+use super::extract::{Connection, Conversation, Id, Params};
+use crate::auth::Identity;
 use crate::error::{ApiError, Code, HttpResponse};
 use crate::state::AppState;
 use crate::ws::frames::close;
@@ -74,20 +79,30 @@ async fn upgrade(
             "this endpoint speaks WebSocket: send an Upgrade request",
         ));
     }
-    let who = match authenticate(state, &req) {
+    let who = if requested == Requested::Echo {
         // The echo socket exists only for conformance suites (`server.websocket_echo`), which
         // cannot send tokens; it touches no user data.
-        _ if requested == Requested::Echo => Ok((
+        Ok((
             Identity {
                 user_id: 0,
                 username: None,
             },
             Kind::Echo,
-        )),
-        Ok(identity) => authorize(state, identity, requested).await,
-        Err(e) => {
-            tracing::debug!(error = %e, "websocket refused: bad token");
-            Err((close::UNAUTHORIZED, "authentication failed"))
+        ))
+    } else {
+        match authenticate(state, credentials(&req)?).await {
+            Ok(identity) => authorize(state, identity, requested).await,
+            Err(e) if e.code() == Code::OriginNotAllowed => {
+                tracing::debug!("websocket refused: cookies from an origin not allowed");
+                return Err(e);
+            }
+            Err(e) if e.code() == Code::SessionCheckUnavailable => {
+                Err((close::INTERNAL_ERROR, "session check unavailable"))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket refused: not authenticated");
+                Err((close::UNAUTHORIZED, "authentication failed"))
+            }
         }
     };
     if let Ok((identity, kind)) = &who
@@ -126,16 +141,27 @@ async fn upgrade(
     Ok(hyper::Response::from_parts(parts, Body::empty()))
 }
 
-/// The token from `?token=` (browsers cannot set headers on a WebSocket) or `Authorization`.
-fn authenticate(state: &AppState, req: &Request) -> Result<Identity, AuthError> {
-    let query = Params::parse(req.uri().query());
-    if let Some(token) = query.get("token") {
-        return state.verifier.verify(token);
-    }
-    super::extract::authenticate(state, req.headers()).map_err(|e| match e {
-        ApiError::Unauthorized(auth) => auth,
-        _ => AuthError::Missing,
-    })
+/// What the caller is identified by, taken out of the request (its body is not `Sync`, so the
+/// request cannot be held across the check): the headers, `?token=` (browsers cannot set
+/// headers on a WebSocket) and the peer.
+fn credentials(req: &Request) -> Result<(HeaderMap, Option<String>, SocketAddr), ApiError> {
+    let peer = req
+        .extensions()
+        .get::<Connection>()
+        .map(|c| c.peer)
+        .ok_or_else(|| ApiError::Internal("request without its connection".into()))?;
+    let token = Params::parse(req.uri().query())
+        .get("token")
+        .map(str::to_owned);
+    Ok((req.headers().clone(), token, peer))
+}
+
+/// The caller, by `?token=`, `Authorization` or cookies; cookies only from an allowed origin.
+async fn authenticate(
+    state: &AppState,
+    (headers, token, peer): (HeaderMap, Option<String>, SocketAddr),
+) -> Result<Identity, ApiError> {
+    super::caller::identify(state, &headers, token.as_deref(), peer, true).await
 }
 
 /// Decides what the socket may be: a conversation socket only for its participants.

@@ -63,7 +63,7 @@ pub use engine::{CommitSink, PendingAppend, WriterHandle, WriterOptions, WriterT
 pub use error::StoreError;
 pub use ops::{
     Broadcast, ConversationCreated, EXPIRE_BATCH, MarkedRead, MessageAppended, NewAccount,
-    NewConversation, NewMessage, Op, QueueKey, StoredMessage, WriteError,
+    NewConversation, NewMessage, Op, Profile, QueueKey, StoredMessage, WriteError,
 };
 
 /// Longest a read waits for the writer to reopen the data file after a failed write, before it

@@ -17,8 +17,8 @@ use super::damage::DamagedRecords;
 use super::history::{History, Tail, read_tail};
 use super::records::decode;
 use super::tables::{
-    CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES, META, QUEUE, QUEUE_LENGTHS,
-    USERNAMES, USERS, meta,
+    CONVERSATION_HOST_IDS, CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES, META,
+    QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
 };
 use crate::crypto::Keyring;
 use crate::model::{ConversationRecord, MembershipRecord, MessageBody, MessageRecord, UserRecord};
@@ -68,6 +68,8 @@ pub struct ConversationView {
     pub subject: Option<String>,
     pub membership: MembershipRecord,
     pub last_message: Option<MessageView>,
+    /// The host app's id for it (contract 8.3), if its backend named it by one.
+    pub host_id: Option<u64>,
 }
 
 /// A place in one user's queue: (priority rank, message id).
@@ -462,12 +464,17 @@ impl<'a> Reader<'a> {
             },
             None => None,
         };
+        let host_id = self
+            .table(CONVERSATION_HOST_IDS)?
+            .get(conv)?
+            .map(|v| v.value());
         Ok(Some(ConversationView {
             id: conv,
             record,
             subject,
             membership,
             last_message,
+            host_id,
         }))
     }
 

@@ -16,9 +16,10 @@ use redb::{Key, TableDefinition, Value};
 /// On-disk schema this build reads and writes. 2: `convid_msgid` and
 /// `senderid_clientid_msgid` hold the messages up to `indexed_to` only (see
 /// [`super::history`]). 3: batches after `applied_seq` are in `indaba.journal`
-/// ([`super::engine::journal`]), so an older build must not open the file and miss them. Older
-/// files are upgraded at open.
-pub const SCHEMA_VERSION: u64 = 3;
+/// ([`super::engine::journal`]), so an older build must not open the file and miss them. 4:
+/// `hostconvid_convid` and `convid_hostconvid` (an older build would not see host ids). Older
+/// files are upgraded at open (a new table is created empty).
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Something done to every table in turn ([`every_table`]). The bounds are what every table's
 /// key and value types meet: a visitor may read, write and print rows of any of them.
@@ -99,6 +100,13 @@ tables! {
 
     /// Entries in each user's queue (kept with the queue, so overflow and stats need no scan).
     QUEUE_LENGTHS: TableDefinition<u64, u64> = TableDefinition::new("userid_queuelen");
+
+    /// The host app's own conversation ids, as its backend sends them to the service API
+    /// (contract 8.3) → the conversation they were mapped to on first use.
+    HOST_CONVERSATIONS: TableDefinition<u64, u64> = TableDefinition::new("hostconvid_convid");
+
+    /// The reverse: a conversation → the first host id mapped to it (`host_id` in its JSON).
+    CONVERSATION_HOST_IDS: TableDefinition<u64, u64> = TableDefinition::new("convid_hostconvid");
 }
 
 /// Keys of [`META`].

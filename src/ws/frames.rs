@@ -12,6 +12,8 @@ pub mod close {
     pub const UNSUPPORTED_DATA: u16 = 1003;
     pub const INVALID_PAYLOAD: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
+    /// The server cannot serve the socket now (the host app did not confirm a session).
+    pub const INTERNAL_ERROR: u16 = 1011;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;
 }

@@ -520,6 +520,20 @@ async fn replay_chunks(session: &Session, fanned_out: u64) {
 }
 
 impl Session {
+    /// The name this user's events carry: fixed at connect when their token claims one;
+    /// otherwise the directory's, read now, so that a name the host app sets while the socket
+    /// is open (`PUT /api/users/{id}`) shows at once.
+    fn username(&self) -> Option<String> {
+        if self.user.username.is_some() {
+            return self.username.clone();
+        }
+        self.state
+            .users
+            .lookup(self.user.user_id)
+            .flatten()
+            .or_else(|| self.username.clone())
+    }
+
     fn push(&self, event: Bytes) {
         let _ = self.outbox.push(Lane::Control, Outbound::event(event));
     }
@@ -655,6 +669,7 @@ impl Session {
                     priority: m.priority,
                     metadata: m.metadata,
                     client_id: m.client_id,
+                    ..SendRequest::default()
                 };
                 self.send(request, true).await;
             }
@@ -664,7 +679,7 @@ impl Session {
             }) => match self.membership(conversation_id).await {
                 Some(participants) => self.state.hub.typing(
                     self.user.user_id,
-                    self.username.as_deref(),
+                    self.username().as_deref(),
                     conversation_id,
                     &participants,
                     is_typing,
@@ -714,7 +729,7 @@ impl Session {
             }
             ConversationIn::Typing(Typing { is_typing }) => self.state.hub.typing(
                 self.user.user_id,
-                self.username.as_deref(),
+                self.username().as_deref(),
                 id,
                 participants,
                 is_typing,

@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 use indaba::auth::jwt::{TokenMinter, TokenType};
 use serde_json::Value;
 
+pub mod django;
+
+/// A WebSocket client connection (tokio-tungstenite).
+pub type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_indaba");
 
 /// A running daemon. Killed on drop if still running.

@@ -13,7 +13,7 @@ use super::health::{QueuedUsers, WriterHealth};
 use crate::store::StoreError;
 use crate::store::ops::{
     Answer, Broadcast, ConversationCreated, MarkedRead, MessageAppended, NewAccount,
-    NewConversation, NewMessage, Op, QueueKey, WriteError,
+    NewConversation, NewMessage, Op, Profile, QueueKey, WriteError,
 };
 
 /// What goes down the writer's queue.
@@ -153,6 +153,27 @@ impl WriterHandle {
         new: NewConversation,
     ) -> Result<ConversationCreated, WriteError> {
         self.request(Op::CreateConversation(new)).await
+    }
+
+    /// The conversation the host app's id `key` names, created and recorded on first use
+    /// (contract 8.3; see the `HostConversation` op).
+    pub async fn host_conversation(
+        &self,
+        key: u64,
+        sender: u64,
+        receiver: Option<u64>,
+    ) -> Result<ConversationCreated, WriteError> {
+        self.request(Op::HostConversation {
+            key,
+            sender,
+            receiver,
+        })
+        .await
+    }
+
+    /// Sets a user's name from the host app.
+    pub async fn set_profile(&self, profile: Profile) -> Result<(), WriteError> {
+        self.request(Op::SetProfile(profile)).await
     }
 
     pub async fn append_message(&self, new: NewMessage) -> Result<MessageAppended, WriteError> {

@@ -18,6 +18,47 @@ pub struct NewAccount {
     pub id_base: u64,
 }
 
+/// A user's name as the host app sets it (`PUT /api/users/{id}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Profile {
+    pub id: u64,
+    pub username: String,
+    /// `None` keeps the one recorded.
+    pub display_name: Option<String>,
+}
+
+/// Records the host app's name for a user (creating their record if new); a local account is
+/// refused: its name is its login.
+pub(super) fn set_profile(
+    t: &mut Tables<'_>,
+    profile: Profile,
+    now_ms: u64,
+) -> Result<(), OpError> {
+    let existing: Option<UserRecord> = match t.users.get(profile.id).map_err(rd)? {
+        Some(bytes) => Some(decode(bytes.value())?),
+        None => None,
+    };
+    let record = match existing {
+        Some(r) if r.password_hash.is_some() => {
+            return Err(WriteError::LocalAccount(profile.id).into());
+        }
+        Some(r) => UserRecord {
+            username: Some(profile.username),
+            display_name: profile.display_name.or(r.display_name),
+            ..r
+        },
+        None => UserRecord {
+            username: Some(profile.username),
+            display_name: profile.display_name,
+            created_at_ms: now_ms,
+            ..UserRecord::default()
+        },
+    };
+    let bytes = encode(&record)?;
+    t.users.insert(profile.id, bytes.as_slice()).map_err(wr)?;
+    Ok(())
+}
+
 /// Records user `id`, seen in a token with `username`, if new or renamed.
 pub(super) fn ensure_user(
     t: &mut Tables<'_>,

@@ -29,6 +29,45 @@ pub struct ConversationCreated {
     pub created: bool,
 }
 
+/// The conversation the host app's conversation id `key` names: the one recorded for it, else
+/// the one-to-one conversation of `sender` and `receiver` (created if absent), recorded for it
+/// from now on. The conversation's `host_id` is the first key recorded for it. Without a
+/// receiver an unknown key names nothing.
+pub(super) fn host(
+    t: &mut Tables<'_>,
+    key: u64,
+    sender: u64,
+    receiver: Option<u64>,
+    now_ms: u64,
+) -> Result<ConversationCreated, OpError> {
+    if let Some(id) = t.host_conversations.get(key).map_err(rd)? {
+        return Ok(ConversationCreated {
+            id: id.value(),
+            created: false,
+        });
+    }
+    let Some(receiver) = receiver else {
+        return Err(WriteError::ConversationNotFound.into());
+    };
+    let found = create(
+        t,
+        NewConversation {
+            creator: sender,
+            participants: vec![receiver],
+            property: None,
+            booking: None,
+            subject: None,
+        },
+        now_ms,
+    )?;
+    let first_key = t.conversation_host_ids.get(found.id).map_err(rd)?.is_none();
+    t.host_conversations.insert(key, found.id).map_err(wr)?;
+    if first_key {
+        t.conversation_host_ids.insert(found.id, key).map_err(wr)?;
+    }
+    Ok(found)
+}
+
 /// Creates the conversation, or finds the one with the same participants, property and
 /// booking. Every participant gets a membership.
 pub(super) fn create(

@@ -33,7 +33,7 @@ mod write_back;
 
 use serde::{Deserialize, Serialize};
 
-pub use accounts::NewAccount;
+pub use accounts::{NewAccount, Profile};
 pub use conversations::{ConversationCreated, NewConversation};
 pub use messages::{Broadcast, MessageAppended, NewMessage, StoredMessage};
 pub use queues::{EXPIRE_BATCH, QueueKey};
@@ -80,6 +80,15 @@ pub enum Op {
     Expire(u64),
     /// One system message from `sender` to each user, in their one-to-one conversation.
     Broadcast(Broadcast),
+    /// The conversation the host app's id `key` names (contract 8.3): the one recorded for it,
+    /// else `sender`'s and `receiver`'s one-to-one conversation (created if absent), recorded.
+    HostConversation {
+        key: u64,
+        sender: u64,
+        receiver: Option<u64>,
+    },
+    /// Set a user's name (and display name) from the host app (`PUT /api/users/{id}`).
+    SetProfile(Profile),
 }
 
 impl Op {
@@ -109,6 +118,14 @@ impl Op {
             Op::Expire(before_ms) => queues::expire(tables, before_ms).map(Into::into),
             Op::Broadcast(broadcast) => {
                 messages::broadcast(tables, broadcast, now_ms).map(Into::into)
+            }
+            Op::HostConversation {
+                key,
+                sender,
+                receiver,
+            } => conversations::host(tables, key, sender, receiver, now_ms).map(Into::into),
+            Op::SetProfile(profile) => {
+                accounts::set_profile(tables, profile, now_ms).map(|()| Answer::Done(()))
             }
         }
     }
@@ -190,6 +207,9 @@ pub enum WriteError {
     /// A local account with this name exists.
     #[error("this username is taken")]
     UsernameTaken,
+    /// A local account's name is its login: the host app cannot rename it.
+    #[error("user {0} is a local account: its name is set by its owner, not the host app")]
+    LocalAccount(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

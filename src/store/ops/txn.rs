@@ -12,8 +12,8 @@ use crate::store::StoreError;
 use crate::store::damage::DamagedRecords;
 use crate::store::records::{decode, encode};
 use crate::store::tables::{
-    CLIENT_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES,
-    META, QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
+    CLIENT_IDS, CONVERSATION_HOST_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS,
+    HOST_CONVERSATIONS, MEMBERSHIPS, MESSAGES, META, QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
 };
 
 /// The tables of one write transaction, plus the id counters it advances.
@@ -34,6 +34,8 @@ pub(in crate::store) struct Tables<'txn> {
     pub(super) client_ids: Table<'txn, (u64, &'static str), u64>,
     pub(super) queue: Table<'txn, (u64, u8, u64), u64>,
     pub(super) queue_lengths: Table<'txn, u64, u64>,
+    pub(super) host_conversations: Table<'txn, u64, u64>,
+    pub(super) conversation_host_ids: Table<'txn, u64, u64>,
     /// Conversation records, memberships and queue lengths this batch has read, with the
     /// ones it changed written back once when the batch ends ([`Tables::flush`]): a batch of a
     /// thousand messages in one conversation rewrites its record, both memberships and the
@@ -87,6 +89,8 @@ impl<'txn> Tables<'txn> {
             client_ids: txn.open_table(CLIENT_IDS)?,
             queue: txn.open_table(QUEUE)?,
             queue_lengths: txn.open_table(QUEUE_LENGTHS)?,
+            host_conversations: txn.open_table(HOST_CONVERSATIONS)?,
+            conversation_host_ids: txn.open_table(CONVERSATION_HOST_IDS)?,
             conversation_cache: WriteBack::default(),
             membership_cache: WriteBack::default(),
             queue_length_cache: WriteBack::default(),
