@@ -89,6 +89,8 @@ codes! {
     /// A cookie-authenticated request from a page on an origin not allowed
     /// (`http.cors_allowed_origins`): cross-site WebSocket hijacking, or a cross-site write.
     OriginNotAllowed = FORBIDDEN, "origin_not_allowed";
+    /// An operator disabled (or erased) this user: their tokens and logins are refused.
+    UserDisabled = FORBIDDEN, "user_disabled";
     /// No such resource, or one the caller may not see.
     NotFound = NOT_FOUND, "not_found";
     MethodNotAllowed = METHOD_NOT_ALLOWED, "method_not_allowed";
@@ -199,6 +201,8 @@ impl From<&WriteError> for Code {
             WriteError::TooFewParticipants => Code::InvalidParticipants,
             WriteError::UsernameTaken => Code::UsernameTaken,
             WriteError::LocalAccount(_) => Code::LocalAccount,
+            WriteError::UserNotFound | WriteError::MessageNotFound => Code::NotFound,
+            WriteError::UserDisabled => Code::UserDisabled,
             WriteError::Store(store) => store.into(),
         }
     }

@@ -320,7 +320,7 @@ fn the_admin_socket_answers_only_its_protocol() {
     let answer = ask(b"restore everything\n");
     assert_eq!(
         String::from_utf8_lossy(&answer),
-        "error unknown_request the only request is `backup`\n"
+        "error unknown_request the requests are `backup` and `api <METHOD> <PATH>`\n"
     );
     let answer = ask(&[b'x'; 200]);
     assert!(

@@ -16,15 +16,19 @@
 //! * [`health`], [`auth`], [`conversations`], [`messages`], [`service`] and [`profiles`] are
 //!   the resources;
 //!   their JSON is [`crate::views`] and the types beside each handler.
+//! * [`admin`] is the operators' API (contract section 9); [`local`] serves the same routes to
+//!   `indaba admin` over the admin socket.
 //! * [`upgrade`] answers the WebSocket endpoints and hands each socket to [`crate::ws`].
 //! * [`web`] serves the pages compiled into the binary (the demo chat at `/`).
 
+pub mod admin;
 pub mod auth;
 pub mod caller;
 pub mod conversations;
 pub mod extract;
 pub mod health;
 pub mod layers;
+pub mod local;
 pub mod messages;
 pub mod openapi;
 pub mod profiles;

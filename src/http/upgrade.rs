@@ -91,6 +91,10 @@ async fn upgrade(
         ))
     } else {
         match authenticate(state, credentials(&req)?).await {
+            Ok(identity) if state.users.is_disabled(identity.user_id) => {
+                tracing::debug!(user = identity.user_id, "websocket refused: user disabled");
+                Err((close::FORBIDDEN, "this account has been disabled"))
+            }
             Ok(identity) => authorize(state, identity, requested).await,
             Err(e) if e.code() == Code::OriginNotAllowed => {
                 tracing::debug!("websocket refused: cookies from an origin not allowed");

@@ -17,8 +17,10 @@ use redb::{Key, TableDefinition, Value};
 /// `senderid_clientid_msgid` hold the messages up to `indexed_to` only (see
 /// [`super::history`]). 3: batches after `applied_seq` are in `indaba.journal`
 /// ([`super::engine::journal`]), so an older build must not open the file and miss them. 4:
-/// `hostconvid_convid` and `convid_hostconvid` (an older build would not see host ids). Older
-/// files are upgraded at open (a new table is created empty).
+/// `hostconvid_convid` and `convid_hostconvid` (an older build would not see host ids),
+/// `userid_disabledms` and `userid_datakey` (operators disabling users, per-user data keys);
+/// message bodies may be empty (a tombstone). Older files are upgraded at open (a new table is
+/// created empty).
 pub const SCHEMA_VERSION: u64 = 4;
 
 /// Something done to every table in turn ([`every_table`]). The bounds are what every table's
@@ -107,6 +109,15 @@ tables! {
 
     /// The reverse: a conversation → the first host id mapped to it (`host_id` in its JSON).
     CONVERSATION_HOST_IDS: TableDefinition<u64, u64> = TableDefinition::new("convid_hostconvid");
+    /// Users an operator disabled (or erased) → since when (Unix ms): their tokens are
+    /// refused and the writer refuses messages from them. An erased user stays here, so the
+    /// tokens they still hold keep being refused.
+    DISABLED_USERS: TableDefinition<u64, u64> = TableDefinition::new("userid_disabledms");
+
+    /// Each sender's data key, sealed by the at-rest key ([`crate::crypto::Key::wrap`]): it
+    /// seals the text and metadata of every message they send. Erasing the user removes the
+    /// row, and with it every way to open what the key sealed (crypto-shredding).
+    DATA_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("userid_datakey");
 }
 
 /// Keys of [`META`].
