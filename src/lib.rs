@@ -40,7 +40,8 @@
 //! all and stops it in order; nothing but `main.rs` uses [`app`]. `main.rs` only parses the
 //! command line. [`admin`] serves `<data_dir>/admin.sock`, through which `indaba backup` asks
 //! the running daemon for a consistent snapshot ([`store::backup`]) and `indaba admin` reaches
-//! the operators' routes (`http::local`).
+//! the operators' routes (`http::local`). [`fuzzing`] (hidden from the docs, not an API) holds
+//! the fuzz targets that `fuzz/` and `tests/fuzz.rs` run.
 //!
 //! Dependencies between these modules go one way (`tests/layout.rs` checks it): a module
 //! never uses one that uses it back.
@@ -71,6 +72,8 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -156,6 +156,17 @@ fn conversation_creation_is_deduplicated() {
         (status, err["error"].as_str()),
         (400, Some("invalid_participants"))
     );
+    // The document says 1 to 100 ids (`maxItems`), and schemathesis sent 101 copies of one
+    // id: the list as sent is held to it, not only the participants it names.
+    let mut many = vec![2u64; 100];
+    let (status, _) = d.post(1, CONV, &json!({ "participants": many, "property": 7 }));
+    assert_eq!(status, 200, "100 ids, one participant besides the caller");
+    many.push(2);
+    let (status, err) = d.post(1, CONV, &json!({ "participants": many, "property": 7 }));
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_participants"))
+    );
 }
 
 #[test]
@@ -493,6 +504,18 @@ fn non_participants_get_404_on_every_route() {
     assert_eq!(presence.as_array().expect("list").len(), 1);
     assert_eq!(presence[0]["user_id"], 2);
     assert_eq!(presence[0]["online"], false);
+    // What the document's pattern for `user_ids` says, no more (schemathesis checks the
+    // document against the server): spaces around ids and empty items, not other whitespace.
+    let (status, presence) = d.get(1, "/api/v1/messaging/presence/?user_ids=%202%20,,3");
+    assert_eq!((status, presence[0]["user_id"].clone()), (200, json!(2)));
+    for bad in ["2%093", "2%0A", "2%203"] {
+        let (status, resp) = d.get(1, &format!("/api/v1/messaging/presence/?user_ids={bad}"));
+        assert_eq!(
+            (status, &resp["error"]),
+            (400, &json!("invalid_query")),
+            "{bad}"
+        );
+    }
 }
 
 #[test]

@@ -47,7 +47,12 @@ pub async fn create(
     everyone.push(creator);
     everyone.sort_unstable();
     everyone.dedup();
-    if req.participants.is_empty() || everyone.len() > MAX_PARTICIPANTS {
+    // The list as sent is held to the bound too (the OpenAPI document's `maxItems`), not only
+    // the participants it names: 101 copies of one id are refused like 101 ids.
+    if req.participants.is_empty()
+        || req.participants.len() > MAX_PARTICIPANTS
+        || everyone.len() > MAX_PARTICIPANTS
+    {
         return Err(ChatError::invalid(
             Code::InvalidParticipants,
             format!("a conversation has 2 to {MAX_PARTICIPANTS} participants, you included"),

@@ -523,15 +523,22 @@ impl<'de> de::Deserialize<'de> for Flag {
 }
 
 /// A count from 1 up (a page, a page size, a limit); handlers cap it where a cap applies, as
-/// Django REST framework caps page sizes.
+/// Django REST framework caps page sizes. At most 2^63 - 1, in digits only: the OpenAPI
+/// document gives counts as `int64`.
 #[derive(Debug, Clone, Copy)]
 pub struct Count(pub usize);
 
 impl<'de> de::Deserialize<'de> for Count {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let expected = format!("an integer from 1 to {}", usize::MAX);
+        let expected = format!("an integer from 1 to {}", i64::MAX);
         from_text(d, &expected, |v| {
-            v.parse::<usize>().ok().filter(|n| *n >= 1).map(Count)
+            v.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| v.parse::<i64>().ok())
+                .flatten()
+                .filter(|n| *n >= 1)
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Count)
         })
     }
 }
@@ -754,14 +761,35 @@ mod tests {
         );
         assert_eq!(
             query("conversation=1&limit=0").await.expect_err("count"),
-            format!(
-                "query parameter `limit` must be an integer from 1 to {}",
-                usize::MAX
-            )
+            "query parameter `limit` must be an integer from 1 to 9223372036854775807"
         );
         assert_eq!(
             query("conversation=1&before=-1").await.expect_err("cursor"),
             "query parameter `before` must be a message id"
         );
+    }
+
+    #[tokio::test]
+    async fn counts_are_what_the_document_says_int64() {
+        // The OpenAPI document gives counts as int64 from 1 (schemathesis sent 2^63 and it was
+        // accepted): the range is 1 to 2^63 - 1, written in digits only.
+        let ok = query("conversation=1&limit=9223372036854775807")
+            .await
+            .expect("valid");
+        assert_eq!(ok.limit.map(|c| c.0), Some(9_223_372_036_854_775_807));
+        for over in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "%2B5",
+            "%205",
+        ] {
+            assert_eq!(
+                query(&format!("conversation=1&limit={over}"))
+                    .await
+                    .expect_err(over),
+                "query parameter `limit` must be an integer from 1 to 9223372036854775807",
+                "{over}"
+            );
+        }
     }
 }

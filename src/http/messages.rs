@@ -38,7 +38,7 @@ pub struct SendBody {
     receiver: Option<u64>,
     /// Not blank; at most `limits.max_text_bytes` bytes (default 16384, else 400
     /// `text_too_long`).
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, pattern = r"\S")]
     text: String,
     #[serde(default)]
     #[schema(pattern = "^[a-z0-9_]{1,32}$", default = "text")]

@@ -46,7 +46,7 @@ pub struct SendBody {
     #[schema(value_type = Option<crate::views::IdSchema>)]
     receiver_id: Option<u64>,
     /// Not blank; at most `limits.max_text_bytes` bytes.
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, pattern = r"\S")]
     text: String,
     #[serde(default)]
     #[schema(pattern = "^[a-z0-9_]{1,32}$", default = "text")]
@@ -246,7 +246,7 @@ pub struct BroadcastMessage {
     #[schema(value_type = crate::views::IdSchema)]
     sender_id: u64,
     /// Not blank; at most `limits.max_text_bytes` bytes.
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, pattern = r"\S")]
     text: String,
     #[serde(default)]
     #[schema(pattern = "^[a-z0-9_]{1,32}$", default = "system")]

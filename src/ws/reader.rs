@@ -68,23 +68,7 @@ impl FrameReader {
 
     /// Takes one whole frame off the front of the buffer, if it is all there.
     fn parse(&mut self) -> Result<Option<Frame<'static>>, ReadError> {
-        let Some(header) = parse_header(&self.buf, self.max_payload)? else {
-            return Ok(None);
-        };
-        // The buffer grows with what arrives, not with what a header announces: 14 bytes
-        // must not make the daemon set aside `max_frame_bytes`.
-        if self.buf.len() < header.len.saturating_add(header.payload) {
-            return Ok(None);
-        }
-        self.buf.advance(header.len);
-        let mut payload = self.buf.split_to(header.payload);
-        fastwebsockets::unmask(&mut payload, header.mask);
-        Ok(Some(Frame::new(
-            header.fin,
-            header.opcode,
-            None,
-            Payload::Bytes(payload),
-        )))
+        take_frame(&mut self.buf, self.max_payload)
     }
 
     /// Waits for bytes and appends them to the buffer.
@@ -105,6 +89,32 @@ impl FrameReader {
             Ok(_) => Ok(()),
         }
     }
+}
+
+/// Takes one whole frame off the front of `buf`, unmasked, if it is all there; a frame of more
+/// than `max_payload` bytes is refused. The reader's parsing, apart from its socket, so that
+/// the fuzz targets ([`crate::fuzzing`]) feed it bytes as a socket would.
+pub(crate) fn take_frame(
+    buf: &mut BytesMut,
+    max_payload: usize,
+) -> Result<Option<Frame<'static>>, ReadError> {
+    let Some(header) = parse_header(buf, max_payload)? else {
+        return Ok(None);
+    };
+    // The buffer grows with what arrives, not with what a header announces: 14 bytes must not
+    // make the daemon set aside `max_frame_bytes`.
+    if buf.len() < header.len.saturating_add(header.payload) {
+        return Ok(None);
+    }
+    buf.advance(header.len);
+    let mut payload = buf.split_to(header.payload);
+    fastwebsockets::unmask(&mut payload, header.mask);
+    Ok(Some(Frame::new(
+        header.fin,
+        header.opcode,
+        None,
+        Payload::Bytes(payload),
+    )))
 }
 
 /// A frame header, checked.

@@ -54,7 +54,7 @@ pub(super) fn fill(record: &mut [u8], report: &BatchReport) {
 
 /// A journal record's batch, read back.
 #[derive(Debug)]
-pub(super) struct Logged {
+pub(crate) struct Logged {
     pub now_ms: u64,
     /// The message ids it gave: first, and the next after its last.
     pub ids: (u64, u64),
@@ -71,7 +71,7 @@ pub(super) fn message_ids(payload: &[u8]) -> Option<(u64, u64)> {
 }
 
 /// A record's payload, read back.
-pub(super) fn decode(payload: &[u8]) -> Result<Logged, String> {
+pub(crate) fn decode(payload: &[u8]) -> Result<Logged, String> {
     if payload.len() < FIELDS {
         return Err(format!("{} bytes, shorter than its fields", payload.len()));
     }
