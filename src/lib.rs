@@ -82,6 +82,7 @@ pub mod store;
 pub mod time;
 pub mod users;
 pub mod views;
+pub mod webhooks;
 pub mod ws;
 
 /// This build's version, as `/health` and `--version` report it.

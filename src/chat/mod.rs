@@ -18,6 +18,7 @@ pub mod conversations;
 mod error;
 pub mod read;
 pub mod send;
+mod webhook;
 
 pub use error::ChatError;
 pub use send::{SendRequest, Sender, Sent};

@@ -59,11 +59,14 @@ use std::sync::Arc;
 use crate::crypto::Keyring;
 
 pub use data_file::DATABASE_FILE;
-pub use engine::{CommitSink, PendingAppend, WriterHandle, WriterOptions, WriterThread};
+pub use engine::{
+    CommitSink, OutboxProgress, PendingAppend, WriterHandle, WriterOptions, WriterThread,
+};
 pub use error::StoreError;
 pub use ops::{
-    Broadcast, ConversationCreated, EXPIRE_BATCH, MarkedRead, MessageAppended, NewAccount,
-    NewConversation, NewMessage, Op, QueueKey, StoredMessage, WriteError,
+    Broadcast, ConversationCreated, EXPIRE_BATCH, Emit, EventKinds, MarkedRead, MessageAppended,
+    NewAccount, NewConversation, NewMessage, Op, PresenceChange, QueueKey, StoredMessage,
+    WriteError,
 };
 
 /// Longest a read waits for the writer to reopen the data file after a failed write, before it

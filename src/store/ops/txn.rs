@@ -12,8 +12,8 @@ use crate::store::StoreError;
 use crate::store::damage::DamagedRecords;
 use crate::store::records::{decode, encode};
 use crate::store::tables::{
-    CLIENT_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES,
-    META, QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
+    CLIENT_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS, EVENTS, MEMBERSHIPS,
+    MESSAGES, META, QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
 };
 
 /// The tables of one write transaction, plus the id counters it advances.
@@ -34,6 +34,8 @@ pub(in crate::store) struct Tables<'txn> {
     pub(super) client_ids: Table<'txn, (u64, &'static str), u64>,
     pub(super) queue: Table<'txn, (u64, u8, u64), u64>,
     pub(super) queue_lengths: Table<'txn, u64, u64>,
+    /// The webhook outbox ([`super::outbox`]).
+    pub(super) events: Table<'txn, u64, &'static [u8]>,
     /// Conversation records, memberships and queue lengths this batch has read, with the
     /// ones it changed written back once when the batch ends ([`Tables::flush`]): a batch of a
     /// thousand messages in one conversation rewrites its record, both memberships and the
@@ -58,6 +60,17 @@ pub(in crate::store) struct Tables<'txn> {
     pub(super) next_conversation_id: u64,
     /// `None` until the first local account is registered.
     pub(super) next_local_user_id: Option<u64>,
+    /// Conversations created in this transaction, as (id, creator), for their webhook events.
+    pub(super) conversations_created: Vec<(u64, u64)>,
+    /// `None` until the first webhook event is written.
+    pub(in crate::store) next_event_id: Option<u64>,
+    /// Events in the outbox.
+    pub(in crate::store) events_pending: u64,
+    /// Events ever dropped by the outbox's bound, those this batch dropped, and the newest id
+    /// among the latter.
+    pub(super) events_dropped: u64,
+    pub(in crate::store) events_dropped_added: u64,
+    pub(in crate::store) events_dropped_through: u64,
 }
 
 impl<'txn> Tables<'txn> {
@@ -73,6 +86,9 @@ impl<'txn> Tables<'txn> {
         let next_local_user_id = meta::get(&table, meta::NEXT_LOCAL_USER_ID)?;
         let queue_pending = meta::get(&table, meta::QUEUE_PENDING)?.unwrap_or(0);
         let dead_letters = meta::get(&table, meta::DEAD_LETTERS)?.unwrap_or(0);
+        let next_event_id = meta::get(&table, meta::NEXT_EVENT_ID)?;
+        let events_pending = meta::get(&table, meta::EVENTS_PENDING)?.unwrap_or(0);
+        let events_dropped = meta::get(&table, meta::EVENTS_DROPPED)?.unwrap_or(0);
         Ok(Self {
             tail,
             damaged,
@@ -87,6 +103,7 @@ impl<'txn> Tables<'txn> {
             client_ids: txn.open_table(CLIENT_IDS)?,
             queue: txn.open_table(QUEUE)?,
             queue_lengths: txn.open_table(QUEUE_LENGTHS)?,
+            events: txn.open_table(EVENTS)?,
             conversation_cache: WriteBack::default(),
             membership_cache: WriteBack::default(),
             queue_length_cache: WriteBack::default(),
@@ -99,6 +116,12 @@ impl<'txn> Tables<'txn> {
             next_message_id,
             next_conversation_id,
             next_local_user_id,
+            conversations_created: Vec::new(),
+            next_event_id,
+            events_pending,
+            events_dropped,
+            events_dropped_added: 0,
+            events_dropped_through: 0,
         })
     }
 
@@ -179,6 +202,15 @@ impl<'txn> Tables<'txn> {
         }
         self.meta.insert(meta::QUEUE_PENDING, self.queue_pending)?;
         self.meta.insert(meta::DEAD_LETTERS, self.dead_letters)?;
+        // Only once webhooks have written an event: a daemon without them keeps no counter
+        // (and so reserves no ids for one).
+        if let Some(next) = self.next_event_id {
+            self.meta.insert(meta::NEXT_EVENT_ID, next)?;
+            self.meta
+                .insert(meta::EVENTS_PENDING, self.events_pending)?;
+            self.meta
+                .insert(meta::EVENTS_DROPPED, self.events_dropped)?;
+        }
         Ok(())
     }
 
