@@ -103,7 +103,10 @@ impl Delivery {
             // Then for a full batch, or the interval.
             let deadline = Instant::now() + self.batch_interval;
             loop {
-                let waiting = outbox.borrow_and_update().next_event_id - acked - 1;
+                let waiting = outbox
+                    .borrow_and_update()
+                    .next_event_id
+                    .saturating_sub(acked + 1);
                 if waiting >= self.batch_max as u64 {
                     break;
                 }
@@ -119,7 +122,7 @@ impl Delivery {
                 Ok(Some(batch)) => batch,
                 Ok(None) => {
                     // Every event before `seen` was dropped by the bound: wait for the next.
-                    acked = acked.max(seen - 1);
+                    acked = acked.max(seen.saturating_sub(1));
                     continue;
                 }
                 Err(e) => {

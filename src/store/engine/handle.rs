@@ -189,10 +189,12 @@ impl WriterHandle {
     /// Removes delivered queue entries (batched by the caller), without waiting for the
     /// commit.
     pub async fn dequeue(&self, entries: Vec<QueueKey>) -> Result<(), WriteError> {
-        let request = Request {
-            op: Op::Dequeue(entries),
-            reply: None,
-        };
+        self.send_unanswered(Op::Dequeue(entries)).await
+    }
+
+    /// Queues `op` with nobody waiting for its answer.
+    async fn send_unanswered(&self, op: Op) -> Result<(), WriteError> {
+        let request = Request { op, reply: None };
         self.tx
             .send(Command::Write(request))
             .await
@@ -234,14 +236,7 @@ impl WriterHandle {
     /// Queues a presence change's webhook event, without waiting for its commit (the change
     /// itself is announced at once; the event follows with the next batch).
     pub async fn record_presence(&self, change: PresenceChange) -> Result<(), WriteError> {
-        let request = Request {
-            op: Op::RecordPresence(change),
-            reply: None,
-        };
-        self.tx
-            .send(Command::Write(request))
-            .await
-            .map_err(|_| closed())
+        self.send_unanswered(Op::RecordPresence(change)).await
     }
 
     /// Removes the webhook events up to `up_to`, which the host acknowledged; answers how
