@@ -29,6 +29,8 @@ pub enum AppError {
     State(#[from] StateError),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::client::ClientError),
     #[error("graceful stop exceeded server.shutdown_timeout ({0:?})")]
     ShutdownTimeout(std::time::Duration),
     #[error(
@@ -80,6 +82,11 @@ pub async fn run(
     damaged_journal: DamagedJournal,
 ) -> Result<(), AppError> {
     let started = Instant::now();
+    // Before the store opens: a client that cannot be built stops the start at once.
+    let webhook_sink = match &config.webhooks.url {
+        Some(_) => Some(crate::webhooks::client::Sink::new(&config.webhooks)?),
+        None => None,
+    };
     let data_dir = config.storage.data_dir.clone();
     let batch_max = config.storage.commit_batch_max;
     let keyring = Arc::new(secrets.keyring);
@@ -106,11 +113,18 @@ pub async fn run(
     let shutdown_timeout = config.server.shutdown_timeout;
     let writer = store.writer().clone();
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
-    let hub = Arc::new(Hub::new(
-        store.clone(),
-        ack_tx,
-        config.limits.presence_grace,
-    ));
+    let mut hub = Hub::new(store.clone(), ack_tx, config.limits.presence_grace);
+    let policy = crate::webhooks::EventPolicy::new(&config.webhooks);
+    let mut presence_log = None;
+    if policy.is_some_and(|p| {
+        p.wants(crate::config::WebhookEvent::UserOnline)
+            || p.wants(crate::config::WebhookEvent::UserOffline)
+    }) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        hub = hub.with_presence_log(tx);
+        presence_log = Some(rx);
+    }
+    let hub = Arc::new(hub);
     // Requests never read the users table: the directory holds it (see `users`).
     let loading = Instant::now();
     let users = Directory::load(&store).await?;
@@ -139,6 +153,30 @@ pub async fn run(
         ack_rx,
         acks_done.clone(),
     ));
+    // Webhooks: presence events written in order, and the delivery in a task of its own.
+    let presence = match (policy, presence_log) {
+        (Some(policy), Some(rx)) => Some(tokio::spawn(crate::webhooks::record_presence(
+            writer.clone(),
+            policy,
+            rx,
+            acks_done.clone(),
+        ))),
+        _ => None,
+    };
+    if let (Some(sink), Some(secret)) = (webhook_sink, secrets.webhook_secret) {
+        let delivery = crate::webhooks::Delivery::new(
+            &state.config.webhooks,
+            sink,
+            secret,
+            state.store.clone(),
+            state.metrics.clone(),
+        );
+        tracing::info!(
+            events = ?state.config.webhooks.events,
+            "webhooks on: events are delivered to webhooks.url"
+        );
+        tokio::spawn(delivery.run(shutdown.clone()));
+    }
 
     let addr = listener
         .local_addr()
@@ -197,6 +235,9 @@ pub async fn run(
     }
     acks_done.cancel();
     let _ = tokio::time::timeout_at(deadline.into(), acks).await;
+    if let Some(presence) = presence {
+        let _ = tokio::time::timeout_at(deadline.into(), presence).await;
+    }
     // Commit whatever is still queued; anything acknowledged is already durable.
     let remaining = deadline.saturating_duration_since(Instant::now());
     let finished = tokio::time::timeout(

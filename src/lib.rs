@@ -33,6 +33,9 @@
 //!   ([`hub::run_fanout`]), which sends it to every socket that should see it as [`events`]:
 //!   typed, serialized once and shared by every socket. The REST shapes of messages and
 //!   conversations, which REST answers and some events carry, are [`views`].
+//! * **Host app.** With webhooks on, a write that should tell the host app carries its events
+//!   into the same commit (the store's outbox), and [`webhooks`] delivers them from there in
+//!   signed batches, in a task of its own.
 //!
 //! Around that: [`state`] (what every handler and socket shares), [`config`] (one typed
 //! struct), [`secrets`] (keys from config, or generated in dev mode), [`logging`],
@@ -87,6 +90,7 @@ pub mod store;
 pub mod time;
 pub mod users;
 pub mod views;
+pub mod webhooks;
 pub mod ws;
 
 /// This build's version, as `/health` and `--version` report it.

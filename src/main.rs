@@ -229,7 +229,10 @@ impl From<indaba::app::AppError> for Failure {
         use indaba::app::AppError;
         use indaba::store::StoreError;
         // The keys are the config's: the same mistake check-config reports with exit 2.
-        let config_error = matches!(&e, AppError::Store(StoreError::WrongKey { .. }));
+        let config_error = matches!(
+            &e,
+            AppError::Store(StoreError::WrongKey { .. }) | AppError::Webhooks(_)
+        );
         Self {
             config_error,
             message: e.to_string(),

@@ -67,6 +67,17 @@ pub struct Metrics {
     pub commit_batch_size: Histogram,
     /// From a message's commit to its frame being written to a recipient's socket.
     pub delivery_seconds: Histogram,
+    /// Webhook events waiting in the outbox (refreshed before each scrape).
+    pub webhook_pending: Gauge,
+    /// Webhook events the host app acknowledged (a 2xx to their batch).
+    pub webhook_delivered: Counter,
+    /// Webhook POSTs that failed (not 2xx, no answer in time, no connection).
+    pub webhook_failures: Counter,
+    /// Webhook events dropped by `webhooks.max_pending`, since the data file was created.
+    pub webhook_dropped: Counter,
+    /// Age of the oldest waiting webhook event, 0 when none waits (refreshed before each
+    /// scrape).
+    pub webhook_oldest_pending_seconds: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,6 +113,11 @@ impl Metrics {
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             // 50 µs .. ~1.6 s
             delivery_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            webhook_pending: Gauge::default(),
+            webhook_delivered: Counter::default(),
+            webhook_failures: Counter::default(),
+            webhook_dropped: Counter::default(),
+            webhook_oldest_pending_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -196,6 +212,31 @@ impl Metrics {
             "delivery_seconds",
             "From commit to the frame written to a recipient's socket",
             m.delivery_seconds.clone(),
+        );
+        r.register(
+            "webhook_pending",
+            "Webhook events waiting in the outbox",
+            m.webhook_pending.clone(),
+        );
+        r.register(
+            "webhook_delivered",
+            "Webhook events the host app acknowledged",
+            m.webhook_delivered.clone(),
+        );
+        r.register(
+            "webhook_failures",
+            "Webhook POSTs that failed",
+            m.webhook_failures.clone(),
+        );
+        r.register(
+            "webhook_dropped",
+            "Webhook events dropped by webhooks.max_pending",
+            m.webhook_dropped.clone(),
+        );
+        r.register(
+            "webhook_oldest_pending_seconds",
+            "Age of the oldest waiting webhook event",
+            m.webhook_oldest_pending_seconds.clone(),
         );
         Self { registry, ..m }
     }

@@ -133,3 +133,36 @@ pub struct UserRecord {
     pub password_hash: Option<String>,
     pub created_at_ms: u64,
 }
+
+/// A webhook event waiting in the outbox (`eventid_event`) until the host app acknowledged it.
+/// It holds ids, never what a user wrote: the delivery reads the message or conversation when
+/// it builds the POST, so nothing is stored twice and nothing in here needs sealing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// When the change that caused it was committed (Unix ms).
+    pub created_at_ms: u64,
+    pub event: Event,
+}
+
+/// What happened, for [`EventRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A message was stored; each recipient, and whether they had a socket open when it was
+    /// sent.
+    MessageCreated {
+        message: u64,
+        recipients_online: Vec<(u64, bool)>,
+    },
+    /// `reader`'s read marker in `conversation` moved up to `up_to` at `read_at_ms`.
+    MessageRead {
+        conversation: u64,
+        reader: u64,
+        up_to: u64,
+        read_at_ms: u64,
+    },
+    /// `creator` created `conversation`.
+    ConversationCreated { conversation: u64, creator: u64 },
+    /// The user's first socket opened (`online`), or their last closed and the presence grace
+    /// ran out; at `at_ms`.
+    Presence { user: u64, online: bool, at_ms: u64 },
+}

@@ -18,6 +18,7 @@ use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::users::Directory;
+use crate::webhooks::EventPolicy;
 
 /// Everything request handlers share, behind one `Arc`.
 #[derive(Debug)]
@@ -57,6 +58,8 @@ pub struct AppState {
     pub user_lookup_limiter: RateLimiter<u64>,
     /// For `uptime_seconds`.
     pub started: Instant,
+    /// Which webhook events writes ask the store for; `None` while webhooks are off.
+    pub events: Option<EventPolicy>,
     /// Fired when the daemon starts to stop; handlers answer 503 from then on.
     shutdown: CancellationToken,
 }
@@ -100,6 +103,7 @@ impl AppState {
             )
         });
         let sessions = SessionChecker::from_config(&config.auth).map_err(StateError::Sessions)?;
+        let events = EventPolicy::new(&config.webhooks);
         let limits = &config.limits;
         Ok(Self {
             sessions,
@@ -124,6 +128,7 @@ impl AppState {
             config,
             store,
             started: Instant::now(),
+            events,
             shutdown,
         })
     }

@@ -38,6 +38,9 @@ fn example_mentions_every_key_with_a_comment() {
     all.auth.session_check_url = Some("u".into());
     all.service.shared_secret = Some(Secret::new("s"));
     all.service.shared_secret_file = Some("s".into());
+    all.webhooks.url = Some("https://h".into());
+    all.webhooks.secret_file = Some("w".into());
+    all.webhooks.auth_header = Some(Secret::new("X-A: b"));
     let table = toml::Table::try_from(&all).expect("serialize");
     let lines: Vec<&str> = text.lines().collect();
     for (section, keys) in &table {

@@ -12,9 +12,9 @@ use super::send::{check_content, check_id};
 use crate::error::Code;
 use crate::model::Priority;
 use crate::state::AppState;
-use crate::store::Broadcast;
 use crate::store::WriteError;
 use crate::store::records::encode;
+use crate::store::{Broadcast, Op};
 
 /// Most recipients of one broadcast.
 pub const MAX_RECIPIENTS: usize = 100_000;
@@ -70,18 +70,16 @@ pub async fn broadcast(state: &AppState, req: BroadcastRequest) -> Result<u64, C
     // failure part-way leaves the chunks before it delivered (and says so).
     let mut delivered = 0;
     for chunk in recipients.chunks(CHUNK) {
-        let result = state
-            .store
-            .writer()
-            .broadcast(Broadcast {
-                sender,
-                message_type: content.message_type.clone(),
-                priority: Priority::High,
-                recipients: chunk.to_vec(),
-                body: body.clone(),
-                plain: plain.clone(),
-            })
-            .await;
+        let op = Op::Broadcast(Broadcast {
+            sender,
+            message_type: content.message_type.clone(),
+            priority: Priority::High,
+            recipients: chunk.to_vec(),
+            body: body.clone(),
+            plain: plain.clone(),
+        });
+        let emit = super::webhook::emit_to(state, chunk);
+        let result: Result<u64, _> = state.store.writer().request_emitting(op, emit).await;
         match result {
             Ok(n) => {
                 delivered += n;

@@ -3,11 +3,12 @@
 
 use super::ChatError;
 use super::send::check_id;
+use crate::config::WebhookEvent;
 use crate::error::Code;
 use crate::events::ChatEvent;
 use crate::state::AppState;
-use crate::store::NewConversation;
 use crate::store::WriteError;
+use crate::store::{ConversationCreated, NewConversation, Op};
 use crate::views::ConversationJson;
 
 /// Most participants a conversation may have.
@@ -79,15 +80,17 @@ pub async fn create(
         .subject
         .filter(|s| !s.is_empty())
         .map(|s| store.keyring().seal(s.as_bytes()));
-    let created = store
+    let new = NewConversation {
+        creator,
+        participants: req.participants,
+        property: req.property,
+        booking: req.booking,
+        subject,
+    };
+    let emit = super::webhook::emit(state, &[WebhookEvent::ConversationCreated]);
+    let created: ConversationCreated = store
         .writer()
-        .create_conversation(NewConversation {
-            creator,
-            participants: req.participants,
-            property: req.property,
-            booking: req.booking,
-            subject,
-        })
+        .request_emitting(Op::CreateConversation(new), emit)
         .await?;
     let conversation = view(state, creator, created.id).await?;
     if created.created {
@@ -109,16 +112,18 @@ pub async fn create(
 /// The one-to-one conversation of `a` and `b`, created if absent: where a service send
 /// without a conversation goes. Called only for a message that passed its checks.
 pub(super) async fn one_to_one(state: &AppState, a: u64, b: u64) -> Result<u64, ChatError> {
-    let created = state
+    let new = NewConversation {
+        creator: a,
+        participants: vec![b],
+        property: None,
+        booking: None,
+        subject: None,
+    };
+    let emit = super::webhook::emit(state, &[WebhookEvent::ConversationCreated]);
+    let created: ConversationCreated = state
         .store
         .writer()
-        .create_conversation(NewConversation {
-            creator: a,
-            participants: vec![b],
-            property: None,
-            booking: None,
-            subject: None,
-        })
+        .request_emitting(Op::CreateConversation(new), emit)
         .await?;
     Ok(created.id)
 }

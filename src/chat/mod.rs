@@ -21,6 +21,7 @@ mod error;
 pub mod moderation;
 pub mod read;
 pub mod send;
+mod webhook;
 
 pub use error::ChatError;
 pub use send::{SendRequest, Sender, Sent};

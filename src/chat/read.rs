@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 
 use super::ChatError;
+use crate::config::WebhookEvent;
 use crate::error::Code;
 use crate::hub::SessionId;
 use crate::state::AppState;
-use crate::store::WriteError;
+use crate::store::{MarkedRead, Op, WriteError};
 use crate::views::ConversationJson;
 
 /// Most message ids in one read receipt.
@@ -70,10 +71,17 @@ pub async fn mark_read(
     }
     for (conv, by_sender) in by_conversation {
         let newest = by_sender.values().flatten().copied().max().unwrap_or(0);
-        state
+        let _: MarkedRead = state
             .store
             .writer()
-            .mark_read(reader, conv, Some(newest))
+            .request_emitting(
+                Op::MarkRead {
+                    user: reader,
+                    conversation: conv,
+                    up_to: Some(newest),
+                },
+                super::webhook::emit(state, &[WebhookEvent::MessageRead]),
+            )
             .await?;
         // Relayed even when the marker was already past (a reply reads what came before):
         // the senders still learn these ids were seen. The socket's frame budget and the id
@@ -92,6 +100,17 @@ pub async fn mark_all_read(
     user: u64,
     id: u64,
 ) -> Result<ConversationJson, ChatError> {
-    state.store.writer().mark_read(user, id, None).await?;
+    let _: MarkedRead = state
+        .store
+        .writer()
+        .request_emitting(
+            Op::MarkRead {
+                user,
+                conversation: id,
+                up_to: None,
+            },
+            super::webhook::emit(state, &[WebhookEvent::MessageRead]),
+        )
+        .await?;
     super::conversations::updated(state, user, id).await
 }

@@ -297,7 +297,12 @@ pub async fn submit(state: &AppState, new: NewMessage) -> Result<Submitted, Chat
     let mut queued = new.clone();
     // The writer needs the sealed body; the copy kept here only compares duplicates.
     queued.body = Vec::new();
-    let pending = state.store.writer().submit_append(new).await?;
+    let emit = super::webhook::emit_message(state, new.conversation, new.sender).await?;
+    let pending = state
+        .store
+        .writer()
+        .submit_append_emitting(new, emit)
+        .await?;
     Ok(Submitted {
         pending,
         request: queued,

@@ -324,7 +324,43 @@ pub struct Stats {
     /// Stored records met since start that can no longer be read back; each is left out of
     /// every view and logged once at ERROR.
     damaged_records: u64,
+    /// The webhook outbox and its delivery (PROTOCOL.md section 8.2).
+    webhooks: WebhookStats,
     version: &'static str,
+}
+
+/// `/api/stats` `webhooks`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookStats {
+    /// Whether `webhooks.url` is set.
+    enabled: bool,
+    /// Events waiting in the outbox.
+    webhook_pending: u64,
+    /// Events the host acknowledged, since start.
+    webhook_delivered: u64,
+    /// POSTs that failed (not 2xx, timed out, no connection), since start.
+    webhook_failures: u64,
+    /// Events dropped by `webhooks.max_pending`, since the data file was created.
+    webhook_dropped: u64,
+    /// Age of the oldest waiting event; 0 when none waits.
+    webhook_oldest_pending_seconds: u64,
+}
+
+/// Reads the outbox's figures into the webhook gauges, and answers them for `/api/stats`.
+async fn webhook_stats(state: &AppState) -> Result<WebhookStats, ApiError> {
+    let (pending, oldest_ms) = state.store.read(|r| r.outbox_summary()).await?;
+    let oldest_seconds = oldest_ms.map_or(0, |ms| crate::time::now_ms().saturating_sub(ms) / 1000);
+    let m = &state.metrics;
+    m.webhook_pending.set(pending as i64);
+    m.webhook_oldest_pending_seconds.set(oldest_seconds as i64);
+    Ok(WebhookStats {
+        enabled: state.config.webhooks.enabled(),
+        webhook_pending: pending,
+        webhook_delivered: m.webhook_delivered.get(),
+        webhook_failures: m.webhook_failures.get(),
+        webhook_dropped: m.webhook_dropped.get(),
+        webhook_oldest_pending_seconds: oldest_seconds,
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -354,6 +390,7 @@ pub async fn stats(
     _: Service,
 ) -> Result<HttpResponse, ApiError> {
     let max_user_pending = state.store.read(|r| r.max_queue_length()).await?;
+    let webhooks = webhook_stats(&state).await?;
     let m = &state.metrics;
     Ok(json_response(
         StatusCode::OK,
@@ -375,6 +412,7 @@ pub async fn stats(
             },
             dead_letters: m.dead_letters.get(),
             damaged_records: m.damaged_records.get(),
+            webhooks,
             version: crate::VERSION,
         },
     ))
@@ -392,7 +430,11 @@ pub async fn stats(
     responses((status = 200, description = "Counters, gauges and histograms.",
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
 )]
-pub async fn metrics(State(state): State<Arc<AppState>>, _: MetricsReader) -> HttpResponse {
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    _: MetricsReader,
+) -> Result<HttpResponse, ApiError> {
+    webhook_stats(&state).await?;
     state.metrics.refresh(
         state.open_connections.load(Ordering::Relaxed) as u64,
         state.hub.session_count() as u64,
@@ -404,7 +446,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, _: MetricsReader) -> Ht
         CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
-    response
+    Ok(response)
 }
 
 /// The queue engine's health, as seed 000 checked it.

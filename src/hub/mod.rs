@@ -116,6 +116,9 @@ pub struct Hub {
     store: Store,
     /// How long a user stays "online" after their last socket closed.
     presence_grace: Duration,
+    /// Where presence changes go to become webhook events, as (user, online, at Unix ms);
+    /// `None` while webhooks are off.
+    presence_log: Option<mpsc::UnboundedSender<(u64, bool, u64)>>,
 }
 
 impl Hub {
@@ -135,6 +138,19 @@ impl Hub {
             acks,
             store,
             presence_grace,
+            presence_log: None,
+        }
+    }
+
+    /// Reports each announced presence change on `log` too (for webhooks).
+    pub fn with_presence_log(mut self, log: mpsc::UnboundedSender<(u64, bool, u64)>) -> Self {
+        self.presence_log = Some(log);
+        self
+    }
+
+    fn log_presence(&self, user: u64, online: bool, at_ms: u64) {
+        if let Some(log) = &self.presence_log {
+            let _ = log.send((user, online, at_ms));
         }
     }
 
@@ -545,7 +561,9 @@ impl Hub {
     /// A socket of `user` opened: announce "online" to sockets that joined one of their
     /// conversations, unless already announced.
     pub fn connected(self: &Arc<Self>, user: u64) {
-        if self.presence.connect(user, crate::time::now_ms()) {
+        let now_ms = crate::time::now_ms();
+        if self.presence.connect(user, now_ms) {
+            self.log_presence(user, true, now_ms);
             self.announce_presence(user);
         }
     }
@@ -564,6 +582,9 @@ impl Hub {
                 _ = shutdown.cancelled() => return,
             }
             if hub.presence.settle_offline(user) {
+                // When they left, not when the grace ran out.
+                let left_ms = hub.presence.status(user).last_seen_ms.unwrap_or(0);
+                hub.log_presence(user, false, left_ms);
                 hub.announce_presence(user);
             }
         });

@@ -61,11 +61,14 @@ use std::sync::Arc;
 use crate::crypto::Keyring;
 
 pub use data_file::DATABASE_FILE;
-pub use engine::{CommitSink, PendingAppend, WriterHandle, WriterOptions, WriterThread};
+pub use engine::{
+    CommitSink, OutboxProgress, PendingAppend, WriterHandle, WriterOptions, WriterThread,
+};
 pub use error::StoreError;
 pub use ops::{
-    Broadcast, ConversationCreated, EXPIRE_BATCH, Erased, MarkedRead, MessageAppended, NewAccount,
-    NewConversation, NewMessage, Op, Profile, QueueKey, StoredMessage, Tombstoned, WriteError,
+    Broadcast, ConversationCreated, EXPIRE_BATCH, Emit, Erased, EventKinds, MarkedRead,
+    MessageAppended, NewAccount, NewConversation, NewMessage, Op, PresenceChange, Profile,
+    QueueKey, StoredMessage, Tombstoned, WriteError,
 };
 
 /// Longest a read waits for the writer to reopen the data file after a failed write, before it

@@ -16,6 +16,8 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata}
 use redb::TableHandle;
 use serde::Deserialize;
 
+mod outbox;
+
 use super::StoreError;
 use super::damage::DamagedRecords;
 use super::history::{History, Tail, read_tail};

@@ -109,6 +109,7 @@ tables! {
 
     /// The reverse: a conversation → the first host id mapped to it (`host_id` in its JSON).
     CONVERSATION_HOST_IDS: TableDefinition<u64, u64> = TableDefinition::new("convid_hostconvid");
+
     /// Users an operator disabled (or erased) → since when (Unix ms): their tokens are
     /// refused and the writer refuses messages from them. An erased user stays here, so the
     /// tokens they still hold keep being refused.
@@ -118,6 +119,12 @@ tables! {
     /// seals the text and metadata of every message they send. Erasing the user removes the
     /// row, and with it every way to open what the key sealed (crypto-shredding).
     DATA_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("userid_datakey");
+
+    /// The webhook outbox: events not yet acknowledged by the host app →
+    /// [`crate::model::EventRecord`]. Written in the commit of the change that causes each
+    /// event, removed from the front as batches are acknowledged or dropped
+    /// ([`super::ops::outbox`]). Ids strictly increase.
+    EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("eventid_event");
 }
 
 /// Keys of [`META`].
@@ -165,4 +172,12 @@ pub mod meta {
     /// Ties `indaba.journal` to this file: a journal with another id is not replayed here.
     /// A backup leaves it out, so a restored copy starts a journal of its own.
     pub const JOURNAL_ID: &str = "journal_id";
+    /// The id the next webhook event gets.
+    pub const NEXT_EVENT_ID: &str = "next_event_id";
+    /// No webhook event id at or above this one was ever handed out.
+    pub const EVENT_IDS_RESERVED: &str = "event_ids_reserved";
+    /// Events in `eventid_event` (absent: 0).
+    pub const EVENTS_PENDING: &str = "events_pending";
+    /// Webhook events ever dropped by `webhooks.max_pending` (absent: 0).
+    pub const EVENTS_DROPPED: &str = "events_dropped";
 }

@@ -117,6 +117,14 @@ pub(in crate::store) fn commit_batch(
                 queue_pending: tables.queue_pending,
                 first_message_id,
                 next_message_id: tables.next_message_id,
+                outbox: tables
+                    .next_event_id
+                    .map(|next_event_id| super::OutboxProgress {
+                        next_event_id,
+                        pending: tables.events_pending,
+                    }),
+                events_dropped: tables.events_dropped_added,
+                events_dropped_through: tables.events_dropped_through,
                 durable: plan.durable || reserved,
                 sync: Duration::ZERO,
             };
@@ -171,6 +179,11 @@ pub(in crate::store) struct BatchReport {
     /// The message ids the batch gave: from the first up to (not including) the next.
     pub first_message_id: u64,
     pub next_message_id: u64,
+    /// The webhook outbox after the batch (`None` before its first event).
+    pub outbox: Option<super::OutboxProgress>,
+    /// Webhook events the batch dropped (`webhooks.max_pending`), and the newest id among them.
+    pub events_dropped: u64,
+    pub events_dropped_through: u64,
     /// The commit was durable (a checkpoint): planned so, or made so by a new id reservation
     /// ([`ids::reserve`]).
     pub durable: bool,

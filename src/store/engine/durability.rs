@@ -181,6 +181,8 @@ pub(in crate::store) struct Durable {
     pub metrics: Arc<Metrics>,
     pub health: Arc<WriterHealth>,
     pub queued: Arc<QueuedUsers>,
+    /// Warns of dropped webhook events, at most once a minute.
+    pub drops: std::sync::Mutex<crate::store::ops::DropLog>,
 }
 
 impl Durable {
@@ -199,6 +201,20 @@ impl Durable {
             .store(report.queue_pending, Ordering::Relaxed);
         // Before fan-out: see `QueuedUsers`.
         self.queued.apply(&report.queue_changes);
+        if let Some(outbox) = report.outbox {
+            // Only durable events are ever visible to the webhook delivery.
+            self.health.outbox.send_if_modified(|o| {
+                let changed = *o != outbox;
+                *o = outbox;
+                changed
+            });
+        }
+        self.metrics.webhook_dropped.inc_by(report.events_dropped);
+        self.drops.lock().unwrap_or_else(|e| e.into_inner()).note(
+            report.events_dropped,
+            report.events_dropped_through,
+            self.metrics.webhook_dropped.get(),
+        );
         // Fan-out first, in commit order; nobody listens in benches and store tests.
         if !report.stored.is_empty() {
             let _ = self.sink.send(report.stored);
@@ -331,6 +347,7 @@ mod tests {
             metrics: Arc::default(),
             health: Arc::new(WriterHealth::new(0)),
             queued: Arc::default(),
+            drops: Default::default(),
         };
         // Batch 5 is in redb's memory, where this snapshot sees it, and will never be durable.
         committing.store(5, Ordering::SeqCst);

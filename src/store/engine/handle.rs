@@ -12,8 +12,8 @@ use super::durability::Progress;
 use super::health::{QueuedUsers, WriterHealth};
 use crate::store::StoreError;
 use crate::store::ops::{
-    Answer, Broadcast, ConversationCreated, Erased, MarkedRead, MessageAppended, NewAccount,
-    NewConversation, NewMessage, Op, Profile, QueueKey, Tombstoned, WriteError,
+    Answer, Broadcast, ConversationCreated, Emit, Erased, MarkedRead, MessageAppended, NewAccount,
+    NewConversation, NewMessage, Op, PresenceChange, Profile, QueueKey, Tombstoned, WriteError,
 };
 
 /// What goes down the writer's queue.
@@ -126,6 +126,11 @@ impl WriterHandle {
         self.health.queue_pending.load(Ordering::Relaxed)
     }
 
+    /// The webhook outbox as of the last durable batch; changes as batches become durable.
+    pub fn outbox(&self) -> tokio::sync::watch::Receiver<super::OutboxProgress> {
+        self.health.outbox.subscribe()
+    }
+
     /// Queues `op` now, and returns where its durable answer will arrive. (The op is built
     /// and moved into the queue here, in one async layer: each layer between a caller and the
     /// queue keeps a copy of it in its future.)
@@ -205,10 +210,12 @@ impl WriterHandle {
     /// Removes delivered queue entries (batched by the caller), without waiting for the
     /// commit.
     pub async fn dequeue(&self, entries: Vec<QueueKey>) -> Result<(), WriteError> {
-        let request = Request {
-            op: Op::Dequeue(entries),
-            reply: None,
-        };
+        self.send_unanswered(Op::Dequeue(entries)).await
+    }
+
+    /// Queues `op` with nobody waiting for its answer.
+    async fn send_unanswered(&self, op: Op) -> Result<(), WriteError> {
+        let request = Request { op, reply: None };
         self.tx
             .send(Command::Write(request))
             .await
@@ -226,6 +233,37 @@ impl WriterHandle {
         username: Option<String>,
     ) -> Result<Pending<()>, WriteError> {
         self.submit(Op::EnsureUser { id, username }).await
+    }
+
+    /// Sends `op` with the webhook events of what it does ([`Op::emitting`]) and waits for
+    /// its durable answer, as the type `T` that `op` answers with.
+    pub async fn request_emitting<T: TryFrom<Answer, Error = Answer>>(
+        &self,
+        op: Op,
+        emit: Option<Emit>,
+    ) -> Result<T, WriteError> {
+        self.request(op.emitting(emit)).await
+    }
+
+    /// [`WriterHandle::submit_append`], with the webhook events of the message.
+    pub async fn submit_append_emitting(
+        &self,
+        new: NewMessage,
+        emit: Option<Emit>,
+    ) -> Result<PendingAppend, WriteError> {
+        self.submit(Op::AppendMessage(new).emitting(emit)).await
+    }
+
+    /// Queues a presence change's webhook event, without waiting for its commit (the change
+    /// itself is announced at once; the event follows with the next batch).
+    pub async fn record_presence(&self, change: PresenceChange) -> Result<(), WriteError> {
+        self.send_unanswered(Op::RecordPresence(change)).await
+    }
+
+    /// Removes the webhook events up to `up_to`, which the host acknowledged; answers how
+    /// many were still there.
+    pub async fn ack_events(&self, up_to: u64) -> Result<u64, WriteError> {
+        self.request(Op::AckEvents(up_to)).await
     }
 
     pub async fn register_account(&self, new: NewAccount) -> Result<u64, WriteError> {

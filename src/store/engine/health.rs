@@ -62,6 +62,17 @@ pub(in crate::store) struct WriterHealth {
     pub(super) failed: AtomicBool,
     /// Cancelled when the thread ends, however it ends.
     pub(super) ended: CancellationToken,
+    /// The webhook outbox after the last durable batch, for the delivery to wait on.
+    pub(super) outbox: tokio::sync::watch::Sender<OutboxProgress>,
+}
+
+/// How far the webhook outbox has got, as of the last durable batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxProgress {
+    /// Every event below this id is durable (acknowledged or dropped since, perhaps).
+    pub next_event_id: u64,
+    /// Events waiting in the outbox.
+    pub pending: u64,
 }
 
 impl WriterHealth {
@@ -72,6 +83,7 @@ impl WriterHealth {
             queue_pending: AtomicU64::new(queue_pending),
             failed: AtomicBool::new(false),
             ended: CancellationToken::new(),
+            outbox: tokio::sync::watch::Sender::new(OutboxProgress::default()),
         }
     }
 }

@@ -34,7 +34,7 @@ struct Counter {
     reserved: &'static str,
 }
 
-const COUNTERS: [Counter; 3] = [
+const COUNTERS: [Counter; 4] = [
     Counter {
         name: "message",
         next: meta::NEXT_MESSAGE_ID,
@@ -49,6 +49,12 @@ const COUNTERS: [Counter; 3] = [
         name: "local account",
         next: meta::NEXT_LOCAL_USER_ID,
         reserved: meta::LOCAL_USER_IDS_RESERVED,
+    },
+    // The host de-duplicates webhook events by id: one given twice would be dropped there.
+    Counter {
+        name: "webhook event",
+        next: meta::NEXT_EVENT_ID,
+        reserved: meta::EVENT_IDS_RESERVED,
     },
 ];
 

@@ -45,6 +45,7 @@ use tokio::sync::mpsc;
 use self::batch::WriterState;
 use self::durability::{Durable, Progress};
 pub use self::handle::{PendingAppend, WriterHandle, WriterThread};
+pub use self::health::OutboxProgress;
 use self::health::{QueuedUsers, RunningGuard, WriterHealth};
 use self::journal::Journal;
 use self::journal::cursor::JournalCursor;
@@ -121,10 +122,19 @@ pub(in crate::store) fn spawn(
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     // Everything the writer starts from, out of one snapshot.
     let txn = db.begin_read()?;
-    let (pending, dead) = {
+    let (pending, dead, outbox, events_dropped) = {
         let table = txn.open_table(META)?;
         let get = |key| Ok::<_, StoreError>(meta::get(&table, key)?.unwrap_or(0));
-        (get(meta::QUEUE_PENDING)?, get(meta::DEAD_LETTERS)?)
+        let outbox = OutboxProgress {
+            next_event_id: meta::get(&table, meta::NEXT_EVENT_ID)?.unwrap_or(1),
+            pending: get(meta::EVENTS_PENDING)?,
+        };
+        (
+            get(meta::QUEUE_PENDING)?,
+            get(meta::DEAD_LETTERS)?,
+            outbox,
+            get(meta::EVENTS_DROPPED)?,
+        )
     };
     // A user is in the lengths table exactly while their queue holds entries.
     let mut users = HashSet::new();
@@ -139,7 +149,9 @@ pub(in crate::store) fn spawn(
     drop(txn);
     // Counters continue across restarts.
     options.metrics.dead_letters.inc_by(dead);
+    options.metrics.webhook_dropped.inc_by(events_dropped);
     let health = Arc::new(WriterHealth::new(pending));
+    health.outbox.send_replace(outbox);
     let writer = Writer {
         db: Some(db),
         file,
@@ -153,6 +165,7 @@ pub(in crate::store) fn spawn(
             metrics: options.metrics.clone(),
             health: health.clone(),
             queued: queued.clone(),
+            drops: Default::default(),
         },
         metrics: options.metrics,
         guard: RunningGuard(health.clone()),

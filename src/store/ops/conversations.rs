@@ -110,5 +110,6 @@ pub(super) fn create(
         t.membership_cache.put((*user, id), membership);
     }
     t.conversation_cache.put(id, record);
+    t.conversations_created.push((id, new.creator));
     Ok(ConversationCreated { id, created: true })
 }

@@ -26,6 +26,7 @@ pub mod accounts;
 pub mod conversations;
 pub mod messages;
 pub mod moderation;
+pub mod outbox;
 pub mod queues;
 pub mod read_state;
 mod tail;
@@ -38,6 +39,7 @@ pub use accounts::{NewAccount, Profile};
 pub use conversations::{ConversationCreated, NewConversation};
 pub use messages::{Broadcast, MessageAppended, NewMessage, StoredMessage};
 pub use moderation::{Erased, Tombstoned};
+pub use outbox::{DropLog, Emit, EventKinds, PresenceChange};
 pub use queues::{EXPIRE_BATCH, QueueKey};
 pub use read_state::MarkedRead;
 pub(super) use tail::WriterTail;
@@ -112,6 +114,12 @@ pub enum Op {
     EraseUser {
         user: u64,
     },
+    /// `op`, and the webhook events of what it did, in the same commit ([`outbox`]).
+    Emitting(Box<Op>, Emit),
+    /// A presence change's webhook event (presence itself is not stored).
+    RecordPresence(PresenceChange),
+    /// The host acknowledged every webhook event up to this id: remove them; answers how many.
+    AckEvents(u64),
 }
 
 impl Op {
@@ -158,6 +166,11 @@ impl Op {
             }
             Op::DeleteMessage { id } => moderation::delete_message(tables, id).map(Into::into),
             Op::EraseUser { user } => moderation::erase_user(tables, user, now_ms).map(Into::into),
+            Op::Emitting(op, emit) => outbox::emitting(tables, *op, emit, now_ms),
+            Op::RecordPresence(change) => {
+                outbox::record_presence(tables, change, now_ms).map(Into::into)
+            }
+            Op::AckEvents(up_to) => outbox::ack(tables, up_to).map(Into::into),
         }
     }
 
@@ -175,7 +188,20 @@ impl Op {
 
     /// Whether this op stores a message (counted as lost when its batch fails).
     pub(super) fn is_append(&self) -> bool {
-        matches!(self, Op::AppendMessage(_))
+        match self {
+            Op::AppendMessage(_) => true,
+            Op::Emitting(op, _) => op.is_append(),
+            _ => false,
+        }
+    }
+
+    /// `self` with the webhook events of what it does (`None`: webhooks are off, or want
+    /// none of them).
+    pub fn emitting(self, emit: Option<Emit>) -> Op {
+        match emit {
+            Some(emit) => Op::Emitting(Box::new(self), emit),
+            None => self,
+        }
     }
 }
 

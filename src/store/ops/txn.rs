@@ -13,7 +13,7 @@ use crate::store::damage::DamagedRecords;
 use crate::store::records::{decode, encode};
 use crate::store::tables::{
     CLIENT_IDS, CONVERSATION_HOST_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS,
-    DATA_KEYS, DISABLED_USERS, HOST_CONVERSATIONS, MEMBERSHIPS, MESSAGES, META, QUEUE,
+    DATA_KEYS, DISABLED_USERS, EVENTS, HOST_CONVERSATIONS, MEMBERSHIPS, MESSAGES, META, QUEUE,
     QUEUE_LENGTHS, USERNAMES, USERS, meta,
 };
 
@@ -39,6 +39,8 @@ pub(in crate::store) struct Tables<'txn> {
     pub(super) conversation_host_ids: Table<'txn, u64, u64>,
     pub(super) disabled_users: Table<'txn, u64, u64>,
     pub(super) data_keys: Table<'txn, u64, &'static [u8]>,
+    /// The webhook outbox ([`super::outbox`]).
+    pub(super) events: Table<'txn, u64, &'static [u8]>,
     /// Conversation records, memberships and queue lengths this batch has read, with the
     /// ones it changed written back once when the batch ends ([`Tables::flush`]): a batch of a
     /// thousand messages in one conversation rewrites its record, both memberships and the
@@ -63,6 +65,17 @@ pub(in crate::store) struct Tables<'txn> {
     pub(super) next_conversation_id: u64,
     /// `None` until the first local account is registered.
     pub(super) next_local_user_id: Option<u64>,
+    /// Conversations created in this transaction, as (id, creator), for their webhook events.
+    pub(super) conversations_created: Vec<(u64, u64)>,
+    /// `None` until the first webhook event is written.
+    pub(in crate::store) next_event_id: Option<u64>,
+    /// Events in the outbox.
+    pub(in crate::store) events_pending: u64,
+    /// Events ever dropped by the outbox's bound, those this batch dropped, and the newest id
+    /// among the latter.
+    pub(super) events_dropped: u64,
+    pub(in crate::store) events_dropped_added: u64,
+    pub(in crate::store) events_dropped_through: u64,
 }
 
 impl<'txn> Tables<'txn> {
@@ -78,6 +91,9 @@ impl<'txn> Tables<'txn> {
         let next_local_user_id = meta::get(&table, meta::NEXT_LOCAL_USER_ID)?;
         let queue_pending = meta::get(&table, meta::QUEUE_PENDING)?.unwrap_or(0);
         let dead_letters = meta::get(&table, meta::DEAD_LETTERS)?.unwrap_or(0);
+        let next_event_id = meta::get(&table, meta::NEXT_EVENT_ID)?;
+        let events_pending = meta::get(&table, meta::EVENTS_PENDING)?.unwrap_or(0);
+        let events_dropped = meta::get(&table, meta::EVENTS_DROPPED)?.unwrap_or(0);
         Ok(Self {
             tail,
             damaged,
@@ -96,6 +112,7 @@ impl<'txn> Tables<'txn> {
             conversation_host_ids: txn.open_table(CONVERSATION_HOST_IDS)?,
             disabled_users: txn.open_table(DISABLED_USERS)?,
             data_keys: txn.open_table(DATA_KEYS)?,
+            events: txn.open_table(EVENTS)?,
             conversation_cache: WriteBack::default(),
             membership_cache: WriteBack::default(),
             queue_length_cache: WriteBack::default(),
@@ -108,6 +125,12 @@ impl<'txn> Tables<'txn> {
             next_message_id,
             next_conversation_id,
             next_local_user_id,
+            conversations_created: Vec::new(),
+            next_event_id,
+            events_pending,
+            events_dropped,
+            events_dropped_added: 0,
+            events_dropped_through: 0,
         })
     }
 
@@ -188,6 +211,15 @@ impl<'txn> Tables<'txn> {
         }
         self.meta.insert(meta::QUEUE_PENDING, self.queue_pending)?;
         self.meta.insert(meta::DEAD_LETTERS, self.dead_letters)?;
+        // Only once webhooks have written an event: a daemon without them keeps no counter
+        // (and so reserves no ids for one).
+        if let Some(next) = self.next_event_id {
+            self.meta.insert(meta::NEXT_EVENT_ID, next)?;
+            self.meta
+                .insert(meta::EVENTS_PENDING, self.events_pending)?;
+            self.meta
+                .insert(meta::EVENTS_DROPPED, self.events_dropped)?;
+        }
         Ok(())
     }
 
