@@ -40,7 +40,7 @@ pub async fn broadcast(state: &AppState, req: BroadcastRequest) -> Result<u64, C
         &state.config.limits,
         req.text,
         req.message_type,
-        "system",
+        crate::model::SYSTEM_MESSAGE_TYPE,
         req.metadata,
     )?;
     if req.recipients.is_empty() || req.recipients.len() > MAX_RECIPIENTS {

@@ -322,6 +322,11 @@ pub struct Stats {
     memory: Memory,
     connections: usize,
     websockets: usize,
+    /// Tasks alive in the daemon's runtime: each WebSocket's reader and writer, each HTTP
+    /// connection, and the background work (fan-out, acknowledgements, queue expiry, queue
+    /// replays and syncs in flight) — what the Erlang service reported as its process count
+    /// (one process per connection and worker).
+    process_count: usize,
     users_online: usize,
     queues: Queues,
     /// Since the data file was created.
@@ -373,6 +378,9 @@ pub async fn stats(
             },
             connections: state.open_connections.load(Ordering::Relaxed),
             websockets: state.hub.session_count(),
+            process_count: tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks(),
             users_online: state.hub.presence.online_count(),
             queues: Queues {
                 pending_total: state.store.writer().queue_pending(),
