@@ -17,8 +17,9 @@ use redb::{Key, TableDefinition, Value};
 /// `senderid_clientid_msgid` hold the messages up to `indexed_to` only (see
 /// [`super::history`]). 3: batches after `applied_seq` are in `indaba.journal`
 /// ([`super::engine::journal`]), so an older build must not open the file and miss them. Older
-/// files are upgraded at open.
-pub const SCHEMA_VERSION: u64 = 3;
+/// files are upgraded at open. 4: `convid_userid_marker_readms` records when read markers
+/// moved (reads before the upgrade have no time: their messages show `read_at: null`).
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Something done to every table in turn ([`every_table`]). The bounds are what every table's
 /// key and value types meet: a visitor may read, write and print rows of any of them.
@@ -99,6 +100,13 @@ tables! {
 
     /// Entries in each user's queue (kept with the queue, so overflow and stats need no scan).
     QUEUE_LENGTHS: TableDefinition<u64, u64> = TableDefinition::new("userid_queuelen");
+
+    /// When a user's read marker in a conversation moved past messages from others:
+    /// (conversation, user, new marker) → Unix ms. The first entry at or above a message's id
+    /// is when that user's marker first covered it: the message's `read_at`. One entry per
+    /// move, not per message; a move past only the user's own messages needs none.
+    READ_STEPS: TableDefinition<(u64, u64, u64), u64> =
+        TableDefinition::new("convid_userid_marker_readms");
 }
 
 /// Keys of [`META`].
