@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 
 use super::extract::{Connection, Conversation, Id, Message, QueueUser, UserPath};
 use super::layers::HttpService;
-use super::{auth, conversations, health, messages, openapi, service, upgrade, web};
+use super::{auth, conversations, docs, health, messages, openapi, service, upgrade, web};
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -265,6 +265,8 @@ impl Api {
             .routes(routes!(health::get_alias))
             .routes(routes!(health::ready))
             .routes(routes!(openapi::get))
+            .routes(routes!(docs::page))
+            .routes(routes!(docs::file))
             .routes(routes!(web::page))
             .routes(routes!(web::asset_file));
         let guest = Group::new(Caller::Guest, limits)
