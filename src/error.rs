@@ -571,6 +571,55 @@ mod tests {
     }
 
     #[test]
+    fn field_errors_read_as_drf_writes_them() {
+        let field =
+            |path, message| FieldError::from_serde(path, message).map(|f| (f.name, f.sentence));
+        assert_eq!(
+            field(".", "missing field `participants`"),
+            Some(("participants".into(), "This field is required.".into()))
+        );
+        assert_eq!(
+            field("message", "missing field `sender_id`"),
+            Some(("message.sender_id".into(), "This field is required.".into()))
+        );
+        assert_eq!(
+            field(
+                "participants[1]",
+                "invalid value: string \"x\", expected an id"
+            ),
+            Some((
+                "participants".into(),
+                "Invalid value: string \"x\", expected an id.".into()
+            ))
+        );
+        assert_eq!(field(".", "invalid type: sequence, expected a map"), None);
+        let blank = FieldError::from_detail("text", "field `text` may not be blank");
+        assert_eq!(blank.sentence, "This field may not be blank.");
+        let range = FieldError::from_detail("receiver", "field `receiver`: id 0 is out of range");
+        assert_eq!(range.sentence, "Id 0 is out of range.");
+        let other = FieldError::from_detail("subject", "subject is longer than 1024 bytes");
+        assert_eq!(other.sentence, "Subject is longer than 1024 bytes.");
+    }
+
+    #[test]
+    fn a_field_refusal_has_drf_keys_beside_error_and_detail() {
+        let (status, _, body) =
+            ApiError::refused(Code::TextTooLong, "field `text` is longer than 9 bytes")
+                .renaming_fields(&[("text", "message.text")])
+                .into_parts();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "text_too_long", "detail": "field `text` is longer than 9 bytes",
+                               "message.text": ["This field is longer than 9 bytes."]})
+        );
+        let (_, _, body) = ApiError::refused(Code::InvalidJson, "invalid JSON").into_parts();
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json.as_object().map(|o| o.len()), Some(2), "{json}");
+    }
+
+    #[test]
     fn every_error_body_carries_its_code_and_status() {
         let cases = [
             (ApiError::refused(Code::TextTooLong, "too long"), 400),

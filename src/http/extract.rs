@@ -882,6 +882,40 @@ mod tests {
             })
     }
 
+    #[derive(Debug, serde::Deserialize)]
+    struct Form {
+        participants: Vec<crate::ids::WireId>,
+        #[serde(default)]
+        receiver: Option<crate::ids::WireId>,
+        text: String,
+    }
+
+    #[test]
+    fn form_fields_read_as_drf_reads_them() {
+        let form = |body: &str| parse_fields::<Form>(form_fields(body.as_bytes()));
+        let ok = form("participants=2&text=a&participants=3&receiver=&text=b+c").expect("form");
+        assert_eq!(
+            crate::ids::plain(ok.participants),
+            [2, 3],
+            "a repeated key is a list"
+        );
+        assert_eq!(ok.receiver, None, "an empty field is left out");
+        assert_eq!(ok.text, "b c", "a single field takes the last value");
+        let one = form("participants=7&text=x").expect("form");
+        assert_eq!(
+            crate::ids::plain(one.participants),
+            [7],
+            "one value is a list of one"
+        );
+        let missing = form("participants=7").expect_err("no text");
+        assert_eq!(missing.code(), Code::InvalidRequest);
+        let bad = form("participants=x&text=y").expect_err("bad id");
+        assert!(
+            matches!(&bad, ApiError::Refused { fields, .. } if fields[0].name == "participants"),
+            "{bad:?}"
+        );
+    }
+
     #[tokio::test]
     async fn query_values_are_refused_by_name() {
         let ok = query("conversation=7&before=0&archived=YES&limit=3&conversation=x&other=1")
