@@ -18,20 +18,8 @@ import sys
 
 from playwright.async_api import async_playwright, expect
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-CSP_WATCH = """
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.indabaCspViolation(`${e.violatedDirective} blocked ${e.blockedURI || "(inline)"}`);
-});
-"""
+# The same browser flags and CSP watch as the demo chat's test (this directory is on the path).
+from demo_chat import CHROMIUM_ARGS, CSP_WATCH  # noqa: E402
 
 
 async def run(args):
@@ -70,8 +58,11 @@ async def run(args):
         # The search index runs in a worker built from a blob: URL (allowed by the CSP).
         search = page.get_by_placeholder("Search...")
         await search.fill("broadcast")
-        result = page.locator("[data-role='search:results'] [role=menuitem]").first
-        await expect(result).to_have_attribute("data-item-id", "tag/service/operation/serviceBroadcast")
+        # The worker indexes the whole document first: give a busy machine time.
+        result = page.locator(
+            "[data-role='search:results'] [data-item-id='tag/service/operation/serviceBroadcast']"
+        )
+        await expect(result).to_be_visible(timeout=30000)
         await page.screenshot(path=f"{args.screenshots}/api-docs.png")
         # Console events may trail the rendering.
         await asyncio.sleep(0.5)
