@@ -117,6 +117,19 @@ codes! {
 }
 
 impl Code {
+    /// The request field a refusal with this code is always about (the other codes name
+    /// theirs where they are raised, or are not about one field).
+    pub const fn field(self) -> Option<&'static str> {
+        match self {
+            Code::TextTooLong => Some("text"),
+            Code::MetadataTooLarge => Some("metadata"),
+            Code::SubjectTooLong => Some("subject"),
+            Code::InvalidParticipants => Some("participants"),
+            Code::InvalidReceiver => Some("receiver"),
+            _ => None,
+        }
+    }
+
     /// The headers every response with this code carries (those that depend only on the code;
     /// `Allow` and a computed `Retry-After` come from [`ApiError`]).
     fn headers(self, headers: &mut HeaderMap) {
@@ -208,12 +221,98 @@ impl From<&WriteError> for Code {
     }
 }
 
+/// A request field at fault, as Django REST framework reports it (contract section 7): the
+/// response adds `"<name>": ["<sentence>", ...]` beside `error` and `detail`, so that a DRF
+/// client shows the sentence next to its form field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field as the request named it; a nested one as `message.sender_id`.
+    pub name: String,
+    /// One sentence, capitalized and ending with a full stop (`This field is required.`).
+    pub sentence: String,
+}
+
+impl FieldError {
+    /// The field a deserializer's `message` at `path` is about, with DRF's sentence for it;
+    /// `None` when it is about the body as a whole. `path` is serde_path_to_error's (`.` for
+    /// the body itself, `participants[0]`, `message.sender_id`), `message` serde's, without
+    /// a position (`missing field `text``, `invalid type: string "x", expected an id`).
+    pub fn from_serde(path: &str, message: &str) -> Option<FieldError> {
+        // The field a path names: list indexes dropped (DRF reports a list field as one).
+        let mut name: String = path
+            .split('.')
+            .map(|part| part.split('[').next().unwrap_or(part))
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join(".");
+        let mut join = |inner: &str| {
+            if !name.is_empty() {
+                name.push('.');
+            }
+            name.push_str(inner);
+        };
+        // serde reports a missing or repeated field on the struct that lacks it, naming it
+        // only in its message: the one place its wording is read.
+        let named = |prefix: &str| {
+            message
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix('`'))
+                .map(str::to_owned)
+        };
+        let sentence = if let Some(field) = named("missing field `") {
+            join(&field);
+            "This field is required.".to_owned()
+        } else if let Some(field) = named("duplicate field `") {
+            join(&field);
+            "This field was given more than once (`content` is another name for `text`).".to_owned()
+        } else {
+            sentence(message)
+        };
+        (!name.is_empty()).then_some(FieldError { name, sentence })
+    }
+
+    /// A check of field `name` that refused it with `detail` (`field `text` may not be
+    /// blank` → `This field may not be blank.`).
+    pub fn from_detail(name: &str, detail: &str) -> FieldError {
+        let sentence = match detail.strip_prefix(&format!("field `{name}` ")) {
+            Some(rest) if !rest.starts_with(':') => sentence(&format!("This field {rest}")),
+            _ => sentence(
+                detail
+                    .strip_prefix(&format!("field `{name}`: "))
+                    .unwrap_or(detail),
+            ),
+        };
+        FieldError {
+            name: name.to_owned(),
+            sentence,
+        }
+    }
+}
+
+/// `text` as a sentence: capitalized, ending with a full stop.
+fn sentence(text: &str) -> String {
+    let mut chars = text.trim().chars();
+    let mut out: String = chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
 /// A request that could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// A refusal with its code (which gives the status) and a sentence for the client.
+    /// A refusal with its code (which gives the status), a sentence for the client, and the
+    /// request fields at fault, if it is about some.
     #[error("{detail}")]
-    Refused { code: Code, detail: String },
+    Refused {
+        code: Code,
+        detail: String,
+        fields: Vec<FieldError>,
+    },
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
     #[error("a valid X-Service-Token is required")]
@@ -230,7 +329,10 @@ pub enum ApiError {
     MethodNotAllowed { allow: String },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("request body must be JSON (Content-Type: application/json)")]
+    #[error(
+        "request body must be JSON or a form (Content-Type: application/json, \
+         application/x-www-form-urlencoded or multipart/form-data)"
+    )]
     UnsupportedMediaType,
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -254,12 +356,45 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// A refusal with `code` (its status) and `detail`.
+    /// A refusal with `code` (its status) and `detail`; about the field the code is always
+    /// about ([`Code::field`]), if any.
     pub fn refused(code: Code, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        let fields = code
+            .field()
+            .map(|name| FieldError::from_detail(name, &detail))
+            .into_iter()
+            .collect();
         ApiError::Refused {
             code,
-            detail: detail.into(),
+            detail,
+            fields,
         }
+    }
+
+    /// A refusal with `code` and `detail` about request field `name`.
+    pub fn refused_field(code: Code, name: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        let fields = vec![FieldError::from_detail(name, &detail)];
+        ApiError::Refused {
+            code,
+            detail,
+            fields,
+        }
+    }
+
+    /// This refusal with its field names as another way in spells them (`from` → `to`): the
+    /// domain names fields as the REST API does, the service API as seed 001 did
+    /// (`receiver` → `receiver_id`).
+    pub fn renaming_fields(mut self, names: &[(&str, &str)]) -> Self {
+        if let ApiError::Refused { fields, .. } = &mut self {
+            for field in fields {
+                if let Some((_, to)) = names.iter().find(|(from, _)| *from == field.name) {
+                    field.name = (*to).to_owned();
+                }
+            }
+        }
+        self
     }
 
     /// The wire code of this error, which also gives its status.
@@ -323,7 +458,23 @@ impl ApiError {
                 )
             }
         }
-        let body = serde_json::json!({"error": code, "detail": self.to_string()});
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), code.as_str().into());
+        body.insert("detail".into(), self.to_string().into());
+        if let ApiError::Refused { fields, .. } = &self {
+            for field in fields {
+                // `error` and `detail` are the contract's; no request field is named so.
+                if field.name == "error" || field.name == "detail" {
+                    continue;
+                }
+                let sentences = body
+                    .entry(field.name.clone())
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let serde_json::Value::Array(list) = sentences {
+                    list.push(field.sentence.clone().into());
+                }
+            }
+        }
         let body = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -440,6 +591,55 @@ mod tests {
                 "error code `{text}` is not documented in docs/API.md or docs/WEBSOCKET.md"
             );
         }
+    }
+
+    #[test]
+    fn field_errors_read_as_drf_writes_them() {
+        let field =
+            |path, message| FieldError::from_serde(path, message).map(|f| (f.name, f.sentence));
+        assert_eq!(
+            field(".", "missing field `participants`"),
+            Some(("participants".into(), "This field is required.".into()))
+        );
+        assert_eq!(
+            field("message", "missing field `sender_id`"),
+            Some(("message.sender_id".into(), "This field is required.".into()))
+        );
+        assert_eq!(
+            field(
+                "participants[1]",
+                "invalid value: string \"x\", expected an id"
+            ),
+            Some((
+                "participants".into(),
+                "Invalid value: string \"x\", expected an id.".into()
+            ))
+        );
+        assert_eq!(field(".", "invalid type: sequence, expected a map"), None);
+        let blank = FieldError::from_detail("text", "field `text` may not be blank");
+        assert_eq!(blank.sentence, "This field may not be blank.");
+        let range = FieldError::from_detail("receiver", "field `receiver`: id 0 is out of range");
+        assert_eq!(range.sentence, "Id 0 is out of range.");
+        let other = FieldError::from_detail("subject", "subject is longer than 1024 bytes");
+        assert_eq!(other.sentence, "Subject is longer than 1024 bytes.");
+    }
+
+    #[test]
+    fn a_field_refusal_has_drf_keys_beside_error_and_detail() {
+        let (status, _, body) =
+            ApiError::refused(Code::TextTooLong, "field `text` is longer than 9 bytes")
+                .renaming_fields(&[("text", "message.text")])
+                .into_parts();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "text_too_long", "detail": "field `text` is longer than 9 bytes",
+                               "message.text": ["This field is longer than 9 bytes."]})
+        );
+        let (_, _, body) = ApiError::refused(Code::InvalidJson, "invalid JSON").into_parts();
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json.as_object().map(|o| o.len()), Some(2), "{json}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::Code;
-use crate::model::{MessageBody, MessageRecord};
+use crate::model::{MessageBody, MessageRecord, SYSTEM_MESSAGE_TYPE};
 use crate::time::rfc3339_ms;
 use crate::views::ConversationJson;
 
@@ -113,6 +113,9 @@ pub enum Notice {
 pub enum ConversationEvent<'a> {
     /// A message in the conversation, to every socket on it, the sender's included.
     Message { message: RoomMessage<'a> },
+    /// A system message ([`SYSTEM_MESSAGE_TYPE`]: a service broadcast) in the conversation:
+    /// seed 003's `notification` event, carrying the same message object.
+    Notification { notification: RoomMessage<'a> },
     /// A participant's typing change (not to the typist).
     Typing {
         user_id: u64,
@@ -229,15 +232,22 @@ impl<'a> ConversationEvent<'a> {
         to_bytes(self)
     }
 
+    /// A message as the conversation socket shows it: `message`, or `notification` for a
+    /// system message.
     pub fn message(id: u64, record: &MessageRecord, body: &'a MessageBody) -> Self {
-        ConversationEvent::Message {
-            message: RoomMessage {
-                id,
-                sender_id: record.sender,
-                content: &body.text,
-                is_read: false,
-                created_at: rfc3339_ms(record.created_at_ms),
-            },
+        let message = RoomMessage {
+            id,
+            sender_id: record.sender,
+            content: &body.text,
+            is_read: false,
+            created_at: rfc3339_ms(record.created_at_ms),
+        };
+        if record.message_type == SYSTEM_MESSAGE_TYPE {
+            ConversationEvent::Notification {
+                notification: message,
+            }
+        } else {
+            ConversationEvent::Message { message }
         }
     }
 }
@@ -401,6 +411,19 @@ mod tests {
             (
                 ConversationEvent::message(345, &record, &body).to_bytes(),
                 json!({"type": "message", "message": {"id": 345, "sender_id": 1,
+                       "content": "Hello", "is_read": false, "created_at": at}}),
+            ),
+            (
+                ConversationEvent::message(
+                    346,
+                    &MessageRecord {
+                        message_type: SYSTEM_MESSAGE_TYPE.into(),
+                        ..record.clone()
+                    },
+                    &body,
+                )
+                .to_bytes(),
+                json!({"type": "notification", "notification": {"id": 346, "sender_id": 1,
                        "content": "Hello", "is_read": false, "created_at": at}}),
             ),
             (

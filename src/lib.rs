@@ -13,8 +13,9 @@
 //!   [`auth`] says who is calling (JWTs from the host app, or our own), [`users`] remembers
 //!   their names, [`limits`] keeps each caller to its rate.
 //! * **Protocol.** Each way in reads its input into a typed request: a REST request through
-//!   the extractors of [`http::extract`] (caller, path ids, query, body), a socket frame of
-//!   either dialect ([`ws::protocol`]).
+//!   the extractors of [`http::extract`] (caller, path ids, query, a body in JSON, form or
+//!   multipart), a socket frame of either dialect ([`ws::protocol`]). An id in any of them is a
+//!   number or its decimal string ([`ids`]).
 //! * **Chat.** [`chat`] says what a request means, however it came in: one send request and
 //!   one validation for REST, both socket dialects and the service API; broadcasts; read
 //!   receipts; creating conversations. Each refusal carries one of the wire codes of
@@ -79,6 +80,7 @@ pub mod events;
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
+pub mod ids;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

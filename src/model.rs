@@ -56,6 +56,10 @@ impl Priority {
     }
 }
 
+/// The `message_type` of a system message (the service API's broadcasts, by default), which
+/// seed 003's conversation socket shows as a `notification`, not as a `message`.
+pub const SYSTEM_MESSAGE_TYPE: &str = "system";
+
 /// A message. `body` is a sealed [`MessageBody`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {

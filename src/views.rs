@@ -48,8 +48,9 @@ pub struct MessageJson {
     /// For a recipient: the caller has read it. For the sender: every other participant has
     /// read it.
     pub is_read: bool,
-    /// Always null: read state is a per-(user, conversation) read marker, not a per-message
-    /// timestamp.
+    /// When the receiver first read it (their read marker first covered it; without a named
+    /// receiver, when the last of the other participants did); null while unread. The same
+    /// for the sender and the receiver.
     #[schema(required = true, format = DateTime)]
     pub read_at: Option<String>,
     #[schema(format = DateTime, example = "2026-11-22T10:30:00.123Z")]
@@ -86,7 +87,7 @@ impl From<MessageView> for MessageJson {
             metadata,
             client_id: view.record.client_id,
             is_read: view.is_read,
-            read_at: None,
+            read_at: view.read_at_ms.map(rfc3339_ms),
             created_at: rfc3339_ms(view.record.created_at_ms),
             deleted,
         }

@@ -550,8 +550,9 @@ fn bad_requests_get_precise_4xx() {
     expect(raw("{not json", "application/json"), 400, "invalid_json");
     expect(raw("", "application/json"), 400, "invalid_json");
     let b = expect(
+        // A decimal string is an id (contract section 7); anything else is not.
         raw(
-            &format!(r#"{{"conversation": "{conv}", "text": "x"}}"#),
+            &format!(r#"{{"conversation": "{conv}x", "text": "x"}}"#),
             "application/json",
         ),
         400,

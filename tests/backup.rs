@@ -389,6 +389,7 @@ fn table_count() -> usize {
     struct Count(usize);
     impl indaba::store::tables::TableVisitor for Count {
         type Error = std::convert::Infallible;
+
         fn visit<K, V>(
             &mut self,
             _: redb::TableDefinition<'static, K, V>,

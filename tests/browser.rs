@@ -122,3 +122,18 @@ fn demo_chat_in_a_real_browser() {
     let status = daemon.stop();
     assert!(status.success(), "{status}");
 }
+
+/// The HTML API reference at `/api/docs/`: the vendored Redoc renders the daemon's document,
+/// its search works, with no console errors, no CSP violations and no request to another
+/// origin (`api_docs.py`).
+#[test]
+fn api_docs_in_a_real_browser() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start_with(dir.path(), Options::default());
+    run_script(&daemon, "api_docs.py");
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+}

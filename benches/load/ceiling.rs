@@ -317,7 +317,7 @@ impl State {
     /// A `chat_message` from `from`: numbered, fanned out, acknowledged.
     fn chat_message(&self, from: &Socket, m: ChatMessage) {
         let Some(conversation) = self
-            .conversation(m.conversation_id)
+            .conversation(m.conversation_id.into())
             .filter(|c| c.participants.binary_search(&from.user).is_ok())
         else {
             from.outbox.push(Outbound::Text(
@@ -337,9 +337,9 @@ impl State {
                 .map_or_else(|| "{}".to_owned(), |v| v.to_string()),
         };
         let record = MessageRecord {
-            conversation: m.conversation_id,
+            conversation: m.conversation_id.into(),
             sender: from.user,
-            receiver: m.receiver_id,
+            receiver: m.receiver_id.map(u64::from),
             message_type: m.message_type.unwrap_or_else(|| "text".to_owned()),
             priority: match m.priority.as_deref() {
                 Some("high") => Priority::High,

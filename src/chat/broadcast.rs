@@ -35,24 +35,25 @@ pub struct BroadcastRequest {
 
 /// Stores and delivers a broadcast; answers how many users got it.
 pub async fn broadcast(state: &AppState, req: BroadcastRequest) -> Result<u64, ChatError> {
-    let sender = check_id(req.sender)?;
+    let sender = check_id(req.sender, "sender")?;
     let content = check_content(
         &state.config.limits,
         req.text,
         req.message_type,
-        "system",
+        crate::model::SYSTEM_MESSAGE_TYPE,
         req.metadata,
     )?;
     if req.recipients.is_empty() || req.recipients.len() > MAX_RECIPIENTS {
-        return Err(ChatError::invalid(
+        return Err(ChatError::invalid_field(
             Code::InvalidRequest,
+            "user_ids",
             format!("`user_ids` must list 1 to {MAX_RECIPIENTS} users"),
         ));
     }
     let mut recipients = Vec::with_capacity(req.recipients.len());
     let mut seen = HashSet::with_capacity(req.recipients.len());
     for id in req.recipients {
-        check_id(id)?;
+        check_id(id, "user_ids")?;
         if id != sender && seen.insert(id) {
             recipients.push(id);
         }

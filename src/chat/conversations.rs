@@ -59,13 +59,13 @@ pub async fn create(
             format!("a conversation has 2 to {MAX_PARTICIPANTS} participants, you included"),
         ));
     }
-    for id in req
-        .participants
-        .iter()
-        .chain(&req.property)
-        .chain(&req.booking)
-    {
-        check_id(*id)?;
+    for id in &req.participants {
+        check_id(*id, "participants")?;
+    }
+    for (id, field) in [(req.property, "property"), (req.booking, "booking")] {
+        if let Some(id) = id {
+            check_id(id, field)?;
+        }
     }
     if let Some(subject) = &req.subject
         && subject.len() > MAX_SUBJECT_BYTES

@@ -8,9 +8,14 @@ use crate::store::{StoreError, WriteError};
 /// Why a send, a receipt or a conversation change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
-    /// The request itself is wrong; `code` says how.
+    /// The request itself is wrong; `code` says how, `field` which request field, when it is
+    /// about one that `code` does not name already ([`Code::field`]).
     #[error("{detail}")]
-    Invalid { code: Code, detail: String },
+    Invalid {
+        code: Code,
+        detail: String,
+        field: Option<&'static str>,
+    },
     #[error("sending too fast; slow down")]
     RateLimited { retry_after: Duration },
     #[error("this client_id was already used for a different message")]
@@ -27,6 +32,20 @@ impl ChatError {
         ChatError::Invalid {
             code,
             detail: detail.into(),
+            field: None,
+        }
+    }
+
+    /// [`ChatError::invalid`] about request field `field` (named as the REST API names it).
+    pub(crate) fn invalid_field(
+        code: Code,
+        field: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        ChatError::Invalid {
+            code,
+            detail: detail.into(),
+            field: Some(field),
         }
     }
 
@@ -52,7 +71,12 @@ impl From<StoreError> for ChatError {
 impl From<ChatError> for ApiError {
     fn from(e: ChatError) -> Self {
         match e {
-            ChatError::Invalid { code, detail } => ApiError::refused(code, detail),
+            ChatError::Invalid {
+                code,
+                detail,
+                field: Some(field),
+            } => ApiError::refused_field(code, field, detail),
+            ChatError::Invalid { code, detail, .. } => ApiError::refused(code, detail),
             ChatError::RateLimited { retry_after } => ApiError::RateLimited {
                 detail: "sending too fast; slow down",
                 retry_after_secs: crate::limits::retry_after_secs(retry_after),

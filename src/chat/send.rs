@@ -79,14 +79,15 @@ pub(super) struct Content {
     pub message_type: String,
 }
 
-/// `id` if it is a valid id (1 to 2^53-1).
-pub(super) fn check_id(id: u64) -> Result<u64, ChatError> {
+/// `id` of request field `field` if it is a valid id (1 to 2^53-1).
+pub(super) fn check_id(id: u64, field: &'static str) -> Result<u64, ChatError> {
     if (1..crate::MAX_ID).contains(&id) {
         Ok(id)
     } else {
-        Err(ChatError::invalid(
+        Err(ChatError::invalid_field(
             Code::InvalidRequest,
-            format!("id {id} is out of range (1 to 2^53-1)"),
+            field,
+            format!("field `{field}`: id {id} is out of range (1 to 2^53-1)"),
         ))
     }
 }
@@ -100,8 +101,9 @@ pub(super) fn check_content(
     metadata: Option<Value>,
 ) -> Result<Content, ChatError> {
     if text.trim().is_empty() {
-        return Err(ChatError::invalid(
+        return Err(ChatError::invalid_field(
             Code::InvalidRequest,
+            "text",
             "field `text` may not be blank",
         ));
     }
@@ -121,8 +123,9 @@ pub(super) fn check_content(
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        return Err(ChatError::invalid(
+        return Err(ChatError::invalid_field(
             Code::InvalidRequest,
+            "message_type",
             format!(
                 "field `message_type` must be 1 to {MAX_MESSAGE_TYPE_BYTES} characters of a-z, 0-9 and _"
             ),
@@ -132,8 +135,9 @@ pub(super) fn check_content(
         None | Some(Value::Null) => "{}".to_owned(),
         Some(value @ Value::Object(_)) => value.to_string(),
         Some(_) => {
-            return Err(ChatError::invalid(
+            return Err(ChatError::invalid_field(
                 Code::InvalidRequest,
+                "metadata",
                 "field `metadata` must be a JSON object",
             ));
         }
@@ -178,17 +182,21 @@ struct Checked {
 impl SendRequest {
     /// Every check of a send, with no effect: nothing is written before it passes.
     fn check(self, limits: &LimitsConfig, sender: &Sender) -> Result<Checked, ChatError> {
-        check_id(sender.user)?;
-        for id in self.conversation.iter().chain(&self.receiver) {
-            check_id(*id)?;
+        check_id(sender.user, "sender")?;
+        if let Some(id) = self.conversation {
+            check_id(id, "conversation")?;
+        }
+        if let Some(id) = self.receiver {
+            check_id(id, "receiver")?;
         }
         let target = match (self.conversation, self.receiver) {
             (Some(id), _) => Target::Conversation(id),
             (None, Some(receiver)) => Target::OneToOne(receiver),
             // Only the service API leaves the conversation out.
             (None, None) => {
-                return Err(ChatError::invalid(
+                return Err(ChatError::invalid_field(
                     Code::InvalidRequest,
+                    "conversation",
                     "give `conversation_id`, or `receiver_id` for the one-to-one conversation",
                 ));
             }
@@ -197,8 +205,9 @@ impl SendRequest {
         let priority = match self.priority.as_deref() {
             None => Priority::Normal,
             Some(p) => Priority::parse(p).ok_or_else(|| {
-                ChatError::invalid(
+                ChatError::invalid_field(
                     Code::InvalidRequest,
+                    "priority",
                     "field `priority` must be \"high\", \"normal\" or \"low\"",
                 )
             })?,
@@ -206,8 +215,9 @@ impl SendRequest {
         if let Some(cid) = &self.client_id
             && (cid.is_empty() || cid.len() > MAX_CLIENT_ID_BYTES)
         {
-            return Err(ChatError::invalid(
+            return Err(ChatError::invalid_field(
                 Code::InvalidRequest,
+                "client_id",
                 format!("field `client_id` must be 1 to {MAX_CLIENT_ID_BYTES} bytes"),
             ));
         }

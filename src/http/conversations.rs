@@ -8,11 +8,12 @@ use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{Conversation, Count, EmptyBody, Flag, Id, Json, Link, Query, User, parse_id};
+use super::extract::{Conversation, Count, EmptyBody, Flag, Id, Json, Link, Query, User};
 use crate::chat::conversations::{self, CreateRequest};
 use crate::chat::read;
 use crate::error::{ApiError, Code, HttpResponse, json_response};
 use crate::http::openapi::{EmptyBodySchema, Error};
+use crate::ids::{self, WireId};
 use crate::state::AppState;
 use crate::views::{ConversationJson, Paginated};
 
@@ -31,16 +32,14 @@ const MAX_PAGE_SIZE: usize = 100;
 pub struct CreateBody {
     /// 1 to 100 user ids; besides the caller at least one other user is needed (else 400
     /// `invalid_participants`).
-    #[schema(value_type = Vec<crate::views::IdSchema>, min_items = 1, max_items = 100)]
-    participants: Vec<u64>,
+    #[schema(min_items = 1, max_items = 100)]
+    participants: Vec<WireId>,
     /// Opaque host-app id; part of the de-duplication key.
     #[serde(default)]
-    #[schema(value_type = Option<crate::views::IdSchema>)]
-    property: Option<u64>,
+    property: Option<WireId>,
     /// Opaque host-app id; part of the de-duplication key.
     #[serde(default)]
-    #[schema(value_type = Option<crate::views::IdSchema>)]
-    booking: Option<u64>,
+    booking: Option<WireId>,
     /// At most 1024 bytes (else 400 `subject_too_long`); empty means none. Not part of the
     /// de-duplication key.
     #[serde(default)]
@@ -139,9 +138,9 @@ pub async fn create(
     Json(body): Json<CreateBody>,
 ) -> Result<HttpResponse, ApiError> {
     let request = CreateRequest {
-        participants: body.participants,
-        property: body.property,
-        booking: body.booking,
+        participants: ids::plain(body.participants),
+        property: body.property.map(u64::from),
+        booking: body.booking.map(u64::from),
         subject: body.subject,
     };
     let created = conversations::create(&state, user.id(), request).await?;
@@ -327,7 +326,7 @@ pub async fn presence(
         .map(|p| p.trim_matches(' '))
         .filter(|p| !p.is_empty())
     {
-        let id = parse_id(part).ok_or_else(|| {
+        let id = ids::parse_in_range(part).ok_or_else(|| {
             ApiError::refused(
                 Code::InvalidQuery,
                 "`user_ids` must be a comma-separated list of user ids",

@@ -88,7 +88,8 @@ pub const DISABLED: &str = "this account has been disabled by an operator";
 pub struct LocalOperator;
 
 /// The host app's backend, presenting `service.shared_secret` (or the secret in
-/// `service.shared_secret_file`) as `X-Service-Token` or `Authorization: Bearer`: compared in
+/// `service.shared_secret_file`) as `X-Service-Token`, `X-Erlang-Service` or
+/// `Authorization: Bearer`: compared in
 /// constant time; 404 while the service API is off, 401 (counted) for a missing or wrong one.
 #[derive(Debug)]
 pub struct Service;
@@ -100,9 +101,11 @@ impl Service {
                 "the service API is not enabled on this server",
             ));
         };
-        let presented = headers
-            .get("x-service-token")
-            .and_then(|v| v.to_str().ok())
+        // `X-Erlang-Service` is the header the seed's Django stack sends its
+        // `ERLANG_SHARED_SECRET` in (contract section 7).
+        let presented = ["x-service-token", "x-erlang-service"]
+            .iter()
+            .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
             .or_else(|| {
                 headers
                     .get(AUTHORIZATION)
@@ -321,7 +324,7 @@ impl<R: Resource, S: Send + Sync> FromRequestParts<S> for Id<R> {
         params
             .iter()
             .find(|(name, _)| *name == R::PARAM)
-            .and_then(|(_, value)| parse_id(value))
+            .and_then(|(_, value)| crate::ids::parse_in_range(value))
             .map(|id| Id(id, PhantomData))
             .ok_or(ApiError::NotFound(R::NOT_FOUND))
     }
@@ -339,16 +342,6 @@ impl<R: Resource> utoipa::IntoParams for Id<R> {
                 .build(),
         ]
     }
-}
-
-/// Parses a path or query id: decimal, 1 ≤ id < 2^53.
-pub fn parse_id(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse::<u64>()
-        .ok()
-        .filter(|id| (1..crate::MAX_ID).contains(id))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -403,33 +396,56 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let mut seen = HashSet::new();
-        let pairs: Vec<(String, Text)> = Params::parse(parts.uri.query())
+        let pairs: Vec<(String, Values)> = Params::parse(parts.uri.query())
             .0
             .into_iter()
             .filter(|(k, _)| seen.insert(k.clone()))
-            .map(|(k, v)| (k, Text(v)))
+            .map(|(k, v)| (k, Values::query(v)))
             .collect();
-        let de = de::value::MapDeserializer::<_, QueryError>::new(pairs.into_iter());
+        let de = de::value::MapDeserializer::<_, TextError>::new(pairs.into_iter());
         serde_path_to_error::deserialize(de)
             .map(Query)
             .map_err(|e| {
                 let name = e.path().to_string();
                 let detail = match e.into_inner() {
-                    QueryError::Missing(name) => format!("query parameter `{name}` is required"),
-                    QueryError::Expected(what) => {
+                    TextError::Missing(name) => format!("query parameter `{name}` is required"),
+                    TextError::Expected(what) => {
                         format!("query parameter `{name}` must be {what}")
                     }
-                    QueryError::Other(what) => format!("query parameter `{name}`: {what}"),
+                    TextError::Other(what) => format!("query parameter `{name}`: {what}"),
                 };
                 ApiError::refused(Code::InvalidQuery, detail)
             })
     }
 }
 
-/// A query value: text, which an `Option` field takes as present.
-struct Text(String);
+/// The values of one query parameter or form field, as text. A field that takes one value
+/// gets the last (as Django's `QueryDict` gives it), a list field all of them, so
+/// `participants=1&participants=2` is a list and `participants=1` a list of one.
+struct Values {
+    values: Vec<String>,
+    /// A form's empty field (`receiver=`, an HTML form's empty input) is an absent optional
+    /// one, as DRF reads it; an empty query parameter is a value, refused where it must not be.
+    empty_is_none: bool,
+}
 
-impl<'de> de::IntoDeserializer<'de, QueryError> for Text {
+impl Values {
+    fn query(value: String) -> Self {
+        Values {
+            values: vec![value],
+            empty_is_none: false,
+        }
+    }
+
+    fn form(values: Vec<String>) -> Self {
+        Values {
+            values,
+            empty_is_none: true,
+        }
+    }
+}
+
+impl<'de> de::IntoDeserializer<'de, TextError> for Values {
     type Deserializer = Self;
 
     fn into_deserializer(self) -> Self {
@@ -437,56 +453,70 @@ impl<'de> de::IntoDeserializer<'de, QueryError> for Text {
     }
 }
 
-impl<'de> de::Deserializer<'de> for Text {
-    type Error = QueryError;
+impl<'de> de::Deserializer<'de> for Values {
+    type Error = TextError;
 
-    fn deserialize_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, QueryError> {
-        visitor.visit_string(self.0)
+    fn deserialize_any<V: de::Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, TextError> {
+        visitor.visit_string(self.values.pop().unwrap_or_default())
     }
 
-    fn deserialize_option<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, QueryError> {
-        visitor.visit_some(self)
+    fn deserialize_option<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, TextError> {
+        if self.empty_is_none && self.values.iter().all(String::is_empty) {
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_seq<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, TextError> {
+        let empty_is_none = self.empty_is_none;
+        let each = self.values.into_iter().map(move |v| Values {
+            values: vec![v],
+            empty_is_none,
+        });
+        visitor.visit_seq(de::value::SeqDeserializer::new(each))
     }
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        unit unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier
+        unit unit_struct newtype_struct tuple tuple_struct map struct enum identifier
         ignored_any
     }
 }
 
-/// Why a query parameter was refused.
+/// Why a query parameter or form field was refused.
 #[derive(Debug)]
-enum QueryError {
+enum TextError {
     Missing(&'static str),
     /// The form the value must have ("true or false").
     Expected(String),
     Other(String),
 }
 
-impl std::fmt::Display for QueryError {
+impl std::fmt::Display for TextError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            QueryError::Missing(name) => write!(f, "missing `{name}`"),
-            QueryError::Expected(what) => write!(f, "must be {what}"),
-            QueryError::Other(what) => f.write_str(what),
+            // serde's own wording, which [`crate::error::FieldError::from_serde`] reads.
+            TextError::Missing(name) => write!(f, "missing field `{name}`"),
+            TextError::Expected(what) => write!(f, "must be {what}"),
+            TextError::Other(what) => f.write_str(what),
         }
     }
 }
 
-impl std::error::Error for QueryError {}
+impl std::error::Error for TextError {}
 
-impl de::Error for QueryError {
+impl de::Error for TextError {
     fn custom<M: std::fmt::Display>(msg: M) -> Self {
         let msg = msg.to_string();
         match msg.strip_prefix(EXPECTED) {
-            Some(what) => QueryError::Expected(what.to_owned()),
-            None => QueryError::Other(msg),
+            Some(what) => TextError::Expected(what.to_owned()),
+            None => TextError::Other(msg),
         }
     }
 
     fn missing_field(field: &'static str) -> Self {
-        QueryError::Missing(field)
+        TextError::Missing(field)
     }
 }
 
@@ -549,7 +579,9 @@ pub struct QueryId(pub u64);
 
 impl<'de> de::Deserialize<'de> for QueryId {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        from_text(d, "a positive integer id", |v| parse_id(v).map(QueryId))
+        from_text(d, "a positive integer id", |v| {
+            crate::ids::parse_in_range(v).map(QueryId)
+        })
     }
 }
 
@@ -561,9 +593,8 @@ pub struct Cursor(pub u64);
 impl<'de> de::Deserialize<'de> for Cursor {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         from_text(d, "a message id", |v| {
-            v.parse::<u64>()
-                .ok()
-                .filter(|id| *id <= crate::MAX_ID && v.bytes().all(|b| b.is_ascii_digit()))
+            crate::ids::parse(v)
+                .filter(|id| *id <= crate::MAX_ID)
                 .map(Cursor)
         })
     }
@@ -572,20 +603,45 @@ impl<'de> de::Deserialize<'de> for Cursor {
 // ---------------------------------------------------------------------------------------------
 // Bodies
 
+/// How a body is encoded, from its `Content-Type`: the three of Django REST framework's
+/// default parsers, or another (415).
+#[derive(Debug, PartialEq, Eq)]
+enum Encoding {
+    /// `application/json` or `…+json`.
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// `multipart/form-data` with its boundary (`None`: the header has none).
+    Multipart(Option<String>),
+    /// Anything else, or no `Content-Type`.
+    Other,
+}
+
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Self {
+        let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+            return Encoding::Other;
+        };
+        let mime = value.split(';').next().unwrap_or("").trim();
+        if mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json") {
+            Encoding::Json
+        } else if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            Encoding::Form
+        } else if mime.eq_ignore_ascii_case("multipart/form-data") {
+            Encoding::Multipart(multer::parse_boundary(value).ok())
+        } else {
+            Encoding::Other
+        }
+    }
+}
+
 /// Reads the whole body. Its size is capped by the body limit layer ([`super::layers`]: 413
 /// for more than `limits.max_body_bytes`); a body slower than `limits.body_timeout` as a whole
 /// gets 408, and once a stop begins a body still arriving gets 503 (a stalled upload must not
-/// hold a connection, or a graceful stop, for long). Says whether it was declared JSON.
-async fn read_body(req: Request, state: &AppState) -> Result<(bool, bytes::Bytes), ApiError> {
+/// hold a connection, or a graceful stop, for long). Says how it is encoded.
+async fn read_body(req: Request, state: &AppState) -> Result<(Encoding, bytes::Bytes), ApiError> {
     let limits = &state.config.limits;
-    let is_json = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            let mime = v.split(';').next().unwrap_or("").trim();
-            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
-        });
+    let encoding = Encoding::of(req.headers());
     let stop = req.extensions().get::<Connection>().map(|c| c.stop.clone());
     let stopping = async {
         match stop {
@@ -612,7 +668,7 @@ async fn read_body(req: Request, state: &AppState) -> Result<(bool, bytes::Bytes
             }
         })?
         .to_bytes();
-    Ok((is_json.unwrap_or(false), body))
+    Ok((encoding, body))
 }
 
 /// Whether `error` or one of its sources is an `E`.
@@ -627,9 +683,20 @@ fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 's
     false
 }
 
-/// A JSON body read into `T`: 400 `invalid_json` for an empty or malformed body (or anything
-/// but whitespace after its value), 415 for a body not declared JSON, 400 `invalid_request`
-/// naming the field at fault. Unknown fields are ignored, as Django REST framework does.
+/// A request body read into `T`, the one body extractor of every operation that takes one.
+/// Read as Django REST framework's default parsers read it (contract section 7): JSON, or a
+/// form (`application/x-www-form-urlencoded`, or `multipart/form-data` without files), where
+/// a repeated key is a list and an empty field an absent optional one; any id is a number or
+/// its decimal string ([`crate::ids::WireId`]). Unknown fields are ignored, as DRF does.
+///
+/// Refusals: 400 `invalid_json` for an empty or malformed JSON body (or anything but
+/// whitespace after its value), 400 `invalid_body` for a malformed multipart body or one
+/// with a file, 415 for another content type, and 400 `invalid_request` naming the field at
+/// fault, in DRF's shape ([`crate::error::FieldError`]).
+///
+/// Named `Json` because utoipa recognises a body extractor by that name: the operation's
+/// request body in the document comes from it (with the form types added by
+/// [`super::openapi::complete`]).
 #[derive(Debug)]
 pub struct Json<T>(pub T);
 
@@ -637,22 +704,24 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let (is_json, body) = read_body(req, state).await?;
-        if body.is_empty() {
-            return Err(ApiError::refused(
+        let (encoding, body) = read_body(req, state).await?;
+        match encoding {
+            Encoding::Json | Encoding::Other if body.is_empty() => Err(ApiError::refused(
                 Code::InvalidJson,
                 "a JSON object body is required",
-            ));
+            )),
+            Encoding::Json => parse_json(&body).map(Json),
+            Encoding::Form => parse_fields(form_fields(&body)).map(Json),
+            Encoding::Multipart(boundary) => {
+                parse_fields(multipart_fields(body, boundary).await?).map(Json)
+            }
+            Encoding::Other => Err(ApiError::UnsupportedMediaType),
         }
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        parse_json(&body).map(Json)
     }
 }
 
 /// The body of an action endpoint: none, or `{}` (whatever its content type: `curl -d '{}'`
-/// says form-encoded); a non-empty object is 400 `invalid_request`.
+/// says form-encoded), or an empty form; a parameter is 400 `invalid_request`.
 #[derive(Debug)]
 pub struct EmptyBody;
 
@@ -660,16 +729,20 @@ impl FromRequest<Arc<AppState>> for EmptyBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let (is_json, body) = read_body(req, state).await?;
+        let (encoding, body) = read_body(req, state).await?;
         let trimmed = body.trim_ascii();
         if trimmed.is_empty() || trimmed == b"{}" {
             return Ok(EmptyBody);
         }
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let value: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
-        if value.is_empty() {
+        let empty = match encoding {
+            Encoding::Json => {
+                parse_json::<serde_json::Map<String, serde_json::Value>>(&body)?.is_empty()
+            }
+            Encoding::Form => form_fields(&body).is_empty(),
+            Encoding::Multipart(boundary) => multipart_fields(body, boundary).await?.is_empty(),
+            Encoding::Other => return Err(ApiError::UnsupportedMediaType),
+        };
+        if empty {
             Ok(EmptyBody)
         } else {
             Err(ApiError::refused(
@@ -688,23 +761,109 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let code = if inner.is_syntax() || inner.is_eof() {
-            Code::InvalidJson
-        } else {
-            Code::InvalidRequest
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::refused(Code::InvalidJson, format!("invalid JSON: {inner}"));
+        }
+        // serde's message without serde_json's "at line 1 column 30": a field's sentence
+        // does not need it, and `detail` names the field instead.
+        let message = inner.to_string();
+        let message = match (inner.line(), message.rfind(" at line ")) {
+            (line, Some(at)) if line > 0 => message[..at].to_owned(),
+            _ => message,
         };
-        let detail = if inner.is_syntax() || inner.is_eof() {
-            format!("invalid JSON: {inner}")
-        } else if path == "." {
-            format!("request body: {inner}")
-        } else {
-            format!("field `{path}`: {inner}")
-        };
-        ApiError::refused(code, detail)
+        field_refusal(&path, &message)
     })?;
     de.end()
         .map_err(|e| ApiError::refused(Code::InvalidJson, format!("invalid JSON: {e}")))?;
     Ok(value)
+}
+
+/// The 400 `invalid_request` of a body field that could not be read: `message` at `path`.
+fn field_refusal(path: &str, message: &str) -> ApiError {
+    let detail = if path == "." {
+        format!("request body: {message}")
+    } else {
+        format!("field `{path}`: {message}")
+    };
+    let fields = crate::error::FieldError::from_serde(path, message)
+        .into_iter()
+        .collect();
+    ApiError::Refused {
+        code: Code::InvalidRequest,
+        detail,
+        fields,
+    }
+}
+
+/// A form's fields in the order first seen, each with all its values.
+#[derive(Debug, Default)]
+struct Fields(Vec<(String, Vec<String>)>);
+
+impl Fields {
+    fn push(&mut self, name: String, value: String) {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, values)) => values.push(value),
+            None => self.0.push((name, vec![value])),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body's fields (`+` and `%XX` decoded; bytes that
+/// are not UTF-8 are replaced, as a form field is text).
+fn form_fields(body: &[u8]) -> Fields {
+    let mut fields = Fields::default();
+    for (name, value) in form_urlencoded::parse(body) {
+        fields.push(name.into_owned(), value.into_owned());
+    }
+    fields
+}
+
+/// A `multipart/form-data` body's fields. A part with a file name is refused (no upload is
+/// stored anywhere), as is a body that is not well-formed multipart: 400 `invalid_body`.
+async fn multipart_fields(
+    body: bytes::Bytes,
+    boundary: Option<String>,
+) -> Result<Fields, ApiError> {
+    let bad = |detail: String| ApiError::refused(Code::InvalidBody, detail);
+    let boundary =
+        boundary.ok_or_else(|| bad("multipart/form-data needs a `boundary` parameter".into()))?;
+    let whole = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut parts = multer::Multipart::new(whole, boundary);
+    let mut fields = Fields::default();
+    loop {
+        let part = match parts.next_field().await {
+            Ok(Some(part)) => part,
+            Ok(None) => return Ok(fields),
+            Err(e) => return Err(bad(format!("malformed multipart body: {e}"))),
+        };
+        let Some(name) = part.name().map(str::to_owned) else {
+            return Err(bad("a multipart part without a field name".into()));
+        };
+        if part.file_name().is_some() {
+            return Err(bad(format!(
+                "field `{name}`: file uploads are not accepted; send text fields"
+            )));
+        }
+        let value = part
+            .text()
+            .await
+            .map_err(|e| bad(format!("malformed multipart body: {e}")))?;
+        fields.push(name, value);
+    }
+}
+
+/// Reads form `fields` into `T` ([`Values`]: last value for a single field, all for a list).
+fn parse_fields<T: DeserializeOwned>(fields: Fields) -> Result<T, ApiError> {
+    let pairs = fields.0.into_iter().map(|(k, v)| (k, Values::form(v)));
+    let de = de::value::MapDeserializer::<_, TextError>::new(pairs);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        field_refusal(&path, &e.into_inner().to_string())
+    })
 }
 
 #[cfg(test)]
@@ -732,6 +891,40 @@ mod tests {
                 assert_eq!(e.code(), Code::InvalidQuery);
                 e.to_string()
             })
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Form {
+        participants: Vec<crate::ids::WireId>,
+        #[serde(default)]
+        receiver: Option<crate::ids::WireId>,
+        text: String,
+    }
+
+    #[test]
+    fn form_fields_read_as_drf_reads_them() {
+        let form = |body: &str| parse_fields::<Form>(form_fields(body.as_bytes()));
+        let ok = form("participants=2&text=a&participants=3&receiver=&text=b+c").expect("form");
+        assert_eq!(
+            crate::ids::plain(ok.participants),
+            [2, 3],
+            "a repeated key is a list"
+        );
+        assert_eq!(ok.receiver, None, "an empty field is left out");
+        assert_eq!(ok.text, "b c", "a single field takes the last value");
+        let one = form("participants=7&text=x").expect("form");
+        assert_eq!(
+            crate::ids::plain(one.participants),
+            [7],
+            "one value is a list of one"
+        );
+        let missing = form("participants=7").expect_err("no text");
+        assert_eq!(missing.code(), Code::InvalidRequest);
+        let bad = form("participants=x&text=y").expect_err("bad id");
+        assert!(
+            matches!(&bad, ApiError::Refused { fields, .. } if fields[0].name == "participants"),
+            "{bad:?}"
+        );
     }
 
     #[tokio::test]

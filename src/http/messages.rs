@@ -13,6 +13,7 @@ use super::extract::{Count, Cursor, EmptyBody, Id, Json, Link, Message, Query, Q
 use crate::chat::{self, SendRequest, Sender};
 use crate::error::{ApiError, Code, HttpResponse, json_response};
 use crate::http::openapi::{EmptyBodySchema, Error};
+use crate::ids::WireId;
 use crate::state::AppState;
 use crate::store::reader::{self, MessageView};
 use crate::views::{MessageJson, Paginated};
@@ -29,15 +30,15 @@ const MAX_LIMIT: usize = 200;
     example = json!({"conversation": 1, "receiver": 2, "text": "Hello, I am interested in your property", "message_type": "text", "client_id": "web-5f2c"})
 )]
 pub struct SendBody {
-    #[schema(value_type = crate::views::IdSchema)]
-    conversation: u64,
+    conversation: WireId,
     /// A participant of the conversation (else 400 `invalid_receiver`); defaults to the other
     /// participant of a two-person conversation.
     #[serde(default)]
-    #[schema(value_type = Option<crate::views::IdSchema>)]
-    receiver: Option<u64>,
+    receiver: Option<WireId>,
     /// Not blank; at most `limits.max_text_bytes` bytes (default 16384, else 400
     /// `text_too_long`).
+    /// Also accepted as `content` (SmartDalali's REST client), not both.
+    #[serde(alias = "content")]
     #[schema(min_length = 1, pattern = r"\S")]
     text: String,
     #[serde(default)]
@@ -91,8 +92,8 @@ pub async fn send(
         origin: None,
     };
     let request = SendRequest {
-        conversation: Some(body.conversation),
-        receiver: body.receiver,
+        conversation: Some(body.conversation.into()),
+        receiver: body.receiver.map(u64::from),
         text: body.text,
         message_type: body.message_type,
         priority: body.priority,

@@ -11,20 +11,24 @@
 //! * [`layers`] are tower-http's around the router: tracing (path only), trailing-slash
 //!   trimming, body limits, and the place for CORS.
 //! * [`extract`] reads requests: the caller (token or service secret), path ids, queries and
-//!   JSON bodies, each with a precise 4xx. [`caller`] finds who a request is from, by token,
-//!   token cookie or the host app's session cookie, and checks the `Origin` of cookie users.
+//!   bodies (JSON, form or multipart, as Django REST framework reads them), each with a precise
+//!   4xx. [`caller`] finds who a request is from, by token, token cookie or the host app's
+//!   session cookie, and checks the `Origin` of cookie users.
 //! * [`health`], [`auth`], [`conversations`], [`messages`], [`service`] and [`profiles`] are
 //!   the resources;
 //!   their JSON is [`crate::views`] and the types beside each handler.
 //! * [`admin`] is the operators' API (contract section 9); [`local`] serves the same routes to
 //!   `indaba admin` over the admin socket.
 //! * [`upgrade`] answers the WebSocket endpoints and hands each socket to [`crate::ws`].
-//! * [`web`] serves the pages compiled into the binary (the demo chat at `/`).
+//! * [`web`] serves the pages compiled into the binary (the demo chat at `/`); [`docs`] the
+//!   HTML API reference at `/api/docs/`, rendered from the [`openapi`] document by a vendored
+//!   viewer.
 
 pub mod admin;
 pub mod auth;
 pub mod caller;
 pub mod conversations;
+pub mod docs;
 pub mod extract;
 pub mod health;
 pub mod layers;

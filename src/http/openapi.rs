@@ -51,10 +51,17 @@ impl utoipa::PartialSchema for Error {
             )
             .required("error")
             .required("detail")
-            .additional_properties(Some(
-                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
-            ))
-            .examples([json!({"error": "not_found", "detail": "conversation not found"})])
+            // DRF's field errors: each request field at fault, with its sentences.
+            .additional_properties(Some(utoipa::openapi::schema::ArrayBuilder::new().items(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("A sentence about this request field.")),
+            )))
+            .examples([
+                json!({"error": "not_found", "detail": "conversation not found"}),
+                json!({"error": "invalid_request", "detail": "request body: missing field `participants`",
+                       "participants": ["This field is required."]}),
+            ])
             .into()
     }
 }
@@ -128,12 +135,17 @@ endpoints (`/ws/chat/`, `/ws/chat/{{id}}/`, `/ws/notifications/`, `/ws/echo/`) a
 `/api/v1/messaging/conversations/`); each is listed once here, in its canonical form.\n\
 - `HEAD` is accepted wherever `GET` is, except on `/api/messages/queue/{{user_id}}` (a drain). \
 Another method gets 405 with an `Allow` header.\n\
-- Request bodies are JSON: `Content-Type: application/json` (or `…+json`), at most \
-`limits.max_body_bytes` (default {max_body}). Unknown fields are ignored.\n\
-- Ids are integers, 1 ≤ id < 2^53. Timestamps are RFC 3339 UTC with milliseconds, \
+- Request bodies are JSON (`Content-Type: application/json` or `…+json`), or a form \
+(`application/x-www-form-urlencoded`, or `multipart/form-data` without files) as Django REST \
+framework's default parsers read them: a repeated key is a list (`participants=1&participants=2`), \
+an empty field is left out. At most `limits.max_body_bytes` (default {max_body}). Unknown \
+fields are ignored.\n\
+- Ids are integers, 1 ≤ id < 2^53; in a request (body, form, query) an id may also be its \
+decimal digits as a string (`\"12\"`), as DRF's `PrimaryKeyRelatedField` takes it. Timestamps are RFC 3339 UTC with milliseconds, \
 `2026-11-22T10:30:00.123Z`.\n\
 - Every error is `{{\"error\": \"<machine_code>\", \"detail\": \"<human sentence>\"}}` (schema \
-`Error`).\n\
+`Error`); a 400 about request fields also has each of them as a key holding a list of \
+sentences, in DRF's shape: `{{\"participants\": [\"This field is required.\"], ...}}`.\n\
 - Only participants see a conversation or its messages; to anyone else it does not exist (404, \
 never 403).\n\
 - Order of checks: route (404/405; a malformed id in the path is 404) → shutting down (503) → \
@@ -197,7 +209,7 @@ is configured.",
             },
             "serviceToken": {
                 "type": "apiKey", "in": "header", "name": "X-Service-Token",
-                "description": "`service.shared_secret` (also accepted as `Authorization: Bearer <secret>`). The service API answers 404 while no secret is configured."
+                "description": "`service.shared_secret` (also accepted as `X-Erlang-Service: <secret>`, the header of the seed's Django stack, or `Authorization: Bearer <secret>`). The service API answers 404 while no secret is configured."
             }
         },
         "headers": {
@@ -218,8 +230,8 @@ is configured.",
                 json!({"error": "not_found", "detail": "the service API is not enabled on this server"})),
             "MethodNotAllowed": method_not_allowed,
             "BadBody": error_response(
-                "A malformed body (`invalid_json`: also anything but whitespace after the JSON value), a missing or mistyped field (`invalid_request`, naming it), or a body that could not be read (`invalid_body`).",
-                json!({"error": "invalid_json", "detail": "a JSON object body is required"})),
+                "A malformed body (`invalid_json`: also anything but whitespace after the JSON value), a missing or mistyped field (`invalid_request`, naming it, and the field as a key with its sentences, as DRF does), or a body that could not be read (`invalid_body`: also a malformed multipart body, or one with a file).",
+                json!({"error": "invalid_request", "detail": "request body: missing field `text`", "text": ["This field is required."]})),
             "BadQuery": error_response(
                 "A query parameter is missing, malformed or out of range (`invalid_query`, naming it).",
                 json!({"error": "invalid_query", "detail": "query parameter `limit` must be an integer from 1 to 18446744073709551615"})),
@@ -231,8 +243,8 @@ is configured.",
                 &format!("The body is larger than `limits.max_body_bytes` (default {}) (`payload_too_large`).", limits.max_body_bytes),
                 json!({"error": "payload_too_large", "detail": format!("request body is larger than {} bytes", limits.max_body_bytes)})),
             "UnsupportedMediaType": error_response(
-                "A non-empty body without `Content-Type: application/json` (or `…+json`) (`unsupported_media_type`).",
-                json!({"error": "unsupported_media_type", "detail": "request body must be JSON (Content-Type: application/json)"})),
+                "A non-empty body of another type than JSON (`application/json`, `…+json`), `application/x-www-form-urlencoded` or `multipart/form-data` (`unsupported_media_type`).",
+                json!({"error": "unsupported_media_type", "detail": "request body must be JSON or a form (Content-Type: application/json, application/x-www-form-urlencoded or multipart/form-data)"})),
             "InternalError": error_response(
                 "A fault of the daemon itself (storage failure); never caused by client input (`internal_error`).",
                 json!({"error": "internal_error", "detail": "internal error"})),
@@ -306,6 +318,22 @@ fn optional_body(body: &mut utoipa::openapi::request_body::RequestBody) {
     }
 }
 
+/// Every body is read as JSON or a form alike ([`super::extract::Json`]): the form types get
+/// the JSON type's schema.
+fn form_types(body: &mut utoipa::openapi::request_body::RequestBody) {
+    let Some(json) = body.content.get("application/json").cloned() else {
+        return;
+    };
+    for form in ["application/x-www-form-urlencoded", "multipart/form-data"] {
+        body.content.entry(form.to_owned()).or_insert_with(|| {
+            let mut content = json.clone();
+            content.example = None;
+            content.examples.clear();
+            content
+        });
+    }
+}
+
 /// Adds to every operation of `item` what follows from its group and its inputs.
 pub fn complete(item: &mut PathItem, caller: Caller) {
     for op in [
@@ -343,6 +371,7 @@ fn complete_operation(op: &mut Operation, caller: Caller) {
     let has_body = op.request_body.is_some();
     if let Some(body) = &mut op.request_body {
         optional_body(body);
+        form_types(body);
     }
 
     let mut add = |status: &str, response: &str| {

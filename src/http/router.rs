@@ -34,7 +34,7 @@ use super::extract::{Connection, Conversation, Id, Message, QueueUser, UserPath}
 use super::layers::HttpService;
 use super::profiles::ProfileUser;
 use super::{
-    admin, auth, conversations, health, messages, openapi, profiles, service, upgrade, web,
+    admin, auth, conversations, docs, health, messages, openapi, profiles, service, upgrade, web,
 };
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
@@ -268,6 +268,8 @@ impl Api {
             .routes(routes!(health::get_alias))
             .routes(routes!(health::ready))
             .routes(routes!(openapi::get))
+            .routes(routes!(docs::page))
+            .routes(routes!(docs::file))
             .routes(routes!(web::page))
             .routes(routes!(web::asset_file));
         let guest = Group::new(Caller::Guest, limits)

@@ -2,7 +2,8 @@
 //! the host app's backend — prioritised sends, queue drains, broadcasts, stats, metrics.
 //!
 //! Off unless `service.shared_secret` (or `_file`) is set. Every call presents the secret
-//! ([`Service`]: `X-Service-Token` or `Authorization: Bearer`, compared in constant time); a
+//! ([`Service`]: `X-Service-Token`, `X-Erlang-Service` or `Authorization: Bearer`, compared in
+//! constant time); a
 //! missing or wrong one is answered 401 and counted.
 
 use std::collections::HashSet;
@@ -21,12 +22,29 @@ use crate::chat::broadcast::BroadcastRequest;
 use crate::chat::{self, SendRequest, Sender};
 use crate::error::{ApiError, HttpResponse, json_response};
 use crate::http::openapi::Error;
+use crate::ids::{self, WireId};
 use crate::state::AppState;
 use crate::views::MessageJson;
 
 /// Queue entries one drain or peek returns by default, and at most.
 const DEFAULT_QUEUE_LIMIT: usize = 100;
 const MAX_QUEUE_LIMIT: usize = 1000;
+
+/// The fields of a send as the REST API names them (and so the domain's refusals), and as
+/// seed 001's send does.
+const SEND_FIELDS: &[(&str, &str)] = &[
+    ("conversation", "conversation_id"),
+    ("receiver", "receiver_id"),
+    ("sender", "sender_id"),
+];
+
+/// The same for a broadcast, whose message fields are nested.
+const BROADCAST_FIELDS: &[(&str, &str)] = &[
+    ("sender", "message.sender_id"),
+    ("text", "message.text"),
+    ("message_type", "message.message_type"),
+    ("metadata", "message.metadata"),
+];
 
 /// `POST /api/messages/send` body (seed 001's `send_message`). Unknown fields are ignored.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -37,14 +55,11 @@ pub struct SendBody {
     /// the host app's own id for their conversation: the first send by it records it for their
     /// one-to-one conversation (created if absent), later sends by it go there.
     #[serde(default)]
-    #[schema(value_type = Option<crate::views::IdSchema>)]
-    conversation_id: Option<u64>,
-    #[schema(value_type = crate::views::IdSchema)]
-    sender_id: u64,
+    conversation_id: Option<WireId>,
+    sender_id: WireId,
     /// Required without `conversation_id`; otherwise a participant of it.
     #[serde(default)]
-    #[schema(value_type = Option<crate::views::IdSchema>)]
-    receiver_id: Option<u64>,
+    receiver_id: Option<WireId>,
     /// Not blank; at most `limits.max_text_bytes` bytes.
     #[schema(min_length = 1, pattern = r"\S")]
     text: String,
@@ -107,8 +122,8 @@ pub async fn send(
     Json(body): Json<SendBody>,
 ) -> Result<HttpResponse, ApiError> {
     let request = SendRequest {
-        conversation: body.conversation_id,
-        receiver: body.receiver_id,
+        conversation: body.conversation_id.map(u64::from),
+        receiver: body.receiver_id.map(u64::from),
         text: body.text,
         message_type: body.message_type,
         priority: body.priority,
@@ -117,11 +132,13 @@ pub async fn send(
         host_keys: true,
     };
     let from = Sender {
-        user: body.sender_id,
+        user: body.sender_id.into(),
         rate_limited: false,
         origin: None,
     };
-    let sent = chat::send::send(&state, from, request).await?;
+    let sent = chat::send::send(&state, from, request)
+        .await
+        .map_err(|e| ApiError::from(e).renaming_fields(SEND_FIELDS))?;
     let status = if sent.duplicate {
         StatusCode::OK
     } else {
@@ -237,14 +254,13 @@ pub async fn queue(
 pub struct BroadcastBody {
     message: BroadcastMessage,
     /// 1 to 100,000 users; duplicates and the sender are left out.
-    #[schema(value_type = Vec<crate::views::IdSchema>, min_items = 1, max_items = 100000)]
-    user_ids: Vec<u64>,
+    #[schema(min_items = 1, max_items = 100000)]
+    user_ids: Vec<WireId>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BroadcastMessage {
-    #[schema(value_type = crate::views::IdSchema)]
-    sender_id: u64,
+    sender_id: WireId,
     /// Not blank; at most `limits.max_text_bytes` bytes.
     #[schema(min_length = 1, pattern = r"\S")]
     text: String,
@@ -286,13 +302,15 @@ pub async fn broadcast(
     Json(body): Json<BroadcastBody>,
 ) -> Result<HttpResponse, ApiError> {
     let request = BroadcastRequest {
-        sender: body.message.sender_id,
-        recipients: body.user_ids,
+        sender: body.message.sender_id.into(),
+        recipients: ids::plain(body.user_ids),
         text: body.message.text,
         message_type: body.message.message_type,
         metadata: body.message.metadata,
     };
-    let delivered = chat::broadcast::broadcast(&state, request).await?;
+    let delivered = chat::broadcast::broadcast(&state, request)
+        .await
+        .map_err(|e| ApiError::from(e).renaming_fields(BROADCAST_FIELDS))?;
     Ok(json_response(
         StatusCode::OK,
         &Broadcasted {
@@ -317,6 +335,11 @@ pub struct Stats {
     memory: Memory,
     connections: usize,
     websockets: usize,
+    /// Tasks alive in the daemon's runtime: each WebSocket's reader and writer, each HTTP
+    /// connection, and the background work (fan-out, acknowledgements, queue expiry, queue
+    /// replays and syncs in flight) — what the Erlang service reported as its process count
+    /// (one process per connection and worker).
+    process_count: usize,
     users_online: usize,
     queues: Queues,
     /// Since the data file was created.
@@ -405,6 +428,9 @@ pub async fn stats(
             },
             connections: state.open_connections.load(Ordering::Relaxed),
             websockets: state.hub.session_count(),
+            process_count: tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks(),
             users_online: state.hub.presence.online_count(),
             queues: Queues {
                 pending_total: state.store.writer().queue_pending(),

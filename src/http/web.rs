@@ -92,7 +92,7 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
             path,
             body,
             content_type: content_type(path),
-            etag: format!("\"{}\"", hex::encode(&Sha256::digest(body)[..16])),
+            etag: etag_of(body),
             page,
         })
         .collect()
@@ -128,26 +128,42 @@ pub fn respond(
     let asset = asset(path)
         .filter(|a| enabled(web, a.page))
         .ok_or(ApiError::NotFound("no such endpoint"))?;
-    let not_modified = if_none_match.is_some_and(|v| etag_matches(v, &asset.etag));
+    let mut response = file_response(asset.body, asset.content_type, &asset.etag, if_none_match);
+    security_headers(response.headers_mut(), self_origin);
+    Ok(response)
+}
+
+/// An embedded file's strong validator: the first 128 bits of the SHA-256 of `body`, quoted.
+pub fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(&Sha256::digest(body)[..16]))
+}
+
+/// An embedded file (200 with its type), or 304 when `if_none_match` names its `etag`; with
+/// its `ETag` and `Cache-Control: no-cache` either way (see the module's **Caching**). The
+/// security headers are the page's to add.
+pub fn file_response(
+    body: &'static [u8],
+    content_type: &'static str,
+    etag: &str,
+    if_none_match: Option<&str>,
+) -> HttpResponse {
+    let not_modified = if_none_match.is_some_and(|v| etag_matches(v, etag));
     let mut response = if not_modified {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(Body::from(asset.body));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(asset.content_type),
-        );
+        let mut r = Response::new(Body::from(body));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         r
     };
     let headers = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(&asset.etag) {
+    if let Ok(etag) = HeaderValue::from_str(etag) {
         headers.insert(header::ETAG, etag);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    security_headers(headers, self_origin);
-    Ok(response)
+    response
 }
 
 /// The demo chat (HTML)
@@ -270,12 +286,13 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
 }
 
-fn content_type(path: &str) -> &'static str {
+pub fn content_type(path: &str) -> &'static str {
     match path.rsplit_once('.').map(|(_, ext)| ext) {
         Some("js") => "text/javascript; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
         Some("svg") => "image/svg+xml",
         Some("png") => "image/png",
+        Some("txt") => "text/plain; charset=utf-8",
         // `/` itself, the page.
         _ => "text/html; charset=utf-8",
     }

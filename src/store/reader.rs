@@ -24,7 +24,7 @@ use super::history::{History, Tail, read_tail};
 use super::records::decode;
 use super::tables::{
     CONVERSATION_HOST_IDS, CONVERSATION_MESSAGES, CONVERSATIONS, DATA_KEYS, DISABLED_USERS,
-    MEMBERSHIPS, MESSAGES, META, QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
+    MEMBERSHIPS, MESSAGES, META, QUEUE, QUEUE_LENGTHS, READ_STEPS, USERNAMES, USERS, meta,
 };
 use crate::crypto::{Key, Keyring, OpenError};
 use crate::model::{ConversationRecord, MembershipRecord, MessageBody, MessageRecord, UserRecord};
@@ -79,6 +79,10 @@ pub struct MessageView {
     pub body: MessageBody,
     /// For a recipient: they have read it. For the sender: every recipient has.
     pub is_read: bool,
+    /// When the receiver's read marker first covered it (Unix ms); without a named receiver,
+    /// when the last of the other participants' did. `None` while unread, and for reads
+    /// before schema 4, which recorded no time. The same for every viewer.
+    pub read_at_ms: Option<u64>,
 }
 
 /// A conversation as one user sees it.
@@ -639,24 +643,57 @@ impl<'a> Reader<'a> {
         body: MessageBody,
         conversation: &ConversationRecord,
     ) -> Result<MessageView, StoreError> {
+        let conv = record.conversation;
         let is_read = if viewer == record.sender {
             let mut all = true;
             for other in conversation.participants.iter().filter(|p| **p != viewer) {
-                let marker = self
-                    .membership(*other, record.conversation)?
-                    .map(|m| m.read_marker);
+                let marker = self.membership(*other, conv)?.map(|m| m.read_marker);
                 all &= marker.is_some_and(|m| m >= id);
             }
             all
         } else {
-            self.membership(viewer, record.conversation)?
+            self.membership(viewer, conv)?
                 .is_some_and(|m| m.read_marker >= id)
+        };
+        let read_at_ms = match record.receiver {
+            Some(receiver) => self.first_read(conv, receiver, id)?,
+            None => {
+                let mut last = None;
+                for other in conversation
+                    .participants
+                    .iter()
+                    .filter(|p| **p != record.sender)
+                {
+                    match self.first_read(conv, *other, id)? {
+                        Some(at) => last = last.max(Some(at)),
+                        None => {
+                            last = None;
+                            break;
+                        }
+                    }
+                }
+                last
+            }
         };
         Ok(MessageView {
             id,
             record,
             body,
             is_read,
+            read_at_ms,
+        })
+    }
+
+    /// When `user`'s read marker in `conv` first covered message `id` (Unix ms): the first
+    /// recorded move to a marker at or above it.
+    fn first_read(&self, conv: u64, user: u64, id: u64) -> Result<Option<u64>, StoreError> {
+        let steps = self.table(READ_STEPS)?;
+        let first = steps
+            .range((conv, user, id)..=(conv, user, u64::MAX))?
+            .next();
+        Ok(match first {
+            Some(entry) => Some(entry?.1.value()),
+            None => None,
         })
     }
 

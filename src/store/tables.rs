@@ -18,9 +18,10 @@ use redb::{Key, TableDefinition, Value};
 /// [`super::history`]). 3: batches after `applied_seq` are in `indaba.journal`
 /// ([`super::engine::journal`]), so an older build must not open the file and miss them. 4:
 /// `hostconvid_convid` and `convid_hostconvid` (an older build would not see host ids),
-/// `userid_disabledms` and `userid_datakey` (operators disabling users, per-user data keys);
-/// message bodies may be empty (a tombstone). Older files are upgraded at open (a new table is
-/// created empty).
+/// `userid_disabledms` and `userid_datakey` (operators disabling users, per-user data keys),
+/// `eventid_event` (the webhook outbox), `convid_userid_marker_readms` (when read markers moved;
+/// reads before the upgrade have no time: their messages show `read_at: null`); message bodies
+/// may be empty (a tombstone). Older files are upgraded at open (a new table is created empty).
 pub const SCHEMA_VERSION: u64 = 4;
 
 /// Something done to every table in turn ([`every_table`]). The bounds are what every table's
@@ -125,6 +126,13 @@ tables! {
     /// event, removed from the front as batches are acknowledged or dropped
     /// ([`super::ops::outbox`]). Ids strictly increase.
     EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("eventid_event");
+
+    /// When a user's read marker in a conversation moved past messages from others:
+    /// (conversation, user, new marker) → Unix ms. The first entry at or above a message's id
+    /// is when that user's marker first covered it: the message's `read_at`. One entry per
+    /// move, not per message; a move past only the user's own messages needs none.
+    READ_STEPS: TableDefinition<(u64, u64, u64), u64> =
+        TableDefinition::new("convid_userid_marker_readms");
 }
 
 /// Keys of [`META`].

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::Code;
+use crate::ids::WireId;
 
 /// Client → server on `/ws/chat/` (seed 002).
 #[derive(Debug)]
@@ -22,9 +23,9 @@ pub enum ChatIn {
 /// `chat_message`.
 #[derive(Debug, Deserialize)]
 pub struct ChatMessage {
-    pub conversation_id: u64,
+    pub conversation_id: WireId,
     #[serde(default)]
-    pub receiver_id: Option<u64>,
+    pub receiver_id: Option<WireId>,
     pub text: String,
     #[serde(default)]
     pub message_type: Option<String>,
@@ -39,26 +40,26 @@ pub struct ChatMessage {
 /// `typing_indicator` (`receiver_id` is accepted and ignored: every other participant hears it).
 #[derive(Debug, Deserialize)]
 pub struct TypingIndicator {
-    pub conversation_id: u64,
+    pub conversation_id: WireId,
     pub is_typing: bool,
 }
 
 /// `read_receipt`, and the conversation dialect's `read`.
 #[derive(Debug, Deserialize)]
 pub struct ReadReceipt {
-    pub message_ids: Vec<u64>,
+    pub message_ids: Vec<WireId>,
 }
 
 /// `join_conversation` / `leave_conversation`.
 #[derive(Debug, Deserialize)]
 pub struct ConversationRef {
-    pub conversation_id: u64,
+    pub conversation_id: WireId,
 }
 
 /// `sync`.
 #[derive(Debug, Deserialize)]
 pub struct Sync {
-    pub since_message_id: u64,
+    pub since_message_id: WireId,
 }
 
 /// Client → server on `/ws/chat/{conversation_id}/` (seeds 003 and 004).
@@ -211,7 +212,7 @@ mod tests {
         assert!(matches!(
             ok,
             ChatIn::ChatMessage(ChatMessage {
-                conversation_id: 1,
+                conversation_id: WireId(1),
                 ..
             })
         ));

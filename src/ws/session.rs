@@ -28,6 +28,7 @@ use crate::error::Code;
 use crate::events::{ChatEvent, ConversationEvent};
 use crate::hub::outbox::{CLOSE_SLOW_CONSUMER, Closing, Lane, Outbound, Outbox};
 use crate::hub::{Endpoint, Hub, SessionId};
+use crate::ids::{self, WireId};
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -662,8 +663,8 @@ impl Session {
         match msg {
             ChatIn::ChatMessage(m) => {
                 let request = SendRequest {
-                    conversation: Some(m.conversation_id),
-                    receiver: m.receiver_id,
+                    conversation: Some(m.conversation_id.into()),
+                    receiver: m.receiver_id.map(u64::from),
                     text: m.text,
                     message_type: m.message_type,
                     priority: m.priority,
@@ -674,7 +675,7 @@ impl Session {
                 self.send(request, true).await;
             }
             ChatIn::TypingIndicator(TypingIndicator {
-                conversation_id,
+                conversation_id: WireId(conversation_id),
                 is_typing,
             }) => match self.membership(conversation_id).await {
                 Some(participants) => self.state.hub.typing(
@@ -686,8 +687,10 @@ impl Session {
                 ),
                 None => self.error(Code::NotFound, "conversation not found", None),
             },
-            ChatIn::ReadReceipt(r) => self.read(r.message_ids, None),
-            ChatIn::JoinConversation(ConversationRef { conversation_id }) => {
+            ChatIn::ReadReceipt(r) => self.read(ids::plain(r.message_ids), None),
+            ChatIn::JoinConversation(ConversationRef {
+                conversation_id: WireId(conversation_id),
+            }) => {
                 let Some(participants) = self.membership(conversation_id).await else {
                     return self.error(Code::NotFound, "conversation not found", None);
                 };
@@ -701,7 +704,9 @@ impl Session {
                     );
                 }
             }
-            ChatIn::LeaveConversation(ConversationRef { conversation_id }) => {
+            ChatIn::LeaveConversation(ConversationRef {
+                conversation_id: WireId(conversation_id),
+            }) => {
                 self.state.hub.leave(self.id, conversation_id);
                 self.push(ChatEvent::Left { conversation_id }.to_bytes());
             }
@@ -709,7 +714,7 @@ impl Session {
                 let session = self.clone();
                 self.state
                     .tasks
-                    .spawn(async move { session.sync(sync.since_message_id).await });
+                    .spawn(async move { session.sync(sync.since_message_id.0).await });
             }
             ChatIn::Ping => self.push(ChatEvent::Pong.to_bytes()),
         }
@@ -734,7 +739,7 @@ impl Session {
                 participants,
                 is_typing,
             ),
-            ConversationIn::Read(r) => self.read(r.message_ids, Some(id)),
+            ConversationIn::Read(r) => self.read(ids::plain(r.message_ids), Some(id)),
             ConversationIn::Ping => self.push(ConversationEvent::Pong.to_bytes()),
         }
     }

@@ -144,8 +144,7 @@ pub(super) fn append(
         membership.last_activity_ms = now_ms;
         if user == new.sender {
             // Your own message is read by you, and everything before it too.
-            membership.read_marker = id;
-            membership.read_at_ms = now_ms;
+            t.move_read_marker(user, new.conversation, &mut membership, id, now_ms)?;
             membership.unread = 0;
         } else {
             membership.unread += 1;

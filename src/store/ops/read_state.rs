@@ -40,8 +40,7 @@ pub(super) fn mark_read(
             unread: membership.unread,
         });
     }
-    membership.read_marker = target;
-    membership.read_at_ms = now_ms;
+    t.move_read_marker(user, conversation, &mut membership, target, now_ms)?;
     // Only the unread tail is counted again, never the whole history.
     membership.unread = if target >= membership.last_message_id {
         0

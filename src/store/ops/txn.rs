@@ -14,7 +14,7 @@ use crate::store::records::{decode, encode};
 use crate::store::tables::{
     CLIENT_IDS, CONVERSATION_HOST_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS,
     DATA_KEYS, DISABLED_USERS, EVENTS, HOST_CONVERSATIONS, MEMBERSHIPS, MESSAGES, META, QUEUE,
-    QUEUE_LENGTHS, USERNAMES, USERS, meta,
+    QUEUE_LENGTHS, READ_STEPS, USERNAMES, USERS, meta,
 };
 
 /// The tables of one write transaction, plus the id counters it advances.
@@ -41,6 +41,7 @@ pub(in crate::store) struct Tables<'txn> {
     pub(super) data_keys: Table<'txn, u64, &'static [u8]>,
     /// The webhook outbox ([`super::outbox`]).
     pub(super) events: Table<'txn, u64, &'static [u8]>,
+    read_steps: Table<'txn, (u64, u64, u64), u64>,
     /// Conversation records, memberships and queue lengths this batch has read, with the
     /// ones it changed written back once when the batch ends ([`Tables::flush`]): a batch of a
     /// thousand messages in one conversation rewrites its record, both memberships and the
@@ -113,6 +114,7 @@ impl<'txn> Tables<'txn> {
             disabled_users: txn.open_table(DISABLED_USERS)?,
             data_keys: txn.open_table(DATA_KEYS)?,
             events: txn.open_table(EVENTS)?,
+            read_steps: txn.open_table(READ_STEPS)?,
             conversation_cache: WriteBack::default(),
             membership_cache: WriteBack::default(),
             queue_length_cache: WriteBack::default(),
@@ -150,6 +152,30 @@ impl<'txn> Tables<'txn> {
                 self.queue_lengths.insert(user, *length)?;
             }
         }
+        Ok(())
+    }
+
+    /// Moves `user`'s read marker in `conversation` to `marker` at `now_ms`, recording when
+    /// it did if the move covers messages from others (`membership.unread` > 0): the read
+    /// time of those messages (`convid_userid_marker_readms`).
+    pub(super) fn move_read_marker(
+        &mut self,
+        user: u64,
+        conversation: u64,
+        membership: &mut MembershipRecord,
+        marker: u64,
+        now_ms: u64,
+    ) -> Result<(), OpError> {
+        if marker <= membership.read_marker {
+            return Ok(());
+        }
+        if membership.unread > 0 {
+            self.read_steps
+                .insert((conversation, user, marker), now_ms)
+                .map_err(wr)?;
+        }
+        membership.read_marker = marker;
+        membership.read_at_ms = now_ms;
         Ok(())
     }
 
