@@ -22,8 +22,9 @@ pub fn parse_in_range(text: &str) -> Option<u64> {
     parse(text).filter(|id| (1..crate::MAX_ID).contains(id))
 }
 
-/// An id read from a request: a non-negative integer, or a string of its decimal digits.
-/// Anything else (a float, a sign, spaces, `"12a"`) is refused with serde's "invalid type"
+/// An id read from a request: a non-negative integer (also written as a whole float, `12.0`),
+/// or a string of its decimal digits. Anything else (a fraction, a sign, spaces, `"12a"`) is
+/// refused with serde's "invalid type"
 /// or "invalid value" error, which the layer reading the request turns into its 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WireId(pub u64);
@@ -60,6 +61,19 @@ impl<'de> Deserialize<'de> for WireId {
                 u64::try_from(v)
                     .map(WireId)
                     .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+
+            /// `12.0`: JSON Schema's `integer` admits it and DRF's `IntegerField` takes it;
+            /// only a whole number an `f64` holds exactly (below 2^53) is an id.
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<WireId, E> {
+                const EXACT: f64 = (1u64 << 53) as f64;
+                if v.fract() == 0.0 && (0.0..EXACT).contains(&v) {
+                    // Whole, non-negative and below 2^53: the conversion is exact.
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    Ok(WireId(v as u64))
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Float(v), &self))
+                }
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<WireId, E> {
@@ -116,6 +130,9 @@ mod tests {
         assert_eq!(read(r#""12""#), Ok(12));
         assert_eq!(read(r#""0012""#), Ok(12));
         assert_eq!(read(r#""18446744073709551615""#), Ok(u64::MAX));
+        // A whole number written as a float, as JSON Schema's `integer` allows.
+        assert_eq!(read("723655.0"), Ok(723_655));
+        assert_eq!(read("12e0"), Ok(12));
         for bad in [
             r#""12a""#,
             r#""-1""#,
@@ -126,6 +143,9 @@ mod tests {
             r#""18446744073709551616""#,
             "-1",
             "1.5",
+            "-1.0",
+            "9007199254740992.0",
+            "1e300",
             "true",
             "null",
             "[1]",

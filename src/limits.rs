@@ -26,8 +26,7 @@ const MIN_SWEEP: usize = 256;
 /// show on two shared cores, and is for machines with many.
 #[derive(Debug)]
 pub struct RateLimiter<K> {
-    per_second: f64,
-    burst: f64,
+    rate: Rate,
     /// Picks a key's shard; one hasher for the limiter's life, so a key stays in its shard.
     hasher: RandomState,
     shards: Box<[Mutex<Shard<K>>]>,
@@ -46,10 +45,92 @@ struct Bucket {
     updated: Instant,
 }
 
-impl<K: Hash + Eq + Clone> RateLimiter<K> {
-    /// A limiter with one shard: for few keys or one caller (a socket's own frame budget),
-    /// where 64 shards would be memory spent for nothing.
+/// How fast buckets refill and how many tokens they hold at most.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_second: f64,
+    burst: f64,
+}
+
+impl Rate {
+    fn new(per_second: f64, burst: u32) -> Self {
+        Self {
+            per_second,
+            burst: f64::from(burst.max(1)),
+        }
+    }
+
+    /// A bucket as full as it may be, at `now`.
+    fn full(&self, now: Instant) -> Bucket {
+        Bucket {
+            tokens: self.burst,
+            updated: now,
+        }
+    }
+
+    fn refilled(&self, bucket: &Bucket, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        (bucket.tokens + elapsed * self.per_second).min(self.burst)
+    }
+
+    fn wait_for(&self, tokens: f64) -> Duration {
+        Duration::from_secs_f64(((1.0 - tokens) / self.per_second).max(0.0))
+    }
+
+    /// Takes a token from `bucket`; if none is left, says how long until one is.
+    fn take(&self, bucket: &mut Bucket, now: Instant) -> Result<(), Duration> {
+        let tokens = self.refilled(bucket, now);
+        if tokens >= 1.0 {
+            *bucket = Bucket {
+                tokens: tokens - 1.0,
+                updated: now,
+            };
+            Ok(())
+        } else {
+            *bucket = Bucket {
+                tokens,
+                updated: now,
+            };
+            Err(self.wait_for(tokens))
+        }
+    }
+}
+
+/// One token bucket, for a single caller's own budget (a socket's frames other than
+/// messages): no key, no map and no shard, as every idle socket carries one. A one-shard
+/// [`RateLimiter`] cost 112 bytes and an allocation more per socket.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: Rate,
+    bucket: Mutex<Bucket>,
+}
+
+impl TokenBucket {
+    /// A full bucket: `burst` tokens, refilled at `per_second`.
     pub fn new(per_second: f64, burst: u32) -> Self {
+        let rate = Rate::new(per_second, burst);
+        Self {
+            rate,
+            bucket: Mutex::new(rate.full(Instant::now())),
+        }
+    }
+
+    /// Takes a token; if none is left, says how long until one is.
+    pub fn take(&self) -> Result<(), Duration> {
+        self.take_at(Instant::now())
+    }
+
+    fn take_at(&self, now: Instant) -> Result<(), Duration> {
+        // A poisoned lock only means another thread panicked mid-update of plain numbers.
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        self.rate.take(&mut bucket, now)
+    }
+}
+
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
+    /// A limiter with one shard, so that tests see one map and its sweeps.
+    #[cfg(test)]
+    fn new(per_second: f64, burst: u32) -> Self {
         Self::with_shards(per_second, burst, 1)
     }
 
@@ -60,8 +141,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     fn with_shards(per_second: f64, burst: u32, shards: usize) -> Self {
         Self {
-            per_second,
-            burst: f64::from(burst.max(1)),
+            rate: Rate::new(per_second, burst),
             hasher: RandomState::new(),
             shards: (0..shards)
                 .map(|_| {
@@ -83,8 +163,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn check(&self, key: &K) -> Result<(), Duration> {
         let now = Instant::now();
         match self.shard(key).buckets.get(key) {
-            Some(bucket) if self.refilled(bucket, now) < 1.0 => {
-                Err(self.wait_for(self.refilled(bucket, now)))
+            Some(bucket) if self.rate.refilled(bucket, now) < 1.0 => {
+                Err(self.rate.wait_for(self.rate.refilled(bucket, now)))
             }
             _ => Ok(()),
         }
@@ -100,45 +180,24 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn refilled(&self, bucket: &Bucket, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        (bucket.tokens + elapsed * self.per_second).min(self.burst)
-    }
-
-    fn wait_for(&self, tokens: f64) -> Duration {
-        Duration::from_secs_f64(((1.0 - tokens) / self.per_second).max(0.0))
-    }
-
     fn take_at(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let mut shard = self.shard(key);
+        let rate = self.rate;
         if shard.buckets.len() >= shard.sweep_at {
             shard
                 .buckets
-                .retain(|_, bucket| self.refilled(bucket, now) < self.burst);
+                .retain(|_, bucket| rate.refilled(bucket, now) < rate.burst);
             let left = shard.buckets.len();
             if left < shard.buckets.capacity() / 4 {
                 shard.buckets.shrink_to(left * 2);
             }
             shard.sweep_at = (left * 2).max(MIN_SWEEP);
         }
-        let bucket = shard.buckets.entry(key.clone()).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
-        let tokens = self.refilled(bucket, now);
-        if tokens >= 1.0 {
-            *bucket = Bucket {
-                tokens: tokens - 1.0,
-                updated: now,
-            };
-            Ok(())
-        } else {
-            *bucket = Bucket {
-                tokens,
-                updated: now,
-            };
-            Err(self.wait_for(tokens))
-        }
+        let bucket = shard
+            .buckets
+            .entry(key.clone())
+            .or_insert_with(|| rate.full(now));
+        rate.take(bucket, now)
     }
 
     /// Buckets held, over all shards.
@@ -196,6 +255,19 @@ mod tests {
         assert!(limiter.take_at(&2, t0).is_ok(), "keys are independent");
         assert!(limiter.take_at(&1, t0 + Duration::from_millis(600)).is_ok());
         assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);
+    }
+
+    #[test]
+    fn token_bucket_allows_burst_then_refills() {
+        let bucket = TokenBucket::new(2.0, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(bucket.take_at(t0).is_ok());
+        }
+        let wait = bucket.take_at(t0).expect_err("over burst");
+        assert!(wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(bucket.take_at(t0 + Duration::from_millis(600)).is_ok());
+        assert!(bucket.take_at(t0 + Duration::from_millis(600)).is_err());
     }
 
     #[test]

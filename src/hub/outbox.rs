@@ -25,9 +25,6 @@ use crate::store::QueueKey;
 /// Close code for a client that cannot keep up.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
-/// Slots a lane keeps once emptied; a larger one is freed (see `Outbox::next_batch`).
-const KEEP_LANE: usize = 4;
-
 /// Which lane an event waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
@@ -342,6 +339,13 @@ impl Outbox {
         self.lock().closing.clone()
     }
 
+    /// Frame slots allocated in the lanes and the held queue.
+    #[cfg(test)]
+    fn slots(&self) -> usize {
+        let state = self.lock();
+        state.lanes.iter().map(VecDeque::capacity).sum::<usize>() + state.held.capacity()
+    }
+
     /// Takes up to `max` frames in lane order, or the close, waiting while there is nothing
     /// to take (held messages cannot be taken yet). Returns `None` with at least one frame.
     pub async fn next_batch(&self, max: usize, out: &mut Vec<Outbound>) -> Option<Closing> {
@@ -362,10 +366,11 @@ impl Outbox {
                     }
                     state.queued -= out.len();
                     if state.queued == 0 {
-                        // Emptied: an idle socket keeps no lane storage from a burst, while a
-                        // busy one keeps its few slots instead of reallocating every batch.
+                        // Emptied: an idle socket keeps no lane storage. Keeping a few slots
+                        // saved a busy socket an allocation per burst, but left every idle
+                        // one 4 × 96 bytes from its first frame (`connection_established`).
                         for lane in state.lanes.iter_mut() {
-                            if lane.capacity() > KEEP_LANE {
+                            if lane.capacity() > 0 {
                                 *lane = VecDeque::new();
                             }
                         }
@@ -415,6 +420,20 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(outbox.next_batch(10, &mut out).await, None);
         assert_eq!(payloads(&out), ["ack", "high", "normal", "low"]);
+    }
+
+    #[tokio::test]
+    async fn an_emptied_outbox_keeps_no_slots() {
+        // Every idle socket went through this: its first frame, then nothing.
+        let outbox = Outbox::new(10);
+        outbox
+            .push(Lane::Control, text("connection_established"))
+            .expect("push");
+        assert!(outbox.slots() > 0);
+        let mut out = Vec::new();
+        assert_eq!(outbox.next_batch(10, &mut out).await, None);
+        assert_eq!(out.len(), 1);
+        assert_eq!(outbox.slots(), 0, "an idle socket keeps no lane storage");
     }
 
     fn message(label: &'static str, id: u64) -> Outbound {

@@ -76,7 +76,15 @@ impl FrameReader {
         if self.buf.is_empty() {
             // No partial frame: give the buffer back while the socket waits.
             self.buf = BytesMut::new();
-            self.io.readable().await.map_err(|_| ReadError::Gone)?;
+            // `poll_read_ready`, not `readable()`: the socket's read-waker slot still holds the
+            // waker of the HTTP connection task that read the upgrade request (hyper reads
+            // until the socket would block), and a waker keeps its task's allocation alive.
+            // `readable()` waits in a list of its own and left that waker in place, so every
+            // idle socket carried its finished connection task: 1,383 bytes each in a heap
+            // profile. This wait puts the session's waker in the slot and drops the old one.
+            std::future::poll_fn(|cx| self.io.as_ref().poll_read_ready(cx))
+                .await
+                .map_err(|_| ReadError::Gone)?;
         }
         if self.buf.capacity() - self.buf.len() < MIN_SPARE {
             self.buf.reserve(READ_CHUNK);
@@ -195,6 +203,7 @@ fn parse_header(bytes: &[u8], max_payload: usize) -> Result<Option<Header>, Read
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -358,6 +367,52 @@ mod tests {
         client.write_all(&frame[5..]).await.expect("write");
         let frame = reader.read_frame().await.expect("frame");
         assert_eq!(&frame.payload[..], b"half and half");
+    }
+
+    /// Stands for the HTTP connection task: counts the wakers that refer to it.
+    struct ConnectionTask;
+
+    impl std::task::Wake for ConnectionTask {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_frame_lets_go_of_the_http_connection_task() {
+        use std::sync::Arc;
+        use std::task::{Context, Waker};
+        use tokio::io::{AsyncRead, ReadBuf};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        // What hyper does before the upgrade: it reads until the socket would block, which
+        // leaves its task's waker with the socket.
+        let task = Arc::new(ConnectionTask);
+        let waker = Waker::from(task.clone());
+        let mut room = [0u8; 64];
+        let mut buf = ReadBuf::new(&mut room);
+        let read =
+            std::pin::Pin::new(&mut server).poll_read(&mut Context::from_waker(&waker), &mut buf);
+        assert!(read.is_pending(), "nothing was sent");
+        drop(waker);
+        assert_eq!(
+            Arc::strong_count(&task),
+            2,
+            "the socket holds the task's waker"
+        );
+
+        let (read, _write) = server.into_split();
+        let mut reader = FrameReader::new(read, Bytes::new(), 1024);
+        let waited = tokio::time::timeout(Duration::from_millis(50), reader.read_frame()).await;
+        assert!(waited.is_err(), "no frame was sent");
+        assert_eq!(
+            Arc::strong_count(&task),
+            1,
+            "an idle socket must not keep the finished connection task alive"
+        );
+        drop(client);
     }
 
     #[tokio::test]

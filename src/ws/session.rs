@@ -29,7 +29,7 @@ use crate::events::{ChatEvent, ConversationEvent};
 use crate::hub::outbox::{CLOSE_SLOW_CONSUMER, Closing, Lane, Outbound, Outbox};
 use crate::hub::{Endpoint, Hub, SessionId};
 use crate::ids::{self, WireId};
-use crate::limits::RateLimiter;
+use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::time::now_ms;
@@ -43,8 +43,6 @@ const REPLAY_CHUNK: usize = 256;
 const SYNC_LIMIT: usize = 500;
 /// Frames the writer takes from the outbox per wake-up; they go out in one write.
 const WRITE_BATCH: usize = 64;
-/// Batch room the writer keeps between batches; more is freed once written.
-const SMALL_BATCH: usize = 8;
 /// Bytes of a batch buffered before they are written out anyway.
 const WRITE_BUFFER: usize = 64 * 1024;
 /// How long a closing handshake may take before the socket is dropped.
@@ -74,12 +72,16 @@ pub enum Kind {
 struct Session {
     state: Arc<AppState>,
     id: SessionId,
-    user: Identity,
+    /// The user's id (the token's name, if any, is in `username`: not kept twice).
+    user: u64,
     username: Option<String>,
+    /// Whether the token claims a name: then it is the name, for the socket's life; else the
+    /// directory's is read at each event ([`Session::username`]).
+    token_named: bool,
     kind: Kind,
     outbox: Arc<Outbox>,
     /// Frames other than chat messages per second ([`CONTROL_FRAMES_PER_SECOND`]).
-    control_budget: RateLimiter<u8>,
+    control_budget: TokenBucket,
 }
 
 /// Runs an upgraded socket to the end. `socket` gives its TCP stream once the handshake is
@@ -142,27 +144,25 @@ pub async fn run(
         hub.connected(user.user_id);
         fanned_out
     });
-    let username = state
-        .users
-        .lookup(user.user_id)
-        .flatten()
-        .or(user.username.clone());
+    let token_named = user.username.is_some();
+    let username = state.users.lookup(user.user_id).flatten().or(user.username);
     let session = Arc::new(Session {
         state: state.clone(),
         id,
-        user,
+        user: user.user_id,
         username,
+        token_named,
         kind,
         outbox: outbox.clone(),
-        control_budget: RateLimiter::new(CONTROL_FRAMES_PER_SECOND, CONTROL_FRAMES_BURST),
+        control_budget: TokenBucket::new(CONTROL_FRAMES_PER_SECOND, CONTROL_FRAMES_BURST),
     });
-    tracing::debug!(session = id, user = session.user.user_id, "websocket open");
+    tracing::debug!(session = id, user = session.user, "websocket open");
     if let (Kind::Chat, Some(fanned_out)) = (&session.kind, fanned_out) {
         // The socket is in the hub by now: a message committed for the user after this check
         // reaches it live, and one committed before put the user in the writer's queued set
         // before its fan-out. So an absent user has nothing to replay and needs no task,
         // unless what was held meanwhile must wait for room.
-        let user = session.user.user_id;
+        let user = session.user;
         if state.store.writer().may_have_queued(user) || !outbox.try_end_replay() {
             state.tasks.spawn(replay_queue(session.clone(), fanned_out));
         }
@@ -176,7 +176,7 @@ pub async fn run(
             hub: hub.clone(),
             metrics: state.metrics.clone(),
             session: id,
-            user: session.user.user_id,
+            user: session.user,
         },
         activity.clone(),
         state.config.limits.ping_interval,
@@ -215,7 +215,7 @@ pub async fn run(
     outbox.close(close::GOING_AWAY, "");
     if endpoint.is_some() {
         hub.unregister(id);
-        hub.disconnected(session.user.user_id, &state.shutdown_token());
+        hub.disconnected(session.user, &state.shutdown_token());
     }
     tracing::debug!(session = id, "websocket closed");
 }
@@ -290,13 +290,16 @@ async fn write_loop(
     ping_every: Duration,
     shutdown: CancellationToken,
 ) -> bool {
-    // Both allocated while a batch is written, and given back after a large one (see below).
-    let mut batch = Vec::new();
-    // Queue entries and commit times of the batch's messages, reported once it is written.
-    let mut written = Vec::new();
     // Set once a batch stalled: what is left of the slow consumer's time for its close.
     let mut close_by = None;
     loop {
+        // Both allocated for one batch and given back once it is written: kept between
+        // batches, the first frame alone (`connection_established`) left 4 slots in each,
+        // 4 × 96 + 4 × 48 bytes on every idle socket. An allocation per batch is nothing next
+        // to the batch's write.
+        let mut batch = Vec::new();
+        // Queue entries and commit times of the batch's messages, reported once it is written.
+        let mut written = Vec::new();
         let next = tokio::select! {
             biased;
             next = w.outbox.next_batch(WRITE_BATCH, &mut batch) => next,
@@ -379,14 +382,6 @@ async fn write_loop(
                 w.hub.delivered(key);
             }
         }
-        // 96 + 48 bytes per frame of room: a socket that goes quiet after a burst should
-        // not keep 9 KiB for the next one.
-        if batch.capacity() > SMALL_BATCH {
-            batch = Vec::new();
-        }
-        if written.capacity() > SMALL_BATCH {
-            written = Vec::new();
-        }
         let closing = match next {
             Some(closing) => closing,
             // A stalled batch went out after all: its close is next.
@@ -466,12 +461,7 @@ async fn timed(
 /// `fanned_out`: the last message fanned out before the socket registered.
 async fn replay_queue(session: Arc<Session>, fanned_out: u64) {
     // (Asked again: the socket may be here only to wait for room, see `run`.)
-    if session
-        .state
-        .store
-        .writer()
-        .may_have_queued(session.user.user_id)
-    {
+    if session.state.store.writer().may_have_queued(session.user) {
         replay_chunks(&session, fanned_out).await;
     }
     // Live messages held meanwhile follow now (those the replay already sent are dropped).
@@ -479,7 +469,7 @@ async fn replay_queue(session: Arc<Session>, fanned_out: u64) {
 }
 
 async fn replay_chunks(session: &Session, fanned_out: u64) {
-    let user = session.user.user_id;
+    let user = session.user;
     let capacity = session.state.config.limits.outbound_buffer;
     let chunk = REPLAY_CHUNK.min((capacity / 2).max(1));
     let mut after = None;
@@ -525,12 +515,12 @@ impl Session {
     /// otherwise the directory's, read now, so that a name the host app sets while the socket
     /// is open (`PUT /api/users/{id}`) shows at once.
     fn username(&self) -> Option<String> {
-        if self.user.username.is_some() {
+        if self.token_named {
             return self.username.clone();
         }
         self.state
             .users
-            .lookup(self.user.user_id)
+            .lookup(self.user)
             .flatten()
             .or_else(|| self.username.clone())
     }
@@ -609,7 +599,7 @@ impl Session {
     /// the per-user send rate): typing, receipts, sync, joins and bad frames cannot be used to
     /// flood other participants or the store. Over budget, says so once per refusal.
     fn spend(&self) -> bool {
-        if self.control_budget.take(&0).is_ok() {
+        if self.control_budget.take().is_ok() {
             return true;
         }
         self.error(Code::RateLimited, "too many frames; slow down", None);
@@ -618,7 +608,7 @@ impl Session {
 
     fn sender(&self) -> Sender {
         Sender {
-            user: self.user.user_id,
+            user: self.user,
             rate_limited: true,
             origin: Some(self.id),
         }
@@ -654,7 +644,7 @@ impl Session {
     /// The participants of `conversation` if the user is one of them.
     async fn membership(&self, conversation: u64) -> Option<Arc<Vec<u64>>> {
         match self.state.hub.participants(conversation).await {
-            Ok(Some(p)) if p.contains(&self.user.user_id) => Some(p),
+            Ok(Some(p)) if p.contains(&self.user) => Some(p),
             _ => None,
         }
     }
@@ -679,7 +669,7 @@ impl Session {
                 is_typing,
             }) => match self.membership(conversation_id).await {
                 Some(participants) => self.state.hub.typing(
-                    self.user.user_id,
+                    self.user,
                     self.username().as_deref(),
                     conversation_id,
                     &participants,
@@ -697,7 +687,7 @@ impl Session {
                 self.state.hub.join(self.id, conversation_id);
                 self.push(ChatEvent::Joined { conversation_id }.to_bytes());
                 // Who is here right now, so the client need not wait for a change.
-                for other in participants.iter().filter(|p| **p != self.user.user_id) {
+                for other in participants.iter().filter(|p| **p != self.user) {
                     let status = self.state.hub.presence.status(*other);
                     self.push(
                         ChatEvent::presence(*other, status.online, status.last_seen_ms).to_bytes(),
@@ -733,7 +723,7 @@ impl Session {
                 self.send(request, false).await;
             }
             ConversationIn::Typing(Typing { is_typing }) => self.state.hub.typing(
-                self.user.user_id,
+                self.user,
                 self.username().as_deref(),
                 id,
                 participants,
@@ -753,7 +743,7 @@ impl Session {
         self.state.tasks.spawn(async move {
             let result = chat::read::mark_read(
                 &session.state,
-                session.user.user_id,
+                session.user,
                 &message_ids,
                 only,
                 Some(session.id),
@@ -767,7 +757,7 @@ impl Session {
 
     /// Everything after `since` in the user's conversations, in order, then `sync_complete`.
     async fn sync(&self, since: u64) {
-        let user = self.user.user_id;
+        let user = self.user;
         // With `sync_complete`, the batch fits in half the buffer.
         let limit = SYNC_LIMIT
             .min(self.state.config.limits.outbound_buffer / 2)
