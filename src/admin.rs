@@ -1,4 +1,5 @@
-//! The admin socket, `<data_dir>/admin.sock`, and `indaba backup`, its client.
+//! The admin socket, `<data_dir>/admin.sock`, and its clients: `indaba backup` and
+//! `indaba admin ...` (the operators' commands, contract section 9).
 //!
 //! A live redb file cannot be copied safely, so a running daemon makes the backup itself: it
 //! takes one read transaction (a snapshot), copies every table into a fresh file
@@ -14,6 +15,16 @@
 //! daemon → client   ok <length>\n  followed by <length> bytes: a complete redb file
 //!              or   error <code> <message>\n
 //! ```
+//!
+//! ```text
+//! client → daemon   api <METHOD> <PATH?QUERY>\n       (an `/api/admin/…` route or `/api/stats`)
+//! daemon → client   reply <status> <length>\n  followed by <length> bytes: the JSON body
+//!              or   error <code> <message>\n
+//! ```
+//!
+//! An `api` request is answered by the admin API's own routes, as if it had come over HTTP
+//! with the service secret (the daemon hands it to an [`ApiCall`], `crate::http::local`): the
+//! CLI shows what the API answers, 4xx included.
 //!
 //! `<code>` is one of [`ErrorCode`]: `unknown_request`, `forbidden`, `busy` (a backup is already
 //! running: one at a time, each needs disk space for its copy), `shutting_down`, `failed`. The
@@ -49,8 +60,25 @@ pub const SOCKET_FILE: &str = "admin.sock";
 /// The request line that asks for a backup (without its `\n`).
 pub const BACKUP_REQUEST: &str = "backup";
 
+/// The first word of a request line that asks the admin API (`api <METHOD> <TARGET>`).
+pub const API_REQUEST: &str = "api";
+
 /// Longest request line read; anything longer is not a request of this protocol.
-const REQUEST_MAX: u64 = 64;
+const REQUEST_MAX: u64 = 8192;
+/// Longest API answer the client reads.
+const REPLY_MAX: u64 = 64 << 20;
+
+/// Answers an operator's API request: method and target (path and query) → status and JSON
+/// body. The daemon's wiring gives the socket one that runs the HTTP routes.
+pub type ApiCall = Arc<
+    dyn Fn(
+            String,
+            String,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, bytes::Bytes)> + Send>>
+        + Send
+        + Sync,
+>;
 /// Longest status line the client accepts.
 const STATUS_MAX: u64 = 1024;
 /// Input still read, and for how long, after an `error` answer before closing (see [`refuse`]).
@@ -180,9 +208,16 @@ impl AdminSocket {
 
     /// Answers admin connections until `shutdown` fires, then removes the socket file.
     /// Connections run on `tasks`, so the daemon's drain waits for them.
-    pub async fn serve(self, store: Store, shutdown: CancellationToken, tasks: TaskTracker) {
+    pub async fn serve(
+        self,
+        store: Store,
+        api: ApiCall,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) {
         let shared = Arc::new(Shared {
             store,
+            api,
             data_dir: self.data_dir,
             owner: self.owner,
             busy: AtomicBool::new(false),
@@ -214,6 +249,8 @@ impl AdminSocket {
 struct Shared {
     /// The store to snapshot.
     store: Store,
+    /// Answers `api` requests.
+    api: ApiCall,
     /// Where the scratch copy goes: same disk as the data, writable by the daemon.
     data_dir: PathBuf,
     /// The only non-root user answered.
@@ -266,17 +303,37 @@ async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
             return;
         }
     };
-    if request != BACKUP_REQUEST {
-        tracing::debug!("unknown admin request");
-        refuse(
-            &mut stream,
-            ErrorCode::UnknownRequest,
-            "the only request is `backup`",
-        )
-        .await;
+    if request == BACKUP_REQUEST {
+        send_backup(stream, &shared).await;
         return;
     }
-    send_backup(stream, &shared).await;
+    let mut words = request.splitn(3, ' ');
+    if let (Some(API_REQUEST), Some(method), Some(target)) =
+        (words.next(), words.next(), words.next())
+    {
+        let answer = tokio::select! {
+            answer = (shared.api)(method.to_owned(), target.to_owned()) => answer,
+            _ = shared.shutdown.cancelled() => {
+                refuse(&mut stream, ErrorCode::ShuttingDown, STOPPING).await;
+                return;
+            }
+        };
+        let (status, body) = answer;
+        tracing::info!(method, status, "admin request over the admin socket");
+        let head = format!("reply {status} {}\n", body.len());
+        if stream.write_all(head.as_bytes()).await.is_ok() {
+            let _ = stream.write_all(&body).await;
+            let _ = stream.shutdown().await;
+        }
+        return;
+    }
+    tracing::debug!("unknown admin request");
+    refuse(
+        &mut stream,
+        ErrorCode::UnknownRequest,
+        "the requests are `backup` and `api <METHOD> <PATH>`",
+    )
+    .await;
 }
 
 /// Reads the request line, without its `\n`.
@@ -508,13 +565,17 @@ pub enum ClientError {
         source: std::io::Error,
     },
     #[error(
-        "cannot connect to the admin socket {path}: {source} (run indaba backup as the daemon's user, or as root)"
+        "cannot connect to the admin socket {path}: {source} (run indaba as the daemon's user, or as root)"
     )]
     Connect {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the daemon refused the backup ({code}): {message}")]
+    #[error(
+        "no daemon answers on the admin socket {path}: is indaba running with this data dir (--data-dir, storage.data_dir)?"
+    )]
+    NoDaemon { path: PathBuf },
+    #[error("the daemon refused ({code}): {message}")]
     Daemon { code: ErrorCode, message: String },
     #[error("the admin socket {path} does not speak the admin protocol: {message}")]
     Protocol { path: PathBuf, message: String },
@@ -585,6 +646,86 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<BackupReport, ClientError>
         source,
         summary,
     })
+}
+
+/// `indaba admin ...`: asks the daemon serving `data_dir` for `method target` of the admin API;
+/// answers the status and the JSON body. Fails when no daemon serves the data dir (the
+/// commands need a running daemon: it alone may write the data file).
+pub fn api(data_dir: &Path, method: &str, target: &str) -> Result<(u16, Vec<u8>), ClientError> {
+    let socket = socket_path(data_dir);
+    let mut stream = match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ClientError::NoDaemon { path: socket });
+        }
+        Err(source) => {
+            return Err(ClientError::Connect {
+                path: socket,
+                source,
+            });
+        }
+    };
+    let protocol = |message: String| ClientError::Protocol {
+        path: socket.clone(),
+        message,
+    };
+    if target.contains(['\n', '\r', ' ']) {
+        return Err(protocol(
+            "the request holds a space or a line break".to_owned(),
+        ));
+    }
+    stream
+        .write_all(format!("{API_REQUEST} {method} {target}\n").as_bytes())
+        .map_err(ClientError::Receive)?;
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    (&mut reader)
+        .take(STATUS_MAX)
+        .read_until(b'\n', &mut line)
+        .map_err(ClientError::Receive)?;
+    let line = std::str::from_utf8(&line)
+        .ok()
+        .and_then(|l| l.strip_suffix('\n'))
+        .ok_or_else(|| protocol("no status line".to_owned()))?;
+    let mut words = line.splitn(3, ' ');
+    match (words.next(), words.next(), words.next()) {
+        (Some("reply"), Some(status), Some(len)) => {
+            let status = status
+                .parse::<u16>()
+                .map_err(|_| protocol(format!("bad status in `{line}`")))?;
+            let len = len
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= REPLY_MAX)
+                .ok_or_else(|| protocol(format!("bad length in `{line}`")))?;
+            let mut body = Vec::new();
+            (&mut reader)
+                .take(len)
+                .read_to_end(&mut body)
+                .map_err(ClientError::Receive)?;
+            if (body.len() as u64) < len {
+                return Err(ClientError::Truncated {
+                    expected: len,
+                    got: body.len() as u64,
+                });
+            }
+            Ok((status, body))
+        }
+        (Some("error"), Some(code), message) => {
+            let code = ErrorCode::parse(code)
+                .ok_or_else(|| protocol(format!("unknown error code in `{line}`")))?;
+            Err(ClientError::Daemon {
+                code,
+                message: message.unwrap_or_default().to_owned(),
+            })
+        }
+        _ => Err(protocol(format!("unexpected status line `{line}`"))),
+    }
 }
 
 /// `DEST.partial`, beside `DEST`, so the final rename stays on one file system.

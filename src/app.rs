@@ -171,7 +171,12 @@ pub async fn run(
             }
         }
     });
-    tasks.spawn(admin.serve(state.store.clone(), shutdown.clone(), tasks.clone()));
+    let api_state = state.clone();
+    let api: crate::admin::ApiCall = Arc::new(move |method, target| {
+        let state = api_state.clone();
+        Box::pin(async move { crate::http::local::call(state, &method, &target).await })
+    });
+    tasks.spawn(admin.serve(state.store.clone(), api, shutdown.clone(), tasks.clone()));
     // The listener is bound (by the caller) and the store open: what systemd waits for.
     crate::shutdown::notify(crate::shutdown::ServiceState::Ready);
     crate::http::server::accept_loop(listener, state.clone(), tasks.clone(), shutdown).await;

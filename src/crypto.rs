@@ -11,6 +11,11 @@
 //! naming the key that sealed them, retired keys listed in the config still open them, and new
 //! writes use the current key. The 5-byte header is authenticated as associated data.
 //!
+//! Messages are sealed under their sender's own *data key* instead ([`Key::wrap`]): a random
+//! key per user, kept in the store sealed by the at-rest key. Erasing a user destroys theirs,
+//! and every copy of what it sealed (in the journal, free pages, old backups without the key)
+//! becomes noise. A data key's id is derived like any key's; the store knows which is which.
+//!
 //! Nonces are a 16-byte random prefix drawn once per [`Keyring`] plus a 64-bit counter: unique
 //! without a system call per message (the 192-bit nonce makes the random prefix safe).
 
@@ -86,6 +91,17 @@ impl Key {
             .ok_or_else(|| KeyError::Malformed {
                 path: path.to_owned(),
             })
+    }
+
+    /// This key sealed by `ring` (the at-rest key): how a user's data key is stored.
+    pub fn wrap(&self, ring: &Keyring) -> Vec<u8> {
+        ring.seal(&self.0)
+    }
+
+    /// A key [`Key::wrap`] sealed, opened with `ring`.
+    pub fn unwrap(ring: &Keyring, wrapped: &[u8]) -> Result<Self, OpenError> {
+        let bytes = ring.open(wrapped)?;
+        bytes.try_into().map(Self).map_err(|_| OpenError::Format)
     }
 
     /// Creates `path` with mode 0600 holding a new key; fails if it exists.
@@ -309,6 +325,20 @@ mod tests {
             only_new.open(&sealed_old),
             Err(OpenError::UnknownKey(old.id()))
         );
+    }
+
+    #[test]
+    fn a_wrapped_data_key_opens_only_with_the_ring_that_wrapped_it() {
+        let ring = Keyring::new(&Key::generate().expect("key"), &[]).expect("ring");
+        let data = Key::generate().expect("key");
+        let wrapped = data.wrap(&ring);
+        assert!(!wrapped.windows(32).any(|w| w == data.0.as_slice()));
+        assert_eq!(
+            Key::unwrap(&ring, &wrapped).expect("unwrap").id(),
+            data.id()
+        );
+        let other = Keyring::new(&Key::generate().expect("key"), &[]).expect("ring");
+        assert!(Key::unwrap(&other, &wrapped).is_err());
     }
 
     #[test]

@@ -86,6 +86,8 @@ codes! {
     InvalidServiceToken = UNAUTHORIZED, "invalid_service_token";
     RegistrationDisabled = FORBIDDEN, "registration_disabled";
     LocalAccountsUnavailable = FORBIDDEN, "local_accounts_unavailable";
+    /// An operator disabled (or erased) this user: their tokens and logins are refused.
+    UserDisabled = FORBIDDEN, "user_disabled";
     /// No such resource, or one the caller may not see.
     NotFound = NOT_FOUND, "not_found";
     MethodNotAllowed = METHOD_NOT_ALLOWED, "method_not_allowed";
@@ -191,6 +193,8 @@ impl From<&WriteError> for Code {
             }
             WriteError::TooFewParticipants => Code::InvalidParticipants,
             WriteError::UsernameTaken => Code::UsernameTaken,
+            WriteError::UserNotFound | WriteError::MessageNotFound => Code::NotFound,
+            WriteError::UserDisabled => Code::UserDisabled,
             WriteError::Store(store) => store.into(),
         }
     }

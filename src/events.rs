@@ -58,6 +58,12 @@ pub enum ChatEvent<'a> {
         reader_id: u64,
         read_at: String,
     },
+    /// An operator deleted these messages, or erased their sender: they are tombstones now
+    /// (`"deleted": true`, `"text": ""` over REST).
+    MessageDeleted {
+        conversation_id: u64,
+        message_ids: &'a [u64],
+    },
     /// The user's total unread count, to their notification sockets and other chat sockets.
     UnreadCount { unread_count: u64 },
     /// A new message, on `/ws/notifications/`.
@@ -116,6 +122,11 @@ pub enum ConversationEvent<'a> {
     /// `user_id` read these messages.
     ReadReceipt {
         user_id: u64,
+        message_ids: &'a [u64],
+    },
+    /// An operator deleted these messages of the conversation (see [`ChatEvent`]'s).
+    MessageDeleted {
+        conversation_id: u64,
         message_ids: &'a [u64],
     },
     /// The answer to `{"type":"ping"}`.
@@ -357,6 +368,22 @@ mod tests {
                        "participants": [1, 2], "property": null, "booking": null,
                        "subject": null, "is_archived": false, "unread_count": 0,
                        "last_message": null, "created_at": at, "updated_at": at}}),
+            ),
+            (
+                ChatEvent::MessageDeleted {
+                    conversation_id: 12,
+                    message_ids: &[4, 5],
+                }
+                .to_bytes(),
+                json!({"type": "message_deleted", "conversation_id": 12, "message_ids": [4, 5]}),
+            ),
+            (
+                ConversationEvent::MessageDeleted {
+                    conversation_id: 12,
+                    message_ids: &[4],
+                }
+                .to_bytes(),
+                json!({"type": "message_deleted", "conversation_id": 12, "message_ids": [4]}),
             ),
             (ChatEvent::Pong.to_bytes(), json!({"type": "pong"})),
             (

@@ -39,7 +39,8 @@
 //! [`metrics`], [`time`], [`shutdown`] (signals) and [`app`], which builds the state, wires it
 //! all and stops it in order; nothing but `main.rs` uses [`app`]. `main.rs` only parses the
 //! command line. [`admin`] serves `<data_dir>/admin.sock`, through which `indaba backup` asks
-//! the running daemon for a consistent snapshot ([`store::backup`]).
+//! the running daemon for a consistent snapshot ([`store::backup`]) and `indaba admin` reaches
+//! the operators' routes (`http::local`).
 //!
 //! Dependencies between these modules go one way (`tests/layout.rs` checks it): a module
 //! never uses one that uses it back.

@@ -65,6 +65,13 @@ enum Command {
         /// The backup file to write (replaced atomically if it exists); DEST.partial until done.
         dest: PathBuf,
     },
+    /// Operators' commands (contract section 9), answered by the running daemon over its admin
+    /// socket (`<data_dir>/admin.sock`; run as the daemon's user or root). Each prints the
+    /// admin API's JSON answer.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Mint an access token signed with the configured secret, for testing.
     Token {
         /// The user the token is for.
@@ -79,6 +86,58 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Users: list, show, disable, enable, erase.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Messages: delete (moderation).
+    Messages {
+        #[command(subcommand)]
+        command: MessagesCommand,
+    },
+    /// The `/api/stats` figures.
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// One page of users, by id.
+    List {
+        /// Page number, from 1.
+        #[arg(long, default_value_t = 1)]
+        page: u64,
+        /// Users per page (at most 100).
+        #[arg(long)]
+        page_size: Option<u64>,
+        /// Only users whose id is this, or whose name contains it (any case).
+        #[arg(long)]
+        q: Option<String>,
+    },
+    /// One user.
+    Show { id: u64 },
+    /// Refuse the user's tokens and close their sockets (4403), until `enable`.
+    Disable { id: u64 },
+    /// Accept the user's tokens again.
+    Enable { id: u64 },
+    /// Erase the user on request (GDPR art. 17), irreversibly: account, queue, read state and
+    /// the text of every message they sent (see docs/OPERATIONS.md).
+    Erase {
+        id: u64,
+        /// Confirms the erasure: nothing can bring the data back.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MessagesCommand {
+    /// Replace a message by a tombstone (moderation).
+    Delete { id: u64 },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -87,6 +146,9 @@ fn main() -> ExitCode {
             load(&cli).and_then(|config| check_config(config, cli.config.as_deref()))
         }
         Some(Command::Backup { ref dest }) => load(&cli).and_then(|config| backup(&config, dest)),
+        Some(Command::Admin { ref command }) => {
+            load(&cli).and_then(|config| admin(&config, command))
+        }
         Some(Command::Token {
             user_id,
             ttl,
@@ -264,6 +326,56 @@ fn backup(config: &Config, dest: &Path) -> Result<(), Failure> {
         println!("  {} {}", table.name, table.rows);
     }
     Ok(())
+}
+
+/// `indaba admin ...`: one admin API request over the admin socket; prints the JSON answer
+/// (stdout), or the error it holds (stderr, exit 1).
+fn admin(config: &Config, command: &AdminCommand) -> Result<(), Failure> {
+    let (method, target) = match command {
+        AdminCommand::Users { command } => match command {
+            UsersCommand::List { page, page_size, q } => {
+                let mut query = form_urlencoded::Serializer::new(String::new());
+                query.append_pair("page", &page.to_string());
+                if let Some(size) = page_size {
+                    query.append_pair("page_size", &size.to_string());
+                }
+                if let Some(q) = q {
+                    query.append_pair("q", q);
+                }
+                ("GET", format!("/api/admin/users/?{}", query.finish()))
+            }
+            UsersCommand::Show { id } => ("GET", format!("/api/admin/users/{id}")),
+            UsersCommand::Disable { id } => ("POST", format!("/api/admin/users/{id}/disable")),
+            UsersCommand::Enable { id } => ("POST", format!("/api/admin/users/{id}/enable")),
+            UsersCommand::Erase { id, yes } => {
+                if !yes {
+                    return Err(Failure::config(format!(
+                        "erasing user {id} cannot be undone: add --yes to confirm"
+                    )));
+                }
+                ("DELETE", format!("/api/admin/users/{id}"))
+            }
+        },
+        AdminCommand::Messages {
+            command: MessagesCommand::Delete { id },
+        } => ("DELETE", format!("/api/admin/messages/{id}")),
+        AdminCommand::Stats => ("GET", "/api/stats".to_owned()),
+    };
+    let (status, body) =
+        indaba::admin::api(&config.storage.data_dir, method, &target).map_err(Failure::run)?;
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Failure::run(format!("the daemon answered {status} with no JSON: {e}")))?;
+    if (200..300).contains(&status) {
+        let pretty = serde_json::to_string_pretty(&json).unwrap_or_else(|_| json.to_string());
+        println!("{pretty}");
+        return Ok(());
+    }
+    let detail = json["detail"].as_str().unwrap_or("");
+    let code = json["error"].as_str().unwrap_or("");
+    Err(Failure::run(format!(
+        "{detail} ({status} {}, {code})",
+        indaba::http::local::reason(status)
+    )))
 }
 
 fn token(

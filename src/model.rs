@@ -69,8 +69,17 @@ pub struct MessageRecord {
     /// Unix milliseconds, assigned by the store's writer at commit.
     pub created_at_ms: u64,
     /// As bytes, not a sequence of `u8`: the same postcard encoding, written in one copy.
+    /// Empty once the message was deleted by an operator or erased with its sender: a
+    /// tombstone (a sealed body is never empty).
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
+}
+
+impl MessageRecord {
+    /// Whether the message is a tombstone: deleted by an operator, or erased with its sender.
+    pub fn is_deleted(&self) -> bool {
+        self.body.is_empty()
+    }
 }
 
 /// What a user wrote in a message; sealed at rest.

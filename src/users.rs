@@ -6,8 +6,11 @@
 //! request queues their record for the next commit without waiting for it (see
 //! [`crate::store::WriterHandle::submit_ensure_user`]); every later request costs a map lookup.
 //! Local accounts enter the map when they are registered.
+//!
+//! It also holds the users an operator disabled (`userid_disabledms`), so that every request
+//! and upgrade checks them with a set lookup.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::auth::Identity;
@@ -19,6 +22,8 @@ pub struct Directory {
     /// User id → what events need of them. Shared with the tasks that forget a user whose
     /// record failed to commit.
     known: Arc<Mutex<HashMap<u64, Known>>>,
+    /// Users an operator disabled or erased: their tokens are refused (403 `user_disabled`).
+    disabled: Mutex<HashSet<u64>>,
 }
 
 /// What the directory keeps of one user.
@@ -33,14 +38,41 @@ struct Known {
 impl Directory {
     /// Reads every user record once, on the blocking pool (called before the daemon serves).
     pub async fn load(store: &Store) -> Result<Self, StoreError> {
-        let users = store.read(|r| r.user_names()).await?;
+        let (users, disabled) = store
+            .read(|r| Ok((r.user_names()?, r.disabled_users()?)))
+            .await?;
         let known = users
             .into_iter()
             .map(|(id, name, local)| (id, Known { name, local }))
             .collect();
         Ok(Self {
             known: Arc::new(Mutex::new(known)),
+            disabled: Mutex::new(disabled.into_iter().collect()),
         })
+    }
+
+    /// Whether an operator disabled (or erased) `user`.
+    pub fn is_disabled(&self, user: u64) -> bool {
+        self.disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&user)
+    }
+
+    /// Records that `user` was disabled or enabled, once that is durable.
+    pub fn set_disabled(&self, user: u64, disabled: bool) {
+        let mut set = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
+        if disabled {
+            set.insert(user);
+        } else {
+            set.remove(&user);
+        }
+    }
+
+    /// Forgets an erased user's name (they stay disabled).
+    pub fn erase(&self, user: u64) {
+        self.lock().remove(&user);
+        self.set_disabled(user, true);
     }
 
     /// Number of users held.

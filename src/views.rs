@@ -16,7 +16,8 @@ use crate::time::rfc3339_ms;
     example = json!({
         "id": 345, "conversation": 1, "sender": 1, "receiver": 2, "text": "Hello",
         "message_type": "text", "priority": "normal", "metadata": {}, "client_id": null,
-        "is_read": false, "read_at": null, "created_at": "2026-11-22T10:30:00.123Z"
+        "is_read": false, "read_at": null, "created_at": "2026-11-22T10:30:00.123Z",
+        "deleted": false
     })
 )]
 pub struct MessageJson {
@@ -53,6 +54,9 @@ pub struct MessageJson {
     pub read_at: Option<String>,
     #[schema(format = DateTime, example = "2026-11-22T10:30:00.123Z")]
     pub created_at: String,
+    /// True once an operator deleted the message or erased its sender: a tombstone, whose
+    /// `text` is `""` and `metadata` `{}`.
+    pub deleted: bool,
 }
 
 /// A message's priority.
@@ -70,6 +74,7 @@ impl From<MessageView> for MessageJson {
     fn from(view: MessageView) -> Self {
         let metadata = serde_json::from_str(&view.body.metadata_json)
             .unwrap_or_else(|_| serde_json::Value::Object(Default::default()));
+        let deleted = view.record.is_deleted();
         Self {
             id: view.id,
             conversation: view.record.conversation,
@@ -83,6 +88,7 @@ impl From<MessageView> for MessageJson {
             is_read: view.is_read,
             read_at: None,
             created_at: rfc3339_ms(view.record.created_at_ms),
+            deleted,
         }
     }
 }

@@ -62,8 +62,8 @@ pub async fn broadcast(state: &AppState, req: BroadcastRequest) -> Result<u64, C
     let body = Arc::new(
         state
             .store
-            .keyring()
-            .seal(&encode(&plain).map_err(WriteError::from)?),
+            .seal_for(sender, &encode(&plain).map_err(WriteError::from)?)
+            .await?,
     );
     let plain = Arc::new(plain);
     // In chunks, so a big broadcast does not hold every other send behind one commit. A

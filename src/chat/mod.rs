@@ -11,11 +11,14 @@
 //!   conversation a service send or broadcast lands in), archiving, and telling the users'
 //!   notification sockets.
 //!
+//! * [`moderation`]: operators disabling, enabling and erasing users and deleting messages.
+//!
 //! Every refusal is a [`ChatError`], which knows its wire [`crate::error::Code`].
 
 pub mod broadcast;
 pub mod conversations;
 mod error;
+pub mod moderation;
 pub mod read;
 pub mod send;
 

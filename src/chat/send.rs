@@ -245,10 +245,11 @@ async fn prepare_checked(
         }
     };
     let plain = checked.content.body;
+    // Under the sender's data key, which erasing them destroys (docs/STORAGE.md).
     let body = state
         .store
-        .keyring()
-        .seal(&encode(&plain).map_err(WriteError::from)?);
+        .seal_for(sender.user, &encode(&plain).map_err(WriteError::from)?)
+        .await?;
     Ok(NewMessage {
         conversation,
         sender: sender.user,

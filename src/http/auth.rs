@@ -13,7 +13,7 @@ use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ClientIp, Id, Json, Query, User, UserPath};
+use super::extract::{ClientIp, DISABLED, Id, Json, Query, User, UserPath};
 use crate::auth::jwt::{TokenMinter, TokenType};
 use crate::auth::{AuthError, password};
 use crate::error::{ApiError, Code, HttpResponse, json_response};
@@ -297,6 +297,9 @@ pub async fn token(
         return Err(AuthError::BadCredentials.into());
     }
     let id = id.ok_or(AuthError::BadCredentials)?;
+    if state.users.is_disabled(id) {
+        return Err(ApiError::refused(Code::UserDisabled, DISABLED));
+    }
     let issue = |kind, ttl| {
         minter
             .mint(id, account_name.as_deref(), kind, ttl)
@@ -333,6 +336,9 @@ pub async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     let minter = LocalAccounts::minter(&state)?;
     let who = state.verifier.verify_refresh(body.refresh.trim())?;
+    if state.users.is_disabled(who.user_id) {
+        return Err(ApiError::refused(Code::UserDisabled, DISABLED));
+    }
     let access = minter
         .mint(
             who.user_id,

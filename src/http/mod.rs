@@ -14,14 +14,18 @@
 //!   JSON bodies, each with a precise 4xx.
 //! * [`health`], [`auth`], [`conversations`], [`messages`] and [`service`] are the resources;
 //!   their JSON is [`crate::views`] and the types beside each handler.
+//! * [`admin`] is the operators' API (contract section 9); [`local`] serves the same routes to
+//!   `indaba admin` over the admin socket.
 //! * [`upgrade`] answers the WebSocket endpoints and hands each socket to [`crate::ws`].
 //! * [`web`] serves the pages compiled into the binary (the demo chat at `/`).
 
+pub mod admin;
 pub mod auth;
 pub mod conversations;
 pub mod extract;
 pub mod health;
 pub mod layers;
+pub mod local;
 pub mod messages;
 pub mod openapi;
 pub mod router;

@@ -200,6 +200,9 @@ is configured.",
         },
         "responses": {
             "Unauthorized": unauthorized,
+            "UserDisabled": error_response(
+                "An operator disabled (or erased) this user (`user_disabled`): every token of theirs is refused until they are enabled again.",
+                json!({"error": "user_disabled", "detail": "this account has been disabled by an operator"})),
             "ServiceUnauthorized": error_response(
                 "A missing or wrong service secret (`invalid_service_token`); counted in `indaba_service_auth_failures_total`.",
                 json!({"error": "invalid_service_token", "detail": "a valid X-Service-Token is required"})),
@@ -245,6 +248,7 @@ is configured.",
             {"name": "messages", "description": "`/api/v1/messaging/messages/` and `/api/v1/messages/unread/`"},
             {"name": "presence", "description": "`/api/v1/messaging/presence/`"},
             {"name": "service", "description": "The host app's backend (service secret): sends, queues, broadcasts, statistics, metrics."},
+            {"name": "admin", "description": "Operators (service secret, or `indaba admin` over the admin socket): users, disabling, erasure, moderation."},
             {"name": "web", "description": "The web pages served from the binary (the demo chat at `/`), switched by `[web]`."},
             {"name": "meta", "description": "This document."}
         ],
@@ -342,6 +346,9 @@ fn complete_operation(op: &mut Operation, caller: Caller) {
     };
     if let Some(unauthorized) = unauthorized {
         add("401", unauthorized);
+    }
+    if caller == Caller::User {
+        add("403", "UserDisabled");
     }
     if matches!(caller, Caller::Service | Caller::Admin) {
         add("404", "ServiceOff");

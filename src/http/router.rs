@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 
 use super::extract::{Connection, Conversation, Id, Message, QueueUser, UserPath};
 use super::layers::HttpService;
-use super::{auth, conversations, health, messages, openapi, service, upgrade, web};
+use super::{admin, auth, conversations, health, messages, openapi, service, upgrade, web};
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -52,7 +52,7 @@ pub enum Caller {
     User,
     /// The host app's backend, with the service secret ([`super::extract::Service`]).
     Service,
-    /// Operators, with the service secret. Empty until the admin API lands.
+    /// Operators, with the service secret (or over the admin socket: [`super::local`]).
     Admin,
 }
 
@@ -293,8 +293,13 @@ impl Api {
             .routes(routes!(service::broadcast))
             .routes(routes!(service::stats))
             .routes(routes!(service::metrics));
-        // The admin API (next issue) lands here, behind the service secret.
-        let admin = Group::new(Caller::Admin, limits);
+        let admin = Group::new(Caller::Admin, limits)
+            .routes(routes!(admin::list_users))
+            .routes_with::<Id<UserPath>>(routes!(admin::get_user, admin::erase), Head::AsGet)
+            .routes_with::<Id<UserPath>>(routes!(admin::disable), Head::AsGet)
+            .routes_with::<Id<UserPath>>(routes!(admin::enable), Head::AsGet)
+            .routes_with::<Id<Message>>(routes!(admin::delete_message), Head::AsGet)
+            .routes_with::<Id<Conversation>>(routes!(admin::get_conversation), Head::AsGet);
         Api {
             groups: vec![public, guest, user, service, admin],
             sockets: Router::new(),

@@ -84,6 +84,10 @@ async fn upgrade(
             },
             Kind::Echo,
         )),
+        Ok(identity) if state.users.is_disabled(identity.user_id) => {
+            tracing::debug!(user = identity.user_id, "websocket refused: user disabled");
+            Err((close::FORBIDDEN, "this account has been disabled"))
+        }
         Ok(identity) => authorize(state, identity, requested).await,
         Err(e) => {
             tracing::debug!(error = %e, "websocket refused: bad token");

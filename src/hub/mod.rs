@@ -210,6 +210,46 @@ impl Hub {
         }
     }
 
+    /// Closes every socket of `user` with `code` at once (4403 when an operator disables or
+    /// erases them); answers how many.
+    pub fn close_user(&self, user: u64, code: u16, reason: &'static str) -> usize {
+        let registry = self.registry();
+        let mut closed = 0;
+        for session in registry.sessions.values().filter(|s| s.user == user) {
+            session.outbox.close(code, reason);
+            closed += 1;
+        }
+        closed
+    }
+
+    /// Tells the participants' `/ws/chat/` sockets and the conversation's sockets that these
+    /// messages are now tombstones.
+    pub fn messages_deleted(&self, conversation: u64, participants: &[u64], message_ids: &[u64]) {
+        let registry = self.registry();
+        let chat = ChatEvent::MessageDeleted {
+            conversation_id: conversation,
+            message_ids,
+        }
+        .to_bytes();
+        for user in participants {
+            for (_, session) in registry.outboxes(registry.chat.get(user)) {
+                let _ = session
+                    .outbox
+                    .push(Lane::Control, Outbound::event(chat.clone()));
+            }
+        }
+        let room = ConversationEvent::MessageDeleted {
+            conversation_id: conversation,
+            message_ids,
+        }
+        .to_bytes();
+        for (_, session) in registry.outboxes(registry.conversation.get(&conversation)) {
+            let _ = session
+                .outbox
+                .push(Lane::Control, Outbound::event(room.clone()));
+        }
+    }
+
     /// A frame carrying queue entry `key` was written to a socket.
     pub fn delivered(&self, key: QueueKey) {
         let _ = self.acks.send(key);

@@ -176,6 +176,31 @@ pub(super) fn write_copy(
     dest: File,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Summary, BackupError> {
+    copy_into(src, dest, cancelled, Purpose::Backup)
+}
+
+/// Writes what `src` sees into `dest`, an empty file, to take the data file's place (see
+/// [`crate::store::engine::compact`]): the journal id and applied seq travel with the rest,
+/// since the same journal goes on with it.
+pub(super) fn write_replacement(src: &ReadTransaction, dest: File) -> Result<Summary, BackupError> {
+    copy_into(src, dest, &|| false, Purpose::Replacement)
+}
+
+/// What a copy is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A data file of its own.
+    Backup,
+    /// The same data file, rewritten.
+    Replacement,
+}
+
+fn copy_into(
+    src: &ReadTransaction,
+    dest: File,
+    cancelled: &dyn Fn() -> bool,
+    purpose: Purpose,
+) -> Result<Summary, BackupError> {
     let db = Database::builder().create_with_backend(FileBackend::new(dest)?)?;
     // Default durability (immediate): the commit is on disk before the file is streamed.
     let dst = db.begin_write()?;
@@ -189,7 +214,7 @@ pub(super) fn write_copy(
     let mut copied = copier.copied;
     // A backup is a data file of its own: opened, it gets a journal id of its own, so no
     // journal is ever replayed into it, and it holds everything without one.
-    {
+    if purpose == Purpose::Backup {
         let mut meta_table = dst.open_table(tables::META)?;
         let mut left_out = 0;
         for key in [tables::meta::JOURNAL_ID, tables::meta::APPLIED_SEQ] {

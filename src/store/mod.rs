@@ -3,6 +3,7 @@
 //! What is stored:
 //! * [`tables`] declares every table, once, and the schema version; the records they hold are
 //!   the model's types ([`crate::model`]), written as [`records`] says.
+//! * [`data_keys`]: each sender's data key, which seals what they write (erasure destroys it).
 //! * [`data_file`] opens the file and checks its schema version and keys at every start
 //!   ([`keys`] does the key check for `indaba check-config` too).
 //!
@@ -42,6 +43,7 @@ macro_rules! storage_error_from {
 pub mod backup;
 pub mod damage;
 pub mod data_file;
+pub mod data_keys;
 pub mod engine;
 pub mod error;
 pub mod history;
@@ -62,8 +64,8 @@ pub use data_file::DATABASE_FILE;
 pub use engine::{CommitSink, PendingAppend, WriterHandle, WriterOptions, WriterThread};
 pub use error::StoreError;
 pub use ops::{
-    Broadcast, ConversationCreated, EXPIRE_BATCH, MarkedRead, MessageAppended, NewAccount,
-    NewConversation, NewMessage, Op, QueueKey, StoredMessage, WriteError,
+    Broadcast, ConversationCreated, EXPIRE_BATCH, Erased, MarkedRead, MessageAppended, NewAccount,
+    NewConversation, NewMessage, Op, QueueKey, StoredMessage, Tombstoned, WriteError,
 };
 
 /// Longest a read waits for the writer to reopen the data file after a failed write, before it
@@ -93,6 +95,8 @@ pub struct Store {
     keyring: Arc<Keyring>,
     /// Records found damaged, left out of every view.
     damaged: Arc<damage::DamagedRecords>,
+    /// Senders' opened data keys, for sealing.
+    data_keys: Arc<data_keys::DataKeys>,
 }
 
 impl Store {
@@ -111,6 +115,7 @@ impl Store {
         keyring: Arc<Keyring>,
         options: WriterOptions,
     ) -> Result<(Store, WriterThread), StoreError> {
+        engine::compact::remove_leftover(data_dir)?;
         let db = data_file::open_database(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let journal_id = data_file::check_schema_and_keys(&db, &path, &keyring)?;
@@ -133,6 +138,7 @@ impl Store {
                 writer: handle,
                 keyring,
                 damaged,
+                data_keys: Arc::default(),
             },
             thread,
         ))

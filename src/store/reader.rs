@@ -7,6 +7,10 @@
 //! A record that cannot be read back (damaged on the disk) is left out of whatever view meets
 //! it, and reported once ([`super::damage`]); only a failure to read at all fails a query.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use redb::TableHandle;
@@ -17,10 +21,10 @@ use super::damage::DamagedRecords;
 use super::history::{History, Tail, read_tail};
 use super::records::decode;
 use super::tables::{
-    CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES, META, QUEUE, QUEUE_LENGTHS,
-    USERNAMES, USERS, meta,
+    CONVERSATION_MESSAGES, CONVERSATIONS, DATA_KEYS, DISABLED_USERS, MEMBERSHIPS, MESSAGES, META,
+    QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
 };
-use crate::crypto::Keyring;
+use crate::crypto::{Key, Keyring, OpenError};
 use crate::model::{ConversationRecord, MembershipRecord, MessageBody, MessageRecord, UserRecord};
 
 /// `convid_msgid`, opened for reading.
@@ -48,6 +52,21 @@ pub struct Reader<'a> {
     keyring: &'a Keyring,
     /// Where a record that cannot be read back is reported before it is left out.
     damaged: &'a DamagedRecords,
+    /// Senders' data keys this query has opened (`None`: the sender has none), kept for the
+    /// query only: a key erased after the snapshot must not outlive it in a shared cache.
+    data_keys: RefCell<HashMap<u64, Option<Arc<Keyring>>>>,
+}
+
+/// One user as an operator sees them (contract section 9), less what only the hub knows
+/// (online, last seen).
+#[derive(Debug, Clone)]
+pub struct UserSummary {
+    pub id: u64,
+    pub record: UserRecord,
+    /// Since when (Unix ms) an operator disabled them, if they are.
+    pub disabled_since_ms: Option<u64>,
+    pub queue_length: u64,
+    pub conversations: u64,
 }
 
 /// A message as one user sees it.
@@ -130,6 +149,7 @@ impl<'a> Reader<'a> {
             txn,
             keyring,
             damaged,
+            data_keys: RefCell::default(),
         }
     }
 
@@ -416,14 +436,124 @@ impl<'a> Reader<'a> {
         Ok(self.opened(id, &record)?.map(|body| (record, body)))
     }
 
-    /// Message `id`'s sealed text and metadata, opened; `None` if they are damaged.
+    /// Message `id`'s sealed text and metadata, opened; `None` if they are damaged. A
+    /// tombstone opens as an empty body.
     fn opened(&self, id: u64, record: &MessageRecord) -> Result<Option<MessageBody>, StoreError> {
-        let opened = self
-            .keyring
-            .open(&record.body)
-            .map_err(StoreError::from)
-            .and_then(|plain| decode(&plain));
+        if record.is_deleted() {
+            return Ok(Some(MessageBody::default()));
+        }
+        let opened = match self.keyring.open(&record.body) {
+            Ok(plain) => Ok(plain),
+            // Sealed by the sender's data key (a data key's id may collide with an at-rest
+            // key's, which then fails to authenticate it).
+            Err(e @ (OpenError::UnknownKey(_) | OpenError::Tampered)) => {
+                match self.data_key(record.sender)? {
+                    Some(ring) => ring.open(&record.body),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(StoreError::from)
+        .and_then(|plain| decode(&plain));
         self.damaged.skip(MESSAGES.name(), id, opened)
+    }
+
+    /// `user`'s data key from this snapshot, opened; `None` if they have none (never sent
+    /// since data keys exist, or erased).
+    fn data_key(&self, user: u64) -> Result<Option<Arc<Keyring>>, StoreError> {
+        if let Some(known) = self.data_keys.borrow().get(&user) {
+            return Ok(known.clone());
+        }
+        let ring = match self.wrapped_data_key(user)? {
+            Some(wrapped) => {
+                let key = Key::unwrap(self.keyring, &wrapped)?;
+                let ring =
+                    Keyring::new(&key, &[]).map_err(|e| StoreError::Storage(e.to_string()))?;
+                Some(Arc::new(ring))
+            }
+            None => None,
+        };
+        self.data_keys.borrow_mut().insert(user, ring.clone());
+        Ok(ring)
+    }
+
+    /// `user`'s data key as stored (sealed by the at-rest key).
+    pub fn wrapped_data_key(&self, user: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .table(DATA_KEYS)?
+            .get(user)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Every disabled (or erased) user.
+    pub fn disabled_users(&self) -> Result<Vec<u64>, StoreError> {
+        let mut users = Vec::new();
+        for row in self.table(DISABLED_USERS)?.iter()? {
+            users.push(row?.0.value());
+        }
+        Ok(users)
+    }
+
+    /// Users for operators, by id, whose id or name (username or display name, any case)
+    /// matches `q`: the total, and `limit` of them after the first `skip`.
+    pub fn user_summaries(
+        &self,
+        q: Option<&str>,
+        skip: usize,
+        limit: usize,
+    ) -> Result<(u64, Vec<UserSummary>), StoreError> {
+        let q = q.map(str::to_lowercase).filter(|q| !q.is_empty());
+        let matches = |id: u64, record: &UserRecord| {
+            let Some(q) = &q else { return true };
+            id.to_string() == *q
+                || [&record.username, &record.display_name]
+                    .into_iter()
+                    .flatten()
+                    .any(|name| name.to_lowercase().contains(q.as_str()))
+        };
+        let mut count = 0u64;
+        let mut page = Vec::new();
+        for row in self.table(USERS)?.iter()? {
+            let (id, bytes) = row?;
+            let id = id.value();
+            let Some(record) = self.decoded::<UserRecord>(&USERS, id, bytes.value())? else {
+                continue;
+            };
+            if !matches(id, &record) {
+                continue;
+            }
+            count += 1;
+            if count as usize > skip && page.len() < limit {
+                page.push((id, record));
+            }
+        }
+        let mut results = Vec::with_capacity(page.len());
+        for (id, record) in page {
+            results.push(self.summarize(id, record)?);
+        }
+        Ok((count, results))
+    }
+
+    /// One user for operators; `None` if the daemon has no record of them.
+    pub fn user_summary(&self, id: u64) -> Result<Option<UserSummary>, StoreError> {
+        match self.user(id)? {
+            Some(record) => Ok(Some(self.summarize(id, record)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn summarize(&self, id: u64, record: UserRecord) -> Result<UserSummary, StoreError> {
+        Ok(UserSummary {
+            id,
+            record,
+            disabled_since_ms: self.table(DISABLED_USERS)?.get(id)?.map(|v| v.value()),
+            queue_length: self.table(QUEUE_LENGTHS)?.get(id)?.map_or(0, |v| v.value()),
+            conversations: self
+                .table(MEMBERSHIPS)?
+                .range((id, 0)..=(id, u64::MAX))?
+                .count() as u64,
+        })
     }
 
     /// Opens a conversation's sealed subject; `None` if it has none or it is damaged.

@@ -17,8 +17,9 @@ use redb::{Key, TableDefinition, Value};
 /// `senderid_clientid_msgid` hold the messages up to `indexed_to` only (see
 /// [`super::history`]). 3: batches after `applied_seq` are in `indaba.journal`
 /// ([`super::engine::journal`]), so an older build must not open the file and miss them. Older
-/// files are upgraded at open.
-pub const SCHEMA_VERSION: u64 = 3;
+/// files are upgraded at open. 4: `userid_disabledms` and `userid_datakey` (operators
+/// disabling users, per-user data keys); message bodies may be empty (a tombstone).
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Something done to every table in turn ([`every_table`]). The bounds are what every table's
 /// key and value types meet: a visitor may read, write and print rows of any of them.
@@ -99,6 +100,16 @@ tables! {
 
     /// Entries in each user's queue (kept with the queue, so overflow and stats need no scan).
     QUEUE_LENGTHS: TableDefinition<u64, u64> = TableDefinition::new("userid_queuelen");
+
+    /// Users an operator disabled (or erased) → since when (Unix ms): their tokens are
+    /// refused and the writer refuses messages from them. An erased user stays here, so the
+    /// tokens they still hold keep being refused.
+    DISABLED_USERS: TableDefinition<u64, u64> = TableDefinition::new("userid_disabledms");
+
+    /// Each sender's data key, sealed by the at-rest key ([`crate::crypto::Key::wrap`]): it
+    /// seals the text and metadata of every message they send. Erasing the user removes the
+    /// row, and with it every way to open what the key sealed (crypto-shredding).
+    DATA_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("userid_datakey");
 }
 
 /// Keys of [`META`].

@@ -257,6 +257,20 @@ impl Durable {
             .send_modify(|settled| settled.generation += 1);
     }
 
+    /// Readers go on with `db`, a handle on a rewritten copy of the data file holding exactly
+    /// what the current one does ([`super::compact`]): snapshots already taken stay good, so
+    /// the generation does not change.
+    pub(super) fn swap(&self, db: Arc<Database>) {
+        let mut published = self
+            .publisher
+            .published
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((_, current)) = published.as_mut() {
+            *current = db;
+        }
+    }
+
     /// Readers go on with `db`, a reopened handle that holds only what is durable: every batch
     /// up to `seq` (the newest the writer attempted) is settled in it.
     pub(super) fn publish(&self, db: Arc<Database>, seq: u64) {

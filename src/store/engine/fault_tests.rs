@@ -202,6 +202,7 @@ async fn on_failing_disk(
         writer,
         keyring: temp.keyring(),
         damaged: Arc::default(),
+        data_keys: Arc::default(),
     };
     (store, thread)
 }

@@ -12,8 +12,8 @@ use super::durability::Progress;
 use super::health::{QueuedUsers, WriterHealth};
 use crate::store::StoreError;
 use crate::store::ops::{
-    Answer, Broadcast, ConversationCreated, MarkedRead, MessageAppended, NewAccount,
-    NewConversation, NewMessage, Op, QueueKey, WriteError,
+    Answer, Broadcast, ConversationCreated, Erased, MarkedRead, MessageAppended, NewAccount,
+    NewConversation, NewMessage, Op, QueueKey, Tombstoned, WriteError,
 };
 
 /// What goes down the writer's queue.
@@ -223,6 +223,31 @@ impl WriterHandle {
             up_to,
         })
         .await
+    }
+
+    /// An operator disables (`true`) or enables `user`.
+    pub async fn set_disabled(&self, user: u64, disabled: bool) -> Result<(), WriteError> {
+        self.request(Op::SetDisabled { user, disabled }).await
+    }
+
+    /// Stores `wrapped` as `user`'s data key unless they have one; answers the one stored.
+    pub async fn ensure_data_key(
+        &self,
+        user: u64,
+        wrapped: Vec<u8>,
+    ) -> Result<Vec<u8>, WriteError> {
+        self.request(Op::EnsureDataKey { user, wrapped }).await
+    }
+
+    /// Turns a message into a tombstone; answered once the batch is durable and the journal
+    /// no longer holds its record.
+    pub async fn delete_message(&self, id: u64) -> Result<Tombstoned, WriteError> {
+        self.request(Op::DeleteMessage { id }).await
+    }
+
+    /// Erases `user`; answered once durable (the data file is rewritten right after).
+    pub async fn erase_user(&self, user: u64) -> Result<Erased, WriteError> {
+        self.request(Op::EraseUser { user }).await
     }
 
     pub async fn set_archived(

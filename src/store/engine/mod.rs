@@ -12,11 +12,14 @@
 //!   the same [`batch`] code; [`recovery`] decides what a start does with a damaged journal,
 //!   and [`stake`] says what such a journal costs.
 //! * [`outage`]: what the writer does while the data file cannot be written.
+//! * [`compact`]: after a batch that removed user content, the journal is emptied and (for an
+//!   erasure) the data file rewritten, so no old copy stays in either.
 //! * [`health`]: what `/health` and the sockets learn about the writer without asking it.
 //!
 //! [`Op`]: crate::store::Op
 
 pub mod batch;
+pub mod compact;
 pub mod durability;
 pub mod handle;
 pub mod health;

@@ -206,7 +206,7 @@ impl Writer {
     /// Opens the data file again and replays the journal into it without a sync, then hands it
     /// to readers: it holds every acknowledged batch and nothing else. Seqs go on from the
     /// newest attempted, so no reader waiting on an older one is answered from the new handle.
-    fn reopen(&mut self) -> Result<(), StoreError> {
+    pub(super) fn reopen(&mut self) -> Result<(), StoreError> {
         let db = (self.file.open)()?;
         let replayed = match &self.journal {
             Some(cursor) => {

@@ -113,6 +113,9 @@ impl Writer {
         let started = Instant::now();
         let size = batch.len();
         let appends = batch.iter().filter(|r| r.op.is_append()).count();
+        // A batch that removes user content is a checkpoint, and the files are scrubbed after it.
+        let scrub = batch.iter().filter_map(|r| r.op.scrubs()).max();
+        let checkpoint = checkpoint || scrub.is_some();
         self.state.seq += 1;
         let seq = self.state.seq;
         let now_ms = self.state.now_ms();
@@ -156,6 +159,9 @@ impl Writer {
                 self.checkpointed(&committed.report);
                 tracing::trace!(batch = size, seq, "committed, checkpoint");
                 self.durable.report(seq, committed);
+                if let Some(scrub) = scrub {
+                    self.scrub(scrub);
+                }
             }
             (Err(error), _) => {
                 tracing::error!(batch = size, error = %error, "commit failed; batch rolled back");

@@ -7,7 +7,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::conversations::{self, NewConversation};
-use super::{OpError, Tables, WriteError, queues, rd, wr};
+use super::{OpError, Tables, WriteError, moderation, queues, rd, wr};
 use crate::model::{MessageBody, MessageRecord, Priority};
 use crate::store::records::encode;
 
@@ -81,6 +81,7 @@ pub(super) fn append(
     if !participants.contains(&new.sender) {
         return Err(WriteError::ConversationNotFound.into());
     }
+    moderation::may_send(t, new.sender)?;
     let receiver = match new.receiver {
         Some(r) if r == new.sender => return Err(WriteError::ReceiverIsSender.into()),
         Some(r) if !participants.contains(&r) => {

@@ -25,6 +25,7 @@
 pub mod accounts;
 pub mod conversations;
 pub mod messages;
+pub mod moderation;
 pub mod queues;
 pub mod read_state;
 mod tail;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 pub use accounts::NewAccount;
 pub use conversations::{ConversationCreated, NewConversation};
 pub use messages::{Broadcast, MessageAppended, NewMessage, StoredMessage};
+pub use moderation::{Erased, Tombstoned};
 pub use queues::{EXPIRE_BATCH, QueueKey};
 pub use read_state::MarkedRead;
 pub(super) use tail::WriterTail;
@@ -80,6 +82,27 @@ pub enum Op {
     Expire(u64),
     /// One system message from `sender` to each user, in their one-to-one conversation.
     Broadcast(Broadcast),
+    /// An operator disables (or enables again) a user.
+    SetDisabled {
+        user: u64,
+        disabled: bool,
+    },
+    /// Store this data key (sealed by the at-rest key) for `user` unless they have one;
+    /// answers the one stored.
+    EnsureDataKey {
+        user: u64,
+        #[serde(with = "serde_bytes")]
+        wrapped: Vec<u8>,
+    },
+    /// An operator deletes a message: it becomes a tombstone.
+    DeleteMessage {
+        id: u64,
+    },
+    /// Erasure on request: the user's account, queue, read state and data key go, every
+    /// message they sent becomes a tombstone.
+    EraseUser {
+        user: u64,
+    },
 }
 
 impl Op {
@@ -110,6 +133,26 @@ impl Op {
             Op::Broadcast(broadcast) => {
                 messages::broadcast(tables, broadcast, now_ms).map(Into::into)
             }
+            Op::SetDisabled { user, disabled } => {
+                moderation::set_disabled(tables, user, disabled, now_ms).map(Into::into)
+            }
+            Op::EnsureDataKey { user, wrapped } => {
+                moderation::ensure_data_key(tables, user, wrapped).map(Into::into)
+            }
+            Op::DeleteMessage { id } => moderation::delete_message(tables, id).map(Into::into),
+            Op::EraseUser { user } => moderation::erase_user(tables, user, now_ms).map(Into::into),
+        }
+    }
+
+    /// Whether the batch holding this op must be followed by a scrub of the files: a
+    /// checkpoint, then the journal emptied (its records may hold what was removed), and for
+    /// an erasure the data file rewritten without its free pages (see docs/STORAGE.md,
+    /// "Erasure").
+    pub(in crate::store) fn scrubs(&self) -> Option<Scrub> {
+        match self {
+            Op::DeleteMessage { .. } => Some(Scrub::Journal),
+            Op::EraseUser { .. } => Some(Scrub::Compact),
+            _ => None,
         }
     }
 
@@ -117,6 +160,15 @@ impl Op {
     pub(super) fn is_append(&self) -> bool {
         matches!(self, Op::AppendMessage(_))
     }
+}
+
+/// How much of the files a batch's ops make the writer scrub after it (the larger wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(in crate::store) enum Scrub {
+    /// A checkpoint, then the journal emptied.
+    Journal,
+    /// That, then the data file rewritten into a fresh one.
+    Compact,
 }
 
 /// Declares [`Answer`], one variant per type an op answers with, and the conversions to and
@@ -170,6 +222,11 @@ answers! {
     MarkedRead(MarkedRead),
     /// The queue entries a drain removed.
     Entries(Vec<QueueKey>),
+    /// A data key, as stored.
+    Bytes(Vec<u8>),
+    /// A message turned into a tombstone.
+    Tombstoned(Tombstoned),
+    Erased(Erased),
 }
 
 /// Why a write request was not carried out.
@@ -190,6 +247,15 @@ pub enum WriteError {
     /// A local account with this name exists.
     #[error("this username is taken")]
     UsernameTaken,
+    /// No user with this id is known.
+    #[error("user not found")]
+    UserNotFound,
+    /// No message with this id.
+    #[error("message not found")]
+    MessageNotFound,
+    /// The sender was disabled (or erased) by an operator.
+    #[error("this account is disabled")]
+    UserDisabled,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -12,8 +12,8 @@ use crate::store::StoreError;
 use crate::store::damage::DamagedRecords;
 use crate::store::records::{decode, encode};
 use crate::store::tables::{
-    CLIENT_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS, MEMBERSHIPS, MESSAGES,
-    META, QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
+    CLIENT_IDS, CONVERSATION_KEYS, CONVERSATION_MESSAGES, CONVERSATIONS, DATA_KEYS, DISABLED_USERS,
+    MEMBERSHIPS, MESSAGES, META, QUEUE, QUEUE_LENGTHS, USERNAMES, USERS, meta,
 };
 
 /// The tables of one write transaction, plus the id counters it advances.
@@ -30,10 +30,12 @@ pub(in crate::store) struct Tables<'txn> {
     pub(super) conversation_keys: Table<'txn, &'static [u8], u64>,
     pub(super) messages: Table<'txn, u64, &'static [u8]>,
     pub(super) conversation_messages: Table<'txn, (u64, u64), ()>,
-    memberships: Table<'txn, (u64, u64), &'static [u8]>,
+    pub(super) memberships: Table<'txn, (u64, u64), &'static [u8]>,
     pub(super) client_ids: Table<'txn, (u64, &'static str), u64>,
     pub(super) queue: Table<'txn, (u64, u8, u64), u64>,
     pub(super) queue_lengths: Table<'txn, u64, u64>,
+    pub(super) disabled_users: Table<'txn, u64, u64>,
+    pub(super) data_keys: Table<'txn, u64, &'static [u8]>,
     /// Conversation records, memberships and queue lengths this batch has read, with the
     /// ones it changed written back once when the batch ends ([`Tables::flush`]): a batch of a
     /// thousand messages in one conversation rewrites its record, both memberships and the
@@ -87,6 +89,8 @@ impl<'txn> Tables<'txn> {
             client_ids: txn.open_table(CLIENT_IDS)?,
             queue: txn.open_table(QUEUE)?,
             queue_lengths: txn.open_table(QUEUE_LENGTHS)?,
+            disabled_users: txn.open_table(DISABLED_USERS)?,
+            data_keys: txn.open_table(DATA_KEYS)?,
             conversation_cache: WriteBack::default(),
             membership_cache: WriteBack::default(),
             queue_length_cache: WriteBack::default(),

@@ -63,6 +63,12 @@ impl<K: Ord + Copy, V> WriteBack<K, V> {
         );
     }
 
+    /// Drops what the batch knows of `key`, for an op that removed its row from the table
+    /// itself: the next read loads it again (and finds it gone).
+    pub(super) fn forget(&mut self, key: K) {
+        self.entries.remove(&key);
+    }
+
     /// The changed records, in key order (sorted inserts are the cheapest for the B-tree);
     /// they count as clean afterwards.
     pub(super) fn take_dirty(&mut self) -> impl Iterator<Item = (K, &V)> {
