@@ -266,6 +266,7 @@ impl Api {
             .routes(routes!(health::ready))
             .routes(routes!(openapi::get))
             .routes(routes!(web::page))
+            .routes(routes!(web::admin_page))
             .routes(routes!(web::asset_file));
         let guest = Group::new(Caller::Guest, limits)
             .routes(routes!(auth::register))
