@@ -653,7 +653,7 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<BackupReport, ClientError>
 /// commands need a running daemon: it alone may write the data file).
 pub fn api(data_dir: &Path, method: &str, target: &str) -> Result<(u16, Vec<u8>), ClientError> {
     let socket = socket_path(data_dir);
-    let mut stream = match std::os::unix::net::UnixStream::connect(&socket) {
+    let stream = match std::os::unix::net::UnixStream::connect(&socket) {
         Ok(stream) => stream,
         Err(e)
             if matches!(
@@ -670,20 +670,60 @@ pub fn api(data_dir: &Path, method: &str, target: &str) -> Result<(u16, Vec<u8>)
             });
         }
     };
-    let protocol = |message: String| ClientError::Protocol {
+    if target.contains(['\n', '\r', ' ']) {
+        return Err(ClientError::Protocol {
+            path: socket,
+            message: "the request holds a space or a line break".to_owned(),
+        });
+    }
+    let (mut reader, line) =
+        exchange(stream, &socket, &format!("{API_REQUEST} {method} {target}"))?;
+    let bad = |what: &str| ClientError::Protocol {
         path: socket.clone(),
+        message: format!("bad {what} in `{line}`"),
+    };
+    let Some(("reply", rest)) = line.split_once(' ') else {
+        return Err(bad("status line"));
+    };
+    let (status, len) = rest.split_once(' ').ok_or_else(|| bad("status line"))?;
+    let status = status.parse::<u16>().map_err(|_| bad("status"))?;
+    let len = len
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n <= REPLY_MAX)
+        .ok_or_else(|| bad("length"))?;
+    let mut body = Vec::new();
+    (&mut reader)
+        .take(len)
+        .read_to_end(&mut body)
+        .map_err(ClientError::Receive)?;
+    if (body.len() as u64) < len {
+        return Err(ClientError::Truncated {
+            expected: len,
+            got: body.len() as u64,
+        });
+    }
+    Ok((status, body))
+}
+
+/// Sends `request` (one line) and reads the daemon's status line (without its `\n`); an
+/// `error` status line is the daemon's refusal. Answers the stream, to read what follows.
+fn exchange(
+    mut stream: std::os::unix::net::UnixStream,
+    socket: &Path,
+    request: &str,
+) -> Result<(BufReader<std::os::unix::net::UnixStream>, String), ClientError> {
+    let protocol = |message: String| ClientError::Protocol {
+        path: socket.to_owned(),
         message,
     };
-    if target.contains(['\n', '\r', ' ']) {
-        return Err(protocol(
-            "the request holds a space or a line break".to_owned(),
-        ));
-    }
     stream
-        .write_all(format!("{API_REQUEST} {method} {target}\n").as_bytes())
+        .write_all(format!("{request}\n").as_bytes())
         .map_err(ClientError::Receive)?;
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
+    // No timeout here: a backup is answered once its copy is complete, which takes as long as
+    // the data is large. Ctrl-C is safe (DEST is only written by the final rename).
     (&mut reader)
         .take(STATUS_MAX)
         .read_until(b'\n', &mut line)
@@ -692,40 +732,16 @@ pub fn api(data_dir: &Path, method: &str, target: &str) -> Result<(u16, Vec<u8>)
         .ok()
         .and_then(|l| l.strip_suffix('\n'))
         .ok_or_else(|| protocol("no status line".to_owned()))?;
-    let mut words = line.splitn(3, ' ');
-    match (words.next(), words.next(), words.next()) {
-        (Some("reply"), Some(status), Some(len)) => {
-            let status = status
-                .parse::<u16>()
-                .map_err(|_| protocol(format!("bad status in `{line}`")))?;
-            let len = len
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n <= REPLY_MAX)
-                .ok_or_else(|| protocol(format!("bad length in `{line}`")))?;
-            let mut body = Vec::new();
-            (&mut reader)
-                .take(len)
-                .read_to_end(&mut body)
-                .map_err(ClientError::Receive)?;
-            if (body.len() as u64) < len {
-                return Err(ClientError::Truncated {
-                    expected: len,
-                    got: body.len() as u64,
-                });
-            }
-            Ok((status, body))
-        }
-        (Some("error"), Some(code), message) => {
-            let code = ErrorCode::parse(code)
-                .ok_or_else(|| protocol(format!("unknown error code in `{line}`")))?;
-            Err(ClientError::Daemon {
-                code,
-                message: message.unwrap_or_default().to_owned(),
-            })
-        }
-        _ => Err(protocol(format!("unexpected status line `{line}`"))),
+    if let Some(("error", rest)) = line.split_once(' ') {
+        let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+        let code = ErrorCode::parse(code)
+            .ok_or_else(|| protocol(format!("unknown error code in `{line}`")))?;
+        return Err(ClientError::Daemon {
+            code,
+            message: message.to_owned(),
+        });
     }
+    Ok((reader, line.to_owned()))
 }
 
 /// `DEST.partial`, beside `DEST`, so the final rename stays on one file system.
@@ -749,43 +765,20 @@ fn partial_path(dest: &Path) -> Result<PathBuf, ClientError> {
 
 /// Asks the daemon for a backup and writes what it streams into `file`.
 fn receive(
-    mut stream: std::os::unix::net::UnixStream,
+    stream: std::os::unix::net::UnixStream,
     socket: &Path,
     mut file: File,
     partial: &Path,
 ) -> Result<(), ClientError> {
+    let (mut reader, line) = exchange(stream, socket, BACKUP_REQUEST)?;
     let protocol = |message: String| ClientError::Protocol {
         path: socket.to_owned(),
         message,
     };
-    stream
-        .write_all(format!("{BACKUP_REQUEST}\n").as_bytes())
-        .map_err(ClientError::Receive)?;
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
-    // No timeout here: the daemon answers once its copy is complete, which takes as long as
-    // the data is large. Ctrl-C is safe (DEST is only written by the final rename).
-    (&mut reader)
-        .take(STATUS_MAX)
-        .read_until(b'\n', &mut line)
-        .map_err(ClientError::Receive)?;
-    let line = std::str::from_utf8(&line)
-        .ok()
-        .and_then(|l| l.strip_suffix('\n'))
-        .ok_or_else(|| protocol("no status line".to_owned()))?;
     let expected = match line.split_once(' ') {
         Some(("ok", len)) => len
             .parse::<u64>()
             .map_err(|_| protocol(format!("bad length in `{line}`")))?,
-        Some(("error", rest)) => {
-            let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
-            let code = ErrorCode::parse(code)
-                .ok_or_else(|| protocol(format!("unknown error code in `{line}`")))?;
-            return Err(ClientError::Daemon {
-                code,
-                message: message.to_owned(),
-            });
-        }
         _ => return Err(protocol(format!("unexpected status line `{line}`"))),
     };
     let mut buf = vec![0u8; CHUNK];

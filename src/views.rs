@@ -189,3 +189,27 @@ pub struct Paginated<T> {
     pub previous: Option<String>,
     pub results: Vec<T>,
 }
+
+impl<T> Paginated<T> {
+    /// Page `page` (from 1) of a listing of `count` items, `page_size` to a page, holding
+    /// `results`; `link(n)` is page n's absolute URL. `None` for a page past the end (page 1
+    /// always exists), which Django REST framework answers with 404 "Invalid page.".
+    pub fn page(
+        page: usize,
+        page_size: usize,
+        count: u64,
+        results: Vec<T>,
+        link: impl Fn(usize) -> String,
+    ) -> Option<Self> {
+        if page > 1 && results.is_empty() {
+            return None;
+        }
+        let has_next = (page as u64).saturating_mul(page_size as u64) < count;
+        Some(Paginated {
+            count,
+            next: has_next.then(|| link(page + 1)),
+            previous: (page > 1).then(|| link(page - 1)),
+            results,
+        })
+    }
+}

@@ -127,7 +127,7 @@ fn online_backup_while_sending_holds_every_message_acknowledged_before_it() {
     );
     let size = std::fs::metadata(&dest).expect("DEST written").len();
     assert_eq!(report_field(&stdout, "bytes"), size.to_string(), "{stdout}");
-    assert_eq!(report_field(&stdout, "tables"), "12", "{stdout}");
+    assert_eq!(report_field(&stdout, "tables"), "14", "{stdout}");
     assert!(stdout.contains("  msgid_message "), "{stdout}");
     let mode = std::fs::metadata(&dest).expect("dest").permissions().mode();
     assert_eq!(mode & 0o077, 0, "the backup has mode {mode:o}");
@@ -316,7 +316,7 @@ fn the_admin_socket_answers_only_its_protocol() {
     let answer = ask(b"restore everything\n");
     assert_eq!(
         String::from_utf8_lossy(&answer),
-        "error unknown_request the only request is `backup`\n"
+        "error unknown_request the requests are `backup` and `api <METHOD> <PATH>`\n"
     );
     let answer = ask(&[b'x'; 200]);
     assert!(

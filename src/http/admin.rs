@@ -114,24 +114,15 @@ pub async fn list_users(
         .store
         .read(move |r| r.user_summaries(q.as_deref(), skip, page_size))
         .await?;
-    if page > 1 && users.is_empty() {
-        return Err(ApiError::NotFound("Invalid page."));
-    }
     let results = users
         .into_iter()
         .map(|u| UserJson::new(&state, u))
         .collect();
-    let page_link = |p: usize| link.with(&[("page", Some(p.to_string()))]);
-    let has_next = (page as u64).saturating_mul(page_size as u64) < count;
-    Ok(json_response(
-        StatusCode::OK,
-        &Paginated {
-            count,
-            next: has_next.then(|| page_link(page + 1)),
-            previous: (page > 1).then(|| page_link(page - 1)),
-            results,
-        },
-    ))
+    let body = Paginated::page(page, page_size, count, results, |p| {
+        link.with(&[("page", Some(p.to_string()))])
+    })
+    .ok_or(ApiError::NotFound("Invalid page."))?;
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 async fn user_json(state: &Arc<AppState>, id: u64) -> Result<UserJson, ApiError> {

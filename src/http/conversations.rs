@@ -110,21 +110,11 @@ pub async fn list(
             Ok((all.len() as u64, results))
         })
         .await?;
-    // As Django REST framework: a page past the end is 404 "Invalid page." (page 1 always exists).
-    if page > 1 && results.is_empty() {
-        return Err(ApiError::NotFound("Invalid page."));
-    }
-    let page_link = |p: usize| link.with(&[("page", Some(p.to_string()))]);
-    let has_next = (page as u64).saturating_mul(page_size as u64) < count;
-    Ok(json_response(
-        StatusCode::OK,
-        &Paginated {
-            count,
-            next: has_next.then(|| page_link(page + 1)),
-            previous: (page > 1).then(|| page_link(page - 1)),
-            results,
-        },
-    ))
+    let body = Paginated::page(page, page_size, count, results, |p| {
+        link.with(&[("page", Some(p.to_string()))])
+    })
+    .ok_or(ApiError::NotFound("Invalid page."))?;
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// Create a conversation (de-duplicated)
