@@ -241,10 +241,10 @@ fn dev_mode_serves_the_demo_unless_switched_off() {
     let _ = d.stop();
 }
 
-/// The packaged configuration ships with the demo off (and says so, not by accident of a
-/// missing section).
+/// The packaged configuration ships with the demo and the console off (and says so, not by
+/// accident of a missing section).
 #[test]
-fn the_packaged_config_ships_with_the_demo_off() {
+fn the_packaged_config_ships_with_the_pages_off() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.toml");
     let text = std::fs::read_to_string(&path).expect("packaging/config.toml");
     let table: toml::Table = toml::from_str(&text).expect("TOML");
@@ -255,6 +255,14 @@ fn the_packaged_config_ships_with_the_demo_off() {
             .and_then(toml::Value::as_bool),
         Some(false),
         "packaging/config.toml must say `[web] demo = false`"
+    );
+    assert_eq!(
+        table
+            .get("web")
+            .and_then(|w| w.get("admin"))
+            .and_then(toml::Value::as_bool),
+        Some(false),
+        "packaging/config.toml must say `[web] admin = false`"
     );
 }
 
