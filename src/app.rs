@@ -184,6 +184,18 @@ pub async fn run(
     if state.config.web.demo {
         tracing::info!("demo chat: open http://{addr}/ in a browser (web.demo)");
     }
+    if state.config.web.admin {
+        if state.service_secret.is_some() {
+            tracing::info!("operator console: open http://{addr}/admin/ (web.admin)");
+        } else {
+            // The console signs in with the service secret; without one every call it makes
+            // answers 404, so say why now rather than leave the operator guessing.
+            tracing::warn!(
+                "operator console at http://{addr}/admin/ cannot sign in: \
+                 no service.shared_secret is set (web.admin)"
+            );
+        }
+    }
     // Last of the start-up lines: whoever waits for it has seen the others.
     tracing::info!(
         listen = %addr,

@@ -321,8 +321,9 @@ pub struct WebConfig {
     /// Serve the demo chat at `/` (local accounts over `/ws/chat/`). Off, `/` and its assets
     /// answer 404. Default: on in dev mode (no config file), off with a config file.
     pub demo: bool,
-    /// Serve the operator console at `/admin/`. Reserved: the console is not built yet, so this
-    /// switch is accepted and has no effect. Default off everywhere.
+    /// Serve the operator console at `/admin/` (charts of `/api/stats` and `/metrics`, the users
+    /// table of the admin API; signs in with the service secret). Off, `/admin/` and its assets
+    /// answer 404. Default off everywhere: an operator turns it on knowingly.
     pub admin: bool,
 }
 

@@ -1,4 +1,4 @@
-//! The web pages in a real browser: Debian's `chromium`, driven by Playwright for Python
+//! The web pages in a real browser (the demo chat and the operator console): Debian's `chromium`, driven by Playwright for Python
 //! (`tests/browser/*.py`), against the real daemon started here.
 //!
 //! `bash .ci/run` installs both and sets `INDABA_REQUIRE_BROWSER=1`, so in CI a missing browser
@@ -72,8 +72,9 @@ fn screenshots_dir() -> PathBuf {
     dir
 }
 
-/// Runs `tests/browser/<script>` against `daemon`; panics with its output if it fails.
-fn run_script(daemon: &Daemon, script: &str) {
+/// Runs `tests/browser/<script>` against `daemon` with `extra` arguments; panics with its
+/// output if it fails.
+fn run_script(daemon: &Daemon, script: &str, extra: &[&str]) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/browser")
         .join(script);
@@ -85,6 +86,7 @@ fn run_script(daemon: &Daemon, script: &str) {
         .arg(chromium())
         .arg("--screenshots")
         .arg(screenshots_dir())
+        .args(extra)
         .output()
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -112,8 +114,12 @@ fn demo_chat_in_a_real_browser() {
         dir.path(),
         Options::env(&[("INDABA_LIMITS__PRESENCE_GRACE", "1s")]),
     );
-    run_script(&daemon, "demo_chat.py");
-    // Nothing the pages did was the daemon's fault.
+    run_script(&daemon, "demo_chat.py", &[]);
+    stops_cleanly(daemon);
+}
+
+/// Nothing the pages did was the daemon's fault: no ERROR in its log, and a clean stop.
+fn stops_cleanly(daemon: Daemon) {
     let log = daemon.log_text();
     assert!(
         !log.lines().any(|l| l.contains(" ERROR ")),
@@ -133,7 +139,31 @@ fn api_docs_in_a_real_browser() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start_with(dir.path(), Options::default());
-    run_script(&daemon, "api_docs.py");
-    let status = daemon.stop();
-    assert!(status.success(), "{status}");
+    run_script(&daemon, "api_docs.py", &[]);
+    stops_cleanly(daemon);
+}
+
+/// The operator console: a wrong secret refused, the right one kept in memory only, the
+/// messages/s chart moving and the p99 delivery latency shown while a load runs, the users
+/// table paged and searched, a user disabled (their demo chat tab says the session ended) and
+/// enabled, one erased after a confirm step, a phone-sized viewport; no console errors or CSP
+/// violations in either page (`admin_console.py`).
+#[test]
+fn operator_console_in_a_real_browser() {
+    if !browser_available() {
+        return;
+    }
+    const SECRET: &str = "browser-test-service-secret-0123";
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Dev mode (the demo chat on, for the user being disabled) with the console switched on.
+    let daemon = Daemon::start_with(
+        dir.path(),
+        Options::env(&[
+            ("INDABA_WEB__ADMIN", "true"),
+            ("INDABA_SERVICE__SHARED_SECRET", SECRET),
+        ]),
+    );
+    assert!(daemon.log_text().contains("operator console: open http://"));
+    run_script(&daemon, "admin_console.py", &["--secret", SECRET]);
+    stops_cleanly(daemon);
 }

@@ -271,6 +271,7 @@ impl Api {
             .routes(routes!(docs::page))
             .routes(routes!(docs::file))
             .routes(routes!(web::page))
+            .routes(routes!(web::admin_page))
             .routes(routes!(web::asset_file));
         let guest = Group::new(Caller::Guest, limits)
             .routes(routes!(auth::register))

@@ -1,7 +1,9 @@
-//! The web pages served from the binary: the demo chat at `/` (contract section 9).
+//! The web pages served from the binary: the demo chat at `/` and the operator console at
+//! `/admin/` (contract section 9).
 //!
-//! The files live in `web/` (`web/demo/` for the chat, `web/common/` for the CSS and JS the
-//! operator console will share) and are compiled in with `include_bytes!`: no CDN, no build
+//! The files live in `web/` (`web/demo/` for the chat, `web/admin/` for the console,
+//! `web/common/` for the CSS and JS both share, `web/vendor/` for third-party code kept
+//! unmodified beside its licence) and are compiled in with `include_bytes!`: no CDN, no build
 //! step, nothing to install beside the binary. [`asset`] is the whole lookup (path → bytes,
 //! content type, ETag) and [`respond`] adds the headers; neither knows about hyper's request
 //! type, so a move to another HTTP framework reuses both as they are.
@@ -38,6 +40,8 @@ use crate::state::AppState;
 pub enum Page {
     /// The demo chat at `/` (`web.demo`).
     Demo,
+    /// The operator console at `/admin/` and its vendored charts (`web.admin`).
+    Admin,
     /// Shared by every page (`web.demo` or `web.admin`).
     Common,
 }
@@ -66,6 +70,42 @@ const FILES: &[(&str, &[u8], Page)] = &[
         "/assets/demo/demo.css",
         include_bytes!("../../web/demo/demo.css"),
         Page::Demo,
+    ),
+    (
+        "/admin",
+        include_bytes!("../../web/admin/index.html"),
+        Page::Admin,
+    ),
+    (
+        "/assets/admin/console.js",
+        include_bytes!("../../web/admin/console.js"),
+        Page::Admin,
+    ),
+    (
+        "/assets/admin/charts.js",
+        include_bytes!("../../web/admin/charts.js"),
+        Page::Admin,
+    ),
+    (
+        "/assets/admin/console.css",
+        include_bytes!("../../web/admin/console.css"),
+        Page::Admin,
+    ),
+    (
+        "/assets/vendor/uplot/uPlot.iife.min.js",
+        include_bytes!("../../web/vendor/uplot/uPlot.iife.min.js"),
+        Page::Admin,
+    ),
+    (
+        "/assets/vendor/uplot/uPlot.min.css",
+        include_bytes!("../../web/vendor/uplot/uPlot.min.css"),
+        Page::Admin,
+    ),
+    (
+        // Served with the code it covers: the MIT licence asks that it travel with copies.
+        "/assets/vendor/uplot/LICENSE",
+        include_bytes!("../../web/vendor/uplot/LICENSE"),
+        Page::Admin,
     ),
     (
         "/assets/common/base.css",
@@ -111,6 +151,7 @@ pub fn asset(path: &str) -> Option<&'static Asset> {
 pub fn enabled(web: &WebConfig, page: Page) -> bool {
     match page {
         Page::Demo => web.demo,
+        Page::Admin => web.admin,
         Page::Common => web.demo || web.admin,
     }
 }
@@ -189,11 +230,35 @@ pub async fn page(State(state): State<Arc<AppState>>, req: Request) -> HttpRespo
     serve(&state, &req.into_parts().0)
 }
 
+/// The operator console (HTML)
+///
+/// The operator console: sign in with the service secret (kept in the tab's memory only), then
+/// live charts of `/api/stats` and `/metrics` and the users table of the admin API with
+/// disable, enable and erase. Reads only those public APIs. Served while `[web] admin` is on
+/// (off by default everywhere). The page itself needs no token.
+#[utoipa::path(
+    get,
+    path = "/admin/",
+    operation_id = "getOperatorConsole",
+    tag = "web",
+    params(("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: 304 while the file is unchanged.")),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html; charset=utf-8", body = String,
+            headers(("ETag" = String, description = "The file's strong validator."))),
+        (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`; no body."),
+        (status = 404, description = "The console is switched off (`[web] admin = false`, the default). `error` is `not_found`.", body = super::openapi::Error),
+    )
+)]
+pub async fn admin_page(State(state): State<Arc<AppState>>, req: Request) -> HttpResponse {
+    serve(&state, &req.into_parts().0)
+}
+
 /// A file of the web pages
 ///
 /// The scripts, style sheets and icon the pages load (`/assets/demo/…` for the demo chat,
-/// `/assets/common/…` shared by the pages), embedded in the binary. Served while the page they
-/// belong to is switched on.
+/// `/assets/admin/…` and `/assets/vendor/…` for the operator console, `/assets/common/…`
+/// shared by the pages), embedded in the binary. Served while the page they belong to is
+/// switched on.
 #[utoipa::path(
     get,
     path = "/assets/{file}",
@@ -208,9 +273,10 @@ pub async fn page(State(state): State<Arc<AppState>>, req: Request) -> HttpRespo
             (String = "text/javascript; charset=utf-8"),
             (String = "text/css; charset=utf-8"),
             (String = "image/svg+xml"),
+            (String = "text/plain; charset=utf-8"),
         ), headers(("ETag" = String, description = "The file's strong validator."))),
         (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`; no body."),
-        (status = 404, description = "The page is switched off (`[web] demo = false`, the default with a config file), or there is no such file. `error` is `not_found`.", body = super::openapi::Error),
+        (status = 404, description = "The page is switched off (`[web] demo = false`, the default with a config file; `[web] admin = false`, the default), or there is no such file. `error` is `not_found`.", body = super::openapi::Error),
     )
 )]
 pub async fn asset_file(State(state): State<Arc<AppState>>, req: Request) -> HttpResponse {
@@ -293,7 +359,8 @@ pub fn content_type(path: &str) -> &'static str {
         Some("svg") => "image/svg+xml",
         Some("png") => "image/png",
         Some("txt") => "text/plain; charset=utf-8",
-        // `/` itself, the page.
+        _ if path.ends_with("/LICENSE") => "text/plain; charset=utf-8",
+        // `/` and `/admin`, the pages.
         _ => "text/html; charset=utf-8",
     }
 }
@@ -329,6 +396,34 @@ mod tests {
         );
         assert!(asset("/assets/demo/nope.js").is_none());
         assert!(asset("/assets/../Cargo.toml").is_none());
+    }
+
+    #[test]
+    fn the_console_follows_its_own_switch() {
+        let admin_only = WebConfig {
+            demo: false,
+            admin: true,
+        };
+        let origin = "http://127.0.0.1:8765";
+        for path in [
+            "/admin",
+            "/admin/",
+            "/assets/vendor/uplot/uPlot.iife.min.js",
+        ] {
+            assert!(respond(&admin_only, path, None, origin).is_ok(), "{path}");
+            assert!(respond(&on(), path, None, origin).is_err(), "{path}");
+        }
+        // The shared files serve either page; the demo's own stay with the demo.
+        assert!(respond(&admin_only, "/assets/common/api.js", None, origin).is_ok());
+        assert!(respond(&admin_only, "/", None, origin).is_err());
+        assert_eq!(
+            asset("/assets/vendor/uplot/LICENSE").map(|a| a.content_type),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(
+            asset("/admin/").map(|a| a.content_type),
+            Some("text/html; charset=utf-8")
+        );
     }
 
     #[test]

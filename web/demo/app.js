@@ -163,8 +163,17 @@ async function api(path, options = {}) {
     if (e instanceof ApiError && e.status === 401 && auth && (await refreshAccess())) {
       return request(path, { ...options, token: auth.access });
     }
+    if (isDisabled(e) && auth) endSession(DISABLED);
     throw e;
   }
+}
+
+/** What the page says when an operator disabled the account (PROTOCOL.md section 9). */
+const DISABLED = "Your session has ended: this account has been disabled by an operator.";
+
+/** A refusal because an operator disabled the account: 403 `user_disabled`. */
+function isDisabled(e) {
+  return e instanceof ApiError && e.status === 403 && e.code === "user_disabled";
 }
 
 /** A new access token from the refresh token; false (and signed out) when that is refused. */
@@ -180,7 +189,9 @@ function refreshAccess() {
         saveAuth();
         return true;
       } catch (e) {
-        if (e instanceof ApiError && e.status !== 0 && e.status < 500) {
+        if (isDisabled(e)) {
+          endSession(DISABLED);
+        } else if (e instanceof ApiError && e.status !== 0 && e.status < 500) {
           endSession("Your session has ended. Please sign in again.");
         }
         return false;
@@ -701,18 +712,20 @@ function connect() {
     if (socket !== ws) return;
     socket = null;
     ready = false;
-    onClosed(e.code);
+    onClosed(e.code, e.reason);
   });
 }
 
-async function onClosed(code) {
+async function onClosed(code, reason = "") {
   if (code === 4401) {
     // The access token expired: a fresh one, then straight back.
     if (await refreshAccess()) connect();
     return;
   }
   if (code === 4403) {
-    endSession("This account can no longer chat here.");
+    // 4403 with "account disabled" (open socket) or "this account has been disabled" (a
+    // reconnect): an operator disabled this account. Anything else forbidden says less.
+    endSession(/disabled/i.test(reason) ? DISABLED : "This account can no longer chat here.");
     return;
   }
   const base = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** reconnectAttempt);

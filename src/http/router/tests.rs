@@ -19,7 +19,7 @@ use crate::store::Store;
 use crate::store::WriterOptions;
 use crate::users::Directory;
 
-/// A daemon's accept loop on a loopback port, over a fresh store: the demo page and the echo
+/// A daemon's accept loop on a loopback port, over a fresh store: the web pages and the echo
 /// socket on, the service API with secret `s3cret`.
 struct Served {
     base: String,
@@ -38,6 +38,7 @@ async fn serve() -> Served {
     let hub = Arc::new(Hub::new(store.clone(), acks, Duration::from_secs(5)));
     let mut config = Config::default();
     config.web.demo = true;
+    config.web.admin = true;
     config.server.websocket_echo = true;
     let state = AppState::new(
         config,
@@ -297,6 +298,8 @@ async fn methods_ids_and_trailing_slashes_answer_as_before() {
         ("GET", "/api/v1/messaging/conversations/", 401, None, None),
         ("GET", "/api/messages/queue/7", 401, None, None),
         ("GET", "/assets/demo/app.js/", 200, None, None),
+        ("GET", "/admin", 200, None, None),
+        ("GET", "/assets/admin/console.js", 200, None, None),
         ("GET", "/", 200, None, None),
         (
             "GET",
