@@ -14,6 +14,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use common::{Daemon, Options};
 
@@ -75,6 +76,10 @@ fn screenshots_dir() -> PathBuf {
 /// Runs `tests/browser/<script>` against `daemon` with `extra` arguments; panics with its
 /// output if it fails.
 fn run_script(daemon: &Daemon, script: &str, extra: &[&str]) {
+    // One browser at a time: on a 2-core machine, Chromiums racing each other only make every
+    // page's timing a matter of luck.
+    static ONE_BROWSER: Mutex<()> = Mutex::new(());
+    let _turn = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/browser")
         .join(script);

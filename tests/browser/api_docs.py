@@ -18,8 +18,8 @@ import sys
 
 from playwright.async_api import async_playwright, expect
 
-# The same browser flags and CSP watch as the demo chat's test (this directory is on the path).
-from demo_chat import CHROMIUM_ARGS, CSP_WATCH  # noqa: E402
+# The same browser flags and CSP watch as the other pages' tests (this directory is on the path).
+from pages import CHROMIUM_ARGS, CSP_WATCH  # noqa: E402
 
 
 async def run(args):

@@ -261,7 +261,13 @@ async def run(args):
         await expect(bob2.locator(".message").filter(has_text="while you were away")).to_have_count(2)
         await send(alice, "One more before the cut.")
         await expect(bob2.locator(".message").last).to_contain_text("One more before the cut.")
-        await expect(item(bob, "Alice").locator(".badge")).to_have_text("1")
+        # bob's first tab has it in its list too. No unread badge is asserted here: bob's second
+        # tab has the conversation open and reads the message, and the `unread_count` that
+        # causes makes the first tab refresh its counts to 0 within moments (a badge of 1 shows
+        # only in between, which a slow machine's test may never see).
+        await expect(item(bob, "Alice").locator(".conversation-preview")).to_have_text(
+            "One more before the cut."
+        )
         proxy.cut_after(b'"unread_count"')
         await item(bob, "Alice").click()
         await expect(bob2.locator("#connection-text")).not_to_have_text("Connected")
