@@ -648,3 +648,54 @@ fn bad_webhook_settings_are_refused_with_exit_2() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("webhooks.secret_file"), "{stderr}");
 }
+
+/// A conversation the service API creates for the host app's own conversation id (contract
+/// 8.3) is announced like any other: `conversation.created`, then the message's
+/// `message.created`; a second send by the same key creates nothing new.
+#[test]
+fn a_conversation_made_for_a_host_key_is_announced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = secret_file(dir.path());
+    let sink = Sink::start(&[]);
+    let daemon = Daemon::start_with(&dir.path().join("data"), options(&sink.url(), &secret, &[]));
+    let send = |text: &str| {
+        let (status, body) = common::split(
+            daemon
+                .http
+                .post(daemon.url("/api/messages/send"))
+                .header("X-Service-Token", SERVICE_SECRET)
+                .json(
+                    &json!({"conversation_id": 9001, "sender_id": 11, "receiver_id": 12,
+                               "text": text}),
+                )
+                .send()
+                .expect("service send"),
+        );
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["host_conversation_id"], 9001, "{body}");
+        (
+            body["conversation_id"].as_u64().expect("conversation_id"),
+            body["message_id"].as_u64().expect("message_id"),
+        )
+    };
+    let (conv, first) = send("first by the host's key");
+    let (again, second) = send("second by the same key");
+    assert_eq!(again, conv);
+    sink.wait_for("both messages", |_| {
+        created_ids(&sink.events()).is_superset(&BTreeSet::from([first, second]))
+    });
+    let events = sink.events();
+    let created: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "conversation.created")
+        .collect();
+    assert_eq!(created.len(), 1, "one conversation.created: {events:?}");
+    assert_eq!(created[0]["data"]["id"], conv, "{events:?}");
+    let position = |t: &str| events.iter().position(|e| e["type"] == t);
+    assert!(
+        position("conversation.created") < position("message.created"),
+        "the conversation is announced before its first message: {events:?}"
+    );
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+}

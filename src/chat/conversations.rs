@@ -148,10 +148,19 @@ pub(super) async fn own_or_host(
     if own {
         return Ok((id, None));
     }
-    let found = state
+    // A conversation made for the key is announced to the host like any other.
+    let emit = super::webhook::emit(state, &[WebhookEvent::ConversationCreated]);
+    let found: ConversationCreated = state
         .store
         .writer()
-        .host_conversation(id, sender, receiver)
+        .request_emitting(
+            Op::HostConversation {
+                key: id,
+                sender,
+                receiver,
+            },
+            emit,
+        )
         .await?;
     Ok((found.id, Some(id)))
 }

@@ -160,22 +160,6 @@ impl WriterHandle {
         self.request(Op::CreateConversation(new)).await
     }
 
-    /// The conversation the host app's id `key` names, created and recorded on first use
-    /// (contract 8.3; see the `HostConversation` op).
-    pub async fn host_conversation(
-        &self,
-        key: u64,
-        sender: u64,
-        receiver: Option<u64>,
-    ) -> Result<ConversationCreated, WriteError> {
-        self.request(Op::HostConversation {
-            key,
-            sender,
-            receiver,
-        })
-        .await
-    }
-
     /// Sets a user's name from the host app.
     pub async fn set_profile(&self, profile: Profile) -> Result<(), WriteError> {
         self.request(Op::SetProfile(profile)).await
