@@ -37,6 +37,13 @@
 //! checked as well: only the daemon's own user and root get an answer. A stale socket left by a
 //! crash is replaced at start (the store's lock, taken first, proves no other daemon uses this
 //! data dir); a clean stop removes it.
+//!
+//! # Size
+//!
+//! Over the ~600-line guide (issue 17) and the next to split, along the seam the file already
+//! has: the daemon's side (the socket, its connections, the backup snapshot and stream) and the
+//! clients' side ([`backup`], [`api`] and their exchange over the socket) share little more than
+//! the protocol's words ([`ErrorCode`], [`socket_path`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};

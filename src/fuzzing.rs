@@ -14,6 +14,9 @@
 //!   arbitrary records, sealed as the writer seals them and then torn or damaged, where the
 //!   scan must tell a torn last write (quiet) from damage (refused) and lose no valid prefix.
 //! * [`config`]: a config file and environment overrides, loaded and validated.
+//!
+//! Over the ~600-line guide (issue 17) and the next to split, one file per target (the sections
+//! below): the targets share only the [`Scratch`] directory helper.
 
 #![doc(hidden)]
 

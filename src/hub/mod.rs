@@ -7,6 +7,11 @@
 //!   slow socket cannot slow fan-out for anyone else.
 //! * A frame that delivers a queued message reports it back ([`Hub::delivered`]); the
 //!   [`run_acks`] task removes those queue entries in batches.
+//!
+//! Over the ~600-line guide (issue 17): most of it is the one `impl Hub` (about 500 lines).
+//! The seam to split along next is by kind of event, one `impl Hub` per file as `store::reader`
+//! does: the registry (register, close, join/leave), fan-out and unread counts,
+//! typing and receipts, presence.
 
 pub mod outbox;
 pub mod presence;

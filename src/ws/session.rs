@@ -5,6 +5,11 @@
 //! frame writer. Inbound messages are handled in read order; a send is queued for commit in
 //! that order and acknowledged (`message_sent`) by a spawned task once durable, so a client
 //! may pipeline.
+//!
+//! Over the ~600-line guide (issue 17) and the next to split: the writer task ([`Writer`],
+//! `write_loop`, the slow-consumer handling) drains the [`Outbox`] on its own task and can be
+//! its own file; the reading side (`read_loop`, `impl Session`: one handler per inbound message)
+//! would stay here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
