@@ -87,6 +87,10 @@ impl<'de> Deserialize<'de> for WireId {
     }
 }
 
+/// The decimal digits of an id from 1 to 2^53 - 1, leading zeros allowed: every number below
+/// 10^15, or 16 digits no greater than 9007199254740991, digit by digit.
+const ID_PATTERN: &str = "^0*(?:[1-9][0-9]{0,14}|[1-8][0-9]{15}|900[0-6][0-9]{12}|90070[0-9]{11}|90071[0-8][0-9]{10}|900719[0-8][0-9]{9}|9007199[0-1][0-9]{8}|90071992[0-4][0-9]{7}|900719925[0-3][0-9]{6}|9007199254[0-6][0-9]{5}|90071992547[0-3][0-9]{4}|9007199254740[0-8][0-9]{2}|90071992547409[0-8][0-9]|9007199254740990|9007199254740991)$";
+
 /// In the OpenAPI document: an id, or its decimal digits as a string.
 impl utoipa::PartialSchema for WireId {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -96,7 +100,8 @@ impl utoipa::PartialSchema for WireId {
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .pattern(Some("^[0-9]+$"))
+                    // Exactly 1 to 2^53 - 1 (leading zeros allowed), as the server checks.
+                    .pattern(Some(ID_PATTERN))
                     .description(Some(
                         "The id's decimal digits (as DRF's PrimaryKeyRelatedField takes them).",
                     )),

@@ -135,10 +135,11 @@ endpoints (`/ws/chat/`, `/ws/chat/{{id}}/`, `/ws/notifications/`, `/ws/echo/`) a
 `/api/v1/messaging/conversations/`); each is listed once here, in its canonical form.\n\
 - `HEAD` is accepted wherever `GET` is, except on `/api/messages/queue/{{user_id}}` (a drain). \
 Another method gets 405 with an `Allow` header.\n\
-- Request bodies are JSON (`Content-Type: application/json` or `…+json`), or a form \
-(`application/x-www-form-urlencoded`, or `multipart/form-data` without files) as Django REST \
-framework's default parsers read them: a repeated key is a list (`participants=1&participants=2`), \
-an empty field is left out. At most `limits.max_body_bytes` (default {max_body}). Unknown \
+- Request bodies are JSON (`Content-Type: application/json` or `…+json`), as this document \
+describes them. A flat body is also read from a form (`application/x-www-form-urlencoded`, or \
+`multipart/form-data` without files) as Django REST framework's default parsers read it: a \
+repeated key is a list (`participants=1&participants=2`), an empty field is left out; forms are \
+not listed per operation, as they cannot carry nested objects. At most `limits.max_body_bytes` (default {max_body}). Unknown \
 fields are ignored.\n\
 - Ids are integers, 1 ≤ id < 2^53; in a request (body, form, query) an id may also be its \
 decimal digits as a string (`\"12\"`), as DRF's `PrimaryKeyRelatedField` takes it. Timestamps are RFC 3339 UTC with milliseconds, \
@@ -318,22 +319,6 @@ fn optional_body(body: &mut utoipa::openapi::request_body::RequestBody) {
     }
 }
 
-/// Every body is read as JSON or a form alike ([`super::extract::Json`]): the form types get
-/// the JSON type's schema.
-fn form_types(body: &mut utoipa::openapi::request_body::RequestBody) {
-    let Some(json) = body.content.get("application/json").cloned() else {
-        return;
-    };
-    for form in ["application/x-www-form-urlencoded", "multipart/form-data"] {
-        body.content.entry(form.to_owned()).or_insert_with(|| {
-            let mut content = json.clone();
-            content.example = None;
-            content.examples.clear();
-            content
-        });
-    }
-}
-
 /// Adds to every operation of `item` what follows from its group and its inputs.
 pub fn complete(item: &mut PathItem, caller: Caller) {
     for op in [
@@ -370,8 +355,10 @@ fn complete_operation(op: &mut Operation, caller: Caller) {
         .any(|p| p.parameter_in == ParameterIn::Path && p.name != "file");
     let has_body = op.request_body.is_some();
     if let Some(body) = &mut op.request_body {
+        // Only the JSON type is listed: a form carries no nested objects (a broadcast's
+        // `message`) and leaves empty fields out, so the JSON schema would not describe it
+        // precisely; the description says which forms are read (docs/API.md too).
         optional_body(body);
-        form_types(body);
     }
 
     let mut add = |status: &str, response: &str| {
@@ -383,7 +370,10 @@ fn complete_operation(op: &mut Operation, caller: Caller) {
     if let Some(unauthorized) = unauthorized {
         add("401", unauthorized);
     }
-    if caller == Caller::User {
+    // A disabled user's tokens (user routes), logins and refreshes (guest routes), and sends
+    // in their name (service routes with a body) are refused.
+    if caller == Caller::User || caller == Caller::Guest || (caller == Caller::Service && has_body)
+    {
         add("403", "UserDisabled");
     }
     if matches!(caller, Caller::Service | Caller::Admin) {

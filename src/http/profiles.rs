@@ -32,11 +32,17 @@ impl Resource for ProfileUser {
 #[schema(as = ProfileUpdate)]
 pub struct ProfileBody {
     /// The name events show, 1 to 150 characters (surrounding spaces are trimmed).
-    #[schema(min_length = 1, max_length = 150, example = "amara")]
+    /// Trimmed, 1–150 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 150,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "amara"
+    )]
     username: String,
     /// Up to 150 characters; absent or null keeps the one recorded, `""` clears it.
     #[serde(default)]
-    #[schema(max_length = 150)]
+    #[schema(max_length = 150, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     display_name: Option<String>,
 }
 
