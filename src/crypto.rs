@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
 use chacha20poly1305::XChaCha20Poly1305;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
 use sha2::{Digest, Sha256};
 
 const FORMAT: u8 = 1;
@@ -234,22 +234,24 @@ impl Keyring {
         let mut header = [0u8; HEADER_LEN];
         header[0] = FORMAT;
         header[1..].copy_from_slice(&self.current.to_le_bytes());
-        let cipher = &self.ciphers[0].1;
-        let sealed = cipher
-            .encrypt(
+        // Encrypted in place, in the buffer that is returned: one allocation and one copy of
+        // the plaintext per seal (`encrypt` would return the ciphertext in a buffer of its own,
+        // copied again behind the header).
+        let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = self.ciphers[0]
+            .1
+            .encrypt_inout_detached(
                 &nonce.into(),
-                Payload {
-                    msg: plaintext,
-                    aad: &header,
-                },
+                &header,
+                (&mut out[HEADER_LEN + NONCE_LEN..]).into(),
             )
             // Only fails for plaintexts over 256 GiB, far beyond any body limit: never store an
             // empty ciphertext in its place.
             .expect("XChaCha20-Poly1305 seals any plaintext under 256 GiB");
-        let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
+        out.extend_from_slice(&tag);
         out
     }
 
@@ -306,6 +308,35 @@ mod tests {
         );
         assert_eq!(ring.open(&sealed).expect("open"), b"hello marker 1234");
         assert_ne!(ring.seal(b"same"), ring.seal(b"same"), "nonces must differ");
+    }
+
+    /// Values sealed before (and stored in every data file and journal) must keep opening,
+    /// and new ones must be what the format says: the header, the nonce, then exactly what
+    /// `Aead::encrypt` gives for them (ciphertext, then the tag).
+    #[test]
+    fn sealed_layout_is_header_nonce_then_aead_ciphertext_and_tag() {
+        let key = Key::generate().expect("key");
+        let ring = Keyring::new(&key, &[]).expect("ring");
+        for plaintext in [&b""[..], b"x", &[7u8; 1000][..]] {
+            let sealed = ring.seal(plaintext);
+            assert_eq!(sealed.len(), OVERHEAD + plaintext.len());
+            let (header, rest) = sealed.split_at(HEADER_LEN);
+            let (nonce, body) = rest.split_at(NONCE_LEN);
+            assert_eq!(header[0], FORMAT);
+            assert_eq!(Keyring::key_id_of(&sealed), Some(key.id()));
+            let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("nonce");
+            let expected = cipher(&key)
+                .encrypt(
+                    &nonce.into(),
+                    Payload {
+                        msg: plaintext,
+                        aad: header,
+                    },
+                )
+                .expect("encrypt");
+            assert_eq!(body, expected.as_slice());
+            assert_eq!(ring.open(&sealed).expect("open"), plaintext);
+        }
     }
 
     #[test]

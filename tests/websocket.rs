@@ -1472,6 +1472,53 @@ fn socket_sends_are_rate_limited_and_refused_sends_are_not_stored() {
     });
 }
 
+/// A socket's sends are answered in the order they were sent, the writer's refusals among
+/// them: a client that pipelines can match answers to sends by position. (Each send used to
+/// wait for its answer in a task of its own, so a refusal that needs a read — a `client_id`
+/// reused with other content — reached the client after the acknowledgements of the sends
+/// behind it.)
+#[test]
+fn pipelined_sends_are_answered_in_order_refusals_included() {
+    let (_dir, d) = daemon(&[]);
+    let conv = d.conversation(1, 2);
+    runtime().block_on(async {
+        let (mut a, _) = chat(&d, 1).await;
+        // The second reuses the first's client_id with another text: refused as a conflict.
+        let sends = [("p-1", "first"), ("p-1", "not the first"), ("p-3", "third")];
+        let mut expected = Vec::new();
+        for round in 0..5 {
+            for (client_id, text) in sends {
+                let client_id = format!("{client_id}-{round}");
+                send_json(
+                    &mut a,
+                    json!({"type": "chat_message", "conversation_id": conv,
+                           "text": format!("{text} {round}"), "client_id": client_id}),
+                )
+                .await;
+                expected.push(client_id);
+            }
+        }
+        let mut answers = Vec::new();
+        for _ in 0..expected.len() {
+            let event = recv_json(&mut a).await;
+            let (kind, reference) = if event["type"] == "error" {
+                assert_eq!(event["code"], "client_id_conflict", "{event}");
+                ("error", event["ref"].clone())
+            } else {
+                assert_eq!(event["type"], "message_sent", "{event}");
+                ("message_sent", event["client_id"].clone())
+            };
+            answers.push((kind, reference.as_str().expect("a client_id").to_owned()));
+        }
+        let wanted: Vec<(&str, String)> = expected
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (if i % 3 == 1 { "error" } else { "message_sent" }, c.clone()))
+            .collect();
+        assert_eq!(answers, wanted);
+    });
+}
+
 #[test]
 fn presence_online_at_once_offline_after_the_grace() {
     let (_dir, d) = daemon(&[("INDABA_LIMITS__PRESENCE_GRACE", "300ms")]);

@@ -303,10 +303,12 @@ pub struct Submitted {
 }
 
 /// Queues a prepared message for the next commit.
-pub async fn submit(state: &AppState, new: NewMessage) -> Result<Submitted, ChatError> {
-    let mut queued = new.clone();
-    // The writer needs the sealed body; the copy kept here only compares duplicates.
-    queued.body = Vec::new();
+pub async fn submit(state: &AppState, mut new: NewMessage) -> Result<Submitted, ChatError> {
+    // The writer needs the sealed body; the copy kept here only compares duplicates, so the
+    // body is kept out of the clone rather than copied and dropped.
+    let body = std::mem::take(&mut new.body);
+    let queued = new.clone();
+    new.body = body;
     let emit = super::webhook::emit_message(state, new.conversation, new.sender).await?;
     let pending = state
         .store
@@ -320,6 +322,11 @@ pub async fn submit(state: &AppState, new: NewMessage) -> Result<Submitted, Chat
 }
 
 impl Submitted {
+    /// Whether the writer has answered (so [`Submitted::finish`] needs no wake-up from it).
+    pub fn is_answered(&self) -> bool {
+        self.pending.is_answered()
+    }
+
     /// Waits until the message is durable. A repeated `client_id` answers with the first
     /// message if the content is the same, [`ChatError::ClientIdConflict`] if not.
     ///

@@ -117,7 +117,7 @@ pub struct Hub {
     participants: Mutex<HashMap<u64, Arc<Vec<u64>>>>,
     /// Unread totals waiting to be sent (see [`Hub::push_unread_count`]).
     unread: Mutex<UnreadRequests>,
-    acks: mpsc::UnboundedSender<QueueKey>,
+    acks: mpsc::UnboundedSender<Vec<QueueKey>>,
     store: Store,
     /// How long a user stays "online" after their last socket closed.
     presence_grace: Duration,
@@ -130,7 +130,7 @@ impl Hub {
     /// A hub over `store`; queue removals go out on `acks` (see [`run_acks`]).
     pub fn new(
         store: Store,
-        acks: mpsc::UnboundedSender<QueueKey>,
+        acks: mpsc::UnboundedSender<Vec<QueueKey>>,
         presence_grace: Duration,
     ) -> Self {
         Self {
@@ -271,9 +271,10 @@ impl Hub {
         }
     }
 
-    /// A frame carrying queue entry `key` was written to a socket.
-    pub fn delivered(&self, key: QueueKey) {
-        let _ = self.acks.send(key);
+    /// Frames carrying these queue entries were written to a socket (one batch of its
+    /// frames: one hand-over to [`run_acks`] per write, not one per message).
+    pub fn delivered(&self, keys: Vec<QueueKey>) {
+        let _ = self.acks.send(keys);
     }
 
     /// `join_conversation` of a `/ws/chat/` socket (participation checked by the caller).
@@ -380,7 +381,9 @@ impl Hub {
         if !overflowed.is_empty() {
             tracing::debug!(sessions = ?overflowed, "slow consumers closed with 4008");
         }
-        self.push_unread_counts(notify_unread.into_iter().map(|user| (user, None)));
+        if !notify_unread.is_empty() {
+            self.push_unread_counts(notify_unread.into_iter().map(|user| (user, None)));
+        }
     }
 
     /// Sends `user` their total unread count on their notification sockets and on their
@@ -654,20 +657,20 @@ pub async fn run_fanout(hub: Arc<Hub>, mut committed: mpsc::UnboundedReceiver<Ve
 /// is left and returns (before the writer stops).
 pub async fn run_acks(
     writer: WriterHandle,
-    mut acks: mpsc::UnboundedReceiver<QueueKey>,
+    mut acks: mpsc::UnboundedReceiver<Vec<QueueKey>>,
     done: CancellationToken,
 ) {
     let mut batch = Vec::new();
     loop {
         let first = tokio::select! {
-            key = acks.recv() => key,
+            keys = acks.recv() => keys,
             _ = done.cancelled() => None,
         };
         match first {
-            Some(key) => batch.push(key),
+            Some(keys) => batch.extend(keys),
             None => {
-                while let Ok(key) = acks.try_recv() {
-                    batch.push(key);
+                while let Ok(keys) = acks.try_recv() {
+                    batch.extend(keys);
                 }
                 if !batch.is_empty() {
                     let _ = writer.dequeue(std::mem::take(&mut batch)).await;
@@ -676,9 +679,9 @@ pub async fn run_acks(
             }
         }
         while batch.len() < ACK_BATCH
-            && let Ok(key) = acks.try_recv()
+            && let Ok(keys) = acks.try_recv()
         {
-            batch.push(key);
+            batch.extend(keys);
         }
         if writer.dequeue(std::mem::take(&mut batch)).await.is_err() {
             return;

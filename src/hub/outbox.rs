@@ -174,32 +174,49 @@ impl Outbox {
 
     /// Adds an event. Past the bound the outbox closes with 4008 and refuses.
     pub fn push(&self, lane: Lane, frame: Outbound) -> Result<(), Closed> {
+        self.push_all(lane, [frame])
+    }
+
+    /// [`Outbox::push`] of several events in order, in one lock and with one wake-up of the
+    /// writer.
+    pub fn push_all(
+        &self,
+        lane: Lane,
+        frames: impl IntoIterator<Item = Outbound>,
+    ) -> Result<(), Closed> {
         let mut state = self.lock();
         if state.closing.is_some() {
             return Err(Closed);
         }
-        if let Lane::Message(_) = lane {
-            if state.replayed_already(&frame) {
-                return Ok(());
-            }
-            if state.replaying {
-                if state.held.len() >= self.capacity {
-                    drop(state);
-                    return self.overflow();
+        let mut wake = false;
+        for frame in frames {
+            if let Lane::Message(_) = lane {
+                if state.replayed_already(&frame) {
+                    continue;
                 }
-                state.held.push_back((lane, frame));
-                // Nothing for the writer to take: it is not woken.
-                return Ok(());
+                if state.replaying {
+                    if state.held.len() >= self.capacity {
+                        drop(state);
+                        return self.overflow();
+                    }
+                    state.held.push_back((lane, frame));
+                    // Nothing for the writer to take: it is not woken.
+                    continue;
+                }
             }
+            if state.queued >= self.capacity {
+                drop(state);
+                // The close wakes the writer.
+                return self.overflow();
+            }
+            state.lanes[lane.index()].push_back(frame);
+            state.queued += 1;
+            wake = true;
         }
-        if state.queued >= self.capacity {
-            drop(state);
-            return self.overflow();
-        }
-        state.lanes[lane.index()].push_back(frame);
-        state.queued += 1;
         drop(state);
-        self.notify.notify_one();
+        if wake {
+            self.notify.notify_one();
+        }
         Ok(())
     }
 
@@ -420,6 +437,24 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(outbox.next_batch(10, &mut out).await, None);
         assert_eq!(payloads(&out), ["ack", "high", "normal", "low"]);
+    }
+
+    #[tokio::test]
+    async fn push_all_queues_in_order_and_overflows_like_push() {
+        let outbox = Outbox::new(3);
+        outbox.push(Lane::Control, text("first")).expect("push");
+        outbox
+            .push_all(Lane::Control, [text("second"), text("third")])
+            .expect("push_all");
+        let mut out = Vec::new();
+        assert_eq!(outbox.next_batch(10, &mut out).await, None);
+        assert_eq!(payloads(&out), ["first", "second", "third"]);
+        // Past the bound: closed with 4008, what fitted stays queued ahead of the close.
+        let over = outbox.push_all(Lane::Control, [text("a"), text("b"), text("c"), text("d")]);
+        assert_eq!(over, Err(Closed));
+        assert_eq!(outbox.closing().map(|c| c.code), Some(CLOSE_SLOW_CONSUMER));
+        assert_eq!(outbox.len(), 3);
+        assert_eq!(outbox.push_all(Lane::Control, [text("e")]), Err(Closed));
     }
 
     #[tokio::test]

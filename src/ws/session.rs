@@ -11,8 +11,9 @@
 //! its own file; the reading side (`read_loop`, `impl Session`: one handler per inbound message)
 //! would stay here.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +29,7 @@ use super::protocol::{
 };
 use super::reader::{FrameReader, ReadError};
 use crate::auth::Identity;
+use crate::chat::send::Submitted;
 use crate::chat::{self, ChatError, SendRequest, Sender};
 use crate::error::Code;
 use crate::events::{ChatEvent, ConversationEvent};
@@ -87,6 +89,30 @@ struct Session {
     outbox: Arc<Outbox>,
     /// Frames other than chat messages per second ([`CONTROL_FRAMES_PER_SECOND`]).
     control_budget: TokenBucket,
+    /// Sends waiting for their durable answer, in the order they were sent.
+    acks: Mutex<Acks>,
+}
+
+/// A socket's sends in the writer's queue, answered in order by one task at a time
+/// ([`Session::answer_acks`]), which lives only while there are some. A task per send used to
+/// wait for each answer: a spawn per message, and a wake-up from the writer thread for every
+/// one of them, where one task that finds the rest of a commit's answers already there takes
+/// one wake-up per socket and commit, and queues their frames with one push.
+#[derive(Default)]
+struct Acks {
+    waiting: VecDeque<Ack>,
+    /// Whether a task is answering them.
+    answering: bool,
+}
+
+/// One send waiting for its answer.
+struct Ack {
+    submitted: Submitted,
+    /// The send's `client_id`, for `ref` in an error.
+    client_ref: Option<String>,
+    /// Whether a success is acknowledged with `message_sent` (the conversation dialect has
+    /// no acknowledgement).
+    ack: bool,
 }
 
 /// Runs an upgraded socket to the end. `socket` gives its TCP stream once the handshake is
@@ -160,6 +186,7 @@ pub async fn run(
         kind,
         outbox: outbox.clone(),
         control_budget: TokenBucket::new(CONTROL_FRAMES_PER_SECOND, CONTROL_FRAMES_BURST),
+        acks: Mutex::default(),
     });
     tracing::debug!(session = id, user = session.user, "websocket open");
     if let (Kind::Chat, Some(fanned_out)) = (&session.kind, fanned_out) {
@@ -297,6 +324,15 @@ async fn write_loop(
 ) -> bool {
     // Set once a batch stalled: what is left of the slow consumer's time for its close.
     let mut close_by = None;
+    // The shutdown wait and the ping timer live as long as the loop: made afresh for every
+    // wait, each batch registered a waiter with the shutdown token that every socket shares
+    // (a lock they all take) and a timer, and took both out again once woken.
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(shutting_down);
+    let ping_timer = tokio::time::sleep(ping_every);
+    tokio::pin!(ping_timer);
+    // When the last batch went out: the ping is due `ping_every` after it.
+    let mut wrote_at = tokio::time::Instant::now();
     loop {
         // Both allocated for one batch and given back once it is written: kept between
         // batches, the first frame alone (`connection_established`) left 4 slots in each,
@@ -308,11 +344,18 @@ async fn write_loop(
         let next = tokio::select! {
             biased;
             next = w.outbox.next_batch(WRITE_BATCH, &mut batch) => next,
-            _ = shutdown.cancelled(), if !w.outbox.is_closing() => {
+            _ = &mut shutting_down, if !w.outbox.is_closing() => {
                 w.outbox.close(close::GOING_AWAY, "server shutting down");
                 continue;
             }
-            _ = tokio::time::sleep(ping_every) => {
+            _ = &mut ping_timer => {
+                // Batches went out meanwhile: the ping moves after the last one (the timer is
+                // moved only now, not at every batch).
+                let due = wrote_at + ping_every;
+                if due > tokio::time::Instant::now() {
+                    ping_timer.as_mut().reset(due);
+                    continue;
+                }
                 let idle = now_ms().saturating_sub(activity.load(Ordering::Relaxed));
                 if idle > 2 * ping_every.as_millis() as u64 {
                     tracing::debug!("websocket peer is not answering: dropped");
@@ -322,6 +365,8 @@ async fn write_loop(
                 if Box::pin(timed(send_now(&mut w.socket, ping))).await.is_err() {
                     return false;
                 }
+                wrote_at = tokio::time::Instant::now();
+                ping_timer.as_mut().reset(wrote_at + ping_every);
                 continue;
             }
         };
@@ -376,16 +421,19 @@ async fn write_loop(
             }
             return false;
         }
+        wrote_at = tokio::time::Instant::now();
         let now = now_ms();
+        let mut delivered = Vec::new();
         for (delivers, committed_ms) in written.drain(..) {
             if let Some(committed) = committed_ms {
                 let waited = now.saturating_sub(committed);
                 w.metrics.delivery_seconds.observe(waited as f64 / 1000.0);
             }
-            if let Some(key) = delivers {
-                w.metrics.messages_delivered.inc();
-                w.hub.delivered(key);
-            }
+            delivered.extend(delivers);
+        }
+        if !delivered.is_empty() {
+            w.metrics.messages_delivered.inc_by(delivered.len() as u64);
+            w.hub.delivered(delivered);
         }
         let closing = match next {
             Some(closing) => closing,
@@ -536,7 +584,11 @@ impl Session {
 
     /// An `error` event in the socket's dialect; the socket stays open.
     fn error(&self, code: Code, detail: &str, client_ref: Option<&str>) {
-        let event = match self.kind {
+        self.push(self.error_event(code, detail, client_ref));
+    }
+
+    fn error_event(&self, code: Code, detail: &str, client_ref: Option<&str>) -> Bytes {
+        match self.kind {
             Kind::Conversation { .. } => ConversationEvent::Error { message: detail }.to_bytes(),
             _ => ChatEvent::Error {
                 code,
@@ -544,8 +596,7 @@ impl Session {
                 client_ref,
             }
             .to_bytes(),
-        };
-        self.push(event);
+        }
     }
 
     async fn handle(self: &Arc<Self>, message: Message) {
@@ -630,16 +681,59 @@ impl Session {
             Ok(s) => s,
             Err(e) => return self.send_failed(&e, client_ref.as_deref()),
         };
-        let session = self.clone();
-        self.state.tasks.spawn(async move {
-            match submitted.finish(&session.state).await {
-                Ok(sent) if ack => {
-                    session.push(ChatEvent::message_sent(sent.id, &sent.record).to_bytes())
-                }
-                Ok(_) => {}
-                Err(e) => session.send_failed(&e, client_ref.as_deref()),
-            }
+        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+        acks.waiting.push_back(Ack {
+            submitted,
+            client_ref,
+            ack,
         });
+        if !acks.answering {
+            acks.answering = true;
+            drop(acks);
+            self.state.tasks.spawn(self.clone().answer_acks());
+        }
+    }
+
+    /// Answers the socket's sends in order until none is waiting. The writer answers a
+    /// commit's requests one after another, so once the first of a burst is answered the
+    /// others usually are too: those are taken without waiting, and their frames queued
+    /// together, before the task waits again.
+    async fn answer_acks(self: Arc<Self>) {
+        let mut events = Vec::new();
+        loop {
+            let next = {
+                let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+                match acks.waiting.front() {
+                    Some(a) if events.is_empty() || a.submitted.is_answered() => {
+                        acks.waiting.pop_front()
+                    }
+                    // Not answered yet: what is answered goes out before the wait.
+                    Some(_) => None,
+                    None if events.is_empty() => {
+                        // Cleared in the same lock a send checks: the next send spawns a task.
+                        acks.answering = false;
+                        return;
+                    }
+                    None => None,
+                }
+            };
+            match next {
+                Some(ack) => events.extend(self.answer(ack).await),
+                None => {
+                    let frames = std::mem::take(&mut events).into_iter().map(Outbound::event);
+                    let _ = self.outbox.push_all(Lane::Control, frames);
+                }
+            }
+        }
+    }
+
+    /// The frame answering one send once its commit is known, if it gets one.
+    async fn answer(&self, ack: Ack) -> Option<Bytes> {
+        match ack.submitted.finish(&self.state).await {
+            Ok(sent) if ack.ack => Some(ChatEvent::message_sent(sent.id, &sent.record).to_bytes()),
+            Ok(_) => None,
+            Err(e) => Some(self.error_event(e.code(), &e.to_string(), ack.client_ref.as_deref())),
+        }
     }
 
     fn send_failed(&self, e: &ChatError, client_ref: Option<&str>) {

@@ -66,6 +66,14 @@ pub struct Pending<T> {
 /// An append in the writer's queue ([`WriterHandle::submit_append`]).
 pub type PendingAppend = Pending<MessageAppended>;
 
+impl<T> Pending<T> {
+    /// Whether the answer is there: [`Pending::done`] returns at once. (False too if the
+    /// writer went away without one: `done` then fails at once.)
+    pub fn is_answered(&self) -> bool {
+        !self.answer.is_empty()
+    }
+}
+
 impl<T: TryFrom<Answer, Error = Answer>> Pending<T> {
     pub async fn done(self) -> Result<T, WriteError> {
         typed(self.answer.await.map_err(|_| closed())??)

@@ -35,7 +35,8 @@ pub struct NewMessage {
 /// Result of [`crate::store::WriterHandle::append_message`].
 #[derive(Debug, Clone)]
 pub enum MessageAppended {
-    /// Stored now, durably.
+    /// Stored now, durably. The record's `body` is left empty (the sealed body is in the
+    /// table; the sender has it in the clear).
     Stored { id: u64, record: MessageRecord },
     /// The sender's `client_id` was used before: this is the message it named.
     Duplicate { id: u64 },
@@ -45,6 +46,7 @@ pub enum MessageAppended {
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
     pub id: u64,
+    /// Without its sealed `body` (`plain` has it in the clear).
     pub record: MessageRecord,
     pub plain: Arc<MessageBody>,
     /// Everyone in the conversation.
@@ -116,7 +118,7 @@ pub(super) fn append(
     }
 
     let id = t.next_message_id;
-    let record = MessageRecord {
+    let mut record = MessageRecord {
         conversation: new.conversation,
         sender: new.sender,
         receiver,
@@ -127,6 +129,9 @@ pub(super) fn append(
         body: new.body,
     };
     let record_bytes = encode(&record)?;
+    // Stored; the answer and the fan-out carry the body in the clear (`plain`), so the sealed
+    // one is not copied into them.
+    record.body = Vec::new();
 
     // Write phase.
     t.next_message_id += 1;
