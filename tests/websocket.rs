@@ -582,6 +582,80 @@ fn notification_socket_hears_new_messages_and_unread_count() {
     });
 }
 
+/// Issue 18's leftover: a conversation the service API made for a send (the one-to-one
+/// conversation of a send without `conversation_id`, or the one made for a new host key) was
+/// never announced on its participants' notification sockets, while one made over REST was.
+/// Every way of making a conversation announces it to everyone in it, once.
+#[test]
+fn a_conversation_made_by_a_service_send_is_announced_once() {
+    let (_dir, d) = daemon(&[("INDABA_SERVICE__SHARED_SECRET", SERVICE_SECRET)]);
+    let rest = Rest::new(&d);
+    let send = |body: Value| {
+        let rest = &rest;
+        async move {
+            let path = "/api/messages/send";
+            let (status, reply) = rest.call("POST", SERVICE_SECRET, path, Some(&body)).await;
+            assert_eq!(status, 201, "{reply}");
+            id(&reply, "conversation_id")
+        }
+    };
+    runtime().block_on(async {
+        let url = |user: u64| ws_url(&d, "/ws/notifications/", &d.token(user));
+        let mut one = quiet_socket(&url(1)).await;
+        let mut two = quiet_socket(&url(2)).await;
+        let mut three = quiet_socket(&url(3)).await;
+
+        // No conversation named: the one-to-one conversation of 1 and 2 is made for it.
+        let made = send(json!({"sender_id": 1, "receiver_id": 2, "text": "first"})).await;
+        for socket in [&mut one, &mut two] {
+            let updates = conversation_updates(socket).await;
+            assert_eq!(updates.len(), 1, "{updates:?}");
+            assert_eq!(updates[0]["id"], made, "{updates:?}");
+            assert_eq!(updates[0]["participants"], json!([1, 2]), "{updates:?}");
+        }
+        assert_eq!(conversation_updates(&mut three).await, Vec::<Value>::new());
+        // It exists now: the next send announces nothing.
+        let again = send(json!({"sender_id": 2, "receiver_id": 1, "text": "second"})).await;
+        assert_eq!(again, made);
+        for socket in [&mut one, &mut two] {
+            assert_eq!(conversation_updates(socket).await, Vec::<Value>::new());
+        }
+
+        // The host app's id for a conversation of 1 and 3, which do not have one yet.
+        let host_key = 7000;
+        let body = json!({"conversation_id": host_key, "sender_id": 1, "receiver_id": 3,
+                          "text": "by the host's id"});
+        let keyed = send(body.clone()).await;
+        assert_ne!(keyed, made);
+        for socket in [&mut one, &mut three] {
+            let updates = conversation_updates(socket).await;
+            assert_eq!(updates.len(), 1, "{updates:?}");
+            assert_eq!(updates[0]["id"], keyed, "{updates:?}");
+            assert_eq!(updates[0]["host_id"], host_key, "{updates:?}");
+        }
+        assert_eq!(conversation_updates(&mut two).await, Vec::<Value>::new());
+        assert_eq!(send(body).await, keyed);
+        for socket in [&mut one, &mut three] {
+            assert_eq!(conversation_updates(socket).await, Vec::<Value>::new());
+        }
+    });
+}
+
+/// The conversations of every `conversation_updated` a notification socket was sent so far
+/// (read up to the answer to a ping sent now).
+async fn conversation_updates(ws: &mut Ws) -> Vec<Value> {
+    send_json(ws, json!({"type": "ping"})).await;
+    let mut updates = Vec::new();
+    loop {
+        let event = recv_json(ws).await;
+        match event["type"].as_str() {
+            Some("pong") => return updates,
+            Some("conversation_updated") => updates.push(event["conversation"].clone()),
+            _ => {}
+        }
+    }
+}
+
 /// A burst of messages to a user with a notification socket: one `notification` and one
 /// `unread_count` per message, as for a single one, and the counts never go back: the last
 /// one is the user's real total. (Counts used to be read by one task per message, in any
