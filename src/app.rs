@@ -108,6 +108,7 @@ pub async fn run(
         tokio::task::spawn_blocking(move || Store::open(&store_dir, keyring, options))
             .await
             .map_err(|e| StoreError::Storage(format!("open task failed: {e}")))??;
+    let store = store.with_data_key_cache(config.storage.data_key_cache);
     // After the store: its lock proves an existing socket file is a crashed daemon's.
     let admin = crate::admin::AdminSocket::bind(&data_dir)?;
     let shutdown_timeout = config.server.shutdown_timeout;

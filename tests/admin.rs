@@ -9,19 +9,14 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, Options, run_cli, split};
-use futures_util::{SinkExt, StreamExt};
-use indaba::auth::jwt::{TokenMinter, TokenType};
+use common::ws::{WAIT, connect_as, event_of, next_event, runtime};
+use common::{Daemon, Options, WsStream as Ws, run_cli, split};
+use futures_util::SinkExt;
 use redb::ReadableDatabase;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const SECRET: &str = "admin-tests-service-secret-0123456789";
-const WAIT: Duration = Duration::from_secs(5);
 
 fn options() -> Options {
     Options::env(&[("INDABA_SERVICE__SHARED_SECRET", SECRET)])
@@ -33,25 +28,7 @@ fn start(dir: &Path) -> Daemon {
 
 /// An admin API call with the service secret.
 fn admin(d: &Daemon, method: &str, path: &str) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    split(
-        d.http
-            .request(method, d.url(path))
-            .header("X-Service-Token", SECRET)
-            .send()
-            .expect("admin call"),
-    )
-}
-
-fn named_token(d: &Daemon, user: u64, name: &str) -> String {
-    TokenMinter::new(d.secret(), "user_id")
-        .mint(
-            user,
-            Some(name),
-            TokenType::Access,
-            Duration::from_secs(600),
-        )
-        .expect("mint")
+    d.service(SECRET, method, path, None)
 }
 
 /// Records `user` with `name` (their first request, with a `username` claim).
@@ -59,10 +36,20 @@ fn seen(d: &Daemon, user: u64, name: &str) {
     let resp = d
         .http
         .get(d.url("/api/v1/auth/me/"))
-        .bearer_auth(named_token(d, user, name))
+        .bearer_auth(d.named_token(user, name))
         .send()
         .expect("me");
     assert_eq!(resp.status(), 200);
+}
+
+/// Reads until the server closes; answers the close code (`None`: it ended without a close
+/// frame).
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        if let Err(code) = next_event(ws).await {
+            return code;
+        }
+    }
 }
 
 fn cli(d: &Daemon, args: &[&str]) -> (i32, String, String) {
@@ -70,67 +57,6 @@ fn cli(d: &Daemon, args: &[&str]) -> (i32, String, String) {
     let mut all = vec!["--data-dir", dir, "admin"];
     all.extend_from_slice(args);
     run_cli(&all, &[])
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn connect(d: &Daemon, path: &str, user: u64) -> Ws {
-    let url = format!("ws://{}{path}?token={}", d.addr, d.token(user));
-    let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("handshake within WAIT")
-        .expect("WebSocket handshake");
-    assert_eq!(response.status(), 101);
-    ws
-}
-
-/// The next text event, or the close code as `{"close": code}`.
-async fn next_event(ws: &mut Ws) -> Value {
-    loop {
-        let next = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("an event within WAIT");
-        match next {
-            Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(&text).expect("events are JSON");
-            }
-            Some(Ok(Message::Close(frame))) => {
-                return json!({"close": frame.map(|f| u16::from(f.code))});
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("socket ended without a close frame: {other:?}"),
-        }
-    }
-}
-
-/// Reads events until one of `kind` (returned), failing on a close.
-async fn event_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let event = next_event(ws).await;
-        assert!(
-            event.get("close").is_none(),
-            "closed while waiting for {kind}: {event}"
-        );
-        if event["type"] == kind {
-            return event;
-        }
-    }
-}
-
-/// Reads until the server closes; answers the close code.
-async fn close_code(ws: &mut Ws) -> Option<u16> {
-    loop {
-        let event = next_event(ws).await;
-        if let Some(code) = event.get("close") {
-            return code.as_u64().map(|c| c as u16);
-        }
-    }
 }
 
 #[test]
@@ -390,17 +316,20 @@ fn disabling_closes_sockets_and_refuses_tokens_until_enabled_across_restarts() {
     seen(&d, 21, "zodwa");
     let conversation = d.conversation(21, 22);
     let rt = runtime();
-    let mut chat = rt.block_on(connect(&d, "/ws/chat/", 21));
-    let mut room = rt.block_on(connect(&d, &format!("/ws/chat/{conversation}/"), 21));
+    let mut chat = rt.block_on(connect_as(&d, "/ws/chat/", 21));
+    let mut room = rt.block_on(connect_as(&d, &format!("/ws/chat/{conversation}/"), 21));
     rt.block_on(async {
         assert_eq!(
-            next_event(&mut chat).await["type"],
+            next_event(&mut chat).await.expect("an event")["type"],
             "connection_established"
         );
         room.send(Message::text(r#"{"type":"ping"}"#))
             .await
             .expect("ping");
-        assert_eq!(next_event(&mut room).await["type"], "pong");
+        assert_eq!(
+            next_event(&mut room).await.expect("an event")["type"],
+            "pong"
+        );
     });
 
     let (status, user) = admin(&d, "POST", "/api/admin/users/21/disable");
@@ -415,7 +344,7 @@ fn disabling_closes_sockets_and_refuses_tokens_until_enabled_across_restarts() {
         assert_eq!(status, 403, "{body}");
         assert_eq!(body["error"], "user_disabled");
         // A new upgrade is accepted and closed with 4403 too.
-        let mut again = rt.block_on(connect(d, "/ws/chat/", 21));
+        let mut again = rt.block_on(connect_as(d, "/ws/chat/", 21));
         assert_eq!(rt.block_on(close_code(&mut again)), Some(4403));
     };
     refused(&d);
@@ -440,9 +369,9 @@ fn disabling_closes_sockets_and_refuses_tokens_until_enabled_across_restarts() {
     d.stop();
     let d = start(dir.path());
     assert_eq!(d.get(21, "/api/v1/messaging/conversations/").0, 200);
-    let mut chat = rt.block_on(connect(&d, "/ws/chat/", 21));
+    let mut chat = rt.block_on(connect_as(&d, "/ws/chat/", 21));
     assert_eq!(
-        rt.block_on(next_event(&mut chat))["type"],
+        rt.block_on(next_event(&mut chat)).expect("an event")["type"],
         "connection_established"
     );
 
@@ -512,8 +441,8 @@ fn a_deleted_message_is_a_tombstone_everywhere_and_participants_hear_it() {
     let d = start(dir.path());
     let conversation = d.conversation(31, 32);
     let rt = runtime();
-    let mut chat = rt.block_on(connect(&d, "/ws/chat/", 32));
-    let mut room = rt.block_on(connect(&d, &format!("/ws/chat/{conversation}/"), 31));
+    let mut chat = rt.block_on(connect_as(&d, "/ws/chat/", 32));
+    let mut room = rt.block_on(connect_as(&d, &format!("/ws/chat/{conversation}/"), 31));
     rt.block_on(async {
         event_of(&mut chat, "connection_established").await;
         room.send(Message::text(r#"{"type":"ping"}"#))
@@ -726,7 +655,7 @@ fn erasure_leaves_nothing_readable_in_any_file_of_the_data_dir() {
     assert!(files_holding(dir.path(), &[&wrapped_44]).contains(&journal));
 
     let rt = runtime();
-    let mut watcher = rt.block_on(connect(&d, "/ws/chat/", 42));
+    let mut watcher = rt.block_on(connect_as(&d, "/ws/chat/", 42));
     rt.block_on(event_of(&mut watcher, "connection_established"));
     let (code, out, err) = cli(&d, &["users", "erase", "41", "--yes"]);
     assert_eq!(code, 0, "{err}");

@@ -13,20 +13,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::{Rest, WAIT, connect_as, ping_pong, recv_json, runtime, send_json};
 use common::{Daemon, Options, split};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const SECRET: &str = "dropin-tests-service-secret-0123456789";
 const CONVS: &str = "/api/v1/messaging/conversations/";
 const MSGS: &str = "/api/v1/messaging/messages/";
-/// How long any single event may take to arrive.
-const WAIT: Duration = Duration::from_secs(5);
 
 /// A daemon in dev mode with the service API on.
 fn daemon() -> (tempfile::TempDir, Daemon) {
@@ -36,14 +30,6 @@ fn daemon() -> (tempfile::TempDir, Daemon) {
         Options::env(&[("INDABA_SERVICE__SHARED_SECRET", SECRET)]),
     );
     (dir, d)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 /// A request as `user` with this body and content type.
@@ -77,21 +63,7 @@ fn service(
 
 /// [`service`] from inside a socket test's runtime (the blocking client must not run there).
 async fn service_async(d: &Daemon, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = reqwest::Client::new()
-        .request(method, d.url(path))
-        .header("X-Service-Token", SECRET)
-        .timeout(WAIT);
-    if let Some(body) = body {
-        req = req.json(body);
-    }
-    let resp = req.send().await.expect("service call");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    Rest::new(d).call(method, SECRET, path, body).await
 }
 
 /// A `multipart/form-data` body of these text fields (and one file part, if given).
@@ -119,51 +91,6 @@ fn assert_refused(status: u16, body: &Value, code: &str) {
         body["detail"].as_str().is_some_and(|d| !d.is_empty()),
         "{body}"
     );
-}
-
-// ---------------------------------------------------------------------------------------------
-// Socket helpers
-
-fn ws_url(d: &Daemon, path: &str, user: u64) -> String {
-    format!("ws://{}{path}?token={}", d.addr, d.token(user))
-}
-
-async fn connect(url: &str) -> Ws {
-    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("handshake within WAIT")
-        .expect("WebSocket handshake");
-    ws
-}
-
-async fn send_json(ws: &mut Ws, v: Value) {
-    tokio::time::timeout(WAIT, ws.send(Message::text(v.to_string())))
-        .await
-        .expect("send within WAIT")
-        .expect("send frame");
-}
-
-/// The next JSON event, skipping WebSocket-level pings and pongs.
-async fn recv_json(ws: &mut Ws) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let next = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no event within {WAIT:?}"));
-        match next {
-            Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(&text).expect("events are JSON");
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected an event, got {other:?}"),
-        }
-    }
-}
-
-/// Sends a ping and waits for its pong: the socket is registered, and nothing was ahead of it.
-async fn ping_pong(ws: &mut Ws) {
-    send_json(ws, json!({"type": "ping"})).await;
-    assert_eq!(recv_json(ws).await, json!({"type": "pong"}));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,7 +176,7 @@ fn ids_as_decimal_strings_are_accepted_everywhere() {
 
     // Both socket dialects.
     runtime().block_on(async {
-        let mut chat = connect(&ws_url(&d, "/ws/chat/", 2)).await;
+        let mut chat = connect_as(&d, "/ws/chat/", 2).await;
         assert_eq!(recv_json(&mut chat).await["type"], "connection_established");
         // The queue replay of what user 2 missed: the REST message and the broadcast.
         let mut replayed = 0;
@@ -303,7 +230,7 @@ fn ids_as_decimal_strings_are_accepted_everywhere() {
         assert_eq!(error["code"], "invalid_message", "{error}");
         assert_eq!(error["ref"], "c-2", "{error}");
 
-        let mut room = connect(&ws_url(&d, &format!("/ws/chat/{id}/"), 1)).await;
+        let mut room = connect_as(&d, &format!("/ws/chat/{id}/"), 1).await;
         ping_pong(&mut room).await;
         send_json(&mut room, json!({"type": "read", "message_ids": [from_backend.to_string()]})).await;
         let receipt = recv_json(&mut room).await;
@@ -623,7 +550,7 @@ fn system_messages_are_notifications_on_the_conversation_socket() {
     assert_eq!(status, 201, "{sent}");
     let conv = sent["conversation_id"].as_u64().expect("conversation");
     runtime().block_on(async {
-        let mut room = connect(&ws_url(&d, &format!("/ws/chat/{conv}/"), 2)).await;
+        let mut room = connect_as(&d, &format!("/ws/chat/{conv}/"), 2).await;
         ping_pong(&mut room).await;
         let (status, cast) = service_async(
             &d,
@@ -712,7 +639,7 @@ fn stats_process_count_follows_live_sockets() {
             "/ws/notifications/".to_owned(),
             format!("/ws/chat/{conv}/"),
         ] {
-            let mut ws = connect(&ws_url(&d, &path, 1)).await;
+            let mut ws = connect_as(&d, &path, 1).await;
             if path == "/ws/chat/" {
                 recv_json(&mut ws).await;
             }

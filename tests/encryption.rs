@@ -125,3 +125,48 @@ fn wrong_key_is_refused_and_rotation_keeps_old_data_readable() {
     let (status, _) = daemon.get(1, &format!("/api/v1/messaging/messages/{}/", second["id"]));
     assert_eq!(status, 200);
 }
+
+/// Senders' opened data keys are bounded (`storage.data_key_cache`, docs/STORAGE.md): with room
+/// for one, each message of another sender evicts the last one's key. Every message still
+/// reads back, before and after a restart, the evicted senders' later messages too.
+#[test]
+fn messages_of_senders_whose_keys_were_evicted_still_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options::env(&[("INDABA_STORAGE__DATA_KEY_CACHE", "1")]);
+    let daemon = Daemon::start_with(dir.path(), options.clone());
+    let ours = daemon.conversation(1, 2);
+    let theirs = daemon.conversation(3, 4);
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        for (sender, conversation) in [(1, ours), (2, ours), (3, theirs), (1, ours)] {
+            let text = format!("round {round} from {sender}");
+            daemon.send(sender, conversation, &text);
+            sent.push((conversation, text));
+        }
+    }
+    let history = |daemon: &Daemon, reader: u64, conversation: u64| -> Vec<String> {
+        let path = format!("/api/v1/messaging/messages/?conversation={conversation}&limit=200");
+        let (status, page) = daemon.get(reader, &path);
+        assert_eq!(status, 200, "{page}");
+        page["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|m| m["text"].as_str().expect("text").to_owned())
+            .collect()
+    };
+    let expected = |conversation: u64| -> Vec<String> {
+        sent.iter()
+            .filter(|(c, _)| *c == conversation)
+            .map(|(_, text)| text.clone())
+            .collect()
+    };
+    assert_eq!(history(&daemon, 2, ours), expected(ours));
+    assert_eq!(history(&daemon, 4, theirs), expected(theirs));
+    assert!(daemon.stop().success());
+
+    let daemon = Daemon::start_with(dir.path(), options);
+    assert_eq!(history(&daemon, 1, ours), expected(ours));
+    assert_eq!(history(&daemon, 3, theirs), expected(theirs));
+    assert!(daemon.stop().success());
+}

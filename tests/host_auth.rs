@@ -15,28 +15,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::django::{self, Django};
-use common::{Daemon, Options};
-use futures_util::{SinkExt, StreamExt};
+use common::ws::{WAIT, next_event, runtime};
+use common::{Daemon, Options, WsStream as Ws};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const WAIT: Duration = Duration::from_secs(5);
 const ME: &str = "/api/v1/auth/me/";
 const APP: &str = "https://app.example.com";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// A dev-mode daemon checking sessions at `check_url` (timeout 1 s), with more overrides.
 fn daemon(check_url: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Daemon) {
@@ -91,23 +78,6 @@ async fn upgrade(
             String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
         )),
         Err(e) => panic!("handshake failed: {e}"),
-    }
-}
-
-/// The next text frame as JSON, or the close code if the server closes first.
-async fn next_event(ws: &mut Ws) -> Result<Value, Option<u16>> {
-    loop {
-        let frame = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a frame within WAIT");
-        match frame {
-            Some(Ok(Message::Text(text))) => {
-                return Ok(serde_json::from_str(&text).expect("JSON event"));
-            }
-            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Err(None),
-        }
     }
 }
 

@@ -9,15 +9,12 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
-use common::{Daemon, Options};
-use futures_util::{SinkExt, StreamExt};
+use common::ws::{event_of, quiet_socket, runtime, send_json, ws_url};
+use common::{Daemon, Options, WsStream};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "host-ids-tests-service-secret";
-const WAIT: Duration = Duration::from_secs(5);
 
 fn start(dir: &Path) -> Daemon {
     Daemon::start_with(
@@ -27,15 +24,7 @@ fn start(dir: &Path) -> Daemon {
 }
 
 fn service(d: &Daemon, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    common::split(
-        d.http
-            .request(method, d.url(path))
-            .header("X-Service-Token", SECRET)
-            .json(body)
-            .send()
-            .expect("service call"),
-    )
+    d.service(SECRET, method, path, Some(body))
 }
 
 /// Seed 001's `send_message` with the host's `conversation_id`.
@@ -116,27 +105,9 @@ fn the_hosts_conversation_ids_map_to_one_conversation_durably() {
 }
 
 /// `typist` stops typing (always relayed, unlike a start): the event `watcher` gets.
-async fn stops_typing(typist: &mut common::WsStream, watcher: &mut common::WsStream) -> Value {
-    let stop = json!({"type": "typing", "is_typing": false}).to_string();
-    typist.send(Message::text(stop)).await.expect("send");
-    next(watcher, "typing").await
-}
-
-/// The next event of type `kind` on `ws`.
-async fn next(ws: &mut common::WsStream, kind: &str) -> Value {
-    loop {
-        let frame = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("an event within WAIT")
-            .expect("open")
-            .expect("frame");
-        if let Message::Text(text) = frame {
-            let event: Value = serde_json::from_str(&text).expect("json");
-            if event["type"] == kind {
-                return event;
-            }
-        }
-    }
+async fn stops_typing(typist: &mut WsStream, watcher: &mut WsStream) -> Value {
+    send_json(typist, json!({"type": "typing", "is_typing": false})).await;
+    event_of(watcher, "typing").await
 }
 
 #[test]
@@ -144,21 +115,11 @@ fn profiles_name_users_whose_tokens_claim_none_durably() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = start(dir.path());
     let conv = d.conversation(77, 78);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let rt = runtime();
+    // Each answers a ping before the test goes on: registered for the conversation's events.
     let open = |d: &Daemon, user: u64| {
-        let url = format!("ws://{}/ws/chat/{conv}/?token={}", d.addr, d.token(user));
-        rt.block_on(async {
-            let mut ws = tokio_tungstenite::connect_async(url)
-                .await
-                .expect("connect")
-                .0;
-            // Answered once the socket is registered for the conversation's events.
-            let ping = json!({"type": "ping"}).to_string();
-            ws.send(Message::text(ping)).await.expect("ping");
-            let pong = next(&mut ws, "pong").await;
-            assert_eq!(pong, json!({"type": "pong"}));
-            ws
-        })
+        let url = ws_url(d, &format!("/ws/chat/{conv}/"), &d.token(user));
+        rt.block_on(quiet_socket(&url))
     };
     let (mut typist, mut watcher) = (open(&d, 77), open(&d, 78));
     let event = rt.block_on(stops_typing(&mut typist, &mut watcher));

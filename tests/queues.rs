@@ -31,15 +31,7 @@ fn with_service(dir: &std::path::Path, extra: &[(&str, &str)]) -> Daemon {
 }
 
 fn service(d: &Daemon, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = d
-        .http
-        .request(method, d.url(path))
-        .header("X-Service-Token", SECRET);
-    if let Some(body) = body {
-        req = req.json(body);
-    }
-    split(req.send().expect("service call"))
+    d.service(SECRET, method, path, body)
 }
 
 /// Seed 001's `send_message(conversation_id, sender_id, receiver_id, text, ...)` as plain HTTP.

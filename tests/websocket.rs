@@ -13,53 +13,29 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Options};
-use futures_util::{SinkExt, StreamExt};
+use common::ws::{
+    Rest, WAIT, connect, ping_pong, quiet_socket, recv_json, recv_json_within, runtime, send_json,
+    send_text, ws_url,
+};
+use common::{Daemon, Options, WsStream as Ws};
+use futures_util::StreamExt;
 use indaba::auth::jwt::{TokenMinter, TokenType};
 use serde_json::{Value, json};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// How long any single event may take to arrive.
-const WAIT: Duration = Duration::from_secs(5);
 const MSGS: &str = "/api/v1/messaging/messages/";
 /// Enables the service API, whose queue endpoint shows what waits for a user.
 const SERVICE_SECRET: &str = "websocket-tests-service-secret";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// A daemon in dev mode on a fresh data dir, with `INDABA_*` overrides.
 fn daemon(env: &[(&str, &str)]) -> (tempfile::TempDir, Daemon) {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start_with(dir.path(), Options::env(env));
     (dir, d)
-}
-
-/// A token for `user` that also carries a `username` claim.
-fn named_token(d: &Daemon, user: u64, name: &str) -> String {
-    TokenMinter::new(d.secret(), "user_id")
-        .mint(
-            user,
-            Some(name),
-            TokenType::Access,
-            Duration::from_secs(600),
-        )
-        .expect("mint")
-}
-
-fn ws_url(d: &Daemon, path: &str, token: &str) -> String {
-    format!("ws://{}{path}?token={token}", d.addr)
 }
 
 /// Whether `s` is an RFC 3339 UTC timestamp with milliseconds (`2026-11-22T10:30:00.123Z`).
@@ -95,15 +71,6 @@ fn id(v: &Value, field: &str) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Socket helpers
 
-async fn connect(url: &str) -> Ws {
-    let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("handshake within WAIT")
-        .expect("WebSocket handshake");
-    assert_eq!(response.status(), 101, "switching protocols");
-    ws
-}
-
 /// Opens `/ws/chat/` as `user` and reads its first frame, `connection_established`.
 async fn chat(d: &Daemon, user: u64) -> (Ws, Value) {
     let mut ws = connect(&ws_url(d, "/ws/chat/", &d.token(user))).await;
@@ -114,60 +81,6 @@ async fn chat(d: &Daemon, user: u64) -> (Ws, Value) {
     );
     assert_eq!(hello["user_id"], user, "{hello}");
     (ws, hello)
-}
-
-/// Opens a conversation or notification socket (they send nothing first) and waits until the
-/// daemon answers a ping on it, so it is registered for events.
-async fn quiet_socket(url: &str) -> Ws {
-    let mut ws = connect(url).await;
-    ping_pong(&mut ws).await;
-    ws
-}
-
-async fn send_json(ws: &mut Ws, v: Value) {
-    send_text(ws, v.to_string()).await;
-}
-
-async fn send_text(ws: &mut Ws, text: String) {
-    tokio::time::timeout(WAIT, ws.send(Message::text(text)))
-        .await
-        .expect("send within WAIT")
-        .expect("send frame");
-}
-
-/// Sends `{"type":"ping"}` and asserts that the very next event is the pong: the socket is
-/// open, and nothing else was waiting ahead of it.
-async fn ping_pong(ws: &mut Ws) {
-    send_json(ws, json!({"type": "ping"})).await;
-    let next = recv_json(ws).await;
-    assert_eq!(next, json!({"type": "pong"}), "expected only the pong");
-}
-
-/// The next JSON event, skipping WebSocket-level pings and pongs.
-async fn recv_json(ws: &mut Ws) -> Value {
-    recv_json_within(ws, WAIT)
-        .await
-        .unwrap_or_else(|| panic!("no event within {WAIT:?}"))
-}
-
-/// The next JSON event, or `None` if none arrives `within`.
-async fn recv_json_within(ws: &mut Ws, within: Duration) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let next = tokio::time::timeout_at(deadline, ws.next()).await.ok()?;
-        match next {
-            Some(Ok(Message::Text(text))) => {
-                return Some(serde_json::from_str(&text).expect("events are JSON"));
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(frame))) => {
-                panic!("socket closed while expecting an event: {frame:?}")
-            }
-            Some(Ok(other)) => panic!("unexpected frame {other:?}"),
-            Some(Err(e)) => panic!("socket failed while expecting an event: {e}"),
-            None => panic!("socket ended while expecting an event"),
-        }
-    }
 }
 
 /// Reads until the server's close frame and returns its code (data frames before it are
@@ -250,60 +163,6 @@ fn assert_new_message(event: &Value, message_id: u64, text: &str) {
 
 // ---------------------------------------------------------------------------------------------
 // Async REST, for calls made while sockets are open
-
-struct Rest {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Rest {
-    fn new(d: &Daemon) -> Self {
-        Rest {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("client"),
-            base: format!("http://{}", d.addr),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        token: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, body)
-    }
-
-    /// REST send; returns the message JSON.
-    async fn send(&self, token: &str, body: Value) -> Value {
-        let (status, msg) = self.call("POST", token, MSGS, Some(&body)).await;
-        assert_eq!(status, 201, "{msg}");
-        msg
-    }
-
-    /// Every message of `conversation` as `token` sees them (oldest first).
-    async fn messages(&self, token: &str, conversation: u64) -> Vec<Value> {
-        let path = format!("{MSGS}?conversation={conversation}&limit=200");
-        let (status, page) = self.call("GET", token, &path, None).await;
-        assert_eq!(status, 200, "{page}");
-        page["results"].as_array().expect("results").clone()
-    }
-}
 
 /// What waits in `user`'s queue, in queue order, without draining it (service API).
 async fn queue(rest: &Rest, user: u64) -> Vec<Value> {
@@ -599,7 +458,7 @@ fn seed_003_004_conversation_socket() {
     runtime().block_on(async {
         let path = format!("/ws/chat/{conv}/");
         let mut a = quiet_socket(&ws_url(&d, &path, &d.token(1))).await;
-        let mut b = quiet_socket(&ws_url(&d, &path, &named_token(&d, 2, "bob"))).await;
+        let mut b = quiet_socket(&ws_url(&d, &path, &d.named_token(2, "bob"))).await;
 
         // message → every socket of the conversation, the sender's included.
         send_json(
@@ -721,6 +580,80 @@ fn notification_socket_hears_new_messages_and_unread_count() {
             assert_eq!(event["conversation"]["subject"], "new");
         }
     });
+}
+
+/// Issue 18's leftover: a conversation the service API made for a send (the one-to-one
+/// conversation of a send without `conversation_id`, or the one made for a new host key) was
+/// never announced on its participants' notification sockets, while one made over REST was.
+/// Every way of making a conversation announces it to everyone in it, once.
+#[test]
+fn a_conversation_made_by_a_service_send_is_announced_once() {
+    let (_dir, d) = daemon(&[("INDABA_SERVICE__SHARED_SECRET", SERVICE_SECRET)]);
+    let rest = Rest::new(&d);
+    let send = |body: Value| {
+        let rest = &rest;
+        async move {
+            let path = "/api/messages/send";
+            let (status, reply) = rest.call("POST", SERVICE_SECRET, path, Some(&body)).await;
+            assert_eq!(status, 201, "{reply}");
+            id(&reply, "conversation_id")
+        }
+    };
+    runtime().block_on(async {
+        let url = |user: u64| ws_url(&d, "/ws/notifications/", &d.token(user));
+        let mut one = quiet_socket(&url(1)).await;
+        let mut two = quiet_socket(&url(2)).await;
+        let mut three = quiet_socket(&url(3)).await;
+
+        // No conversation named: the one-to-one conversation of 1 and 2 is made for it.
+        let made = send(json!({"sender_id": 1, "receiver_id": 2, "text": "first"})).await;
+        for socket in [&mut one, &mut two] {
+            let updates = conversation_updates(socket).await;
+            assert_eq!(updates.len(), 1, "{updates:?}");
+            assert_eq!(updates[0]["id"], made, "{updates:?}");
+            assert_eq!(updates[0]["participants"], json!([1, 2]), "{updates:?}");
+        }
+        assert_eq!(conversation_updates(&mut three).await, Vec::<Value>::new());
+        // It exists now: the next send announces nothing.
+        let again = send(json!({"sender_id": 2, "receiver_id": 1, "text": "second"})).await;
+        assert_eq!(again, made);
+        for socket in [&mut one, &mut two] {
+            assert_eq!(conversation_updates(socket).await, Vec::<Value>::new());
+        }
+
+        // The host app's id for a conversation of 1 and 3, which do not have one yet.
+        let host_key = 7000;
+        let body = json!({"conversation_id": host_key, "sender_id": 1, "receiver_id": 3,
+                          "text": "by the host's id"});
+        let keyed = send(body.clone()).await;
+        assert_ne!(keyed, made);
+        for socket in [&mut one, &mut three] {
+            let updates = conversation_updates(socket).await;
+            assert_eq!(updates.len(), 1, "{updates:?}");
+            assert_eq!(updates[0]["id"], keyed, "{updates:?}");
+            assert_eq!(updates[0]["host_id"], host_key, "{updates:?}");
+        }
+        assert_eq!(conversation_updates(&mut two).await, Vec::<Value>::new());
+        assert_eq!(send(body).await, keyed);
+        for socket in [&mut one, &mut three] {
+            assert_eq!(conversation_updates(socket).await, Vec::<Value>::new());
+        }
+    });
+}
+
+/// The conversations of every `conversation_updated` a notification socket was sent so far
+/// (read up to the answer to a ping sent now).
+async fn conversation_updates(ws: &mut Ws) -> Vec<Value> {
+    send_json(ws, json!({"type": "ping"})).await;
+    let mut updates = Vec::new();
+    loop {
+        let event = recv_json(ws).await;
+        match event["type"].as_str() {
+            Some("pong") => return updates,
+            Some("conversation_updated") => updates.push(event["conversation"].clone()),
+            _ => {}
+        }
+    }
 }
 
 /// A burst of messages to a user with a notification socket: one `notification` and one

@@ -38,7 +38,7 @@ pub struct Created {
 }
 
 /// Creates a conversation of `creator` (de-duplicated by the writer). Everyone in a new one
-/// hears of it on their notification sockets.
+/// hears of it on their notification sockets ([`make`]).
 pub async fn create(
     state: &AppState,
     creator: u64,
@@ -87,22 +87,8 @@ pub async fn create(
         booking: req.booking,
         subject,
     };
-    let emit = super::webhook::emit(state, &[WebhookEvent::ConversationCreated]);
-    let created: ConversationCreated = store
-        .writer()
-        .request_emitting(Op::CreateConversation(new), emit)
-        .await?;
+    let created = make(state, Op::CreateConversation(new)).await?;
     let conversation = view(state, creator, created.id).await?;
-    if created.created {
-        // Everyone in it starts with the same view: new, unread 0, not archived.
-        let event = ChatEvent::ConversationUpdated {
-            conversation: &conversation,
-        }
-        .to_bytes();
-        for participant in &conversation.participants {
-            state.hub.conversation_updated(*participant, event.clone());
-        }
-    }
     Ok(Created {
         conversation,
         created: created.created,
@@ -119,13 +105,7 @@ pub(super) async fn one_to_one(state: &AppState, a: u64, b: u64) -> Result<u64, 
         booking: None,
         subject: None,
     };
-    let emit = super::webhook::emit(state, &[WebhookEvent::ConversationCreated]);
-    let created: ConversationCreated = state
-        .store
-        .writer()
-        .request_emitting(Op::CreateConversation(new), emit)
-        .await?;
-    Ok(created.id)
+    Ok(make(state, Op::CreateConversation(new)).await?.id)
 }
 
 /// Where a service send's `conversation_id` goes (contract 8.3): conversation `id` itself if
@@ -148,21 +128,61 @@ pub(super) async fn own_or_host(
     if own {
         return Ok((id, None));
     }
-    // A conversation made for the key is announced to the host like any other.
+    let op = Op::HostConversation {
+        key: id,
+        sender,
+        receiver,
+    };
+    Ok((make(state, op).await?.id, Some(id)))
+}
+
+/// Stores `op`, which makes a conversation or finds the one that exists, and announces one it
+/// made: to the host app (webhook `conversation.created`) and to everyone in it
+/// (`conversation_updated` on their notification sockets). Every way of making a conversation
+/// goes through here, so each is announced the same way, once.
+async fn make(state: &AppState, op: Op) -> Result<ConversationCreated, ChatError> {
     let emit = super::webhook::emit(state, &[WebhookEvent::ConversationCreated]);
-    let found: ConversationCreated = state
+    let made: ConversationCreated = state.store.writer().request_emitting(op, emit).await?;
+    if made.created {
+        announce(state, made.id).await;
+    }
+    Ok(made)
+}
+
+/// `conversation_updated` to each participant of conversation `id`, with their own view of it.
+/// The conversation is stored already: a failure to read it back loses only the event, which
+/// is logged, and the caller's request goes on.
+async fn announce(state: &AppState, id: u64) {
+    let views = state
         .store
-        .writer()
-        .request_emitting(
-            Op::HostConversation {
-                key: id,
-                sender,
-                receiver,
-            },
-            emit,
-        )
-        .await?;
-    Ok((found.id, Some(id)))
+        .read(move |r| {
+            let Some(record) = r.conversation(id)? else {
+                return Ok(Vec::new());
+            };
+            let mut views = Vec::with_capacity(record.participants.len());
+            for user in record.participants {
+                if let Some(view) = r.conversation_view(user, id)? {
+                    views.push((user, ConversationJson::from(view)));
+                }
+            }
+            Ok(views)
+        })
+        .await;
+    match views {
+        Ok(views) => {
+            for (user, conversation) in views {
+                let event = ChatEvent::ConversationUpdated {
+                    conversation: &conversation,
+                };
+                state.hub.conversation_updated(user, event.to_bytes());
+            }
+        }
+        Err(e) => tracing::error!(
+            conversation = id,
+            error = %e,
+            "a new conversation was not announced to its participants' notification sockets"
+        ),
+    }
 }
 
 /// Archives or unarchives conversation `id` in `user`'s own view.

@@ -179,6 +179,9 @@ impl Config {
         if self.storage.commit_batch_max == 0 {
             return invalid("storage.commit_batch_max", "must be at least 1");
         }
+        if self.storage.data_key_cache == 0 {
+            return invalid("storage.data_key_cache", "must be at least 1");
+        }
         if self.storage.checkpoint_interval.is_zero()
             || self.storage.checkpoint_interval > Duration::from_secs(3600)
         {

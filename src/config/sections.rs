@@ -76,6 +76,10 @@ pub struct StorageConfig {
     /// 50 ms, ~3 ms every 250 ms at 5,000 messages/s): rarer, it holds fewer messages back.
     #[serde(with = "duration_str")]
     pub checkpoint_interval: Duration,
+    /// Most senders whose data keys stay opened in memory for sealing (a few hundred bytes
+    /// each); a sender beyond them has their key read from the data file again on their next
+    /// message. Bounds the memory of a daemon that has seen millions of senders.
+    pub data_key_cache: usize,
 }
 
 impl Default for StorageConfig {
@@ -88,6 +92,7 @@ impl Default for StorageConfig {
             commit_batch_max: 4096,
             journal: true,
             checkpoint_interval: Duration::from_millis(250),
+            data_key_cache: 65_536,
         }
     }
 }

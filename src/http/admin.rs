@@ -14,6 +14,7 @@ use super::extract::{Conversation, Count, EmptyBody, Id, Link, Message, Query, S
 use crate::chat::moderation;
 use crate::error::{ApiError, HttpResponse, json_response};
 use crate::http::openapi::{EmptyBodySchema, Error};
+use crate::http::pagination::PageRequest;
 use crate::state::AppState;
 use crate::store::reader::UserSummary;
 use crate::time::rfc3339_ms;
@@ -104,25 +105,22 @@ pub async fn list_users(
     Query(query): Query<UsersQuery>,
     link: Link,
 ) -> Result<HttpResponse, ApiError> {
-    let page = query.page.map_or(1, |c| c.0);
-    let page_size = query
-        .page_size
-        .map_or(DEFAULT_PAGE_SIZE, |c| c.0.min(MAX_PAGE_SIZE));
+    let page = PageRequest::new(
+        query.page,
+        query.page_size,
+        DEFAULT_PAGE_SIZE,
+        MAX_PAGE_SIZE,
+    );
     let q = query.q;
-    let skip = (page - 1).saturating_mul(page_size);
     let (count, users) = state
         .store
-        .read(move |r| r.user_summaries(q.as_deref(), skip, page_size))
+        .read(move |r| r.user_summaries(q.as_deref(), page.skip(), page.size()))
         .await?;
-    let results = users
+    let results: Vec<UserJson> = users
         .into_iter()
         .map(|u| UserJson::new(&state, u))
         .collect();
-    let body = Paginated::page(page, page_size, count, results, |p| {
-        link.with(&[("page", Some(p.to_string()))])
-    })
-    .ok_or(ApiError::NotFound("Invalid page."))?;
-    Ok(json_response(StatusCode::OK, &body))
+    page.answer(count, results, &link)
 }
 
 async fn user_json(state: &Arc<AppState>, id: u64) -> Result<UserJson, ApiError> {

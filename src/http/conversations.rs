@@ -13,6 +13,7 @@ use crate::chat::conversations::{self, CreateRequest};
 use crate::chat::read;
 use crate::error::{ApiError, Code, HttpResponse, json_response};
 use crate::http::openapi::{EmptyBodySchema, Error};
+use crate::http::pagination::PageRequest;
 use crate::ids::{self, WireId};
 use crate::state::AppState;
 use crate::views::{ConversationJson, Paginated};
@@ -87,21 +88,19 @@ pub async fn list(
     link: Link,
 ) -> Result<HttpResponse, ApiError> {
     let archived = query.archived.is_some_and(|f| f.0);
-    let page = query.page.map_or(1, |c| c.0);
-    let page_size = query
-        .page_size
-        .map_or(DEFAULT_PAGE_SIZE, |c| c.0.min(MAX_PAGE_SIZE));
+    let page = PageRequest::new(
+        query.page,
+        query.page_size,
+        DEFAULT_PAGE_SIZE,
+        MAX_PAGE_SIZE,
+    );
     let user = user.id();
     let (count, results) = state
         .store
         .read(move |r| {
             let all = r.user_conversations(user, archived)?;
             let mut results = Vec::new();
-            for (conv, _) in all
-                .iter()
-                .skip((page - 1).saturating_mul(page_size))
-                .take(page_size)
-            {
+            for (conv, _) in all.iter().skip(page.skip()).take(page.size()) {
                 if let Some(view) = r.conversation_view(user, *conv)? {
                     results.push(ConversationJson::from(view));
                 }
@@ -109,11 +108,7 @@ pub async fn list(
             Ok((all.len() as u64, results))
         })
         .await?;
-    let body = Paginated::page(page, page_size, count, results, |p| {
-        link.with(&[("page", Some(p.to_string()))])
-    })
-    .ok_or(ApiError::NotFound("Invalid page."))?;
-    Ok(json_response(StatusCode::OK, &body))
+    page.answer(count, results, &link)
 }
 
 /// Create a conversation (de-duplicated)

@@ -11,13 +11,15 @@
 //! allowed:
 //! no other origin, no inline script, no `eval` (the bundle uses none).
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use axum::extract::Request;
 use hyper::header::{self, HeaderValue};
+use utoipa::openapi::RefOr;
 
 use super::openapi::Error;
-use super::web;
+use super::web::{self, IfNoneMatch, PageResponses};
 use crate::error::{ApiError, HttpResponse};
 
 /// The viewer's Content-Security-Policy (see the module's documentation for each source).
@@ -87,6 +89,17 @@ fn respond(path: &str, if_none_match: Option<&str>) -> Result<HttpResponse, ApiE
     Ok(response)
 }
 
+/// What `/api/docs/{file}` answers, as [`web::file_responses`] of the files there.
+#[derive(Debug)]
+pub struct FileResponses;
+
+impl utoipa::IntoResponses for FileResponses {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let files = FILES.iter().map(|f| f.0).filter(|name| !name.is_empty());
+        web::file_responses("The file.", files)
+    }
+}
+
 fn serve(req: &Request) -> HttpResponse {
     let if_none_match = req
         .headers()
@@ -106,12 +119,8 @@ fn serve(req: &Request) -> HttpResponse {
     path = "/api/docs/",
     operation_id = "getApiDocs",
     tag = "meta",
-    params(("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: 304 while the file is unchanged.")),
-    responses(
-        (status = 200, description = "The page.", content_type = "text/html; charset=utf-8", body = String,
-            headers(("ETag" = String, description = "The file's strong validator."))),
-        (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`; no body."),
-    )
+    params(IfNoneMatch),
+    responses(PageResponses)
 )]
 pub async fn page(req: Request) -> HttpResponse {
     serve(&req)
@@ -128,14 +137,10 @@ pub async fn page(req: Request) -> HttpResponse {
     tag = "meta",
     params(
         ("file" = String, Path, description = "`redoc.standalone.js`, `LICENSE.txt` or `THIRD-PARTY-NOTICES.txt`."),
-        ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: 304 while the file is unchanged."),
+        IfNoneMatch,
     ),
     responses(
-        (status = 200, description = "The file.", content(
-            (String = "text/javascript; charset=utf-8"),
-            (String = "text/plain; charset=utf-8"),
-        ), headers(("ETag" = String, description = "The file's strong validator."))),
-        (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`; no body."),
+        FileResponses,
         (status = 404, description = "No such file. `error` is `not_found`.", body = Error),
     )
 )]

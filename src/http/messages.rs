@@ -13,6 +13,7 @@ use super::extract::{Count, Cursor, EmptyBody, Id, Json, Link, Message, Query, Q
 use crate::chat::{self, SendRequest, Sender};
 use crate::error::{ApiError, Code, HttpResponse, json_response};
 use crate::http::openapi::{EmptyBodySchema, Error};
+use crate::http::pagination::page_size;
 use crate::ids::WireId;
 use crate::state::AppState;
 use crate::store::reader::{self, MessageView};
@@ -165,7 +166,7 @@ pub async fn list(
         (None, Some(a)) => reader::Cursor::After(a.0),
         (None, None) => reader::Cursor::Latest,
     };
-    let limit = query.limit.map_or(DEFAULT_LIMIT, |c| c.0.min(MAX_LIMIT));
+    let limit = page_size(query.limit, DEFAULT_LIMIT, MAX_LIMIT);
     let user = user.id();
     let page = state
         .store
@@ -309,7 +310,7 @@ pub async fn unread(
     user: User,
     Query(query): Query<UnreadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.map_or(DEFAULT_LIMIT, |c| c.0.min(MAX_LIMIT));
+    let limit = page_size(query.limit, DEFAULT_LIMIT, MAX_LIMIT);
     let user = user.id();
     let (count, views) = state
         .store

@@ -16,7 +16,8 @@
 //!   session cookie, and checks the `Origin` of cookie users.
 //! * [`health`], [`auth`], [`conversations`], [`messages`], [`service`] and [`profiles`] are
 //!   the resources;
-//!   their JSON is [`crate::views`] and the types beside each handler.
+//!   their JSON is [`crate::views`] and the types beside each handler. Page-numbered lists
+//!   page through [`pagination`].
 //! * [`admin`] is the operators' API (contract section 9); [`local`] serves the same routes to
 //!   `indaba admin` over the admin socket.
 //! * [`upgrade`] answers the WebSocket endpoints and hands each socket to [`crate::ws`].
@@ -35,6 +36,7 @@ pub mod layers;
 pub mod local;
 pub mod messages;
 pub mod openapi;
+pub mod pagination;
 pub mod profiles;
 pub mod router;
 pub mod server;

@@ -22,6 +22,7 @@ use crate::chat::broadcast::BroadcastRequest;
 use crate::chat::{self, SendRequest, Sender};
 use crate::error::{ApiError, HttpResponse, json_response};
 use crate::http::openapi::Error;
+use crate::http::pagination::page_size;
 use crate::ids::{self, WireId};
 use crate::state::AppState;
 use crate::views::MessageJson;
@@ -197,9 +198,7 @@ pub async fn queue(
     Query(query): Query<QueueQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let peek = query.peek.is_some_and(|f| f.0);
-    let limit = query
-        .limit
-        .map_or(DEFAULT_QUEUE_LIMIT, |c| c.0.min(MAX_QUEUE_LIMIT));
+    let limit = page_size(query.limit, DEFAULT_QUEUE_LIMIT, MAX_QUEUE_LIMIT);
     let entries = state
         .store
         .read(move |r| {

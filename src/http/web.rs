@@ -21,6 +21,7 @@
 //! `Referrer-Policy: no-referrer` (tokens never travel in URLs the page opens, but nothing
 //! else needs the referrer either) and framing refused (clickjacking).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 
 use axum::body::Body;
@@ -29,6 +30,12 @@ use axum::http::request::Parts;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use sha2::{Digest, Sha256};
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::{RefOr, Required, ResponseBuilder, ResponsesBuilder};
+use utoipa::{IntoParams, IntoResponses};
 
 use super::extract::{Connection, base_url};
 use crate::config::WebConfig;
@@ -179,6 +186,85 @@ pub fn etag_of(body: &[u8]) -> String {
     format!("\"{}\"", hex::encode(&Sha256::digest(body)[..16]))
 }
 
+/// `If-None-Match`, which every route answered by [`file_response`] reads, for the OpenAPI
+/// document.
+#[derive(Debug)]
+pub struct IfNoneMatch;
+
+impl IntoParams for IfNoneMatch {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("If-None-Match")
+                .parameter_in(ParameterIn::Header)
+                .description(Some(
+                    "An `ETag` from an earlier answer: 304 while the file is unchanged.",
+                ))
+                .required(Required::False)
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::from_iter([Type::String, Type::Null])),
+                ))
+                .build(),
+        ]
+    }
+}
+
+/// What [`file_response`] answers, for the OpenAPI document: 200 with the file (`description`),
+/// of the type of one of the files at `paths`, with its `ETag`; or 304. Every route serving
+/// embedded files lists these (through [`PageResponses`], [`AssetResponses`] or the API
+/// reference's files), each with its own 404.
+pub fn file_responses<'a>(
+    description: &str,
+    paths: impl IntoIterator<Item = &'a str>,
+) -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+    let text = || ObjectBuilder::new().schema_type(Type::String);
+    let mut file = ResponseBuilder::new().description(description).header(
+        "ETag",
+        HeaderBuilder::new()
+            .schema(text())
+            .description(Some("The file's strong validator."))
+            .build(),
+    );
+    let types: BTreeSet<&str> = paths.into_iter().map(content_type).collect();
+    for content_type in types {
+        file = file.content(
+            content_type,
+            ContentBuilder::new().schema(Some(text())).build(),
+        );
+    }
+    ResponsesBuilder::new()
+        .response("200", file)
+        .response(
+            "304",
+            ResponseBuilder::new()
+                .description("Unchanged since the `ETag` in `If-None-Match`; no body."),
+        )
+        .build()
+        .into()
+}
+
+/// What a page answers (`/`, `/admin/`, `/api/docs/`), as [`file_responses`].
+#[derive(Debug)]
+pub struct PageResponses;
+
+impl IntoResponses for PageResponses {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        file_responses("The page.", ["/"])
+    }
+}
+
+/// What `/assets/{file}` answers, as [`file_responses`] of the files there.
+#[derive(Debug)]
+pub struct AssetResponses;
+
+impl IntoResponses for AssetResponses {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let assets = FILES.iter().map(|f| f.0);
+        file_responses("The file.", assets.filter(|p| p.starts_with("/assets/")))
+    }
+}
+
 /// An embedded file (200 with its type), or 304 when `if_none_match` names its `etag`; with
 /// its `ETag` and `Cache-Control: no-cache` either way (see the module's **Caching**). The
 /// security headers are the page's to add.
@@ -218,11 +304,9 @@ pub fn file_response(
     path = "/",
     operation_id = "getDemoChat",
     tag = "web",
-    params(("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: 304 while the file is unchanged.")),
+    params(IfNoneMatch),
     responses(
-        (status = 200, description = "The page.", content_type = "text/html; charset=utf-8", body = String,
-            headers(("ETag" = String, description = "The file's strong validator."))),
-        (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`; no body."),
+        PageResponses,
         (status = 404, description = "The page is switched off (`[web] demo = false`, the default with a config file). `error` is `not_found`.", body = super::openapi::Error),
     )
 )]
@@ -241,11 +325,9 @@ pub async fn page(State(state): State<Arc<AppState>>, req: Request) -> HttpRespo
     path = "/admin/",
     operation_id = "getOperatorConsole",
     tag = "web",
-    params(("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: 304 while the file is unchanged.")),
+    params(IfNoneMatch),
     responses(
-        (status = 200, description = "The page.", content_type = "text/html; charset=utf-8", body = String,
-            headers(("ETag" = String, description = "The file's strong validator."))),
-        (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`; no body."),
+        PageResponses,
         (status = 404, description = "The console is switched off (`[web] admin = false`, the default). `error` is `not_found`.", body = super::openapi::Error),
     )
 )]
@@ -266,16 +348,10 @@ pub async fn admin_page(State(state): State<Arc<AppState>>, req: Request) -> Htt
     tag = "web",
     params(
         ("file" = String, Path, description = "The file's path under `/assets/`, e.g. `demo/app.js`."),
-        ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: 304 while the file is unchanged."),
+        IfNoneMatch,
     ),
     responses(
-        (status = 200, description = "The file.", content(
-            (String = "text/javascript; charset=utf-8"),
-            (String = "text/css; charset=utf-8"),
-            (String = "image/svg+xml"),
-            (String = "text/plain; charset=utf-8"),
-        ), headers(("ETag" = String, description = "The file's strong validator."))),
-        (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`; no body."),
+        AssetResponses,
         (status = 404, description = "The page is switched off (`[web] demo = false`, the default with a config file; `[web] admin = false`, the default), or there is no such file. `error` is `not_found`.", body = super::openapi::Error),
     )
 )]

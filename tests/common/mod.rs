@@ -14,6 +14,7 @@ use indaba::auth::jwt::{TokenMinter, TokenType};
 use serde_json::Value;
 
 pub mod django;
+pub mod ws;
 
 /// A WebSocket client connection (tokio-tungstenite).
 pub type WsStream =
@@ -161,8 +162,17 @@ impl Daemon {
 
     /// An access token for `user_id`, signed with the daemon's secret.
     pub fn token(&self, user_id: u64) -> String {
+        self.mint(user_id, None)
+    }
+
+    /// An access token for `user_id` that also carries a `username` claim.
+    pub fn named_token(&self, user_id: u64, name: &str) -> String {
+        self.mint(user_id, Some(name))
+    }
+
+    fn mint(&self, user_id: u64, name: Option<&str>) -> String {
         TokenMinter::new(&self.secret, "user_id")
-            .mint(user_id, None, TokenType::Access, Duration::from_secs(600))
+            .mint(user_id, name, TokenType::Access, Duration::from_secs(600))
             .expect("mint")
     }
 
@@ -339,6 +349,25 @@ impl Daemon {
         self.http
             .request(method, self.url(path))
             .bearer_auth(self.token(user))
+    }
+
+    /// A service API call with `secret` in `X-Service-Token`, and a JSON body if given.
+    pub fn service(
+        &self,
+        secret: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .header("X-Service-Token", secret);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        split(req.send().expect("service call"))
     }
 
     /// The JWT secret the daemon verifies with.
