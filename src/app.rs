@@ -99,6 +99,7 @@ pub async fn run(
         queue_max: config.queues.message_queue_max_size,
         journal: config.storage.journal,
         checkpoint_interval: config.storage.checkpoint_interval,
+        commit_delay_max: config.storage.commit_delay_max,
         sink: commit_sink,
         metrics: metrics.clone(),
         damaged_journal,

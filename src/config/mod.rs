@@ -21,6 +21,10 @@ pub const MIN_JWT_SECRET_BYTES: usize = 16;
 /// Shortest service API secret accepted, inline (`service.shared_secret`) or from a file.
 pub const MIN_SERVICE_SECRET_BYTES: usize = 16;
 
+/// The longest `storage.commit_delay_max`: a hold is meant to last a fraction of a
+/// millisecond to a few, and requests nobody waits for ride along five times as long.
+const MAX_COMMIT_DELAY: Duration = Duration::from_millis(100);
+
 /// The whole configuration. Sections mirror `config.toml.example`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -188,6 +192,12 @@ impl Config {
             return invalid(
                 "storage.checkpoint_interval",
                 "must be more than zero and at most 1h",
+            );
+        }
+        if self.storage.commit_delay_max > MAX_COMMIT_DELAY {
+            return invalid(
+                "storage.commit_delay_max",
+                "must be at most 100ms (0 turns the delay off)",
             );
         }
         if self.auth.jwt_secret.is_some() && self.auth.jwt_secret_file.is_some() {
@@ -449,6 +459,27 @@ mod tests {
                 err.to_string().contains("storage.checkpoint_interval"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn commit_delay_max_is_a_bounded_duration_and_zero_is_off() {
+        assert_eq!(
+            Config::default().storage.commit_delay_max,
+            Duration::from_millis(1)
+        );
+        for (good, expected) in [("0s", 0), ("500us", 500), ("100ms", 100_000)] {
+            let config = Config::load(None, env(&[("INDABA_STORAGE__COMMIT_DELAY_MAX", good)]))
+                .expect("a duration");
+            assert_eq!(
+                config.storage.commit_delay_max,
+                Duration::from_micros(expected)
+            );
+        }
+        for bad in ["101ms", "1s", "soon"] {
+            let err = Config::load(None, env(&[("INDABA_STORAGE__COMMIT_DELAY_MAX", bad)]))
+                .expect_err("refused");
+            assert!(err.to_string().contains("commit_delay_max"), "{bad}: {err}");
         }
     }
 

@@ -6,6 +6,9 @@
 //!   applies their ops in one write transaction ([`batch`]), and makes the batch durable: by a
 //!   journal record ([`journal`], [`record`]) synced in one contiguous write, or by a durable
 //!   redb commit (a checkpoint) every `storage.checkpoint_interval`.
+//! * [`group_commit`]: when the writer commits: a small batch under a steady stream is held
+//!   briefly (`storage.commit_delay_max`), and requests nobody waits for ride along with the
+//!   next that someone does.
 //! * [`durability`]: a batch is answered, fanned out and shown to readers only once durable.
 //! * [`ids`]: ids are reserved durably ahead of use, so none is handed out twice after a crash.
 //! * [`redo`]: at start, the journal's batches the data file lacks are applied again, through
@@ -21,6 +24,7 @@
 pub mod batch;
 pub mod compact;
 pub mod durability;
+pub mod group_commit;
 pub mod handle;
 pub mod health;
 pub mod ids;
@@ -44,6 +48,7 @@ use tokio::sync::mpsc;
 
 use self::batch::WriterState;
 use self::durability::{Durable, Progress};
+use self::group_commit::GroupCommit;
 pub use self::handle::{PendingAppend, WriterHandle, WriterThread};
 pub use self::health::OutboxProgress;
 use self::health::{QueuedUsers, RunningGuard, WriterHealth};
@@ -75,6 +80,9 @@ pub struct WriterOptions {
     /// `storage.checkpoint_interval`: the longest a batch stays in the journal alone before
     /// a checkpoint commits it durably to the redb file.
     pub checkpoint_interval: Duration,
+    /// `storage.commit_delay_max`: the longest the writer holds a small batch for more
+    /// requests ([`group_commit`]); zero: every batch is committed once taken.
+    pub commit_delay_max: Duration,
     /// Where committed messages go for fan-out.
     pub sink: CommitSink,
     pub metrics: Arc<Metrics>,
@@ -93,6 +101,7 @@ impl WriterOptions {
             queue_max: u64::MAX,
             journal: defaults.journal,
             checkpoint_interval: defaults.checkpoint_interval,
+            commit_delay_max: defaults.commit_delay_max,
             sink,
             metrics: Arc::new(Metrics::new()),
             damaged_journal: DamagedJournal::Refuse,
@@ -171,6 +180,8 @@ pub(in crate::store) fn spawn(
         guard: RunningGuard(health.clone()),
         state,
         outage: None,
+        group: GroupCommit::new(options.commit_delay_max),
+        last_take: std::time::Instant::now(),
     };
     let join = std::thread::Builder::new()
         .name("indaba-writer".to_owned())

@@ -8,12 +8,15 @@
 //! are the batch's requests answered and its messages fanned out ([`super::durability`]).
 //! Requests that arrive meanwhile wait in the queue and make the next batch. A thousand
 //! concurrent senders therefore cost one commit and one journal write, not a thousand, and
-//! nobody hears "sent" before their message would survive `kill -9`.
+//! nobody hears "sent" before their message would survive `kill -9`. Under a steady stream of
+//! small batches the writer lets a batch grow a little before committing it, and requests
+//! nobody waits for ride along with the next that someone does ([`super::group_commit`]).
 //!
 //! A disk that refuses a write begins an outage ([`super::outage`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use redb::Database;
@@ -22,6 +25,7 @@ use tokio::sync::mpsc;
 use super::DataFile;
 use super::batch::{self, BatchReport, Completion, Plan, WriterState, commit_batch};
 use super::durability::{Committed, Durable};
+use super::group_commit::GroupCommit;
 use super::handle::{Command, Request};
 use super::health::RunningGuard;
 use super::journal::cursor::JournalCursor;
@@ -48,11 +52,60 @@ pub(super) struct Writer {
     pub(super) state: WriterState,
     /// While the data file cannot be written: see [`super::outage::Outage`].
     pub(super) outage: Option<Outage>,
+    /// When to commit: see [`super::group_commit`].
+    pub(super) group: GroupCommit,
+    /// When the writer last took requests from its queue (for the arrival rate).
+    pub(super) last_take: Instant,
+}
+
+/// What one take from the queue brought.
+#[derive(Debug, Default, Clone, Copy)]
+struct Taken {
+    /// Requests someone waits for.
+    answered: usize,
+    /// A stop came: commit, checkpoint and end.
+    stop: bool,
+}
+
+/// Wakes the writer thread when a request arrives while it waits with a deadline.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// The next command, or `None` once `deadline` passed (or every handle is gone). Like
+/// `blocking_recv`, with a deadline: tokio's queue has none for a thread outside the runtime.
+fn recv_until(
+    rx: &mut mpsc::Receiver<Command>,
+    deadline: Instant,
+    waker: &Waker,
+) -> Option<Command> {
+    let mut cx = Context::from_waker(waker);
+    loop {
+        if let Poll::Ready(command) = rx.poll_recv(&mut cx) {
+            return command;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        // Woken early by a request (or spuriously): the poll above looks again.
+        std::thread::park_timeout(left);
+    }
 }
 
 impl Writer {
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(self.batch_max.min(4096));
+        // Wakes this thread when a request arrives while it waits with a deadline.
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         let mut stopping = false;
         while !stopping {
             if self.outage.is_some() {
@@ -64,21 +117,8 @@ impl Writer {
             let Some(first) = rx.blocking_recv() else {
                 break;
             };
-            let mut next = Some(first);
-            while let Some(command) = next {
-                match command {
-                    Command::Stop => {
-                        stopping = true;
-                        break;
-                    }
-                    Command::Write(request) => batch.push(request),
-                }
-                next = if batch.len() < self.batch_max {
-                    rx.try_recv().ok()
-                } else {
-                    None
-                };
-            }
+            let taken = self.take(Some(first), &mut batch, &mut rx);
+            stopping = taken.stop || self.gather(&mut batch, &mut rx, taken.answered, &waker);
             // The last batch is a checkpoint: a stopped daemon leaves nothing to replay.
             if !batch.is_empty() || (stopping && self.uncheckpointed()) {
                 self.commit(&mut batch, stopping);
@@ -101,6 +141,78 @@ impl Writer {
             return;
         }
         tracing::debug!("store writer stopped");
+    }
+
+    /// Adds `first` (if any) and every request already waiting to `batch`, up to `batch_max`,
+    /// and notes how many of them someone waits for.
+    fn take(
+        &mut self,
+        first: Option<Command>,
+        batch: &mut Vec<Request>,
+        rx: &mut mpsc::Receiver<Command>,
+    ) -> Taken {
+        let mut taken = Taken::default();
+        let mut next = first;
+        while let Some(command) = next {
+            match command {
+                Command::Stop => {
+                    taken.stop = true;
+                    break;
+                }
+                Command::Write(request) => {
+                    taken.answered += usize::from(request.reply.is_some());
+                    batch.push(request);
+                }
+            }
+            next = if batch.len() < self.batch_max {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let now = Instant::now();
+        self.group
+            .arrived(now.duration_since(self.last_take), taken.answered);
+        self.last_take = now;
+        taken
+    }
+
+    /// Lets `batch` grow before it is committed when that costs nobody much
+    /// ([`super::group_commit`]): requests nobody waits for wait for one that someone does,
+    /// and a small batch under a steady stream is held briefly. `answered`: how many requests
+    /// in it someone waits for. Whether a stop came meanwhile.
+    fn gather(
+        &mut self,
+        batch: &mut Vec<Request>,
+        rx: &mut mpsc::Receiver<Command>,
+        mut answered: usize,
+        waker: &Waker,
+    ) -> bool {
+        let Some(ride_along) = self.group.ride_along() else {
+            return false;
+        };
+        if answered == 0 {
+            let deadline = Instant::now() + ride_along;
+            while answered == 0 && batch.len() < self.batch_max {
+                // The deadline passed (or every handle is gone): commit them alone.
+                let Some(next) = recv_until(rx, deadline, waker) else {
+                    return false;
+                };
+                let more = self.take(Some(next), batch, rx);
+                if more.stop {
+                    return true;
+                }
+                answered += more.answered;
+            }
+        }
+        let hold = self.group.hold(answered, batch.len() >= self.batch_max);
+        if hold.is_zero() {
+            return false;
+        }
+        std::thread::sleep(hold);
+        let more = self.take(rx.try_recv().ok(), batch, rx);
+        self.group.held(more.answered);
+        more.stop
     }
 
     /// Whether the journal holds batches no checkpoint covers yet.
