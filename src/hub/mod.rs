@@ -109,7 +109,7 @@ impl Registry {
 /// Users whose unread total is to be sent, and whether a task is sending them.
 #[derive(Debug, Default)]
 struct UnreadRequests {
-    /// (user, socket that is not told), one per request, in request order.
+    /// (user, socket that is not told), one per event to send, in request order.
     waiting: Vec<(u64, Option<SessionId>)>,
     sending: bool,
 }
@@ -450,33 +450,24 @@ impl Hub {
                     continue;
                 }
             };
-            // One event per user however many requests named them (a burst of messages to a
-            // group names each member once per message): the total is the same for all of
-            // them. A socket hears it unless every request for the user left that socket out.
-            let mut skip: HashMap<u64, Option<SessionId>> = HashMap::new();
-            let mut order = Vec::new();
-            for (user, except) in requests {
-                skip.entry(user)
-                    .and_modify(|s| {
-                        if *s != except {
-                            *s = None;
-                        }
-                    })
-                    .or_insert_with(|| {
-                        order.push(user);
-                        except
-                    });
-            }
             let registry = self.registry();
-            for user in order {
-                let (Some(total), Some(except)) = (totals.get(&user), skip.get(&user).copied())
-                else {
+            // Encoded once per user and round: a burst of messages to a group asks for each
+            // member's total once per message (each request still gets its frame), and one
+            // read answered them all alike.
+            let mut events: HashMap<u64, Bytes> = HashMap::new();
+            for (user, except) in requests {
+                let Some(total) = totals.get(&user) else {
                     continue;
                 };
-                let event = ChatEvent::UnreadCount {
-                    unread_count: *total,
-                }
-                .to_bytes();
+                let event = events
+                    .entry(user)
+                    .or_insert_with(|| {
+                        ChatEvent::UnreadCount {
+                            unread_count: *total,
+                        }
+                        .to_bytes()
+                    })
+                    .clone();
                 let ids = registry
                     .notifications
                     .get(&user)

@@ -190,29 +190,41 @@ mod tests {
         run_batch(&db, vec![request]);
         assert_eq!(expired.try_done().expect("answered").expect("ok"), 2);
 
-        let read = db.begin_read().expect("read");
-        let queue = read.open_table(QUEUE).expect("queue");
-        let left: Vec<(u64, u8, u64)> = queue
-            .iter()
-            .expect("iter")
-            .map(|e| e.expect("entry").0.value())
-            .collect();
-        assert_eq!(left, vec![(2, Priority::Normal.rank(), 3)]);
-        let meta = read.open_table(META).expect("meta");
-        assert_eq!(
-            meta.get(meta::DEAD_LETTERS)
-                .expect("get")
-                .map(|v| v.value()),
-            Some(2)
-        );
-        assert_eq!(
-            meta.get(meta::QUEUE_PENDING)
-                .expect("get")
-                .map(|v| v.value()),
-            Some(1)
-        );
-        let lengths = read.open_table(QUEUE_LENGTHS).expect("lengths");
-        assert_eq!(lengths.get(2).expect("get").map(|v| v.value()), Some(1));
+        let rows = Rows::read(&db);
+        assert_eq!(rows.queue, vec![(2, Priority::Normal.rank(), 3)]);
+        assert_eq!(rows.meta(meta::DEAD_LETTERS), Some(2));
+        assert_eq!(rows.meta(meta::QUEUE_PENDING), Some(1));
+        assert_eq!(rows.length(2), Some(1));
+    }
+
+    /// What the queue tables hold after a test's batches.
+    struct Rows {
+        txn: redb::ReadTransaction,
+        queue: Vec<(u64, u8, u64)>,
+    }
+
+    impl Rows {
+        fn read(db: &Database) -> Self {
+            let txn = db.begin_read().expect("read");
+            let queue = txn
+                .open_table(QUEUE)
+                .expect("queue")
+                .iter()
+                .expect("iter")
+                .map(|e| e.expect("entry").0.value())
+                .collect();
+            Self { txn, queue }
+        }
+
+        fn meta(&self, key: &str) -> Option<u64> {
+            let meta = self.txn.open_table(META).expect("meta");
+            meta.get(key).expect("get").map(|v| v.value())
+        }
+
+        fn length(&self, user: u64) -> Option<u64> {
+            let lengths = self.txn.open_table(QUEUE_LENGTHS).expect("lengths");
+            lengths.get(user).expect("get").map(|v| v.value())
+        }
     }
 
     /// Delivered entries come back from many sockets in any order, some twice (a replay and
@@ -247,29 +259,20 @@ mod tests {
         ];
         run_batch(&db, vec![unanswered(Op::Dequeue(delivered))]);
 
-        let read = db.begin_read().expect("read");
-        let queue = read.open_table(QUEUE).expect("queue");
-        let left: Vec<(u64, u8, u64)> = queue
-            .iter()
-            .expect("iter")
-            .map(|e| e.expect("entry").0.value())
-            .collect();
+        let rows = Rows::read(&db);
         assert_eq!(
-            left,
+            rows.queue,
             vec![(2, rank, 2), (3, rank, 2), (4, rank, 1), (4, rank, 3)]
         );
-        let lengths = read.open_table(QUEUE_LENGTHS).expect("lengths");
-        let length = |user: u64| lengths.get(user).expect("get").map(|v| v.value());
         assert_eq!(
-            (length(2), length(3), length(4), length(9)),
+            (
+                rows.length(2),
+                rows.length(3),
+                rows.length(4),
+                rows.length(9)
+            ),
             (Some(1), Some(1), Some(2), None)
         );
-        let meta = read.open_table(META).expect("meta");
-        assert_eq!(
-            meta.get(meta::QUEUE_PENDING)
-                .expect("get")
-                .map(|v| v.value()),
-            Some(4)
-        );
+        assert_eq!(rows.meta(meta::QUEUE_PENDING), Some(4));
     }
 }
