@@ -226,6 +226,56 @@ impl<'a> ChatEvent<'a> {
     }
 }
 
+/// The `new_message` events of one message's copies, each with an id, conversation and
+/// receiver of its own (a broadcast: every user gets a copy in their one-to-one conversation
+/// with the sender). What the copies share (the text, type, priority, metadata and time: most
+/// of the event, and all of its escaping and formatting) is encoded once; each copy only
+/// writes its numbers in front of it. Each copy's bytes are exactly those of
+/// [`ChatEvent::new_message`].
+#[derive(Debug)]
+pub struct NewMessageCopies {
+    sender: u64,
+    /// The event from `"text"` to its end.
+    shared: Vec<u8>,
+}
+
+impl NewMessageCopies {
+    /// The copies of `record` (whose id, conversation and receiver do not matter) with `body`.
+    pub fn new(record: &MessageRecord, body: &MessageBody) -> Self {
+        let event = ChatEvent::new_message(0, record, body).to_bytes();
+        // The fields before `text` are numbers and `null`, so the first `"text":` is the field.
+        let start = event
+            .windows(TEXT_FIELD.len())
+            .position(|w| w == TEXT_FIELD)
+            .unwrap_or(event.len());
+        Self {
+            sender: record.sender,
+            shared: event[start..].to_vec(),
+        }
+    }
+
+    /// The event of the copy numbered `id` in `conversation`, to `receiver`.
+    pub fn copy(&self, id: u64, conversation: u64, receiver: Option<u64>) -> Bytes {
+        use std::io::Write;
+        let mut out = Vec::with_capacity(self.shared.len() + 112);
+        let _ = write!(
+            out,
+            r#"{{"type":"new_message","message_id":{id},"conversation_id":{conversation},"sender_id":{},"receiver_id":"#,
+            self.sender
+        );
+        match receiver {
+            Some(r) => {
+                let _ = write!(out, "{r},");
+            }
+            None => out.extend_from_slice(b"null,"),
+        }
+        out.extend_from_slice(&self.shared);
+        Bytes::from(out)
+    }
+}
+
+const TEXT_FIELD: &[u8] = br#""text":"#;
+
 impl<'a> ConversationEvent<'a> {
     /// The event as the bytes of one text frame.
     pub fn to_bytes(&self) -> Bytes {
@@ -279,6 +329,32 @@ mod tests {
             metadata_json: r#"{"k":1}"#.into(),
         };
         (record, body)
+    }
+
+    /// A broadcast's copies share one encoding of their text: each must still be the very
+    /// bytes `new_message` makes, whatever the text holds.
+    #[test]
+    fn copies_of_a_message_are_byte_for_byte_new_message() {
+        let (mut record, mut body) = record();
+        for text in [
+            "Hello",
+            "quotes \" and \"text\": inside, \\ \u{1} émoji 🎉",
+            "",
+        ] {
+            body.text = text.into();
+            let copies = NewMessageCopies::new(&record, &body);
+            for (id, conversation, receiver) in
+                [(1, 2, Some(3)), (u64::MAX, 7, None), (0, 0, Some(0))]
+            {
+                record.conversation = conversation;
+                record.receiver = receiver;
+                assert_eq!(
+                    copies.copy(id, conversation, receiver),
+                    ChatEvent::new_message(id, &record, &body).to_bytes(),
+                    "{text:?} {id} {conversation} {receiver:?}"
+                );
+            }
+        }
     }
 
     /// Every event as the contract spells it: the same JSON the `json!` builders made before

@@ -382,6 +382,39 @@ fn disabling_closes_sockets_and_refuses_tokens_until_enabled_across_restarts() {
     assert_eq!(d.get(21, "/api/v1/auth/me/").0, 403);
 }
 
+/// Regression: a broadcast from a disabled sender was refused only by its first recipient's
+/// message, after that recipient's one-to-one conversation with the sender had been created,
+/// and the refusal kept that conversation.
+#[test]
+fn a_broadcast_from_a_disabled_sender_is_refused_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(dir.path());
+    seen(&d, 31, "announcer");
+    let (status, user) = admin(&d, "POST", "/api/admin/users/31/disable");
+    assert_eq!(status, 200, "{user}");
+    let (status, body) = split(
+        d.http
+            .post(d.url("/api/messages/broadcast"))
+            .header("X-Service-Token", SECRET)
+            .json(&json!({
+                "message": {"sender_id": 31, "text": "Maintenance tonight"},
+                "user_ids": [32, 33],
+            }))
+            .send()
+            .expect("broadcast"),
+    );
+    assert_eq!(
+        (status, &body["error"]),
+        (403, &json!("user_disabled")),
+        "{body}"
+    );
+    for recipient in [32, 33] {
+        let (status, convs) = d.get(recipient, "/api/v1/messaging/conversations/");
+        assert_eq!(status, 200, "{convs}");
+        assert_eq!(convs["count"], 0, "user {recipient}: {convs}");
+    }
+}
+
 #[test]
 fn a_disabled_local_account_cannot_log_in() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -337,7 +337,8 @@ fn broadcast_to_ten_thousand_users_some_online() {
     assert_eq!(body, json!({"status": "accepted", "recipients": 10_000}));
     eprintln!("broadcast to 10,000 recipients answered in {took:?} (debug build)");
 
-    for ws in online {
+    let mut copies = Vec::new();
+    for (ws, user) in online.into_iter().zip([10_000u64, 10_001]) {
         let event = rt.block_on(async move {
             use futures_util::StreamExt;
             let mut ws = ws;
@@ -358,7 +359,16 @@ fn broadcast_to_ten_thousand_users_some_online() {
         assert_eq!(event["message_type"], "system");
         assert_eq!(event["priority"], "high");
         assert_eq!(event["sender_id"], 1);
+        // A copy of its own: its id, in the user's own conversation with the sender.
+        assert_eq!(event["receiver_id"], user);
+        let (_, convs) = d.get(user, "/api/v1/messaging/conversations/");
+        assert_eq!(
+            event["conversation_id"], convs["results"][0]["id"],
+            "{convs}"
+        );
+        copies.push(event["message_id"].as_u64().expect("message_id"));
     }
+    assert_ne!(copies[0], copies[1]);
     // Offline recipients find it in their queue, in their one-to-one conversation with the sender.
     let waiting = queue(&d, 19_999, "?peek=true");
     assert_eq!(waiting.len(), 1);

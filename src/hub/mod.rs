@@ -15,6 +15,8 @@
 
 pub mod outbox;
 pub mod presence;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,13 +30,20 @@ use tokio_util::sync::CancellationToken;
 pub use outbox::{Lane, Outbound, Outbox};
 pub use presence::Presence;
 
-use crate::events::{ChatEvent, ConversationEvent};
+use crate::events::{ChatEvent, ConversationEvent, NewMessageCopies};
 use crate::store::{QueueKey, Store, StoreError, StoredMessage, WriterHandle};
 
 /// Relayed typing starts per (user, conversation) are at most one per this long.
 const TYPING_THROTTLE: Duration = Duration::from_secs(1);
 /// Queue removals written per commit at most.
 const ACK_BATCH: usize = 4096;
+/// How long queue removals are gathered before they go to the writer. The entries of one
+/// fan-out come back from its sockets over a millisecond or more (a 100-member group message)
+/// or a few hundred (a broadcast to 10,000), and each removal the writer takes is a commit and
+/// a journal sync whatever it holds: taken as they came, a fan-out cost several commits. Only
+/// a crash in between makes a difference, and then the entries' messages are delivered again
+/// (clients drop repeats by id).
+const ACK_GATHER: Duration = Duration::from_millis(5);
 /// Conversations whose participant lists are cached (they never change once created).
 const PARTICIPANT_CACHE: usize = 100_000;
 /// Users whose unread totals one store read computes at most.
@@ -329,12 +338,12 @@ impl Hub {
         }))
     }
 
-    /// Fan-out of one committed message to every socket that should see it.
-    pub fn publish(self: &Arc<Self>, message: &StoredMessage) {
+    /// Fan-out of one committed message to every socket that should see it; `chat_event` is
+    /// its `new_message`.
+    fn publish(self: &Arc<Self>, message: &StoredMessage, chat_event: Bytes) {
         let record = &message.record;
         let (id, sender) = (message.id, record.sender);
         let lane = Lane::Message(record.priority);
-        let chat_event = ChatEvent::new_message(id, record, &message.plain).to_bytes();
         let mut registry = self.registry();
         registry.fanned_out = id;
         let mut overflowed = Vec::new();
@@ -445,14 +454,23 @@ impl Hub {
                 }
             };
             let registry = self.registry();
+            // Encoded once per user and round: a burst of messages to a group asks for each
+            // member's total once per message (each request still gets its frame), and one
+            // read answered them all alike.
+            let mut events: HashMap<u64, Bytes> = HashMap::new();
             for (user, except) in requests {
                 let Some(total) = totals.get(&user) else {
                     continue;
                 };
-                let event = ChatEvent::UnreadCount {
-                    unread_count: *total,
-                }
-                .to_bytes();
+                let event = events
+                    .entry(user)
+                    .or_insert_with(|| {
+                        ChatEvent::UnreadCount {
+                            unread_count: *total,
+                        }
+                        .to_bytes()
+                    })
+                    .clone();
                 let ids = registry
                     .notifications
                     .get(&user)
@@ -647,10 +665,41 @@ impl Hub {
 /// Feeds committed messages to [`Hub::publish`] in commit order until the writer stops.
 pub async fn run_fanout(hub: Arc<Hub>, mut committed: mpsc::UnboundedReceiver<Vec<StoredMessage>>) {
     while let Some(batch) = committed.recv().await {
+        // A broadcast's copies (one per user) follow one another and share their text: that
+        // part of their events is encoded once (see `NewMessageCopies`).
+        let mut copies: Option<(&StoredMessage, NewMessageCopies)> = None;
+        let mut previous: Option<&StoredMessage> = None;
         for message in &batch {
-            hub.publish(message);
+            let record = &message.record;
+            let a_copy = previous.is_some_and(|p| same_content(p, message));
+            if a_copy
+                && !copies
+                    .as_ref()
+                    .is_some_and(|(like, _)| same_content(like, message))
+            {
+                copies = Some((message, NewMessageCopies::new(record, &message.plain)));
+            }
+            let event = match &copies {
+                Some((like, copies)) if same_content(like, message) => {
+                    copies.copy(message.id, record.conversation, record.receiver)
+                }
+                _ => ChatEvent::new_message(message.id, record, &message.plain).to_bytes(),
+            };
+            hub.publish(message, event);
+            previous = Some(message);
         }
     }
+}
+
+/// Whether two messages' events differ only in their id, conversation and receiver: copies
+/// of one message (they share its text, `plain`).
+fn same_content(a: &StoredMessage, b: &StoredMessage) -> bool {
+    let (x, y) = (&a.record, &b.record);
+    Arc::ptr_eq(&a.plain, &b.plain)
+        && x.sender == y.sender
+        && x.created_at_ms == y.created_at_ms
+        && x.priority == y.priority
+        && x.message_type == y.message_type
 }
 
 /// Removes delivered queue entries, many per commit, until `done` fires; then flushes what
@@ -677,6 +726,11 @@ pub async fn run_acks(
                 }
                 return;
             }
+        }
+        // A moment for the rest of the fan-out: see `ACK_GATHER`.
+        tokio::select! {
+            _ = tokio::time::sleep(ACK_GATHER) => {}
+            _ = done.cancelled() => {}
         }
         while batch.len() < ACK_BATCH
             && let Ok(keys) = acks.try_recv()

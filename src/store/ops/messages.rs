@@ -190,6 +190,9 @@ pub(super) fn broadcast(
 }
 
 fn broadcast_all(t: &mut Tables<'_>, broadcast: Broadcast, now_ms: u64) -> Result<u64, OpError> {
+    // Before anything is written: a refusal from the first recipient's message would keep the
+    // conversation created for it.
+    moderation::may_send(t, broadcast.sender)?;
     let mut delivered = 0;
     for user in broadcast.recipients {
         if user == broadcast.sender {

@@ -144,7 +144,9 @@ impl Op {
                 conversation,
                 archived,
             } => read_state::set_archived(tables, user, conversation, archived).map(Into::into),
-            Op::Dequeue(entries) => queues::dequeue(tables, &entries).map(|_| Answer::Done(())),
+            Op::Dequeue(entries) => {
+                queues::dequeue_delivered(tables, entries).map(|()| Answer::Done(()))
+            }
             Op::Drain(entries) => queues::dequeue(tables, &entries).map(Into::into),
             Op::Expire(before_ms) => queues::expire(tables, before_ms).map(Into::into),
             Op::Broadcast(broadcast) => {

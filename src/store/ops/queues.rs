@@ -71,6 +71,35 @@ pub(super) fn dequeue(t: &mut Tables<'_>, entries: &[QueueKey]) -> Result<Vec<Qu
     Ok(removed)
 }
 
+/// Removes delivered queue entries (nobody waits for which were there). In key order, so a
+/// batch of the many entries a group message or a broadcast leaves walks each user's part of
+/// the queue once, and each user's length is looked up once per run of their entries.
+pub(super) fn dequeue_delivered(
+    t: &mut Tables<'_>,
+    mut entries: Vec<QueueKey>,
+) -> Result<(), OpError> {
+    entries.sort_unstable();
+    entries.dedup();
+    let mut run: Option<(u64, u64)> = None;
+    for key in &entries {
+        if t.queue.remove(key).map_err(wr)?.is_none() {
+            continue;
+        }
+        run = match run {
+            Some((user, gone)) if user == key.0 => Some((user, gone + 1)),
+            Some((user, gone)) => {
+                shorten(t, user, gone)?;
+                Some((key.0, 1))
+            }
+            None => Some((key.0, 1)),
+        };
+    }
+    if let Some((user, gone)) = run {
+        shorten(t, user, gone)?;
+    }
+    Ok(())
+}
+
 fn shorten(t: &mut Tables<'_>, user: u64, gone: u64) -> Result<(), OpError> {
     let left = t.queue_length(user)?.saturating_sub(gone);
     // Written back at the end of the batch; a length of 0 removes the row.
@@ -161,28 +190,89 @@ mod tests {
         run_batch(&db, vec![request]);
         assert_eq!(expired.try_done().expect("answered").expect("ok"), 2);
 
-        let read = db.begin_read().expect("read");
-        let queue = read.open_table(QUEUE).expect("queue");
-        let left: Vec<(u64, u8, u64)> = queue
-            .iter()
-            .expect("iter")
-            .map(|e| e.expect("entry").0.value())
-            .collect();
-        assert_eq!(left, vec![(2, Priority::Normal.rank(), 3)]);
-        let meta = read.open_table(META).expect("meta");
+        let rows = Rows::read(&db);
+        assert_eq!(rows.queue, vec![(2, Priority::Normal.rank(), 3)]);
+        assert_eq!(rows.meta(meta::DEAD_LETTERS), Some(2));
+        assert_eq!(rows.meta(meta::QUEUE_PENDING), Some(1));
+        assert_eq!(rows.length(2), Some(1));
+    }
+
+    /// What the queue tables hold after a test's batches.
+    struct Rows {
+        txn: redb::ReadTransaction,
+        queue: Vec<(u64, u8, u64)>,
+    }
+
+    impl Rows {
+        fn read(db: &Database) -> Self {
+            let txn = db.begin_read().expect("read");
+            let queue = txn
+                .open_table(QUEUE)
+                .expect("queue")
+                .iter()
+                .expect("iter")
+                .map(|e| e.expect("entry").0.value())
+                .collect();
+            Self { txn, queue }
+        }
+
+        fn meta(&self, key: &str) -> Option<u64> {
+            let meta = self.txn.open_table(META).expect("meta");
+            meta.get(key).expect("get").map(|v| v.value())
+        }
+
+        fn length(&self, user: u64) -> Option<u64> {
+            let lengths = self.txn.open_table(QUEUE_LENGTHS).expect("lengths");
+            lengths.get(user).expect("get").map(|v| v.value())
+        }
+    }
+
+    /// Delivered entries come back from many sockets in any order, some twice (a replay and
+    /// its live copy) and some gone already (drained): each present one goes once, and every
+    /// user's length and the total follow.
+    #[test]
+    fn delivered_entries_in_any_order_leave_the_right_lengths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::create(dir.path().join("q.redb")).expect("db");
+        let group = NewConversation {
+            creator: 1,
+            participants: vec![2, 3, 4],
+            property: None,
+            booking: None,
+            subject: None,
+        };
+        run_batch(&db, vec![unanswered(Op::CreateConversation(group))]);
+        // Messages 1 to 3 from user 1: an entry each for users 2, 3 and 4.
+        for _ in 0..3 {
+            let new = test_message(1, 1, Priority::Normal);
+            run_batch(&db, vec![unanswered(Op::AppendMessage(new))]);
+        }
+        let rank = Priority::Normal.rank();
+        let delivered = vec![
+            (4, rank, 2),
+            (2, rank, 1),
+            (3, rank, 3),
+            (2, rank, 3),
+            (4, rank, 2),
+            (3, rank, 1),
+            (9, rank, 1),
+        ];
+        run_batch(&db, vec![unanswered(Op::Dequeue(delivered))]);
+
+        let rows = Rows::read(&db);
         assert_eq!(
-            meta.get(meta::DEAD_LETTERS)
-                .expect("get")
-                .map(|v| v.value()),
-            Some(2)
+            rows.queue,
+            vec![(2, rank, 2), (3, rank, 2), (4, rank, 1), (4, rank, 3)]
         );
         assert_eq!(
-            meta.get(meta::QUEUE_PENDING)
-                .expect("get")
-                .map(|v| v.value()),
-            Some(1)
+            (
+                rows.length(2),
+                rows.length(3),
+                rows.length(4),
+                rows.length(9)
+            ),
+            (Some(1), Some(1), Some(2), None)
         );
-        let lengths = read.open_table(QUEUE_LENGTHS).expect("lengths");
-        assert_eq!(lengths.get(2).expect("get").map(|v| v.value()), Some(1));
+        assert_eq!(rows.meta(meta::QUEUE_PENDING), Some(4));
     }
 }
