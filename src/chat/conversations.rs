@@ -139,7 +139,9 @@ pub(super) async fn own_or_host(
 /// Stores `op`, which makes a conversation or finds the one that exists, and announces one it
 /// made: to the host app (webhook `conversation.created`) and to everyone in it
 /// (`conversation_updated` on their notification sockets). Every way of making a conversation
-/// goes through here, so each is announced the same way, once.
+/// but a broadcast goes through here, so each is announced the same way, once. (A broadcast's
+/// op makes one-to-one conversations in bulk and reports a count, not which it made: those are
+/// not announced; docs/API.md says so.)
 async fn make(state: &AppState, op: Op) -> Result<ConversationCreated, ChatError> {
     let emit = super::webhook::emit(state, &[WebhookEvent::ConversationCreated]);
     let made: ConversationCreated = state.store.writer().request_emitting(op, emit).await?;

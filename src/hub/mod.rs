@@ -40,9 +40,11 @@ const ACK_BATCH: usize = 4096;
 /// How long queue removals are gathered before they go to the writer. The entries of one
 /// fan-out come back from its sockets over a millisecond or more (a 100-member group message)
 /// or a few hundred (a broadcast to 10,000), and each removal the writer takes is a commit and
-/// a journal sync whatever it holds: taken as they came, a fan-out cost several commits. Only
-/// a crash in between makes a difference, and then the entries' messages are delivered again
-/// (clients drop repeats by id).
+/// a journal sync whatever it holds: taken as they came, a fan-out cost several commits. Until
+/// the removal is committed (this wait, then up to 5 × `storage.commit_delay_max` riding along
+/// with the writer's next commit) the entry is still in the queue: a drain, a peek or a
+/// reconnect's replay in that window returns the message again, and so does a crash (clients
+/// and hosts drop repeats by id; docs/API.md says so).
 const ACK_GATHER: Duration = Duration::from_millis(5);
 /// Conversations whose participant lists are cached (they never change once created).
 const PARTICIPANT_CACHE: usize = 100_000;

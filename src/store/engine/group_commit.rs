@@ -19,8 +19,9 @@
 //!   (`storage.commit_delay_max`) would gather at least [`MIN_EXPECTED`] more, and the batch is
 //!   smaller than what the bound gathers, the writer sleeps until the batch would reach
 //!   [`TARGET`] at the recent rate — never longer than the bound — then takes what came and
-//!   commits. At a low rate (a lone message, or fewer than `MIN_EXPECTED` per bound) nothing is
-//!   held; under heavy load the batch is already large (the writer's own cycle gathers more
+//!   commits. At a low rate (fewer than `MIN_EXPECTED` per bound) nothing is held — but the
+//!   average has a 25 ms time constant, so a lone message just after a fast stream stops can be
+//!   held once, never longer than the bound; under heavy load the batch is already large (the writer's own cycle gathers more
 //!   than the bound would), so nothing is held either.
 //!
 //! A hold that gathers nothing means the arrivals wait on the commits (one client sending and

@@ -130,7 +130,9 @@ pub(super) fn append(
     };
     let record_bytes = encode(&record)?;
     // Stored; the answer and the fan-out carry the body in the clear (`plain`), so the sealed
-    // one is not copied into them.
+    // one is not copied into them. The record they carry therefore has an empty `body`: do not
+    // ask it `is_deleted()` (which means an empty body in a stored record) or build message
+    // JSON from it; read the message back for that, as the HTTP send does.
     record.body = Vec::new();
 
     // Write phase.
