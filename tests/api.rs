@@ -720,6 +720,37 @@ fn bad_requests_get_precise_4xx() {
     expect(resp, 401, "token_invalid");
 }
 
+/// Regression (found by the `http_request` fuzz target in CI): a body with bytes that are not
+/// UTF-8 inside a string the server does not read (an unknown field) created a conversation
+/// (201): serde_json skips an ignored string without checking its bytes. JSON is UTF-8 (RFC
+/// 8259): such a body is 400 `invalid_json`, wherever the bad bytes are, and nothing is made.
+#[test]
+fn a_body_that_is_not_utf8_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path());
+    for body in [
+        &b"{\"participants\":[2],\"sub0ject\":\"Inquiry about proper\xffy\",\"property\":1}"[..],
+        &b"{\"participants\":[3],\"subject\":\"caf\xc3\"}"[..],
+        &b"{\"participants\":[4]} \xff"[..],
+    ] {
+        let resp = d
+            .request("POST", 1, CONV)
+            .header("Content-Type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .expect("POST");
+        let (status, answer) = split(resp);
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("invalid_json")),
+            "{} → {answer}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let (_, list) = d.get(1, CONV);
+    assert_eq!(list["count"], 0, "{list}");
+}
+
 /// Regression (issue 16, defect 7): `{"participants":[182]}}}]]garbage!!` created a
 /// conversation (201): the parser stopped after the first JSON value and ignored the rest. A body
 /// is one JSON value and optional whitespace; anything after it is 400 `invalid_json`, and

@@ -167,9 +167,17 @@ impl FromRequest<Arc<AppState>> for EmptyBody {
 
 /// Parses `body` as exactly one JSON value: `Deserializer::end` refuses anything but
 /// whitespace after it (without it, `{"participants":[2]}}}garbage` was read as its first
-/// value and served).
+/// value and served). The whole body must be UTF-8 first, as JSON is (RFC 8259): serde_json
+/// checks the strings it reads, but skips an ignored one (an unknown field's) unchecked, so
+/// a body with bad bytes there was served.
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
+    let body = std::str::from_utf8(body).map_err(|e| {
+        ApiError::refused(
+            Code::InvalidJson,
+            format!("invalid JSON: the body is not UTF-8 ({e})"),
+        )
+    })?;
+    let de = &mut serde_json::Deserializer::from_str(body);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
