@@ -4,7 +4,7 @@
 //!
 //! * [`session`] runs one socket: it reads frames, hands what they ask for to
 //!   [`crate::chat`] (sends, receipts) or the [`crate::hub`] (typing, joins), and writes the
-//!   socket's outbox.
+//!   socket's outbox; [`acks`] answers its sends in order once they are durable.
 //! * [`protocol`] reads the client frames of the three dialects into typed messages; what the
 //!   daemon sends is in [`crate::events`].
 //! * [`reader`] reads client frames without a buffer while a socket is idle; [`frames`] the
@@ -12,6 +12,7 @@
 //!   frames into one write. The three are public so that the load generator's no-storage
 //!   ceiling server (`benches/load/ceiling.rs`) runs the very same transport code as the daemon.
 
+mod acks;
 pub mod coalesce;
 pub mod frames;
 pub mod protocol;

@@ -11,7 +11,6 @@
 //! its own file; the reading side (`read_loop`, `impl Session`: one handler per inbound message)
 //! would stay here.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
+use super::acks::{self, Acks, Answerer};
 use super::coalesce::Coalesce;
 use super::frames::{self, Assembler, Message, close};
 use super::protocol::{
@@ -90,22 +90,10 @@ struct Session {
     /// Frames other than chat messages per second ([`CONTROL_FRAMES_PER_SECOND`]).
     control_budget: TokenBucket,
     /// Sends waiting for their durable answer, in the order they were sent.
-    acks: Mutex<Acks>,
+    acks: Mutex<Acks<Ack>>,
 }
 
-/// A socket's sends in the writer's queue, answered in order by one task at a time
-/// ([`Session::answer_acks`]), which lives only while there are some. A task per send used to
-/// wait for each answer: a spawn per message, and a wake-up from the writer thread for every
-/// one of them, where one task that finds the rest of a commit's answers already there takes
-/// one wake-up per socket and commit, and queues their frames with one push.
-#[derive(Default)]
-struct Acks {
-    waiting: VecDeque<Ack>,
-    /// Whether a task is answering them.
-    answering: bool,
-}
-
-/// One send waiting for its answer.
+/// One send waiting for its answer ([`super::acks`]).
 struct Ack {
     submitted: Submitted,
     /// The send's `client_id`, for `ref` in an error.
@@ -681,59 +669,12 @@ impl Session {
             Ok(s) => s,
             Err(e) => return self.send_failed(&e, client_ref.as_deref()),
         };
-        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-        acks.waiting.push_back(Ack {
+        let waiting = Ack {
             submitted,
             client_ref,
             ack,
-        });
-        if !acks.answering {
-            acks.answering = true;
-            drop(acks);
-            self.state.tasks.spawn(self.clone().answer_acks());
-        }
-    }
-
-    /// Answers the socket's sends in order until none is waiting. The writer answers a
-    /// commit's requests one after another, so once the first of a burst is answered the
-    /// others usually are too: those are taken without waiting, and their frames queued
-    /// together, before the task waits again.
-    async fn answer_acks(self: Arc<Self>) {
-        let mut events = Vec::new();
-        loop {
-            let next = {
-                let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-                match acks.waiting.front() {
-                    Some(a) if events.is_empty() || a.submitted.is_answered() => {
-                        acks.waiting.pop_front()
-                    }
-                    // Not answered yet: what is answered goes out before the wait.
-                    Some(_) => None,
-                    None if events.is_empty() => {
-                        // Cleared in the same lock a send checks: the next send spawns a task.
-                        acks.answering = false;
-                        return;
-                    }
-                    None => None,
-                }
-            };
-            match next {
-                Some(ack) => events.extend(self.answer(ack).await),
-                None => {
-                    let frames = std::mem::take(&mut events).into_iter().map(Outbound::event);
-                    let _ = self.outbox.push_all(Lane::Control, frames);
-                }
-            }
-        }
-    }
-
-    /// The frame answering one send once its commit is known, if it gets one.
-    async fn answer(&self, ack: Ack) -> Option<Bytes> {
-        match ack.submitted.finish(&self.state).await {
-            Ok(sent) if ack.ack => Some(ChatEvent::message_sent(sent.id, &sent.record).to_bytes()),
-            Ok(_) => None,
-            Err(e) => Some(self.error_event(e.code(), &e.to_string(), ack.client_ref.as_deref())),
-        }
+        };
+        acks::wait_for_answer(self, waiting);
     }
 
     fn send_failed(&self, e: &ChatError, client_ref: Option<&str>) {
@@ -896,5 +837,56 @@ impl Session {
         ));
         // Waits for room like the queue replay: a sync never earns the client a 4008.
         let _ = self.outbox.push_when_room(frames).await;
+    }
+}
+
+impl Answerer for Session {
+    type Waiting = Ack;
+
+    fn acks(&self) -> &Mutex<Acks<Ack>> {
+        &self.acks
+    }
+
+    fn is_answered(waiting: &Ack) -> bool {
+        waiting.submitted.is_answered()
+    }
+
+    fn take_client_ref(waiting: &mut Ack) -> Option<String> {
+        waiting.client_ref.take()
+    }
+
+    async fn answer(&self, waiting: Ack, client_ref: Option<&str>) -> Option<Bytes> {
+        match waiting.submitted.finish(&self.state).await {
+            Ok(sent) if waiting.ack => {
+                Some(ChatEvent::message_sent(sent.id, &sent.record).to_bytes())
+            }
+            Ok(_) => None,
+            Err(e) => Some(self.error_event(e.code(), &e.to_string(), client_ref)),
+        }
+    }
+
+    fn unanswered(&self, client_ref: Option<&str>) -> Bytes {
+        tracing::error!(
+            session = self.id,
+            user = self.user,
+            client_ref,
+            "answering a send failed: its sender is told its outcome is unknown"
+        );
+        self.error_event(
+            Code::InternalError,
+            "the send's outcome is unknown: send it again with the same client_id",
+            client_ref,
+        )
+    }
+
+    fn deliver(&self, frames: Vec<Bytes>) {
+        let _ = self
+            .outbox
+            .push_all(Lane::Control, frames.into_iter().map(Outbound::event));
+    }
+
+    fn spawn(this: Arc<Self>) {
+        let tasks = this.state.tasks.clone();
+        tasks.spawn(acks::answer_acks(this));
     }
 }
