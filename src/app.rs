@@ -114,8 +114,7 @@ pub async fn run(
     let admin = crate::admin::AdminSocket::bind(&data_dir)?;
     let shutdown_timeout = config.server.shutdown_timeout;
     let writer = store.writer().clone();
-    let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut hub = Hub::new(store.clone(), ack_tx, config.limits.presence_grace);
+    let mut hub = Hub::new(store.clone(), config.limits.presence_grace);
     let policy = crate::webhooks::EventPolicy::new(&config.webhooks);
     let mut presence_log = None;
     if policy.is_some_and(|p| {
@@ -149,19 +148,14 @@ pub async fn run(
     state.started = started;
     let state = Arc::new(state);
     let fanout = tokio::spawn(crate::hub::run_fanout(hub.clone(), committed));
-    let acks_done = CancellationToken::new();
-    let acks = tokio::spawn(crate::hub::run_acks(
-        writer.clone(),
-        ack_rx,
-        acks_done.clone(),
-    ));
+    let presence_done = CancellationToken::new();
     // Webhooks: presence events written in order, and the delivery in a task of its own.
     let presence = match (policy, presence_log) {
         (Some(policy), Some(rx)) => Some(tokio::spawn(crate::webhooks::record_presence(
             writer.clone(),
             policy,
             rx,
-            acks_done.clone(),
+            presence_done.clone(),
         ))),
         _ => None,
     };
@@ -247,8 +241,7 @@ pub async fn run(
             "connections still open at shutdown_timeout"
         );
     }
-    acks_done.cancel();
-    let _ = tokio::time::timeout_at(deadline.into(), acks).await;
+    presence_done.cancel();
     if let Some(presence) = presence {
         let _ = tokio::time::timeout_at(deadline.into(), presence).await;
     }
@@ -285,12 +278,7 @@ mod tests {
         let options = WriterOptions::standalone(16);
         let (store, writer) = Store::open(dir.path(), keyring, options).expect("open");
         let shutdown = CancellationToken::new();
-        let (acks, _) = tokio::sync::mpsc::unbounded_channel();
-        let hub = Arc::new(Hub::new(
-            store.clone(),
-            acks,
-            std::time::Duration::from_secs(5),
-        ));
+        let hub = Arc::new(Hub::new(store.clone(), std::time::Duration::from_secs(5)));
         let state = AppState::new(
             Config::default(),
             store.clone(),

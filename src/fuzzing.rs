@@ -209,12 +209,7 @@ fn served() -> &'static Served {
             // The writer runs for the life of the process.
             std::mem::forget(writer);
             let shutdown = tokio_util::sync::CancellationToken::new();
-            let (acks, _) = tokio::sync::mpsc::unbounded_channel();
-            let hub = Arc::new(crate::hub::Hub::new(
-                store.clone(),
-                acks,
-                Duration::from_secs(5),
-            ));
+            let hub = Arc::new(crate::hub::Hub::new(store.clone(), Duration::from_secs(5)));
             let config = Config::default();
             let state = crate::state::AppState::new(
                 config,

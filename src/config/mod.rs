@@ -22,7 +22,7 @@ pub const MIN_JWT_SECRET_BYTES: usize = 16;
 pub const MIN_SERVICE_SECRET_BYTES: usize = 16;
 
 /// The longest `storage.commit_delay_max`: a hold is meant to last a fraction of a
-/// millisecond to a few, and requests nobody waits for ride along five times as long.
+/// millisecond to a few, and requests nobody waits for ride along ten times as long.
 const MAX_COMMIT_DELAY: Duration = Duration::from_millis(100);
 
 /// The whole configuration. Sections mirror `config.toml.example`.

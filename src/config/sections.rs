@@ -82,7 +82,7 @@ pub struct StorageConfig {
     pub data_key_cache: usize,
     /// The longest the writer holds a small batch for more requests before committing it,
     /// when a steady stream makes that worth it (fewer, larger commits: less CPU per message);
-    /// requests nobody waits for (delivered-queue removals) wait up to five times this for one
+    /// requests nobody waits for (delivered-queue removals) wait up to ten times this for one
     /// that someone does. Never at a low rate, nor when batches are large already. Zero: off,
     /// every batch is committed as soon as it is taken.
     #[serde(with = "duration_str")]

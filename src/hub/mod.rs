@@ -5,8 +5,8 @@
 //!   ([`run_fanout`]), never from request handlers, so every socket sees ids in order.
 //! * Every socket has a bounded [`Outbox`]; the hub only ever `push`es (never waits), so one
 //!   slow socket cannot slow fan-out for anyone else.
-//! * A frame that delivers a queued message reports it back ([`Hub::delivered`]); the
-//!   [`run_acks`] task removes those queue entries in batches.
+//! * A frame that delivers a queued message reports it back ([`Hub::delivered`]); the store's
+//!   writer removes those queue entries with its next commit.
 //!
 //! Over the ~600-line guide (issue 17): most of it is the one `impl Hub` (about 500 lines).
 //! The seam to split along next is by kind of event, one `impl Hub` per file as `store::reader`
@@ -31,21 +31,10 @@ pub use outbox::{Lane, Outbound, Outbox};
 pub use presence::Presence;
 
 use crate::events::{ChatEvent, ConversationEvent, NewMessageCopies};
-use crate::store::{QueueKey, Store, StoreError, StoredMessage, WriterHandle};
+use crate::store::{QueueKey, Store, StoreError, StoredMessage};
 
 /// Relayed typing starts per (user, conversation) are at most one per this long.
 const TYPING_THROTTLE: Duration = Duration::from_secs(1);
-/// Queue removals written per commit at most.
-const ACK_BATCH: usize = 4096;
-/// How long queue removals are gathered before they go to the writer. The entries of one
-/// fan-out come back from its sockets over a millisecond or more (a 100-member group message)
-/// or a few hundred (a broadcast to 10,000), and each removal the writer takes is a commit and
-/// a journal sync whatever it holds: taken as they came, a fan-out cost several commits. Until
-/// the removal is committed (this wait, then up to 5 × `storage.commit_delay_max` riding along
-/// with the writer's next commit) the entry is still in the queue: a drain, a peek or a
-/// reconnect's replay in that window returns the message again, and so does a crash (clients
-/// and hosts drop repeats by id; docs/API.md says so).
-const ACK_GATHER: Duration = Duration::from_millis(5);
 /// Conversations whose participant lists are cached (they never change once created).
 const PARTICIPANT_CACHE: usize = 100_000;
 /// Users whose unread totals one store read computes at most.
@@ -128,7 +117,6 @@ pub struct Hub {
     participants: Mutex<HashMap<u64, Arc<Vec<u64>>>>,
     /// Unread totals waiting to be sent (see [`Hub::push_unread_count`]).
     unread: Mutex<UnreadRequests>,
-    acks: mpsc::UnboundedSender<Vec<QueueKey>>,
     store: Store,
     /// How long a user stays "online" after their last socket closed.
     presence_grace: Duration,
@@ -138,12 +126,8 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub over `store`; queue removals go out on `acks` (see [`run_acks`]).
-    pub fn new(
-        store: Store,
-        acks: mpsc::UnboundedSender<Vec<QueueKey>>,
-        presence_grace: Duration,
-    ) -> Self {
+    /// A hub over `store`, whose writer removes the queue entries sockets deliver.
+    pub fn new(store: Store, presence_grace: Duration) -> Self {
         Self {
             registry: Mutex::default(),
             next_session: AtomicU64::new(1),
@@ -151,7 +135,6 @@ impl Hub {
             typing: Mutex::default(),
             participants: Mutex::default(),
             unread: Mutex::default(),
-            acks,
             store,
             presence_grace,
             presence_log: None,
@@ -283,9 +266,12 @@ impl Hub {
     }
 
     /// Frames carrying these queue entries were written to a socket (one batch of its
-    /// frames: one hand-over to [`run_acks`] per write, not one per message).
+    /// frames). The writer removes them with its next commit, at most its ride-along bound
+    /// later (`store::engine::removals`); until then a drain, a peek, a reconnect's replay or
+    /// a crash may return them again (clients and hosts drop repeats by id; docs/API.md).
     pub fn delivered(&self, keys: Vec<QueueKey>) {
-        let _ = self.acks.send(keys);
+        // Only fails once the writer is gone: the entries stay and are delivered again.
+        let _ = self.store.writer().dequeue(keys);
     }
 
     /// `join_conversation` of a `/ws/chat/` socket (participation checked by the caller).
@@ -702,45 +688,4 @@ fn same_content(a: &StoredMessage, b: &StoredMessage) -> bool {
         && x.created_at_ms == y.created_at_ms
         && x.priority == y.priority
         && x.message_type == y.message_type
-}
-
-/// Removes delivered queue entries, many per commit, until `done` fires; then flushes what
-/// is left and returns (before the writer stops).
-pub async fn run_acks(
-    writer: WriterHandle,
-    mut acks: mpsc::UnboundedReceiver<Vec<QueueKey>>,
-    done: CancellationToken,
-) {
-    let mut batch = Vec::new();
-    loop {
-        let first = tokio::select! {
-            keys = acks.recv() => keys,
-            _ = done.cancelled() => None,
-        };
-        match first {
-            Some(keys) => batch.extend(keys),
-            None => {
-                while let Ok(keys) = acks.try_recv() {
-                    batch.extend(keys);
-                }
-                if !batch.is_empty() {
-                    let _ = writer.dequeue(std::mem::take(&mut batch)).await;
-                }
-                return;
-            }
-        }
-        // A moment for the rest of the fan-out: see `ACK_GATHER`.
-        tokio::select! {
-            _ = tokio::time::sleep(ACK_GATHER) => {}
-            _ = done.cancelled() => {}
-        }
-        while batch.len() < ACK_BATCH
-            && let Ok(keys) = acks.try_recv()
-        {
-            batch.extend(keys);
-        }
-        if writer.dequeue(std::mem::take(&mut batch)).await.is_err() {
-            return;
-        }
-    }
 }

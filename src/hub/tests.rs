@@ -37,8 +37,7 @@ async fn counts_sent(hub: &Hub) {
 async fn a_users_unread_total_is_encoded_once_however_many_requests_name_them() {
     let temp = TempStore::new();
     let (store, _writer) = temp.open();
-    let (acks, _) = tokio::sync::mpsc::unbounded_channel();
-    let hub = Arc::new(Hub::new(store, acks, Duration::from_secs(5)));
+    let hub = Arc::new(Hub::new(store, Duration::from_secs(5)));
     let notifications = Arc::new(Outbox::new(64));
     let chat = Arc::new(Outbox::new(64));
     hub.register(1, 7, Endpoint::Notifications, notifications.clone());

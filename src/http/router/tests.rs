@@ -34,8 +34,7 @@ async fn serve() -> Served {
     let (store, _writer) =
         Store::open(dir.path(), keyring, WriterOptions::standalone(16)).expect("open");
     let shutdown = CancellationToken::new();
-    let (acks, _) = tokio::sync::mpsc::unbounded_channel();
-    let hub = Arc::new(Hub::new(store.clone(), acks, Duration::from_secs(5)));
+    let hub = Arc::new(Hub::new(store.clone(), Duration::from_secs(5)));
     let mut config = Config::default();
     config.web.demo = true;
     config.web.admin = true;

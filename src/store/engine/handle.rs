@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::durability::Progress;
 use super::health::{QueuedUsers, WriterHealth};
+use super::removals::Removals;
 use crate::store::StoreError;
 use crate::store::ops::{
     Answer, Broadcast, ConversationCreated, Emit, Erased, MarkedRead, MessageAppended, NewAccount,
@@ -20,6 +21,9 @@ use crate::store::ops::{
 #[derive(Debug)]
 pub(in crate::store) enum Command {
     Write(Request),
+    /// Delivered queue entries wait in [`Removals`], the first of them added since the last
+    /// commit took them: commit them once their wait is over ([`super::removals`]).
+    Removals,
     /// Commit everything queued before this, then stop. Sent by [`WriterThread::finish`].
     Stop,
 }
@@ -98,6 +102,8 @@ pub struct WriterHandle {
     pub(super) health: Arc<WriterHealth>,
     pub(super) queued: Arc<QueuedUsers>,
     pub(super) progress: Progress,
+    /// Delivered queue entries waiting for the next commit.
+    pub(super) removals: Arc<Removals>,
 }
 
 impl WriterHandle {
@@ -199,10 +205,21 @@ impl WriterHandle {
         self.request(Op::Broadcast(broadcast)).await
     }
 
-    /// Removes delivered queue entries (batched by the caller), without waiting for the
-    /// commit.
-    pub async fn dequeue(&self, entries: Vec<QueueKey>) -> Result<(), WriteError> {
-        self.send_unanswered(Op::Dequeue(entries)).await
+    /// Removes delivered queue entries with the writer's next commit, without waiting for it
+    /// (nor for a place in its queue): at most [`super::group_commit::GroupCommit::ride_along`]
+    /// later if no other write comes first ([`super::removals`]).
+    pub fn dequeue(&self, entries: Vec<QueueKey>) -> Result<(), WriteError> {
+        if self.tx.is_closed() {
+            return Err(closed());
+        }
+        if entries.is_empty() || !self.removals.add(entries) {
+            return Ok(());
+        }
+        match self.tx.try_send(Command::Removals) {
+            // Full: the writer has requests queued, and the commit they make takes these too.
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(closed()),
+        }
     }
 
     /// Queues `op` with nobody waiting for its answer.

@@ -141,10 +141,9 @@ mod tests {
         assert!(writer.may_have_queued(2), "loaded at start");
         writer
             .dequeue(vec![(2, Priority::Normal.rank(), id)])
-            .await
             .expect("dequeue");
-        // Dequeues are not answered; the writer is first-in first-out, so an answered request
-        // sent after one commits no earlier.
+        // Dequeues are not answered; every commit takes the removals waiting, so an answered
+        // request sent after one commits it.
         writer.expire(0).await.expect("barrier");
         assert!(!writer.may_have_queued(2), "emptied by the dequeue");
         thread.finish(&writer).await;

@@ -9,6 +9,8 @@
 //! * [`group_commit`]: when the writer commits: a small batch under a steady stream is held
 //!   briefly (`storage.commit_delay_max`), and requests nobody waits for ride along with the
 //!   next that someone does.
+//! * [`removals`]: delivered queue entries wait there for the writer's next commit (at most
+//!   the ride-along bound), not in its queue.
 //! * [`durability`]: a batch is answered, fanned out and shown to readers only once durable.
 //! * [`ids`]: ids are reserved durably ahead of use, so none is handed out twice after a crash.
 //! * [`redo`]: at start, the journal's batches the data file lacks are applied again, through
@@ -33,6 +35,7 @@ pub mod outage;
 pub mod record;
 pub mod recovery;
 pub mod redo;
+pub mod removals;
 pub mod stake;
 pub mod writer;
 
@@ -54,6 +57,7 @@ pub use self::health::OutboxProgress;
 use self::health::{QueuedUsers, RunningGuard, WriterHealth};
 use self::journal::Journal;
 use self::journal::cursor::JournalCursor;
+use self::removals::Removals;
 use self::writer::Writer;
 use super::damage::DamagedRecords;
 use super::ops::StoredMessage;
@@ -160,6 +164,7 @@ pub(in crate::store) fn spawn(
     options.metrics.dead_letters.inc_by(dead);
     options.metrics.webhook_dropped.inc_by(events_dropped);
     let health = Arc::new(WriterHealth::new(pending));
+    let removals = Arc::new(Removals::default());
     health.outbox.send_replace(outbox);
     let writer = Writer {
         db: Some(db),
@@ -181,6 +186,7 @@ pub(in crate::store) fn spawn(
         state,
         outage: None,
         group: GroupCommit::new(options.commit_delay_max),
+        removals: removals.clone(),
         last_take: std::time::Instant::now(),
     };
     let join = std::thread::Builder::new()
@@ -193,6 +199,7 @@ pub(in crate::store) fn spawn(
             health,
             queued,
             progress,
+            removals,
         },
         WriterThread { join },
     ))

@@ -83,6 +83,8 @@ impl Writer {
         loop {
             match rx.try_recv() {
                 Ok(Command::Stop) => return true,
+                // Refused like every request nobody waits for: a redelivery at worst.
+                Ok(Command::Removals) => drop(self.removals.take()),
                 Ok(Command::Write(request)) => {
                     if request.op.is_append() {
                         self.metrics.persistence_failures.inc();

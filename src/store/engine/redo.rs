@@ -202,7 +202,6 @@ mod tests {
         let normal = Priority::Normal.rank();
         writer
             .dequeue(ids[..30].iter().map(|id| (2, normal, *id)).collect())
-            .await
             .expect("dequeue");
         let drained = writer
             .drain(ids[30..60].iter().map(|id| (1, normal, *id)).collect())

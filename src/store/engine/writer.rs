@@ -31,9 +31,10 @@ use super::health::RunningGuard;
 use super::journal::cursor::JournalCursor;
 use super::outage::Outage;
 use super::record;
+use super::removals::Removals;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
-use crate::store::ops::WriteError;
+use crate::store::ops::{Op, WriteError};
 
 /// The writer thread: everything it owns.
 pub(super) struct Writer {
@@ -56,6 +57,8 @@ pub(super) struct Writer {
     pub(super) group: GroupCommit,
     /// When the writer last took requests from its queue (for the arrival rate).
     pub(super) last_take: Instant,
+    /// Delivered queue entries waiting for a commit: each batch takes them all.
+    pub(super) removals: Arc<Removals>,
 }
 
 /// What one take from the queue brought.
@@ -120,12 +123,15 @@ impl Writer {
             let taken = self.take(Some(first), &mut batch, &mut rx);
             stopping = taken.stop || self.gather(&mut batch, &mut rx, taken.answered, &waker);
             // The last batch is a checkpoint: a stopped daemon leaves nothing to replay.
-            if !batch.is_empty() || (stopping && self.uncheckpointed()) {
+            if !batch.is_empty()
+                || self.removals.since().is_some()
+                || (stopping && self.uncheckpointed())
+            {
                 self.commit(&mut batch, stopping);
             }
         }
         // Every handle is gone without a stop: still leave nothing to replay.
-        if self.outage.is_none() && self.uncheckpointed() {
+        if self.outage.is_none() && (self.uncheckpointed() || self.removals.since().is_some()) {
             self.commit(&mut batch, true);
         }
         if self.outage.is_some() {
@@ -159,6 +165,8 @@ impl Writer {
                     taken.stop = true;
                     break;
                 }
+                // Nothing to add: the commit takes them from `removals`.
+                Command::Removals => {}
                 Command::Write(request) => {
                     taken.answered += usize::from(request.reply.is_some());
                     batch.push(request);
@@ -192,7 +200,10 @@ impl Writer {
             return false;
         };
         if answered == 0 {
-            let deadline = Instant::now() + ride_along;
+            // Delivered entries wait from when the first of them was handed over, the
+            // batch's other requests from now.
+            let now = Instant::now();
+            let deadline = self.removals.since().unwrap_or(now).min(now) + ride_along;
             while answered == 0 && batch.len() < self.batch_max {
                 // The deadline passed (or every handle is gone): commit them alone.
                 let Some(next) = recv_until(rx, deadline, waker) else {
@@ -223,6 +234,17 @@ impl Writer {
     /// Commits `batch` (emptying it), makes it durable and reports it.
     fn commit(&mut self, batch: &mut Vec<Request>, checkpoint: bool) {
         let started = Instant::now();
+        // The delivered entries waiting, as one op ahead of the batch's requests: journaled
+        // with them, and leaving room in the queues before they add to them.
+        if let Some(delivered) = self.removals.take() {
+            batch.insert(
+                0,
+                Request {
+                    op: Op::Dequeue(delivered),
+                    reply: None,
+                },
+            );
+        }
         let size = batch.len();
         let appends = batch.iter().filter(|r| r.op.is_append()).count();
         // A batch that removes user content is a checkpoint, and the files are scrubbed after it.
