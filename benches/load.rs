@@ -19,7 +19,8 @@
 //! * `--mode broadcast` (issue 20): `--sockets` connected users, then `--broadcasts` service
 //!   broadcasts (`POST /api/messages/broadcast` to all of them, after `--warmup` unmeasured
 //!   ones); reports, per broadcast, how long until the last user had it, and the server's CPU
-//!   per delivery.
+//!   per delivery. `--notify` gives each user a `/ws/notifications/` socket too, and reports
+//!   the `conversation_updated` announcements of the conversations the first broadcast made.
 //!
 //! `--servers daemon,ceiling --rounds N` runs every workload against the daemon and against
 //! the *ceiling* (`benches/load/ceiling.rs`: the same transport, frame handling and JSON with
@@ -221,6 +222,11 @@ struct Args {
     /// conversation with the sender on the first one; a service broadcasting daily has them.
     #[arg(long, default_value_t = 1)]
     warmup: u64,
+    /// broadcast: each user also holds a `/ws/notifications/` socket, where the first
+    /// broadcast announces their new conversation (`conversation_updated`) and every broadcast
+    /// brings a `notification` and an `unread_count`. Use `--warmup 0` to measure the first.
+    #[arg(long)]
+    notify: bool,
 
     /// Internal: run as the ceiling server (the generator starts itself this way).
     #[arg(long, hide = true)]
@@ -335,7 +341,9 @@ impl Args {
     fn sockets_needed(&self) -> u64 {
         match self.mode {
             Mode::Pairs => 2 * self.pairs as u64,
-            Mode::Idle | Mode::Broadcast => self.sockets(),
+            Mode::Idle => self.sockets(),
+            // `--notify`: a notification socket per user besides the chat socket.
+            Mode::Broadcast => self.sockets() * if self.notify { 2 } else { 1 },
             Mode::Group => self.members as u64,
         }
     }
@@ -551,7 +559,15 @@ impl Target {
     }
 
     fn chat_url(&self, token: &str) -> String {
-        format!("ws://{}/ws/chat/?token={token}", self.addr)
+        self.ws_url(Socket::Chat, token)
+    }
+
+    fn ws_url(&self, socket: Socket, token: &str) -> String {
+        let path = match socket {
+            Socket::Chat => "/ws/chat/",
+            Socket::Notifications => "/ws/notifications/",
+        };
+        format!("ws://{}{path}?token={token}", self.addr)
     }
 
     fn sample(&self) -> Option<ProcSample> {
@@ -1169,6 +1185,41 @@ where
 // Sockets and events
 // ---------------------------------------------------------------------------------------------
 
+/// Which endpoint a socket of [`connect_spread`] opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Socket {
+    /// `/ws/chat/`: connected once `connection_established` arrives.
+    Chat,
+    /// `/ws/notifications/`, which greets with nothing: connected once it answers a ping.
+    Notifications,
+}
+
+/// A WebSocket handshake over a fresh TCP connection from `source` (if given).
+async fn open_ws(
+    url: &str,
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    config: WebSocketConfig,
+) -> Result<Ws, String> {
+    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| format!("bind {ip}: {e}"))?;
+    }
+    let stream = socket
+        .connect(server)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("nodelay: {e}"))?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    Ok(ws)
+}
+
 /// Connects a `/ws/chat/` socket (from `source` if given) and waits for
 /// `connection_established`.
 async fn connect_chat(
@@ -1177,38 +1228,41 @@ async fn connect_chat(
     source: Option<IpAddr>,
     config: WebSocketConfig,
 ) -> Result<Ws, String> {
+    connect_socket(Socket::Chat, url, server, source, config).await
+}
+
+/// Connects a socket on `endpoint` (from `source` if given) and returns it once the daemon has
+/// registered it: `/ws/chat/` greets with `connection_established`; `/ws/notifications/`
+/// greets with nothing, so it is asked for a `pong`.
+async fn connect_socket(
+    endpoint: Socket,
+    url: &str,
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    config: WebSocketConfig,
+) -> Result<Ws, String> {
+    let greeting = match endpoint {
+        Socket::Chat => "\"connection_established\"",
+        Socket::Notifications => "\"pong\"",
+    };
     let attempt = async {
-        let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-        if let Some(ip) = source {
-            socket
-                .bind(SocketAddr::new(ip, 0))
-                .map_err(|e| format!("bind {ip}: {e}"))?;
+        let mut ws = open_ws(url, server, source, config).await?;
+        if endpoint == Socket::Notifications {
+            ws.send(Message::Text(r#"{"type":"ping"}"#.into()))
+                .await
+                .map_err(|e| format!("ping: {e}"))?;
         }
-        let stream = socket
-            .connect(server)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("nodelay: {e}"))?;
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
         match ws.next().await {
-            Some(Ok(Message::Text(text))) if text.contains("\"connection_established\"") => Ok(ws),
+            Some(Ok(Message::Text(text))) if text.contains(greeting) => Ok(ws),
             Some(Ok(Message::Close(frame))) => Err(format!("closed: {}", close_reason(frame))),
             Some(Ok(other)) => Err(format!("unexpected first frame: {other}")),
             Some(Err(e)) => Err(format!("read: {e}")),
-            None => Err("closed before connection_established".into()),
+            None => Err(format!("closed before {greeting}")),
         }
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "no connection_established within {CONNECT_TIMEOUT:?}"
-            ))
-        })
+        .unwrap_or_else(|_| Err(format!("no {greeting} within {CONNECT_TIMEOUT:?}")))
 }
 
 /// Opens a busy socket for each of `users`, in order; fails on the first that does not connect.
@@ -1268,13 +1322,14 @@ struct Spread<T> {
     tasks: Vec<tokio::task::JoinHandle<Option<T>>>,
 }
 
-/// Opens `sockets` quiet `/ws/chat/` sockets (socket i for user `users[i % users.len()]`),
+/// Opens `sockets` quiet sockets on `endpoint` (socket i for user `users[i % users.len()]`),
 /// `--concurrency` at a time, spread over `--source-addrs` source addresses; each connected
 /// socket is handed to `then`, in a task of its own, which the answer holds. Returns once
 /// every connect has succeeded or failed (each is bounded by [`CONNECT_TIMEOUT`]).
 async fn connect_spread<T, F, Fut>(
     target: &Target,
     args: &Args,
+    endpoint: Socket,
     users: &[u64],
     sockets: u64,
     then: F,
@@ -1286,7 +1341,7 @@ where
 {
     let urls: Vec<Arc<str>> = users
         .iter()
-        .map(|user| Ok(target.chat_url(&target.token(*user)?).into()))
+        .map(|user| Ok(target.ws_url(endpoint, &target.token(*user)?).into()))
         .collect::<Result<_, String>>()?;
     let sources: Vec<IpAddr> = (1..=args.source_addrs)
         .map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
@@ -1306,7 +1361,7 @@ where
         let (in_flight, results) = (in_flight.clone(), results.clone());
         tasks.push(tokio::spawn(async move {
             let permit = in_flight.acquire_owned().await;
-            let outcome = connect_chat(&url, server, Some(source), config).await;
+            let outcome = connect_socket(endpoint, &url, server, Some(source), config).await;
             drop(permit);
             match outcome {
                 Ok(ws) => {
@@ -2323,7 +2378,7 @@ mod idle {
         let window = Window::open(target);
         let hold = CancellationToken::new();
         let dropped = Arc::new(Mutex::new(Tally::default()));
-        let spread = connect_spread(target, args, &users, sockets, {
+        let spread = connect_spread(target, args, Socket::Chat, &users, sockets, {
             let (hold, dropped) = (hold.clone(), dropped.clone());
             move |_, ws| hold_open(ws, hold.clone(), dropped.clone())
         })

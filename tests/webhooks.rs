@@ -699,3 +699,66 @@ fn a_conversation_made_for_a_host_key_is_announced() {
     let status = daemon.stop();
     assert!(status.success(), "{status}");
 }
+
+/// The one-to-one conversations a broadcast creates reach the host app like any other new
+/// conversation: one `conversation.created` each (as the sender sees it), before its
+/// `message.created`; a recipient whose conversation existed, and a second broadcast, create
+/// none. (This held before the broadcast's conversations were announced on sockets too; it
+/// pins that the two announcements agree.)
+#[test]
+fn the_conversations_a_broadcast_makes_are_announced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = secret_file(dir.path());
+    let sink = Sink::start(&[]);
+    let daemon = Daemon::start_with(&dir.path().join("data"), options(&sink.url(), &secret, &[]));
+    let existing = daemon.conversation(21, 22);
+    let broadcast = |text: &str| {
+        let (status, body) = common::split(
+            daemon
+                .http
+                .post(daemon.url("/api/messages/broadcast"))
+                .header("X-Service-Token", SERVICE_SECRET)
+                .json(&json!({"message": {"sender_id": 21, "text": text},
+                               "user_ids": [22, 23, 24]}))
+                .send()
+                .expect("broadcast"),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["recipients"], 3, "{body}");
+    };
+    let messages = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["type"] == "message.created")
+            .count()
+    };
+    broadcast("first");
+    broadcast("second");
+    sink.wait_for("both broadcasts", |_| messages(&sink.events()) == 6);
+    let events = sink.events();
+    let created: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "conversation.created")
+        .collect();
+    // The REST conversation of 21 and 22, then the broadcast's two.
+    assert_eq!(created.len(), 3, "{events:?}");
+    assert_eq!(created[0]["data"]["id"], existing, "{events:?}");
+    let mut partners = Vec::new();
+    for event in &created[1..] {
+        let data = &event["data"];
+        assert_eq!(data["participants"][0], 21, "{event}");
+        partners.push(data["participants"][1].as_u64().expect("participant"));
+        let first_message = events.iter().position(|e| {
+            e["type"] == "message.created" && e["data"]["conversation"] == data["id"]
+        });
+        let announced = events.iter().position(|e| e == *event);
+        assert!(
+            first_message.is_some() && announced < first_message,
+            "conversation {} is announced before its first message: {events:?}",
+            data["id"]
+        );
+    }
+    assert_eq!(partners, [23, 24], "{events:?}");
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+}

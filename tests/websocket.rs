@@ -641,6 +641,131 @@ fn a_conversation_made_by_a_service_send_is_announced_once() {
     });
 }
 
+/// Issue 18's last gap: the one-to-one conversations a service broadcast makes (one per
+/// recipient who had none with the sender) were never announced on their participants'
+/// notification sockets, while every other way of making a conversation announced it. Each
+/// participant of each new one hears of it once, with the view REST gives them; a recipient
+/// whose conversation existed, and every later broadcast, announces nothing.
+#[test]
+fn a_conversation_made_by_a_broadcast_is_announced_once() {
+    let (_dir, d) = daemon(&[("INDABA_SERVICE__SHARED_SECRET", SERVICE_SECRET)]);
+    let rest = Rest::new(&d);
+    let broadcast = |text: &'static str| {
+        let rest = &rest;
+        async move {
+            let body = json!({"message": {"sender_id": 1, "text": text},
+                              "user_ids": [2, 3, 4]});
+            let path = "/api/messages/broadcast";
+            let (status, reply) = rest.call("POST", SERVICE_SECRET, path, Some(&body)).await;
+            assert_eq!(status, 200, "{reply}");
+            assert_eq!(reply["recipients"], 3, "{reply}");
+        }
+    };
+    // The view REST gives `user` of `conversation` now.
+    let rest_view = |user: u64, conversation: &Value| {
+        let rest = &rest;
+        let path = format!("/api/v1/messaging/conversations/{conversation}/");
+        let token = d.token(user);
+        async move {
+            let (status, view) = rest.call("GET", &token, &path, None).await;
+            assert_eq!(status, 200, "{view}");
+            view
+        }
+    };
+    // Users 1 and 2 have their one-to-one conversation already.
+    let existing = d.conversation(1, 2);
+    runtime().block_on(async {
+        let url = |user: u64| ws_url(&d, "/ws/notifications/", &d.token(user));
+        let mut one = quiet_socket(&url(1)).await;
+        let mut two = quiet_socket(&url(2)).await;
+        let mut three = quiet_socket(&url(3)).await;
+
+        broadcast("first broadcast").await;
+        // User 3's conversation with 1 is new: both hear of it, each with their own view, as
+        // REST shows it (the broadcast is its last message, unread by 3).
+        let to_three = conversation_updates(&mut three).await;
+        assert_eq!(to_three.len(), 1, "{to_three:?}");
+        let made = to_three[0]["id"].clone();
+        assert_ne!(made, json!(existing));
+        assert_eq!(to_three[0]["participants"], json!([1, 3]), "{to_three:?}");
+        assert_eq!(to_three[0]["unread_count"], 1, "{to_three:?}");
+        assert_eq!(
+            to_three[0]["last_message"]["text"], "first broadcast",
+            "{to_three:?}"
+        );
+        assert_eq!(to_three[0], rest_view(3, &made).await);
+        // The sender hears of both new ones (with 3 and with 4, who has no socket open).
+        let to_one = conversation_updates(&mut one).await;
+        assert_eq!(to_one.len(), 2, "{to_one:?}");
+        let mut partners = Vec::new();
+        for update in &to_one {
+            assert_eq!(update["unread_count"], 0, "{update}");
+            assert_eq!(update, &rest_view(1, &update["id"]).await);
+            partners.push(update["participants"][1].clone());
+        }
+        partners.sort_by_key(|p| p.as_u64());
+        assert_eq!(partners, [json!(3), json!(4)], "{to_one:?}");
+        assert!(to_one.iter().any(|u| u["id"] == made), "{to_one:?}");
+        // User 2's conversation existed: nothing to announce.
+        assert_eq!(conversation_updates(&mut two).await, Vec::<Value>::new());
+
+        // They all exist now: the next broadcast announces nothing.
+        broadcast("second broadcast").await;
+        for socket in [&mut one, &mut two, &mut three] {
+            assert_eq!(conversation_updates(socket).await, Vec::<Value>::new());
+        }
+    });
+}
+
+/// A host conversation id (contract 8.3) recorded for a conversation that exists sets its
+/// `host_id`, a field of every participant's view, as visibly as an archive sets
+/// `is_archived`: both participants are told with `conversation_updated`, once. A second key for
+/// the same conversation leaves `host_id` the first key: nothing changes, nothing is told.
+#[test]
+fn a_host_id_given_to_an_existing_conversation_is_announced() {
+    let (_dir, d) = daemon(&[("INDABA_SERVICE__SHARED_SECRET", SERVICE_SECRET)]);
+    let rest = Rest::new(&d);
+    let send = |key: u64| {
+        let rest = &rest;
+        async move {
+            let body = json!({"conversation_id": key, "sender_id": 1, "receiver_id": 2,
+                              "text": "by the host's id"});
+            let path = "/api/messages/send";
+            let (status, reply) = rest.call("POST", SERVICE_SECRET, path, Some(&body)).await;
+            assert_eq!(status, 201, "{reply}");
+            reply["conversation_id"].clone()
+        }
+    };
+    let existing = d.conversation(1, 2);
+    runtime().block_on(async {
+        let url = |user: u64| ws_url(&d, "/ws/notifications/", &d.token(user));
+        let mut one = quiet_socket(&url(1)).await;
+        let mut two = quiet_socket(&url(2)).await;
+        let mut three = quiet_socket(&url(3)).await;
+
+        let first_key = 8000;
+        assert_eq!(send(first_key).await, existing);
+        for (user, socket) in [(1, &mut one), (2, &mut two)] {
+            let updates = conversation_updates(socket).await;
+            assert_eq!(updates.len(), 1, "user {user}: {updates:?}");
+            assert_eq!(updates[0]["id"], existing, "{updates:?}");
+            assert_eq!(updates[0]["host_id"], first_key, "{updates:?}");
+            let path = format!("/api/v1/messaging/conversations/{existing}/");
+            let (status, view) = rest.call("GET", &d.token(user), &path, None).await;
+            assert_eq!(status, 200, "{view}");
+            assert_eq!(view["host_id"], first_key, "{view}");
+        }
+        assert_eq!(conversation_updates(&mut three).await, Vec::<Value>::new());
+
+        // The same key again, and a second key for the same conversation: `host_id` stays.
+        assert_eq!(send(first_key).await, existing);
+        assert_eq!(send(first_key + 1).await, existing);
+        for socket in [&mut one, &mut two] {
+            assert_eq!(conversation_updates(socket).await, Vec::<Value>::new());
+        }
+    });
+}
+
 /// The conversations of every `conversation_updated` a notification socket was sent so far
 /// (read up to the answer to a ping sent now).
 async fn conversation_updates(ws: &mut Ws) -> Vec<Value> {

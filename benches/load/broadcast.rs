@@ -6,7 +6,11 @@
 //! 99th-percentile and the last user had it; over the measured broadcasts, the server's CPU
 //! time per delivery. `--warmup` broadcasts go first, unmeasured: the daemon creates each
 //! user's one-to-one conversation with the sender on the first one, which a service that
-//! broadcasts regularly has long had.
+//! broadcasts regularly has long had. With `--notify` each user also holds a
+//! `/ws/notifications/` socket, where the daemon announces each new conversation
+//! (`conversation_updated`, whose last message carries the broadcast's stamp): how many arrive
+//! per broadcast, and when the last did (`--warmup 0` puts the first broadcast in the measured
+//! CPU window).
 
 use super::pairs::Shared;
 use super::*;
@@ -19,6 +23,23 @@ struct UserOutcome {
     duplicates: u64,
     foreign: u64,
     closed: Option<String>,
+}
+
+/// What one user's notification socket received (`--notify`).
+#[derive(Debug, Default)]
+struct UpdatesOutcome {
+    /// (broadcast number, latency from the request's send time), one per `conversation_updated`
+    /// whose last message is one of this run's broadcasts.
+    updates: Vec<(u64, u64)>,
+    closed: Option<String>,
+}
+
+/// What the notification sockets saw (`--notify`).
+struct Announcements {
+    connects: Connects,
+    /// Per broadcast (warm-up ones included), when each `conversation_updated` arrived.
+    by_broadcast: Vec<Latencies>,
+    closes: Tally,
 }
 
 /// One measured broadcast.
@@ -43,6 +64,8 @@ pub(super) struct Report {
     closes: Tally,
     /// Over the measured broadcasts.
     samples: Option<Samples>,
+    /// With `--notify`.
+    announcements: Option<Announcements>,
 }
 
 pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> {
@@ -57,11 +80,23 @@ pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> 
     let shared = Shared::new();
     // How many users have had each broadcast.
     let arrived: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
-    let spread = connect_spread(target, args, &users, sockets, {
+    let spread = connect_spread(target, args, Socket::Chat, &users, sockets, {
         let (shared, arrived) = (shared.clone(), arrived.clone());
         move |_, ws| receive(ws, shared.clone(), arrived.clone())
     })
     .await?;
+    // How many users have had each broadcast's `conversation_updated` (`--notify`).
+    let announced: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let notify = if args.notify {
+        let spread = connect_spread(target, args, Socket::Notifications, &users, sockets, {
+            let (shared, announced) = (shared.clone(), announced.clone());
+            move |_, ws| receive_updates(ws, shared.clone(), announced.clone())
+        })
+        .await?;
+        Some(spread)
+    } else {
+        None
+    };
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -106,8 +141,15 @@ pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> 
         answers.push(answered_us.saturating_sub(sent_us));
         // Until every connected user has it, bounded by --drain; then a pause, so trailing
         // work (the daemon's queue removals) is done before the next one.
+        // The first broadcast creates every user's conversation: with `--notify`, also until
+        // each notification socket has its announcement.
+        let announcements = match &notify {
+            Some(notify) if number == 0 => notify.connects.established,
+            _ => 0,
+        };
         let deadline = Instant::now() + secs(args.drain);
-        while arrived[number as usize].load(Ordering::Relaxed) < spread.connects.established
+        while (arrived[number as usize].load(Ordering::Relaxed) < spread.connects.established
+            || announced[number as usize].load(Ordering::Relaxed) < announcements)
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -117,6 +159,27 @@ pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> 
     let samples = window.map(|w| w.close(target));
 
     shared.stop_receivers.cancel();
+    let announcements = match notify {
+        Some(notify) => {
+            let mut by_broadcast: Vec<Vec<u64>> = vec![Vec::new(); total as usize];
+            let mut closes = Tally::default();
+            for task in notify.tasks {
+                let outcome = task.await.map_err(|e| format!("notification task: {e}"))?;
+                for (number, latency_us) in outcome.iter().flat_map(|o| &o.updates) {
+                    by_broadcast[*number as usize].push(*latency_us);
+                }
+                if let Some(closed) = outcome.and_then(|o| o.closed) {
+                    closes.add(closed);
+                }
+            }
+            Some(Announcements {
+                connects: notify.connects,
+                by_broadcast: by_broadcast.into_iter().map(Latencies::new).collect(),
+                closes,
+            })
+        }
+        None => None,
+    };
     let mut outcomes = Vec::with_capacity(spread.tasks.len());
     for task in spread.tasks {
         if let Some(outcome) = task.await.map_err(|e| format!("receiver task: {e}"))? {
@@ -155,7 +218,40 @@ pub(super) async fn run(target: &Target, args: &Args) -> Result<Report, String> 
         foreign: outcomes.iter().map(|o| o.foreign).sum(),
         closes,
         samples,
+        announcements,
     })
+}
+
+/// One user's notification socket (`--notify`): notes when each `conversation_updated` about
+/// one of this run's broadcasts arrives, until the run stops.
+async fn receive_updates(
+    mut ws: Ws,
+    shared: Arc<Shared>,
+    announced: Arc<Vec<AtomicU64>>,
+) -> UpdatesOutcome {
+    let mut outcome = UpdatesOutcome::default();
+    while let Some(text) = next_text(&mut ws, &shared.stop_receivers, &mut outcome.closed).await {
+        let now_us = shared.clock.now_us();
+        // Rare (one per user and new conversation): parsed whole.
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        if event["type"] != "conversation_updated" {
+            continue;
+        }
+        let stamp = event["conversation"]["last_message"]["text"]
+            .as_str()
+            .and_then(|text| Stamp::parse(text, &shared.tag))
+            .filter(|(number, _)| (*number as usize) < announced.len());
+        if let Some((number, sent_us)) = stamp {
+            outcome
+                .updates
+                .push((number, now_us.saturating_sub(sent_us)));
+            announced[number as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let _ = ws.close(None).await;
+    outcome
 }
 
 /// One user's socket: notes when each broadcast of this run arrives, until the run stops.
@@ -204,6 +300,10 @@ impl Report {
             && self.request_errors.total() == 0
             && self.duplicates == 0
             && self.closes.total() == 0
+            && self
+                .announcements
+                .as_ref()
+                .is_none_or(|a| a.connects.all() && a.closes.total() == 0)
     }
 
     /// The time until the last user had it, per measured broadcast, ms.
@@ -285,6 +385,30 @@ impl Report {
             );
         }
         println!("closed sockets   {}", self.closes.describe());
+        if let Some(a) = &self.announcements {
+            print!("notify sockets   ");
+            a.connects.print();
+            for (number, updates) in a.by_broadcast.iter().enumerate() {
+                println!(
+                    "announced        broadcast #{number}{}: {} conversation_updated{}",
+                    if (number as u64) < args.warmup {
+                        " (warm-up)"
+                    } else {
+                        ""
+                    },
+                    updates.0.len(),
+                    if updates.0.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", users had it {}",
+                            updates.describe(&[("p50", 0.5), ("last", 1.0)])
+                        )
+                    }
+                );
+            }
+            println!("closed notify    {}", a.closes.describe());
+        }
         if let Some(samples) = &self.samples {
             println!(
                 "measured         over the {} broadcasts:",

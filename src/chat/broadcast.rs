@@ -1,6 +1,6 @@
 //! One message to many users (the service API's broadcast): each gets it with priority high
-//! in their one-to-one conversation with the sender (created when absent), checked like any
-//! send.
+//! in their one-to-one conversation with the sender (created when absent, and then announced
+//! like any new conversation), checked like any send.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,11 +10,12 @@ use serde_json::Value;
 use super::ChatError;
 use super::send::{check_content, check_id};
 use crate::error::Code;
-use crate::model::Priority;
+use crate::model::{MessageBody, Priority};
 use crate::state::AppState;
 use crate::store::WriteError;
 use crate::store::records::encode;
-use crate::store::{Broadcast, Op};
+use crate::store::{Broadcast, BroadcastConversation, Broadcasted, Op};
+use crate::views::ConversationJson;
 
 /// Most recipients of one broadcast.
 pub const MAX_RECIPIENTS: usize = 100_000;
@@ -80,11 +81,12 @@ pub async fn broadcast(state: &AppState, req: BroadcastRequest) -> Result<u64, C
             plain: plain.clone(),
         });
         let emit = super::webhook::emit_to(state, chunk);
-        let result: Result<u64, _> = state.store.writer().request_emitting(op, emit).await;
+        let result: Result<Broadcasted, _> = state.store.writer().request_emitting(op, emit).await;
         match result {
-            Ok(n) => {
-                delivered += n;
-                state.metrics.messages_accepted.inc_by(n);
+            Ok(done) => {
+                delivered += done.delivered;
+                state.metrics.messages_accepted.inc_by(done.delivered);
+                announce(state, &done.created, &body, &plain);
             }
             Err(e) if delivered > 0 => {
                 tracing::error!(error = %e, delivered, "broadcast failed part-way");
@@ -97,4 +99,34 @@ pub async fn broadcast(state: &AppState, req: BroadcastRequest) -> Result<u64, C
         }
     }
     Ok(delivered)
+}
+
+/// `conversation_updated` to each participant of the conversations one chunk of a broadcast
+/// created, with their own view, as [`super::conversations`] announces every other new
+/// conversation (the webhook's `conversation.created` is written by the op itself). The views
+/// are built from what the op reported, without reading the store back, and only for users
+/// with a notification socket open: a first broadcast to 10,000 users builds none for those
+/// who are not listening.
+fn announce(
+    state: &AppState,
+    created: &[BroadcastConversation],
+    sealed: &[u8],
+    plain: &MessageBody,
+) {
+    if created.is_empty() {
+        return;
+    }
+    let members = created
+        .iter()
+        .flat_map(|c| c.memberships.iter().map(|(u, _)| *u));
+    let listening = state.hub.with_notification_sockets(members);
+    for conversation in created {
+        for (user, _) in &conversation.memberships {
+            if listening.contains(user)
+                && let Some(view) = conversation.view(*user, sealed, plain)
+            {
+                super::conversations::tell(state, *user, &ConversationJson::from(view));
+            }
+        }
+    }
 }

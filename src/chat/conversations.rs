@@ -87,11 +87,11 @@ pub async fn create(
         booking: req.booking,
         subject,
     };
-    let created = make(state, Op::CreateConversation(new)).await?;
-    let conversation = view(state, creator, created.id).await?;
+    let made = make(state, Op::CreateConversation(new)).await?;
+    let conversation = view(state, creator, made.id).await?;
     Ok(Created {
         conversation,
-        created: created.created,
+        created: made.created,
     })
 }
 
@@ -138,14 +138,17 @@ pub(super) async fn own_or_host(
 
 /// Stores `op`, which makes a conversation or finds the one that exists, and announces one it
 /// made: to the host app (webhook `conversation.created`) and to everyone in it
-/// (`conversation_updated` on their notification sockets). Every way of making a conversation
-/// but a broadcast goes through here, so each is announced the same way, once. (A broadcast's
-/// op makes one-to-one conversations in bulk and reports a count, not which it made: those are
-/// not announced; docs/API.md says so.)
+/// (`conversation_updated` on their notification sockets). Every way of making a single
+/// conversation goes through here, so each is announced the same way, once; a broadcast makes
+/// them in bulk and announces them alike from what its op reports (`super::broadcast`).
+///
+/// A host key recorded for a conversation that existed sets its `host_id`, a field of every
+/// participant's view: they are told too (`conversation_updated` only: the contract's webhook
+/// events name no change of a conversation, only its creation).
 async fn make(state: &AppState, op: Op) -> Result<ConversationCreated, ChatError> {
     let emit = super::webhook::emit(state, &[WebhookEvent::ConversationCreated]);
     let made: ConversationCreated = state.store.writer().request_emitting(op, emit).await?;
-    if made.created {
+    if made.created || made.host_id_set {
         announce(state, made.id).await;
     }
     Ok(made)
@@ -173,16 +176,13 @@ async fn announce(state: &AppState, id: u64) {
     match views {
         Ok(views) => {
             for (user, conversation) in views {
-                let event = ChatEvent::ConversationUpdated {
-                    conversation: &conversation,
-                };
-                state.hub.conversation_updated(user, event.to_bytes());
+                tell(state, user, &conversation);
             }
         }
         Err(e) => tracing::error!(
             conversation = id,
             error = %e,
-            "a new conversation was not announced to its participants' notification sockets"
+            "a new or changed conversation was not announced to its participants' notification sockets"
         ),
     }
 }
@@ -219,12 +219,13 @@ pub(super) async fn updated(
     id: u64,
 ) -> Result<ConversationJson, ChatError> {
     let conversation = view(state, user, id).await?;
-    state.hub.conversation_updated(
-        user,
-        ChatEvent::ConversationUpdated {
-            conversation: &conversation,
-        }
-        .to_bytes(),
-    );
+    tell(state, user, &conversation);
     Ok(conversation)
+}
+
+/// `conversation_updated` with `conversation` (`user`'s own view) to `user`'s notification
+/// sockets.
+pub(super) fn tell(state: &AppState, user: u64, conversation: &ConversationJson) {
+    let event = ChatEvent::ConversationUpdated { conversation };
+    state.hub.conversation_updated(user, event.to_bytes());
 }

@@ -642,6 +642,17 @@ impl Hub {
         }
     }
 
+    /// Those of `users` with a notification socket open, the only ones a
+    /// `conversation_updated` reaches: a caller with thousands to tell (a first broadcast)
+    /// builds the events of these alone.
+    pub fn with_notification_sockets(&self, users: impl IntoIterator<Item = u64>) -> HashSet<u64> {
+        let registry = self.registry();
+        users
+            .into_iter()
+            .filter(|u| registry.notifications.contains_key(u))
+            .collect()
+    }
+
     /// Pushes `event` to one socket.
     pub fn send_to(&self, id: SessionId, lane: Lane, event: Bytes) {
         if let Some(session) = self.registry().sessions.get(&id) {

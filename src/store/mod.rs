@@ -66,9 +66,9 @@ pub use engine::{
 };
 pub use error::StoreError;
 pub use ops::{
-    Broadcast, ConversationCreated, EXPIRE_BATCH, Emit, Erased, EventKinds, MarkedRead,
-    MessageAppended, NewAccount, NewConversation, NewMessage, Op, PresenceChange, Profile,
-    QueueKey, StoredMessage, Tombstoned, WriteError,
+    Broadcast, BroadcastConversation, Broadcasted, ConversationCreated, EXPIRE_BATCH, Emit, Erased,
+    EventKinds, MarkedRead, MessageAppended, NewAccount, NewConversation, NewMessage, Op,
+    PresenceChange, Profile, QueueKey, StoredMessage, Tombstoned, WriteError,
 };
 
 /// Longest a read waits for the writer to reopen the data file after a failed write, before it

@@ -13,8 +13,9 @@ use super::health::{QueuedUsers, WriterHealth};
 use super::removals::Removals;
 use crate::store::StoreError;
 use crate::store::ops::{
-    Answer, Broadcast, ConversationCreated, Emit, Erased, MarkedRead, MessageAppended, NewAccount,
-    NewConversation, NewMessage, Op, PresenceChange, Profile, QueueKey, Tombstoned, WriteError,
+    Answer, Broadcast, Broadcasted, ConversationCreated, Emit, Erased, MarkedRead, MessageAppended,
+    NewAccount, NewConversation, NewMessage, Op, PresenceChange, Profile, QueueKey, Tombstoned,
+    WriteError,
 };
 
 /// What goes down the writer's queue.
@@ -200,8 +201,9 @@ impl WriterHandle {
         self.request(Op::Expire(before_ms)).await
     }
 
-    /// Stores a broadcast; answers how many recipients got it.
-    pub async fn broadcast(&self, broadcast: Broadcast) -> Result<u64, WriteError> {
+    /// Stores a broadcast; answers how many recipients got it and which conversations it
+    /// created.
+    pub async fn broadcast(&self, broadcast: Broadcast) -> Result<Broadcasted, WriteError> {
         self.request(Op::Broadcast(broadcast)).await
     }
 

@@ -227,7 +227,7 @@ mod tests {
             .done()
             .await
             .expect("ensure user");
-        let recipients = writer
+        let broadcasted = writer
             .broadcast(Broadcast {
                 sender: 1,
                 message_type: "system".into(),
@@ -238,7 +238,7 @@ mod tests {
             })
             .await
             .expect("broadcast");
-        stored += recipients;
+        stored += broadcasted.delivered;
         tokio::time::sleep(Duration::from_millis(5)).await;
         let boundary = crate::time::now_ms();
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -27,6 +27,9 @@ pub struct ConversationCreated {
     pub id: u64,
     /// False when an identical conversation already existed and is returned instead.
     pub created: bool,
+    /// This op recorded the conversation's first host key ([`host`]): its `host_id`, null
+    /// until now, changed in every participant's view.
+    pub host_id_set: bool,
 }
 
 /// The conversation the host app's conversation id `key` names: the one recorded for it, else
@@ -44,6 +47,7 @@ pub(super) fn host(
         return Ok(ConversationCreated {
             id: id.value(),
             created: false,
+            host_id_set: false,
         });
     }
     let Some(receiver) = receiver else {
@@ -65,7 +69,10 @@ pub(super) fn host(
     if first_key {
         t.conversation_host_ids.insert(found.id, key).map_err(wr)?;
     }
-    Ok(found)
+    Ok(ConversationCreated {
+        host_id_set: first_key,
+        ..found
+    })
 }
 
 /// Creates the conversation, or finds the one with the same participants, property and
@@ -87,6 +94,7 @@ pub(super) fn create(
         return Ok(ConversationCreated {
             id: existing.value(),
             created: false,
+            host_id_set: false,
         });
     }
     let id = t.next_conversation_id;
@@ -111,5 +119,9 @@ pub(super) fn create(
     }
     t.conversation_cache.put(id, record);
     t.conversations_created.push((id, new.creator));
-    Ok(ConversationCreated { id, created: true })
+    Ok(ConversationCreated {
+        id,
+        created: true,
+        host_id_set: false,
+    })
 }

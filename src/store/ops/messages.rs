@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::conversations::{self, NewConversation};
 use super::{OpError, Tables, WriteError, moderation, queues, rd, wr};
-use crate::model::{MessageBody, MessageRecord, Priority};
+use crate::model::{ConversationRecord, MembershipRecord, MessageBody, MessageRecord, Priority};
+use crate::store::StoreError;
+use crate::store::reader::{ConversationView, MessageView};
 use crate::store::records::encode;
 
 /// A message to append. The journal keeps what is stored; `plain` and `origin` only serve
@@ -65,6 +67,63 @@ pub struct Broadcast {
     pub body: Arc<Vec<u8>>,
     #[serde(skip)]
     pub plain: Arc<MessageBody>,
+}
+
+/// Result of [`crate::store::WriterHandle::broadcast`].
+#[derive(Debug, Clone, Default)]
+pub struct Broadcasted {
+    /// How many recipients got the message.
+    pub delivered: u64,
+    /// The one-to-one conversations it created, in recipient order, so that their
+    /// participants can be told (a first broadcast to 10,000 users creates 10,000).
+    pub created: Vec<BroadcastConversation>,
+}
+
+/// A conversation a broadcast created, as the broadcast left it: everything its participants'
+/// views are made of, so announcing it reads nothing back from the store.
+#[derive(Debug, Clone)]
+pub struct BroadcastConversation {
+    pub id: u64,
+    pub record: ConversationRecord,
+    /// Each participant's membership, in the order of `record.participants`.
+    pub memberships: Vec<(u64, MembershipRecord)>,
+    /// The broadcast's message in it, its only one.
+    pub message: u64,
+    /// Without its sealed `body`, which is the broadcast's.
+    pub message_record: MessageRecord,
+}
+
+impl BroadcastConversation {
+    /// `user`'s view of it right after the broadcast's commit, the one
+    /// [`crate::store::reader::Reader::conversation_view`] would read then; `None` if
+    /// `user` is not in it. `sealed` and `plain` are the broadcast's body (the stored record
+    /// has the sealed one: without it the message would look like a tombstone).
+    pub fn view(&self, user: u64, sealed: &[u8], plain: &MessageBody) -> Option<ConversationView> {
+        let (_, membership) = self.memberships.iter().find(|(u, _)| *u == user)?;
+        // The conversation is new and holds only this message: nobody but its sender has a
+        // read marker on it, so it is unread for the recipient and, for the sender, not yet
+        // read by "every recipient"; and nobody's marker has ever covered it (no `read_at`).
+        // A new conversation has no host id either: one is recorded only for a conversation
+        // that exists (`conversations::host`).
+        let last_message = MessageView {
+            id: self.message,
+            record: MessageRecord {
+                body: sealed.to_vec(),
+                ..self.message_record.clone()
+            },
+            body: plain.clone(),
+            is_read: false,
+            read_at_ms: None,
+        };
+        Some(ConversationView {
+            id: self.id,
+            record: self.record.clone(),
+            subject: None,
+            membership: *membership,
+            last_message: Some(last_message),
+            host_id: None,
+        })
+    }
 }
 
 /// Stores a message: the record, the conversation's and every member's counters, and a queue
@@ -178,24 +237,28 @@ pub(super) fn append(
 }
 
 /// One message per recipient in their one-to-one conversation with the sender (created when
-/// missing); answers how many got it. All or nothing: a failure part-way rolls the batch back
-/// rather than leave half a broadcast behind an error.
+/// missing); answers how many got it and which conversations it created. All or nothing: a
+/// failure part-way rolls the batch back rather than leave half a broadcast behind an error.
 pub(super) fn broadcast(
     t: &mut Tables<'_>,
     broadcast: Broadcast,
     now_ms: u64,
-) -> Result<u64, OpError> {
+) -> Result<Broadcasted, OpError> {
     broadcast_all(t, broadcast, now_ms).map_err(|e| match e {
         OpError::Refused(WriteError::Store(e)) => OpError::Abort(e),
         other => other,
     })
 }
 
-fn broadcast_all(t: &mut Tables<'_>, broadcast: Broadcast, now_ms: u64) -> Result<u64, OpError> {
+fn broadcast_all(
+    t: &mut Tables<'_>,
+    broadcast: Broadcast,
+    now_ms: u64,
+) -> Result<Broadcasted, OpError> {
     // Before anything is written: a refusal from the first recipient's message would keep the
     // conversation created for it.
     moderation::may_send(t, broadcast.sender)?;
-    let mut delivered = 0;
+    let mut done = Broadcasted::default();
     for user in broadcast.recipients {
         if user == broadcast.sender {
             continue;
@@ -210,12 +273,11 @@ fn broadcast_all(t: &mut Tables<'_>, broadcast: Broadcast, now_ms: u64) -> Resul
                 subject: None,
             },
             now_ms,
-        )?
-        .id;
-        append(
+        )?;
+        let appended = append(
             t,
             NewMessage {
-                conversation,
+                conversation: conversation.id,
                 sender: broadcast.sender,
                 receiver: Some(user),
                 message_type: broadcast.message_type.clone(),
@@ -227,7 +289,36 @@ fn broadcast_all(t: &mut Tables<'_>, broadcast: Broadcast, now_ms: u64) -> Resul
             },
             now_ms,
         )?;
-        delivered += 1;
+        done.delivered += 1;
+        if let (true, MessageAppended::Stored { id, record }) = (conversation.created, appended) {
+            // Read back from the batch's cache, where the two writes above left them. They are
+            // there: missing, they mean a broken batch, which must not commit half a broadcast.
+            let missing = || {
+                let what = format!(
+                    "conversation {} left the batch that created it",
+                    conversation.id
+                );
+                OpError::Abort(StoreError::Storage(what))
+            };
+            let conversation_record = t
+                .conversation(conversation.id)?
+                .cloned()
+                .ok_or_else(missing)?;
+            let mut memberships = Vec::with_capacity(conversation_record.participants.len());
+            for member in &conversation_record.participants {
+                let membership = t
+                    .membership(*member, conversation.id)?
+                    .ok_or_else(missing)?;
+                memberships.push((*member, membership));
+            }
+            done.created.push(BroadcastConversation {
+                id: conversation.id,
+                record: conversation_record,
+                memberships,
+                message: id,
+                message_record: record,
+            });
+        }
     }
-    Ok(delivered)
+    Ok(done)
 }

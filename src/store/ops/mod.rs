@@ -37,7 +37,9 @@ use serde::{Deserialize, Serialize};
 
 pub use accounts::{NewAccount, Profile};
 pub use conversations::{ConversationCreated, NewConversation};
-pub use messages::{Broadcast, MessageAppended, NewMessage, StoredMessage};
+pub use messages::{
+    Broadcast, BroadcastConversation, Broadcasted, MessageAppended, NewMessage, StoredMessage,
+};
 pub use moderation::{Erased, Tombstoned};
 pub use outbox::{DropLog, Emit, EventKinds, PresenceChange};
 pub use queues::{EXPIRE_BATCH, QueueKey};
@@ -262,7 +264,7 @@ answers! {
     Done(()),
     Conversation(ConversationCreated),
     Message(MessageAppended),
-    /// An account's id, or how many entries expired or recipients a broadcast reached.
+    /// An account's id, or how many entries expired.
     Number(u64),
     MarkedRead(MarkedRead),
     /// The queue entries a drain removed.
@@ -272,6 +274,7 @@ answers! {
     /// A message turned into a tombstone.
     Tombstoned(Tombstoned),
     Erased(Erased),
+    Broadcasted(Broadcasted),
 }
 
 /// Why a write request was not carried out.
