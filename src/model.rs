@@ -110,16 +110,73 @@ pub struct ConversationRecord {
     pub message_count: u64,
 }
 
-/// One user's view of one conversation, kept up to date on every write so that listing and
-/// counting cost O(conversations), never a scan of history.
+/// One user's own state in one conversation: what only that user's actions change (reading,
+/// archiving, sending). Everything a new message changes for every member (the newest message,
+/// the activity time, the unread count, an archive undone) is derived from the conversation's
+/// record instead ([`MembershipRecord::view`]), so a message to a group of a hundred writes
+/// the sender's row and the conversation's, not a hundred rows. Schema 5; until 4 the row held
+/// the derived fields too, rewritten for every member on every message (`Membership`'s).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipRecord {
+    /// Highest message id the user has read (their own messages count as read, so every
+    /// message above it is from someone else).
+    pub read_marker: u64,
+    /// When the read marker last moved (Unix ms), 0 if never.
+    pub read_at_ms: u64,
+    /// The conversation's `message_count` less the user's unread messages: their unread count
+    /// is `message_count - read_count`.
+    pub read_count: u64,
+    /// `Some(count)`: archived when the conversation had `count` messages (the user's own
+    /// messages since then move it along). A message from someone else makes the count differ,
+    /// which brings the conversation back: archived means "and nothing new from others since".
+    pub archived_at_count: Option<u64>,
+}
+
+impl MembershipRecord {
+    /// The user's view of the conversation whose counters (its record's) are `conversation`.
+    pub fn view(&self, conversation: &ConversationCounters) -> Membership {
+        Membership {
+            read_marker: self.read_marker,
+            read_at_ms: self.read_at_ms,
+            unread: conversation.message_count.saturating_sub(self.read_count),
+            archived: self.archived_at_count == Some(conversation.message_count),
+            last_message_id: conversation.last_message_id.unwrap_or(0),
+            last_activity_ms: conversation.updated_at_ms,
+        }
+    }
+}
+
+/// The fields of a [`ConversationRecord`] that a message changes and every member's view is
+/// derived from ([`MembershipRecord::view`]); `crate::store::records::conversation_counters`
+/// reads them from the stored bytes alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConversationCounters {
+    pub updated_at_ms: u64,
+    pub last_message_id: Option<u64>,
+    pub message_count: u64,
+}
+
+impl From<&ConversationRecord> for ConversationCounters {
+    fn from(record: &ConversationRecord) -> Self {
+        Self {
+            updated_at_ms: record.updated_at_ms,
+            last_message_id: record.last_message_id,
+            message_count: record.message_count,
+        }
+    }
+}
+
+/// One user's view of one conversation, as the lists, counts and events show it: derived
+/// from their [`MembershipRecord`] and the conversation's record, never stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Membership {
     /// Highest message id the user has read (their own messages count as read).
     pub read_marker: u64,
     /// When the read marker last moved (Unix ms), 0 if never.
     pub read_at_ms: u64,
     /// Messages from others above `read_marker`.
     pub unread: u64,
+    /// Archived, and no message from someone else since.
     pub archived: bool,
     /// Id of the newest message, or 0.
     pub last_message_id: u64,

@@ -457,6 +457,117 @@ fn a_new_message_unarchives_for_recipients_only() {
     assert_eq!(list["results"][0]["id"], conv);
 }
 
+/// What a message changes for every member of a group (their unread count, the list order, an
+/// archive undone) is derived from the conversation's counters since schema 5, not written
+/// into each member's row: each member's view must follow every kind of change (others'
+/// messages, their own, a read marker moved to a middle message, a tombstone, archiving
+/// before and after a message) as it did, and survive a restart.
+#[test]
+fn group_members_views_follow_every_message() {
+    const SECRET: &str = "api-tests-service-secret-0123456789";
+    let options = || Options::env(&[("INDABA_SERVICE__SHARED_SECRET", SECRET)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start_with(dir.path(), options());
+    let older = d.conversation(3, 9);
+    let (status, body) = d.post(1, CONV, &json!({"participants": [1, 2, 3]}));
+    assert_eq!(status, 201, "{body}");
+    let group = body["id"].as_u64().expect("id");
+    let newer = d.conversation(3, 8);
+    let ids = |d: &Daemon, user: u64, query: &str| -> Vec<u64> {
+        let (_, list) = d.get(user, &format!("{CONV}{query}"));
+        let results = list["results"].as_array().expect("results").clone();
+        results
+            .iter()
+            .map(|c| c["id"].as_u64().expect("id"))
+            .collect()
+    };
+    // (total unread, the group's unread, the group archived) for each of 1, 2, 3.
+    let views = |d: &Daemon| -> Vec<(u64, u64, bool)> {
+        (1..=3)
+            .map(|user| {
+                let total = d.get(user, &format!("{CONV}unread_count/")).1["unread_count"]
+                    .as_u64()
+                    .expect("total");
+                let (_, conv) = d.get(user, &format!("{CONV}{group}/"));
+                (
+                    total,
+                    conv["unread_count"].as_u64().expect("unread"),
+                    conv["is_archived"].as_bool().expect("archived"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(ids(&d, 3, ""), vec![newer, group, older]);
+
+    let m: Vec<u64> = ["g0", "g1", "g2"]
+        .iter()
+        .map(|text| d.send(1, group, text)["id"].as_u64().expect("id"))
+        .collect();
+    d.send(2, group, "h0");
+    assert_eq!(
+        views(&d),
+        vec![(1, 1, false), (0, 0, false), (4, 4, false)],
+        "others' messages count; your own reads everything before it"
+    );
+    // A message to the group moves it up every member's list, not only the sender's.
+    assert_eq!(ids(&d, 3, ""), vec![group, newer, older]);
+    let (_, list) = d.get(3, CONV);
+    assert_eq!(list["results"][0]["unread_count"], 4);
+    assert_eq!(list["results"][0]["last_message"]["text"], "h0");
+
+    // Reading up to a middle message leaves what is above it.
+    let (status, _) = d.post(3, &format!("{MSGS}{}/mark_as_read/", m[1]), &json!({}));
+    assert_eq!(status, 200);
+    assert_eq!(views(&d)[2], (2, 2, false));
+    let (_, unread) = d.get(3, "/api/v1/messages/unread/");
+    let texts: Vec<&str> = unread["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|m| m["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(texts, ["g2", "h0"]);
+    d.send(1, group, "g3");
+    assert_eq!(views(&d), vec![(0, 0, false), (1, 1, false), (3, 3, false)]);
+
+    // A tombstone is still a message: the counts keep it.
+    let (status, _) = d.service(
+        SECRET,
+        "DELETE",
+        &format!("/api/admin/messages/{}", m[2]),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(views(&d), vec![(0, 0, false), (1, 1, false), (3, 3, false)]);
+
+    // Your own message reads everything before it, and keeps the conversation archived.
+    d.post(3, &format!("{CONV}{group}/archive/"), &json!({}));
+    d.send(3, group, "mine");
+    assert_eq!(views(&d), vec![(1, 1, false), (2, 2, false), (0, 0, true)]);
+    assert_eq!(ids(&d, 3, "?archived=true"), vec![group]);
+    assert_eq!(ids(&d, 3, ""), vec![newer, older]);
+    // Someone else's brings it back, for every member who archived it.
+    d.post(2, &format!("{CONV}{group}/archive/"), &json!({}));
+    assert_eq!(views(&d)[1], (2, 2, true));
+    d.send(1, group, "g4");
+    assert_eq!(views(&d), vec![(0, 0, false), (3, 3, false), (1, 1, false)]);
+    assert_eq!(ids(&d, 3, ""), vec![group, newer, older]);
+    // Archived again after that message, and unarchived: each as asked.
+    d.post(3, &format!("{CONV}{group}/archive/"), &json!({}));
+    d.post(3, &format!("{CONV}{group}/mark_all_read/"), &json!({}));
+    assert_eq!(views(&d)[2], (0, 0, true));
+    d.post(2, &format!("{CONV}{group}/archive/"), &json!({}));
+    d.post(2, &format!("{CONV}{group}/unarchive/"), &json!({}));
+    assert_eq!(views(&d)[1], (3, 3, false));
+
+    let before = views(&d);
+    assert!(d.stop().success());
+    let d = Daemon::start_with(dir.path(), options());
+    assert_eq!(views(&d), before, "the same after a restart");
+    assert_eq!(ids(&d, 3, "?archived=true"), vec![group]);
+    assert_eq!(ids(&d, 1, ""), vec![group]);
+}
+
 #[test]
 fn non_participants_get_404_on_every_route() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -9,6 +9,7 @@ use redb::{Database, Key, TableDefinition, Value, WriteTransaction};
 use super::StoreError;
 use super::keys;
 use super::tables::{self, KEY_CHECKS, META, SCHEMA_VERSION, TableVisitor, meta};
+use super::upgrade;
 use crate::crypto::Keyring;
 
 /// File name of the database inside the data dir.
@@ -90,10 +91,17 @@ pub(super) fn check_schema_and_keys(
                     let next = meta::get(&meta_table, meta::NEXT_MESSAGE_ID)?.unwrap_or(1);
                     meta_table.insert(meta::INDEXED_TO, next.saturating_sub(1))?;
                 }
+                // Up to 4, every member's row held the counts a message changes.
+                let memberships = if found < 5 {
+                    upgrade::memberships_to_v5(&txn)?
+                } else {
+                    0
+                };
                 meta_table.insert(meta::SCHEMA_VERSION, SCHEMA_VERSION)?;
                 tracing::info!(
                     from = found,
                     to = SCHEMA_VERSION,
+                    memberships,
                     "data file schema upgraded"
                 );
             }

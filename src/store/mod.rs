@@ -54,6 +54,7 @@ pub mod records;
 pub mod tables;
 #[cfg(test)]
 pub(crate) mod testing;
+mod upgrade;
 
 use std::path::Path;
 use std::sync::Arc;

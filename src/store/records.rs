@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use crate::model::ConversationCounters;
 
 pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
     // Most records fit: one allocation instead of a doubling series.
@@ -25,6 +26,34 @@ pub fn message_conversation(bytes: &[u8]) -> Result<u64, StoreError> {
     postcard::take_from_bytes::<u64>(bytes)
         .map(|(conversation, _)| conversation)
         .map_err(|e| StoreError::Encoding(e.to_string()))
+}
+
+/// The counters of an encoded [`crate::model::ConversationRecord`] that every member's view is
+/// derived from ([`crate::model::MembershipRecord::view`]), read without allocating its
+/// participants and subject: listing a user's conversations and their unread total read one
+/// per conversation, and a group's record holds every member.
+pub fn conversation_counters(bytes: &[u8]) -> Result<ConversationCounters, StoreError> {
+    fn take<'a, T: Deserialize<'a>>(bytes: &mut &'a [u8]) -> Result<T, StoreError> {
+        let (value, rest) =
+            postcard::take_from_bytes(bytes).map_err(|e| StoreError::Encoding(e.to_string()))?;
+        *bytes = rest;
+        Ok(value)
+    }
+    let mut rest = bytes;
+    // In field order: participants (a length, then the ids), property, booking, subject.
+    let participants: u64 = take(&mut rest)?;
+    for _ in 0..participants {
+        take::<u64>(&mut rest)?;
+    }
+    take::<Option<u64>>(&mut rest)?;
+    take::<Option<u64>>(&mut rest)?;
+    take::<Option<&[u8]>>(&mut rest)?;
+    let _created_at_ms: u64 = take(&mut rest)?;
+    Ok(ConversationCounters {
+        updated_at_ms: take(&mut rest)?,
+        last_message_id: take(&mut rest)?,
+        message_count: take(&mut rest)?,
+    })
 }
 
 #[cfg(test)]
@@ -155,10 +184,8 @@ mod tests {
         let membership = MembershipRecord {
             read_marker: 4,
             read_at_ms: 200,
-            unread: 1,
-            archived: true,
-            last_message_id: 5,
-            last_activity_ms: 6,
+            read_count: 1,
+            archived_at_count: Some(5),
         };
         let user = UserRecord {
             username: Some("ann".into()),
@@ -177,11 +204,42 @@ mod tests {
                 3, 1, 1, 2, 4, b't', b'e', b'x', b't', 2, 1, 1, b'c', 172, 2, 2, 9, 8,
             ],
             &[2, 1, 2, 1, 7, 0, 1, 1, 5, 1, 2, 1, 4, 1],
-            &[4, 200, 1, 1, 1, 5, 6],
+            &[4, 200, 1, 1, 1, 5],
             &[1, 3, b'a', b'n', b'n', 0, 1, 1, b'h', 129, 1],
         ];
         for (bytes, expected) in bytes.iter().zip(expected) {
             assert_eq!(bytes.as_slice(), expected);
+        }
+    }
+
+    /// The counters read from the bytes are the full record's, whatever its participants and
+    /// subject (a long subject's length takes more than one byte).
+    #[test]
+    fn conversation_counters_read_the_records_own() {
+        for (participants, subject, last) in [
+            (vec![1, 2], None, None),
+            (
+                (1..=100).map(|u| u * 1_000_003).collect(),
+                Some(vec![7u8; 300]),
+                Some(u64::MAX - 1),
+            ),
+        ] {
+            let record = ConversationRecord {
+                participants,
+                property: Some(u64::MAX),
+                booking: None,
+                subject,
+                created_at_ms: 1_764_590_400_123,
+                updated_at_ms: 1_764_590_400_999,
+                last_message_id: last,
+                message_count: 70_000,
+            };
+            let bytes = encode(&record).expect("encode");
+            assert_eq!(
+                conversation_counters(&bytes).expect("counters"),
+                ConversationCounters::from(&record)
+            );
+            assert!(conversation_counters(&bytes[..bytes.len() - 1]).is_err());
         }
     }
 }

@@ -21,8 +21,13 @@ use redb::{Key, TableDefinition, Value};
 /// `userid_disabledms` and `userid_datakey` (operators disabling users, per-user data keys),
 /// `eventid_event` (the webhook outbox), `convid_userid_marker_readms` (when read markers moved;
 /// reads before the upgrade have no time: their messages show `read_at: null`); message bodies
-/// may be empty (a tombstone). Older files are upgraded at open (a new table is created empty).
-pub const SCHEMA_VERSION: u64 = 4;
+/// may be empty (a tombstone). 5: a `userid_convid_membership` row holds only its user's own
+/// state (read marker, the message count up to it, archived at which count): what a message
+/// changes for every member is derived from the conversation's record
+/// ([`crate::model::MembershipRecord::view`]), so a group message writes one row, not one per
+/// member. Older files are upgraded at open (a new table is created empty; memberships are
+/// rewritten by [`super::upgrade`]).
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// Something done to every table in turn ([`every_table`]). The bounds are what every table's
 /// key and value types meet: a visitor may read, write and print rows of any of them.
@@ -83,8 +88,9 @@ tables! {
     /// the writer in bulk ([`super::history`]).
     CONVERSATION_MESSAGES: TableDefinition<(u64, u64), ()> = TableDefinition::new("convid_msgid");
 
-    /// Per (user, conversation) state: read marker, unread counter, archive flag
-    /// → [`crate::model::MembershipRecord`]. Ranging over one user lists their conversations.
+    /// Per (user, conversation) state that only the user's own actions change: read marker,
+    /// messages up to it, archived at which count → [`crate::model::MembershipRecord`]. Ranging
+    /// over one user lists their conversations; a message writes only its sender's row.
     MEMBERSHIPS: TableDefinition<(u64, u64), &[u8]> =
         TableDefinition::new("userid_convid_membership");
 

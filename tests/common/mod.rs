@@ -86,8 +86,26 @@ impl Daemon {
         }
     }
 
+    /// [`Daemon::start_with`] with another build of the daemon than this one's (an older
+    /// release, to make a data dir in the schema it wrote).
+    pub fn start_bin(bin: &Path, data_dir: &Path, options: Options) -> Daemon {
+        match Self::try_start_bin(bin, data_dir, options, &[]) {
+            Ok(d) => d,
+            Err(output) => panic!("{} did not start:\n{output}", bin.display()),
+        }
+    }
+
     fn try_start_args(data_dir: &Path, options: Options, args: &[&str]) -> Result<Daemon, String> {
-        let mut cmd = Command::new(BIN);
+        Self::try_start_bin(Path::new(BIN), data_dir, options, args)
+    }
+
+    fn try_start_bin(
+        bin: &Path,
+        data_dir: &Path,
+        options: Options,
+        args: &[&str],
+    ) -> Result<Daemon, String> {
+        let mut cmd = Command::new(bin);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")

@@ -108,10 +108,8 @@ pub(super) fn create(
         last_message_id: None,
         message_count: 0,
     };
-    let membership = MembershipRecord {
-        last_activity_ms: now_ms,
-        ..MembershipRecord::default()
-    };
+    // Nothing read, nothing archived; the activity time is the conversation's.
+    let membership = MembershipRecord::default();
     t.next_conversation_id += 1;
     t.conversation_keys.insert(key.as_slice(), id).map_err(wr)?;
     for user in &record.participants {

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::conversations::{self, NewConversation};
 use super::{OpError, Tables, WriteError, moderation, queues, rd, wr};
-use crate::model::{ConversationRecord, MembershipRecord, MessageBody, MessageRecord, Priority};
+use crate::model::{
+    ConversationCounters, ConversationRecord, MembershipRecord, MessageBody, MessageRecord,
+    Priority,
+};
 use crate::store::StoreError;
 use crate::store::reader::{ConversationView, MessageView};
 use crate::store::records::encode;
@@ -119,15 +122,16 @@ impl BroadcastConversation {
             id: self.id,
             record: self.record.clone(),
             subject: None,
-            membership: *membership,
+            membership: membership.view(&ConversationCounters::from(&self.record)),
             last_message: Some(last_message),
             host_id: None,
         })
     }
 }
 
-/// Stores a message: the record, the conversation's and every member's counters, and a queue
-/// entry for each recipient. A `client_id` the sender used before answers with the message it
+/// Stores a message: the record, the conversation's counters, the sender's read state, and a
+/// queue entry for each recipient (the other members' rows are not touched: their view
+/// follows from the conversation's counters). A `client_id` the sender used before answers with the message it
 /// named instead.
 pub(super) fn append(
     t: &mut Tables<'_>,
@@ -139,6 +143,7 @@ pub(super) fn append(
         return Err(WriteError::ConversationNotFound.into());
     };
     let participants = conversation.participants.clone();
+    let count_before = conversation.message_count;
     if !participants.contains(&new.sender) {
         return Err(WriteError::ConversationNotFound.into());
     }
@@ -165,11 +170,12 @@ pub(super) fn append(
             return Ok(MessageAppended::Duplicate { id });
         }
     }
-    let mut memberships = Vec::with_capacity(participants.len());
-    for user in &participants {
-        let membership = t.membership(*user, new.conversation)?.unwrap_or_default();
-        memberships.push((*user, membership));
-    }
+    // Only the sender's own row changes: what the message changes for everyone else (their
+    // unread count, the newest message, the activity time, an archive undone) follows from
+    // the conversation's record (`MembershipRecord::view`).
+    let sender_membership = t
+        .membership(new.sender, new.conversation)?
+        .unwrap_or_default();
     // Loaded now so that `enqueue` below reads them from the cache and cannot fail half-way
     // through this request's writes.
     for user in participants.iter().filter(|u| **u != new.sender) {
@@ -205,20 +211,27 @@ pub(super) fn append(
         conversation.updated_at_ms = now_ms;
         conversation.message_count += 1;
     }
-    for (user, mut membership) in memberships {
-        membership.last_message_id = id;
-        membership.last_activity_ms = now_ms;
-        if user == new.sender {
-            // Your own message is read by you, and everything before it too.
-            t.move_read_marker(user, new.conversation, &mut membership, id, now_ms)?;
-            membership.unread = 0;
-        } else {
-            membership.unread += 1;
-            // A new message brings an archived conversation back for its recipients.
-            membership.archived = false;
-        }
-        t.membership_cache.put((user, new.conversation), membership);
+    let count = count_before + 1;
+    let mut membership = sender_membership;
+    // Your own message is read by you, and everything before it too.
+    let unread = count_before.saturating_sub(membership.read_count);
+    t.move_read_marker(
+        new.sender,
+        new.conversation,
+        &mut membership,
+        unread,
+        id,
+        now_ms,
+    )?;
+    membership.read_count = count;
+    // Your own message does not bring back a conversation you archived (a message from
+    // someone else does: the counts differ from then on).
+    if membership.archived_at_count.is_some() {
+        membership.archived_at_count =
+            (membership.archived_at_count == Some(count_before)).then_some(count);
     }
+    t.membership_cache
+        .put((new.sender, new.conversation), membership);
     // Every recipient gets a queue entry; it leaves once delivered to a live socket.
     let rank = record.priority.rank();
     for user in &participants {

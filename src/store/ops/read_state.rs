@@ -2,7 +2,7 @@
 
 use redb::{ReadableTable, TableHandle};
 
-use super::{OpError, Tables, rd};
+use super::{OpError, Tables, WriteError, rd};
 use crate::model::MessageRecord;
 use crate::store::history::History;
 use crate::store::records::decode;
@@ -29,23 +29,27 @@ pub(super) fn mark_read(
     now_ms: u64,
 ) -> Result<MarkedRead, OpError> {
     let mut membership = t.member(user, conversation)?;
+    let (count, newest) = counters(t, conversation)?;
+    let unread = count.saturating_sub(membership.read_count);
     let target = match up_to {
-        Some(id) => id.min(membership.last_message_id),
-        None => membership.last_message_id,
+        Some(id) => id.min(newest),
+        None => newest,
     };
     if target <= membership.read_marker {
         return Ok(MarkedRead {
             read_marker: membership.read_marker,
             advanced: false,
-            unread: membership.unread,
+            unread,
         });
     }
-    t.move_read_marker(user, conversation, &mut membership, target, now_ms)?;
-    // Only the unread tail is counted again, never the whole history.
-    membership.unread = if target >= membership.last_message_id {
+    t.move_read_marker(user, conversation, &mut membership, unread, target, now_ms)?;
+    // Only the unread tail is counted again, never the whole history. Every message above the
+    // marker is from someone else (sending moves it), but a damaged one is left out, as every
+    // view does.
+    let left = if target >= newest {
         0
     } else {
-        let mut unread = 0;
+        let mut left = 0;
         let history = History {
             index: &t.conversation_messages,
             tail: &t.tail.history,
@@ -53,19 +57,19 @@ pub(super) fn mark_read(
         for id in history.ids(conversation, target + 1..=u64::MAX)? {
             let id = id?;
             if let Some(bytes) = t.messages.get(id).map_err(rd)? {
-                // A damaged record has no sender to tell: left out, as every view does.
                 let record: Option<MessageRecord> =
                     t.damaged.skip(MESSAGES.name(), id, decode(bytes.value()))?;
-                unread += u64::from(record.is_some_and(|r| r.sender != user));
+                left += u64::from(record.is_some_and(|r| r.sender != user));
             }
         }
-        unread
+        left
     };
+    membership.read_count = count.saturating_sub(left);
     t.membership_cache.put((user, conversation), membership);
     Ok(MarkedRead {
         read_marker: membership.read_marker,
         advanced: true,
-        unread: membership.unread,
+        unread: left,
     })
 }
 
@@ -77,9 +81,19 @@ pub(super) fn set_archived(
     archived: bool,
 ) -> Result<(), OpError> {
     let mut membership = t.member(user, conversation)?;
-    if membership.archived != archived {
-        membership.archived = archived;
+    let (count, _) = counters(t, conversation)?;
+    if (membership.archived_at_count == Some(count)) != archived {
+        membership.archived_at_count = archived.then_some(count);
         t.membership_cache.put((user, conversation), membership);
     }
     Ok(())
+}
+
+/// The conversation's message count and newest message id (0 if none), which every member's
+/// unread count and archive state are measured against (`MembershipRecord::view`).
+fn counters(t: &mut Tables<'_>, conversation: u64) -> Result<(u64, u64), OpError> {
+    match t.conversation(conversation)? {
+        Some(record) => Ok((record.message_count, record.last_message_id.unwrap_or(0))),
+        None => Err(WriteError::ConversationNotFound.into()),
+    }
 }

@@ -156,20 +156,21 @@ impl<'txn> Tables<'txn> {
     }
 
     /// Moves `user`'s read marker in `conversation` to `marker` at `now_ms`, recording when
-    /// it did if the move covers messages from others (`membership.unread` > 0): the read
-    /// time of those messages (`convid_userid_marker_readms`).
+    /// it did if the move covers messages from others (`unread` > 0, the user's unread count
+    /// before the move): the read time of those messages (`convid_userid_marker_readms`).
     pub(super) fn move_read_marker(
         &mut self,
         user: u64,
         conversation: u64,
         membership: &mut MembershipRecord,
+        unread: u64,
         marker: u64,
         now_ms: u64,
     ) -> Result<(), OpError> {
         if marker <= membership.read_marker {
             return Ok(());
         }
-        if membership.unread > 0 {
+        if unread > 0 {
             self.read_steps
                 .insert((conversation, user, marker), now_ms)
                 .map_err(wr)?;

@@ -172,7 +172,7 @@ mod tests {
         {
             let (key, bytes) = entry.expect("row");
             let mut record: MembershipRecord = decode(bytes.value()).expect("decode");
-            (record.read_at_ms, record.last_activity_ms) = (0, 0);
+            record.read_at_ms = 0;
             rows.push(format!("membership {:?} {record:?}", key.value()));
         }
         for entry in read

@@ -31,11 +31,10 @@ impl Reader<'_> {
         Ok(contacts)
     }
 
-    /// The user's memberships, by conversation id (damaged ones left out).
-    pub(super) fn memberships(
-        &self,
-        user: u64,
-    ) -> Result<Vec<(u64, MembershipRecord)>, StoreError> {
+    /// The user's memberships, by conversation id, as they see each conversation (damaged
+    /// ones, and those whose conversation record is damaged, left out).
+    pub(super) fn memberships(&self, user: u64) -> Result<Vec<(u64, Membership)>, StoreError> {
+        let conversations = self.table(CONVERSATIONS)?;
         let mut out = Vec::new();
         for entry in self
             .table(MEMBERSHIPS)?
@@ -44,8 +43,21 @@ impl Reader<'_> {
             let (key, value) = entry?;
             let conv = key.value().1;
             let key = format_args!("({user}, {conv})");
-            if let Some(membership) = self.decoded(&MEMBERSHIPS, key, value.value())? {
-                out.push((conv, membership));
+            let Some(membership) =
+                self.decoded::<MembershipRecord>(&MEMBERSHIPS, key, value.value())?
+            else {
+                continue;
+            };
+            let counters = match conversations.get(conv)? {
+                Some(bytes) => self.damaged.skip(
+                    CONVERSATIONS.name(),
+                    conv,
+                    conversation_counters(bytes.value()),
+                )?,
+                None => None,
+            };
+            if let Some(counters) = counters {
+                out.push((conv, membership.view(&counters)));
             }
         }
         Ok(out)
@@ -98,6 +110,7 @@ impl Reader<'_> {
         let Some(record) = self.conversation(conv)? else {
             return Ok(None);
         };
+        let membership = membership.view(&(&record).into());
         let subject = self.open_subject(conv, record.subject.as_deref())?;
         // A damaged newest message leaves the conversation without a preview.
         let last_message = match record.last_message_id {
@@ -126,7 +139,7 @@ impl Reader<'_> {
         &self,
         user: u64,
         archived: bool,
-    ) -> Result<Vec<(u64, MembershipRecord)>, StoreError> {
+    ) -> Result<Vec<(u64, Membership)>, StoreError> {
         let mut out = self.memberships(user)?;
         out.retain(|(_, membership)| membership.archived == archived);
         // Most recently active first (created, or last message); ties by newest id.

@@ -29,13 +29,15 @@ mod users;
 use super::StoreError;
 use super::damage::DamagedRecords;
 use super::history::{History, Tail, read_tail};
-use super::records::decode;
+use super::records::{conversation_counters, decode};
 use super::tables::{
     CONVERSATION_HOST_IDS, CONVERSATION_MESSAGES, CONVERSATIONS, DATA_KEYS, DISABLED_USERS,
     MEMBERSHIPS, MESSAGES, META, QUEUE, QUEUE_LENGTHS, READ_STEPS, USERNAMES, USERS, meta,
 };
 use crate::crypto::{Key, Keyring, OpenError};
-use crate::model::{ConversationRecord, MembershipRecord, MessageBody, MessageRecord, UserRecord};
+use crate::model::{
+    ConversationRecord, Membership, MembershipRecord, MessageBody, MessageRecord, UserRecord,
+};
 
 /// `convid_msgid`, opened for reading.
 type HistoryIndex = ReadOnlyTable<(u64, u64), ()>;
@@ -99,7 +101,7 @@ pub struct ConversationView {
     pub id: u64,
     pub record: ConversationRecord,
     pub subject: Option<String>,
-    pub membership: MembershipRecord,
+    pub membership: Membership,
     pub last_message: Option<MessageView>,
     /// The host app's id for it (contract 8.3), if its backend named it by one.
     pub host_id: Option<u64>,
