@@ -593,9 +593,7 @@ fn a_conversation_made_by_a_service_send_is_announced_once() {
     let send = |body: Value| {
         let rest = &rest;
         async move {
-            let path = "/api/messages/send";
-            let (status, reply) = rest.call("POST", SERVICE_SECRET, path, Some(&body)).await;
-            assert_eq!(status, 201, "{reply}");
+            let reply = rest.service_send(SERVICE_SECRET, body).await;
             id(&reply, "conversation_id")
         }
     };
@@ -730,10 +728,7 @@ fn a_host_id_given_to_an_existing_conversation_is_announced() {
         async move {
             let body = json!({"conversation_id": key, "sender_id": 1, "receiver_id": 2,
                               "text": "by the host's id"});
-            let path = "/api/messages/send";
-            let (status, reply) = rest.call("POST", SERVICE_SECRET, path, Some(&body)).await;
-            assert_eq!(status, 201, "{reply}");
-            reply["conversation_id"].clone()
+            rest.service_send(SERVICE_SECRET, body).await["conversation_id"].clone()
         }
     };
     let existing = d.conversation(1, 2);
@@ -1107,10 +1102,7 @@ async fn service_sends(
             let body = json!({"sender_id": sender, "receiver_id": receiver,
                 "text": format!("{label} {i} {}", "x".repeat(padding)), "message_type": "text",
                 "priority": priority, "metadata": {}});
-            let path = "/api/messages/send";
-            let (status, reply) = rest.call("POST", SERVICE_SECRET, path, Some(&body)).await;
-            assert_eq!(status, 201, "{reply}");
-            id(&reply, "message_id")
+            id(&rest.service_send(SERVICE_SECRET, body).await, "message_id")
         })
         .buffer_unordered(8)
         .collect()

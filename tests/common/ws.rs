@@ -175,6 +175,14 @@ impl Rest {
         msg
     }
 
+    /// Service API send (`POST /api/messages/send`) with `secret`; returns its 201 answer.
+    pub async fn service_send(&self, secret: &str, body: Value) -> Value {
+        let path = "/api/messages/send";
+        let (status, reply) = self.call("POST", secret, path, Some(&body)).await;
+        assert_eq!(status, 201, "{reply}");
+        reply
+    }
+
     /// Every message of `conversation` as `token` sees them (oldest first, at most 200).
     pub async fn messages(&self, token: &str, conversation: u64) -> Vec<Value> {
         let path = format!("{MESSAGES}?conversation={conversation}&limit=200");
