@@ -53,12 +53,7 @@ fn service(
     path: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = d.http.request(method, d.url(path)).header(header, SECRET);
-    if let Some(body) = body {
-        req = req.json(body);
-    }
-    split(req.send().expect("service call"))
+    d.service_via(header, SECRET, method, path, body)
 }
 
 /// [`service`] from inside a socket test's runtime (the blocking client must not run there).

@@ -377,11 +377,23 @@ impl Daemon {
         path: &str,
         body: Option<&Value>,
     ) -> (u16, Value) {
+        self.service_via("X-Service-Token", secret, method, path, body)
+    }
+
+    /// [`Daemon::service`] with the secret in `header` (the service API takes several).
+    pub fn service_via(
+        &self,
+        header: &str,
+        secret: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self
             .http
             .request(method, self.url(path))
-            .header("X-Service-Token", secret);
+            .header(header, secret);
         if let Some(body) = body {
             req = req.json(body);
         }
