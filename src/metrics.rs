@@ -65,6 +65,9 @@ pub struct Metrics {
     pub checkpoint_seconds: Histogram,
     /// Requests folded into one commit.
     pub commit_batch_size: Histogram,
+    /// Messages one batch moved from the history tail into the history and client-id indexes
+    /// (`store::history`): bounded, so no batch stalls the writer for the whole tail.
+    pub history_fold_size: Histogram,
     /// From a message's commit to its frame being written to a recipient's socket.
     pub delivery_seconds: Histogram,
     /// Webhook events waiting in the outbox (refreshed before each scrape).
@@ -111,6 +114,8 @@ impl Metrics {
             checkpoint_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             // 1 .. 4096
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            // 16 .. 4096
+            history_fold_size: Histogram::new(exponential_buckets(16.0, 2.0, 9)),
             // 50 µs .. ~1.6 s
             delivery_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             webhook_pending: Gauge::default(),
@@ -207,6 +212,11 @@ impl Metrics {
             "commit_batch_size",
             "Requests folded into one commit",
             m.commit_batch_size.clone(),
+        );
+        r.register(
+            "history_fold_size",
+            "Messages one batch folded from the history tail into its indexes",
+            m.history_fold_size.clone(),
         );
         r.register(
             "delivery_seconds",

@@ -8,8 +8,14 @@
 //! `senderid_clientid_msgid`, keyed by sender, for the same reason (the writer answers
 //! idempotency for the tail from memory). Every message id up to `name_value["indexed_to"]`
 //! is in both indexes; the ids above it, the *tail*, are found in `msgid_message`, whose keys
-//! only grow. Once the tail holds [`FOLD_AT`] messages, the writer folds it into the indexes
-//! within a batch: each leaf is then written once per fold instead of once per commit.
+//! only grow. Once the tail holds [`FOLD_AT`] messages, the writer folds its oldest
+//! [`FOLD_CHUNK`] into the indexes within a batch, and the next chunk when it holds `FOLD_AT`
+//! again: each leaf is then written once per chunk instead of once per commit. Not the whole
+//! tail at once: at 5,000 messages/s that stalled the writer for ~1 ms (several on a busy
+//! machine) every 0.2 s, and every request waiting behind that batch with it (measured:
+//! `docs/PERFORMANCE.md`, "Open loop: the tail"). The fold's progress is `indexed_to` itself,
+//! committed with the batch: a replay folds the same chunks in the same batches, and a
+//! restart rebuilds the tail from whatever was left above it.
 //!
 //! Every tail id is above every indexed id, so a conversation's ids in order are its indexed
 //! ids followed by its tail ids.
@@ -26,6 +32,11 @@ use super::tables::MESSAGES;
 /// Tail length at which the writer folds it into the index. A reader scans at most this many
 /// records (plus one batch) to find a conversation's newest messages.
 pub const FOLD_AT: usize = 1024;
+
+/// The most messages one batch folds: the tail's oldest, the rest left for the batches after
+/// it. A quarter of [`FOLD_AT`]: a fold's stall is a quarter of a whole tail's, and each
+/// chunk still holds several entries per busy conversation's leaf.
+pub const FOLD_CHUNK: usize = 256;
 
 /// The messages above the indexed id, as (conversation, message id), in id order.
 pub type Tail = Vec<(u64, u64)>;

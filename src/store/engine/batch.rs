@@ -14,7 +14,7 @@ use super::ids;
 use crate::model::MessageRecord;
 use crate::store::StoreError;
 use crate::store::damage::DamagedRecords;
-use crate::store::history::{FOLD_AT, scan_tail};
+use crate::store::history::{FOLD_AT, FOLD_CHUNK, scan_tail};
 use crate::store::ops::{Answer, OpError, StoredMessage, Tables, WriteError, WriterTail};
 use crate::store::records::decode;
 use crate::store::tables::{MESSAGES, META, meta};
@@ -73,7 +73,8 @@ pub(in crate::store) fn commit_batch(
     let mut report = BatchReport::default();
     let mut pending = batch.drain(..);
     let tail_before = state.tail.len();
-    let mut folded = false;
+    let mut folded = None;
+    let mut folded_count = 0;
     let mut reserved = false;
     let outcome = (|| -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
@@ -95,9 +96,11 @@ pub(in crate::store) fn commit_batch(
                     return Err(e);
                 }
             }
+            // The oldest part of the tail only: a fold of all of it stalled every request
+            // waiting behind this batch (docs/PERFORMANCE.md, "Open loop: the tail").
             if tables.tail_len() >= FOLD_AT {
-                tables.fold_tail()?;
-                folded = true;
+                folded_count = FOLD_CHUNK.min(tables.tail_len());
+                folded = Some(tables.fold_tail(FOLD_CHUNK)?);
             }
             tables.flush()?;
             tables.save_counters()?;
@@ -127,6 +130,7 @@ pub(in crate::store) fn commit_batch(
                 events_dropped_through: tables.events_dropped_through,
                 durable: plan.durable || reserved,
                 sync: Duration::ZERO,
+                folded: folded_count,
             };
         }
         // Its ids passed the durable reservation: the new one must be durable before any of
@@ -149,9 +153,12 @@ pub(in crate::store) fn commit_batch(
         completions.extend(Completion::new(reply, Err(err)));
     }
     match outcome {
-        // Folded and committed: the whole tail is in the index now.
-        Ok(()) if folded => state.tail.clear(),
-        Ok(()) => {}
+        Ok(()) => {
+            // Folded and committed: those messages are in the index now.
+            if let Some(through) = folded {
+                state.tail.folded(through);
+            }
+        }
         Err(_) => {
             state.tail.truncate(tail_before);
             report = BatchReport::default();
@@ -189,6 +196,8 @@ pub(in crate::store) struct BatchReport {
     pub durable: bool,
     /// How long redb's `commit()` took: for a checkpoint, writing its pages and `fdatasync`.
     pub sync: Duration,
+    /// Messages the batch folded from the history tail into its indexes.
+    pub folded: usize,
 }
 
 /// What the writer carries from one batch to the next.

@@ -279,6 +279,9 @@ impl Writer {
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.commit_batch_size.observe(size as f64);
+        if report.folded > 0 {
+            self.metrics.history_fold_size.observe(report.folded as f64);
+        }
         let committed = Committed {
             completions,
             report,

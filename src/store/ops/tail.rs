@@ -55,8 +55,22 @@ impl WriterTail {
         self.client_ids.retain(|_, ids| !ids.is_empty());
     }
 
-    pub(in crate::store) fn clear(&mut self) {
-        self.history.clear();
-        self.client_ids.clear();
+    /// The client ids of the tail's messages up to `through`, as (sender, client id, id).
+    pub(super) fn client_ids_through(&self, through: u64) -> Vec<(u64, &str, u64)> {
+        self.client_ids
+            .iter()
+            .flat_map(|(sender, ids)| ids.iter().map(|(c, id)| (*sender, c.as_str(), *id)))
+            .filter(|(_, _, id)| *id <= through)
+            .collect()
+    }
+
+    /// Forgets the messages up to `through`: a fold of them was committed.
+    pub(in crate::store) fn folded(&mut self, through: u64) {
+        let folded = self.history.partition_point(|(_, id)| *id <= through);
+        self.history.drain(..folded);
+        for ids in self.client_ids.values_mut() {
+            ids.retain(|_, id| *id > through);
+        }
+        self.client_ids.retain(|_, ids| !ids.is_empty());
     }
 }

@@ -250,28 +250,30 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
-    /// Moves the whole tail into the history and client-id indexes, in key order, so each
-    /// leaf is written once for all the tail's entries in it.
-    pub(in crate::store) fn fold_tail(&mut self) -> Result<(), StoreError> {
-        let mut history = self.tail.history.clone();
+    /// Moves the tail's oldest `count` messages (all, if it holds fewer) into the history and
+    /// client-id indexes, in key order, so each leaf is written once for all the entries in it.
+    /// Returns the newest id now indexed: every message up to it is in both indexes.
+    pub(in crate::store) fn fold_tail(&mut self, count: usize) -> Result<u64, StoreError> {
+        let folded = count.max(1).min(self.tail.history.len());
+        // Called after the batch's last append: folding the whole tail indexes every id below
+        // the next one; part of it, every id up to the last one folded (the tail is in id
+        // order, so the rest stays above it).
+        let through = match self.tail.history.get(folded) {
+            Some(_) => self.tail.history[folded - 1].1,
+            None => self.next_message_id - 1,
+        };
+        let mut history = self.tail.history[..folded].to_vec();
         history.sort_unstable();
         for key in history {
             self.conversation_messages.insert(key, ())?;
         }
-        let mut client_ids: Vec<(u64, &str, u64)> = self
-            .tail
-            .client_ids
-            .iter()
-            .flat_map(|(sender, ids)| ids.iter().map(|(c, id)| (*sender, c.as_str(), *id)))
-            .collect();
+        let mut client_ids = self.tail.client_ids_through(through);
         client_ids.sort_unstable();
         for (sender, client_id, id) in client_ids {
             self.client_ids.insert((sender, client_id), id)?;
         }
-        // Called after the batch's last append: every id below the next one is indexed now.
-        self.meta
-            .insert(meta::INDEXED_TO, self.next_message_id - 1)?;
-        Ok(())
+        self.meta.insert(meta::INDEXED_TO, through)?;
+        Ok(through)
     }
 
     /// Messages in the unindexed tail.
