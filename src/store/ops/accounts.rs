@@ -34,7 +34,7 @@ pub(super) fn set_profile(
     profile: Profile,
     now_ms: u64,
 ) -> Result<(), OpError> {
-    let existing: Option<UserRecord> = match t.users.read()?.get(profile.id).map_err(rd)? {
+    let existing: Option<UserRecord> = match t.users.get(profile.id).map_err(rd)? {
         Some(bytes) => Some(decode(bytes.value())?),
         None => None,
     };
@@ -55,10 +55,7 @@ pub(super) fn set_profile(
         },
     };
     let bytes = encode(&record)?;
-    t.users
-        .write()?
-        .insert(profile.id, bytes.as_slice())
-        .map_err(wr)?;
+    t.users.insert(profile.id, bytes.as_slice()).map_err(wr)?;
     Ok(())
 }
 
@@ -69,7 +66,7 @@ pub(super) fn ensure_user(
     username: Option<String>,
     now_ms: u64,
 ) -> Result<(), OpError> {
-    let existing: Option<UserRecord> = match t.users.read()?.get(id).map_err(rd)? {
+    let existing: Option<UserRecord> = match t.users.get(id).map_err(rd)? {
         Some(bytes) => Some(decode(bytes.value())?),
         None => None,
     };
@@ -86,14 +83,13 @@ pub(super) fn ensure_user(
         },
     };
     let bytes = encode(&record)?;
-    t.users.write()?.insert(id, bytes.as_slice()).map_err(wr)?;
+    t.users.insert(id, bytes.as_slice()).map_err(wr)?;
     Ok(())
 }
 
 /// Creates a local account; answers its id.
 pub(super) fn register(t: &mut Tables<'_>, new: NewAccount, now_ms: u64) -> Result<u64, OpError> {
     if t.usernames
-        .read()?
         .get(new.username.as_str())
         .map_err(rd)?
         .is_some()
@@ -109,10 +105,7 @@ pub(super) fn register(t: &mut Tables<'_>, new: NewAccount, now_ms: u64) -> Resu
     };
     let bytes = encode(&record)?;
     t.next_local_user_id = Some(id + 1);
-    t.users.write()?.insert(id, bytes.as_slice()).map_err(wr)?;
-    t.usernames
-        .write()?
-        .insert(new.username.as_str(), id)
-        .map_err(wr)?;
+    t.users.insert(id, bytes.as_slice()).map_err(wr)?;
+    t.usernames.insert(new.username.as_str(), id).map_err(wr)?;
     Ok(id)
 }

@@ -43,7 +43,7 @@ pub(super) fn host(
     receiver: Option<u64>,
     now_ms: u64,
 ) -> Result<ConversationCreated, OpError> {
-    if let Some(id) = t.host_conversations.read()?.get(key).map_err(rd)? {
+    if let Some(id) = t.host_conversations.get(key).map_err(rd)? {
         return Ok(ConversationCreated {
             id: id.value(),
             created: false,
@@ -64,21 +64,10 @@ pub(super) fn host(
         },
         now_ms,
     )?;
-    let first_key = t
-        .conversation_host_ids
-        .read()?
-        .get(found.id)
-        .map_err(rd)?
-        .is_none();
-    t.host_conversations
-        .write()?
-        .insert(key, found.id)
-        .map_err(wr)?;
+    let first_key = t.conversation_host_ids.get(found.id).map_err(rd)?.is_none();
+    t.host_conversations.insert(key, found.id).map_err(wr)?;
     if first_key {
-        t.conversation_host_ids
-            .write()?
-            .insert(found.id, key)
-            .map_err(wr)?;
+        t.conversation_host_ids.insert(found.id, key).map_err(wr)?;
     }
     Ok(ConversationCreated {
         host_id_set: first_key,
@@ -101,12 +90,7 @@ pub(super) fn create(
         return Err(WriteError::TooFewParticipants.into());
     }
     let key = encode(&(&participants, new.property, new.booking))?;
-    if let Some(existing) = t
-        .conversation_keys
-        .read()?
-        .get(key.as_slice())
-        .map_err(rd)?
-    {
+    if let Some(existing) = t.conversation_keys.get(key.as_slice()).map_err(rd)? {
         return Ok(ConversationCreated {
             id: existing.value(),
             created: false,
@@ -127,10 +111,7 @@ pub(super) fn create(
     // Nothing read, nothing archived; the activity time is the conversation's.
     let membership = MembershipRecord::default();
     t.next_conversation_id += 1;
-    t.conversation_keys
-        .write()?
-        .insert(key.as_slice(), id)
-        .map_err(wr)?;
+    t.conversation_keys.insert(key.as_slice(), id).map_err(wr)?;
     for user in &record.participants {
         t.membership_cache.put((*user, id), membership);
     }

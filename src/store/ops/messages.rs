@@ -162,7 +162,6 @@ pub(super) fn append(
             Some(id) => Some(id),
             None => t
                 .client_ids
-                .read()?
                 .get((new.sender, client_id.as_str()))
                 .map_err(rd)?
                 .map(|v| v.value()),
@@ -203,10 +202,7 @@ pub(super) fn append(
 
     // Write phase.
     t.next_message_id += 1;
-    t.messages
-        .write()?
-        .insert(id, record_bytes.as_slice())
-        .map_err(wr)?;
+    t.messages.insert(id, record_bytes.as_slice()).map_err(wr)?;
     // The history and client-id indexes get it at the next fold.
     let client = record.client_id.clone().map(|c| (new.sender, c));
     t.tail.push(new.conversation, id, client);

@@ -38,12 +38,11 @@ pub struct Erased {
 /// Whether the daemon knows `user`: a record, or a conversation they are in (a sender named
 /// only by the service API has no record).
 fn known(t: &mut Tables<'_>, user: u64) -> Result<bool, OpError> {
-    if t.users.read()?.get(user).map_err(rd)?.is_some() {
+    if t.users.get(user).map_err(rd)?.is_some() {
         return Ok(true);
     }
     let mut range = t
         .memberships
-        .read()?
         .range((user, 0)..=(user, u64::MAX))
         .map_err(rd)?;
     Ok(range.next().is_some())
@@ -57,16 +56,16 @@ pub(super) fn set_disabled(
     disabled: bool,
     now_ms: u64,
 ) -> Result<(), OpError> {
-    let is_disabled = t.disabled_users.read()?.get(user).map_err(rd)?.is_some();
+    let is_disabled = t.disabled_users.get(user).map_err(rd)?.is_some();
     if !is_disabled && !known(t, user)? {
         return Err(WriteError::UserNotFound.into());
     }
     match (disabled, is_disabled) {
         (true, false) => {
-            t.disabled_users.write()?.insert(user, now_ms).map_err(wr)?;
+            t.disabled_users.insert(user, now_ms).map_err(wr)?;
         }
         (false, true) => {
-            t.disabled_users.write()?.remove(user).map_err(wr)?;
+            t.disabled_users.remove(user).map_err(wr)?;
         }
         _ => {}
     }
@@ -79,13 +78,10 @@ pub(super) fn ensure_data_key(
     user: u64,
     wrapped: Vec<u8>,
 ) -> Result<Vec<u8>, OpError> {
-    if let Some(existing) = t.data_keys.read()?.get(user).map_err(rd)? {
+    if let Some(existing) = t.data_keys.get(user).map_err(rd)? {
         return Ok(existing.value().to_vec());
     }
-    t.data_keys
-        .write()?
-        .insert(user, wrapped.as_slice())
-        .map_err(wr)?;
+    t.data_keys.insert(user, wrapped.as_slice()).map_err(wr)?;
     Ok(wrapped)
 }
 
@@ -111,17 +107,16 @@ pub(super) fn delete_message(t: &mut Tables<'_>, id: u64) -> Result<Tombstoned, 
 /// Erases `user` (see the module's comment).
 pub(super) fn erase_user(t: &mut Tables<'_>, user: u64, now_ms: u64) -> Result<Erased, OpError> {
     // Read phase: everything found and decoded before the first write.
-    if !known(t, user)? && t.disabled_users.read()?.get(user).map_err(rd)?.is_none() {
+    if !known(t, user)? && t.disabled_users.get(user).map_err(rd)?.is_none() {
         return Err(WriteError::UserNotFound.into());
     }
-    let record: Option<UserRecord> = match t.users.read()?.get(user).map_err(rd)? {
+    let record: Option<UserRecord> = match t.users.get(user).map_err(rd)? {
         Some(bytes) => Some(decode(bytes.value())?),
         None => None,
     };
     let mut conversations = Vec::new();
     for row in t
         .memberships
-        .read()?
         .range((user, 0)..=(user, u64::MAX))
         .map_err(rd)?
     {
@@ -130,7 +125,6 @@ pub(super) fn erase_user(t: &mut Tables<'_>, user: u64, now_ms: u64) -> Result<E
     let mut queued = Vec::new();
     for row in t
         .queue
-        .read()?
         .range((user, 0, 0)..=(user, u8::MAX, u64::MAX))
         .map_err(rd)?
     {
@@ -143,7 +137,6 @@ pub(super) fn erase_user(t: &mut Tables<'_>, user: u64, now_ms: u64) -> Result<E
         let mut ids = Vec::new();
         for row in t
             .conversation_messages
-            .read()?
             .range((conversation, 0)..=(conversation, u64::MAX))
             .map_err(rd)?
         {
@@ -192,22 +185,19 @@ pub(super) fn erase_user(t: &mut Tables<'_>, user: u64, now_ms: u64) -> Result<E
     }
     let queue_entries = queues::dequeue(t, &queued).map_err(abort)?.len() as u64;
     for &conversation in &conversations {
-        t.memberships
-            .write()?
-            .remove((user, conversation))
-            .map_err(wr)?;
+        t.memberships.remove((user, conversation)).map_err(wr)?;
         t.membership_cache.forget((user, conversation));
     }
     if let Some(name) = record.as_ref().and_then(|r| {
         // Only a local account owns its name in `username_userid`.
         r.password_hash.as_ref().and(r.username.as_deref())
     }) {
-        t.usernames.write()?.remove(name).map_err(wr)?;
+        t.usernames.remove(name).map_err(wr)?;
     }
-    t.users.write()?.remove(user).map_err(wr)?;
-    t.data_keys.write()?.remove(user).map_err(wr)?;
-    if t.disabled_users.read()?.get(user).map_err(wr)?.is_none() {
-        t.disabled_users.write()?.insert(user, now_ms).map_err(wr)?;
+    t.users.remove(user).map_err(wr)?;
+    t.data_keys.remove(user).map_err(wr)?;
+    if t.disabled_users.get(user).map_err(wr)?.is_none() {
+        t.disabled_users.insert(user, now_ms).map_err(wr)?;
     }
     Ok(Erased {
         tombstoned,
@@ -219,14 +209,14 @@ pub(super) fn erase_user(t: &mut Tables<'_>, user: u64, now_ms: u64) -> Result<E
 /// Whether `sender` may send: not disabled (nor erased). Checked by every append, in commit
 /// order, so nothing a user sends lands after the op that disabled or erased them.
 pub(super) fn may_send(t: &Tables<'_>, sender: u64) -> Result<(), OpError> {
-    if t.disabled_users.read()?.get(sender).map_err(rd)?.is_some() {
+    if t.disabled_users.get(sender).map_err(rd)?.is_some() {
         return Err(WriteError::UserDisabled.into());
     }
     Ok(())
 }
 
 fn message(t: &Tables<'_>, id: u64) -> Result<Option<MessageRecord>, OpError> {
-    match t.messages.read()?.get(id).map_err(rd)? {
+    match t.messages.get(id).map_err(rd)? {
         Some(bytes) => Ok(Some(decode(bytes.value())?)),
         None => Ok(None),
     }
@@ -236,10 +226,7 @@ fn message(t: &Tables<'_>, id: u64) -> Result<Option<MessageRecord>, OpError> {
 fn tombstone(t: &mut Tables<'_>, id: u64, record: &mut MessageRecord) -> Result<(), OpError> {
     record.body = Vec::new();
     let bytes = encode(&*record)?;
-    t.messages
-        .write()?
-        .insert(id, bytes.as_slice())
-        .map_err(wr)?;
+    t.messages.insert(id, bytes.as_slice()).map_err(wr)?;
     Ok(())
 }
 

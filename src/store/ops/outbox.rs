@@ -147,15 +147,10 @@ pub(super) fn record_presence(
 pub(super) fn ack(t: &mut Tables<'_>, up_to: u64) -> Result<u64, OpError> {
     let mut removed = 0;
     loop {
-        let first = t
-            .events
-            .read()?
-            .first()
-            .map_err(wr)?
-            .map(|(id, _)| id.value());
+        let first = t.events.first().map_err(wr)?.map(|(id, _)| id.value());
         match first {
             Some(id) if id <= up_to => {
-                t.events.write()?.remove(id).map_err(wr)?;
+                t.events.remove(id).map_err(wr)?;
                 removed += 1;
             }
             _ => break,
@@ -172,11 +167,11 @@ fn push(t: &mut Tables<'_>, event: Event, max_pending: u64, now_ms: u64) -> Resu
         created_at_ms: now_ms,
         event,
     };
-    t.events.write()?.insert(id, encode(&record)?.as_slice())?;
+    t.events.insert(id, encode(&record)?.as_slice())?;
     t.next_event_id = Some(id + 1);
     t.events_pending += 1;
     while t.events_pending > max_pending {
-        let Some((oldest, _)) = t.events.write()?.pop_first()? else {
+        let Some((oldest, _)) = t.events.pop_first()? else {
             // The count ran ahead of the table (it cannot, but the table is the truth).
             t.events_pending = 0;
             break;

@@ -24,10 +24,7 @@ pub(super) fn enqueue(
     id: u64,
     now_ms: u64,
 ) -> Result<(), OpError> {
-    t.queue
-        .write()?
-        .insert((user, rank, id), now_ms)
-        .map_err(wr)?;
+    t.queue.insert((user, rank, id), now_ms).map_err(wr)?;
     let mut length = t.queue_length(user)? + 1;
     t.queue_pending += 1;
     while length > t.queue_max {
@@ -35,7 +32,6 @@ pub(super) fn enqueue(
         for lowest in (0..=2u8).rev() {
             let first = t
                 .queue
-                .read()?
                 .range((user, lowest, 0)..=(user, lowest, u64::MAX))
                 .map_err(wr)?
                 .next();
@@ -45,7 +41,7 @@ pub(super) fn enqueue(
             }
         }
         let Some(key) = victim else { break };
-        t.queue.write()?.remove(key).map_err(wr)?;
+        t.queue.remove(key).map_err(wr)?;
         length -= 1;
         t.queue_pending -= 1;
         dead_letter(t, 1);
@@ -64,7 +60,7 @@ pub(super) fn dequeue(t: &mut Tables<'_>, entries: &[QueueKey]) -> Result<Vec<Qu
     let mut removed = Vec::with_capacity(entries.len());
     let mut per_user: HashMap<u64, u64> = HashMap::new();
     for key in entries {
-        if t.queue.write()?.remove(key).map_err(wr)?.is_some() {
+        if t.queue.remove(key).map_err(wr)?.is_some() {
             removed.push(*key);
             *per_user.entry(key.0).or_default() += 1;
         }
@@ -86,7 +82,7 @@ pub(super) fn dequeue_delivered(
     entries.dedup();
     let mut run: Option<(u64, u64)> = None;
     for key in &entries {
-        if t.queue.write()?.remove(key).map_err(wr)?.is_none() {
+        if t.queue.remove(key).map_err(wr)?.is_none() {
             continue;
         }
         run = match run {
@@ -118,7 +114,7 @@ pub(super) fn expire(t: &mut Tables<'_>, before_ms: u64) -> Result<u64, OpError>
     // The scan below reads the lengths table itself: bring it up to date first.
     t.flush().map_err(OpError::Abort)?;
     let mut users = Vec::new();
-    for entry in t.queue_lengths.read()?.iter().map_err(wr)? {
+    for entry in t.queue_lengths.iter().map_err(wr)? {
         users.push(entry.map_err(wr)?.0.value());
     }
     let mut expired = 0;
@@ -130,7 +126,6 @@ pub(super) fn expire(t: &mut Tables<'_>, before_ms: u64) -> Result<u64, OpError>
         for rank in 0..=2u8 {
             for entry in t
                 .queue
-                .read()?
                 .range((user, rank, 0)..=(user, rank, u64::MAX))
                 .map_err(wr)?
             {
@@ -145,7 +140,7 @@ pub(super) fn expire(t: &mut Tables<'_>, before_ms: u64) -> Result<u64, OpError>
             continue;
         }
         for key in &stale {
-            t.queue.write()?.remove(key).map_err(wr)?;
+            t.queue.remove(key).map_err(wr)?;
         }
         let gone = stale.len() as u64;
         shorten(t, user, gone)?;

@@ -51,12 +51,12 @@ pub(super) fn mark_read(
     } else {
         let mut left = 0;
         let history = History {
-            index: t.conversation_messages.read()?,
+            index: &t.conversation_messages,
             tail: &t.tail.history,
         };
         for id in history.ids(conversation, target + 1..=u64::MAX)? {
             let id = id?;
-            if let Some(bytes) = t.messages.read()?.get(id).map_err(rd)? {
+            if let Some(bytes) = t.messages.get(id).map_err(rd)? {
                 let record: Option<MessageRecord> =
                     t.damaged.skip(MESSAGES.name(), id, decode(bytes.value()))?;
                 left += u64::from(record.is_some_and(|r| r.sender != user));

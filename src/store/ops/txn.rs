@@ -1,9 +1,7 @@
 //! [`Tables`]: the tables of one batch's write transaction, the records the batch has read,
 //! and the counters it advances. Every op works on one of these.
 
-use std::cell::OnceCell;
-
-use redb::{Key, ReadableTable, Table, TableDefinition, Value, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::messages::StoredMessage;
 use super::tail::WriterTail;
@@ -19,74 +17,6 @@ use crate::store::tables::{
     QUEUE_LENGTHS, READ_STEPS, USERNAMES, USERS, meta,
 };
 
-/// A table of the batch's transaction, opened the first time an op of the batch uses it.
-///
-/// Opening a redb table looks it up in the transaction's table tree, and closing it stages a
-/// root update that the commit looks up again: three B-tree lookups per table per commit,
-/// whether the batch touched it or not. A batch of a few sends touches about half of the
-/// eighteen tables, and at 5,000 messages/s the commits are small and frequent enough for
-/// that to be several percent of the writer's time ("The writer's cost per commit" in
-/// docs/PERFORMANCE.md).
-pub(in crate::store) struct Lazy<'txn, K: Key + 'static, V: Value + 'static> {
-    txn: &'txn WriteTransaction,
-    definition: TableDefinition<'static, K, V>,
-    table: OnceCell<Table<'txn, K, V>>,
-}
-
-/// A table could not be opened: the batch is aborted, as when the eager opening at its start
-/// failed (an op may already have written to other tables).
-#[derive(Debug)]
-pub(in crate::store) struct Unopened(StoreError);
-
-impl From<Unopened> for StoreError {
-    fn from(e: Unopened) -> Self {
-        e.0
-    }
-}
-
-impl From<Unopened> for OpError {
-    fn from(e: Unopened) -> Self {
-        OpError::Abort(e.0)
-    }
-}
-
-impl<'txn, K: Key + 'static, V: Value + 'static> Lazy<'txn, K, V> {
-    fn new(txn: &'txn WriteTransaction, definition: TableDefinition<'static, K, V>) -> Self {
-        Self {
-            txn,
-            definition,
-            table: OnceCell::new(),
-        }
-    }
-
-    fn open(&self) -> Result<Table<'txn, K, V>, Unopened> {
-        self.txn
-            .open_table(self.definition)
-            .map_err(|e| Unopened(e.into()))
-    }
-
-    /// The table, for reading.
-    pub(in crate::store) fn read(&self) -> Result<&Table<'txn, K, V>, Unopened> {
-        if let Some(table) = self.table.get() {
-            return Ok(table);
-        }
-        let table = self.open()?;
-        Ok(self.table.get_or_init(|| table))
-    }
-
-    /// The table, for writing.
-    pub(in crate::store) fn write(&mut self) -> Result<&mut Table<'txn, K, V>, Unopened> {
-        if self.table.get().is_none() {
-            let table = self.open()?;
-            let _ = self.table.set(table);
-        }
-        Ok(self
-            .table
-            .get_mut()
-            .expect("the table was opened just above"))
-    }
-}
-
 /// The tables of one write transaction, plus the id counters it advances.
 pub(in crate::store) struct Tables<'txn> {
     /// The unindexed tail, shared with the next batches (appends push, a fold empties it once
@@ -95,23 +25,23 @@ pub(in crate::store) struct Tables<'txn> {
     /// Where a message record that cannot be decoded is reported.
     pub(super) damaged: &'txn DamagedRecords,
     pub(in crate::store) meta: Table<'txn, &'static str, u64>,
-    pub(super) users: Lazy<'txn, u64, &'static [u8]>,
-    pub(super) usernames: Lazy<'txn, &'static str, u64>,
-    conversations: Lazy<'txn, u64, &'static [u8]>,
-    pub(super) conversation_keys: Lazy<'txn, &'static [u8], u64>,
-    pub(super) messages: Lazy<'txn, u64, &'static [u8]>,
-    pub(super) conversation_messages: Lazy<'txn, (u64, u64), ()>,
-    pub(super) memberships: Lazy<'txn, (u64, u64), &'static [u8]>,
-    pub(super) client_ids: Lazy<'txn, (u64, &'static str), u64>,
-    pub(super) queue: Lazy<'txn, (u64, u8, u64), u64>,
-    pub(super) queue_lengths: Lazy<'txn, u64, u64>,
-    pub(super) host_conversations: Lazy<'txn, u64, u64>,
-    pub(super) conversation_host_ids: Lazy<'txn, u64, u64>,
-    pub(super) disabled_users: Lazy<'txn, u64, u64>,
-    pub(super) data_keys: Lazy<'txn, u64, &'static [u8]>,
+    pub(super) users: Table<'txn, u64, &'static [u8]>,
+    pub(super) usernames: Table<'txn, &'static str, u64>,
+    conversations: Table<'txn, u64, &'static [u8]>,
+    pub(super) conversation_keys: Table<'txn, &'static [u8], u64>,
+    pub(super) messages: Table<'txn, u64, &'static [u8]>,
+    pub(super) conversation_messages: Table<'txn, (u64, u64), ()>,
+    pub(super) memberships: Table<'txn, (u64, u64), &'static [u8]>,
+    pub(super) client_ids: Table<'txn, (u64, &'static str), u64>,
+    pub(super) queue: Table<'txn, (u64, u8, u64), u64>,
+    pub(super) queue_lengths: Table<'txn, u64, u64>,
+    pub(super) host_conversations: Table<'txn, u64, u64>,
+    pub(super) conversation_host_ids: Table<'txn, u64, u64>,
+    pub(super) disabled_users: Table<'txn, u64, u64>,
+    pub(super) data_keys: Table<'txn, u64, &'static [u8]>,
     /// The webhook outbox ([`super::outbox`]).
-    pub(super) events: Lazy<'txn, u64, &'static [u8]>,
-    read_steps: Lazy<'txn, (u64, u64, u64), u64>,
+    pub(super) events: Table<'txn, u64, &'static [u8]>,
+    read_steps: Table<'txn, (u64, u64, u64), u64>,
     /// Conversation records, memberships and queue lengths this batch has read, with the
     /// ones it changed written back once when the batch ends ([`Tables::flush`]): a batch of a
     /// thousand messages in one conversation rewrites its record, both memberships and the
@@ -169,22 +99,22 @@ impl<'txn> Tables<'txn> {
             tail,
             damaged,
             meta: table,
-            users: Lazy::new(txn, USERS),
-            usernames: Lazy::new(txn, USERNAMES),
-            conversations: Lazy::new(txn, CONVERSATIONS),
-            conversation_keys: Lazy::new(txn, CONVERSATION_KEYS),
-            messages: Lazy::new(txn, MESSAGES),
-            conversation_messages: Lazy::new(txn, CONVERSATION_MESSAGES),
-            memberships: Lazy::new(txn, MEMBERSHIPS),
-            client_ids: Lazy::new(txn, CLIENT_IDS),
-            queue: Lazy::new(txn, QUEUE),
-            queue_lengths: Lazy::new(txn, QUEUE_LENGTHS),
-            host_conversations: Lazy::new(txn, HOST_CONVERSATIONS),
-            conversation_host_ids: Lazy::new(txn, CONVERSATION_HOST_IDS),
-            disabled_users: Lazy::new(txn, DISABLED_USERS),
-            data_keys: Lazy::new(txn, DATA_KEYS),
-            events: Lazy::new(txn, EVENTS),
-            read_steps: Lazy::new(txn, READ_STEPS),
+            users: txn.open_table(USERS)?,
+            usernames: txn.open_table(USERNAMES)?,
+            conversations: txn.open_table(CONVERSATIONS)?,
+            conversation_keys: txn.open_table(CONVERSATION_KEYS)?,
+            messages: txn.open_table(MESSAGES)?,
+            conversation_messages: txn.open_table(CONVERSATION_MESSAGES)?,
+            memberships: txn.open_table(MEMBERSHIPS)?,
+            client_ids: txn.open_table(CLIENT_IDS)?,
+            queue: txn.open_table(QUEUE)?,
+            queue_lengths: txn.open_table(QUEUE_LENGTHS)?,
+            host_conversations: txn.open_table(HOST_CONVERSATIONS)?,
+            conversation_host_ids: txn.open_table(CONVERSATION_HOST_IDS)?,
+            disabled_users: txn.open_table(DISABLED_USERS)?,
+            data_keys: txn.open_table(DATA_KEYS)?,
+            events: txn.open_table(EVENTS)?,
+            read_steps: txn.open_table(READ_STEPS)?,
             conversation_cache: WriteBack::default(),
             membership_cache: WriteBack::default(),
             queue_length_cache: WriteBack::default(),
@@ -209,21 +139,17 @@ impl<'txn> Tables<'txn> {
     /// Writes back every cached record the batch changed (a failure aborts the batch).
     pub(in crate::store) fn flush(&mut self) -> Result<(), StoreError> {
         for (id, record) in self.conversation_cache.take_dirty() {
-            self.conversations
-                .write()?
-                .insert(id, encode(record)?.as_slice())?;
+            self.conversations.insert(id, encode(record)?.as_slice())?;
         }
         for (key, record) in self.membership_cache.take_dirty() {
-            self.memberships
-                .write()?
-                .insert(key, encode(record)?.as_slice())?;
+            self.memberships.insert(key, encode(record)?.as_slice())?;
         }
         for (user, length) in self.queue_length_cache.take_dirty() {
             self.queue_changes.push((user, *length > 0));
             if *length == 0 {
-                self.queue_lengths.write()?.remove(user)?;
+                self.queue_lengths.remove(user)?;
             } else {
-                self.queue_lengths.write()?.insert(user, *length)?;
+                self.queue_lengths.insert(user, *length)?;
             }
         }
         Ok(())
@@ -246,7 +172,6 @@ impl<'txn> Tables<'txn> {
         }
         if unread > 0 {
             self.read_steps
-                .write()?
                 .insert((conversation, user, marker), now_ms)
                 .map_err(wr)?;
         }
@@ -259,7 +184,7 @@ impl<'txn> Tables<'txn> {
     pub(super) fn conversation(&mut self, id: u64) -> Result<Option<&ConversationRecord>, OpError> {
         let table = &self.conversations;
         self.conversation_cache
-            .get(id, || match table.read()?.get(id).map_err(rd)? {
+            .get(id, || match table.get(id).map_err(rd)? {
                 Some(bytes) => Ok(Some(decode(bytes.value())?)),
                 None => Ok(None),
             })
@@ -273,12 +198,12 @@ impl<'txn> Tables<'txn> {
     ) -> Result<Option<MembershipRecord>, OpError> {
         let table = &self.memberships;
         let key = (user, conversation);
-        let found =
-            self.membership_cache
-                .get(key, || match table.read()?.get(key).map_err(rd)? {
-                    Some(bytes) => Ok(Some(decode(bytes.value())?)),
-                    None => Ok(None),
-                })?;
+        let found = self
+            .membership_cache
+            .get(key, || match table.get(key).map_err(rd)? {
+                Some(bytes) => Ok(Some(decode(bytes.value())?)),
+                None => Ok(None),
+            })?;
         Ok(found.copied())
     }
 
@@ -297,9 +222,9 @@ impl<'txn> Tables<'txn> {
     /// those removals with stale lengths.
     pub(super) fn queue_length(&mut self, user: u64) -> Result<u64, OpError> {
         let table = &self.queue_lengths;
-        let found = self.queue_length_cache.get(user, || {
-            Ok(table.read()?.get(user).map_err(wr)?.map(|v| v.value()))
-        })?;
+        let found = self
+            .queue_length_cache
+            .get(user, || Ok(table.get(user).map_err(wr)?.map(|v| v.value())))?;
         Ok(found.copied().unwrap_or(0))
     }
 
@@ -331,7 +256,7 @@ impl<'txn> Tables<'txn> {
         let mut history = self.tail.history.clone();
         history.sort_unstable();
         for key in history {
-            self.conversation_messages.write()?.insert(key, ())?;
+            self.conversation_messages.insert(key, ())?;
         }
         let mut client_ids: Vec<(u64, &str, u64)> = self
             .tail
@@ -341,7 +266,7 @@ impl<'txn> Tables<'txn> {
             .collect();
         client_ids.sort_unstable();
         for (sender, client_id, id) in client_ids {
-            self.client_ids.write()?.insert((sender, client_id), id)?;
+            self.client_ids.insert((sender, client_id), id)?;
         }
         // Called after the batch's last append: every id below the next one is indexed now.
         self.meta

@@ -36,11 +36,11 @@ impl JournalCursor {
 
     /// A write at the end of the journal failed: no more appends until it is emptied again.
     /// The failed record may have reached the file whole (a failed sync): its length is
-    /// zeroed, best effort (durably), so that no recovery replays a batch its requests heard fail.
+    /// zeroed, best effort, so that no recovery replays a batch its requests heard fail.
     pub(in crate::store::engine) fn break_off(&mut self) {
         self.broken = true;
         self.tried = Some(Instant::now());
-        let _ = self.journal.append(self.offset, &[0; RECORD_HEADER]);
+        let _ = self.journal.write_at(self.offset, &[0; RECORD_HEADER]);
     }
 
     /// Called right after a checkpoint, which holds every batch journaled so far: a broken
@@ -86,7 +86,8 @@ impl JournalCursor {
         started: Instant,
     ) -> std::io::Result<()> {
         self.journal.seal(record, seq);
-        self.journal.append(self.offset, record)?;
+        self.journal.write_at(self.offset, record)?;
+        self.journal.sync()?;
         self.offset += record.len() as u64;
         self.since.get_or_insert(started);
         Ok(())

@@ -46,7 +46,6 @@
 
 pub mod check;
 pub mod cursor;
-pub mod direct;
 pub mod header;
 pub mod scan;
 
@@ -60,7 +59,6 @@ use std::path::{Path, PathBuf};
 
 use check::Check;
 pub use check::Record;
-use direct::Direct;
 use header::{Header, header, read_header};
 pub use scan::{Damage, Scan};
 
@@ -99,9 +97,6 @@ pub struct Journal {
     check: Check,
     /// The header as found failed its check: where, and how.
     header_damage: Option<(u64, String)>,
-    /// The same file opened for durable direct writes, where the filesystem allows it
-    /// ([`direct`]); `None`: buffered writes and `fdatasync`.
-    direct: Option<Direct>,
 }
 
 /// How [`Journal::open`] found the file.
@@ -143,7 +138,6 @@ impl Journal {
             id,
             check: Check::new([0; 32]),
             header_damage: None,
-            direct: open_direct(&path, true),
         };
         let header = read_header(&journal.file).map_err(|e| error(e.to_string()))?;
         let opened = match header {
@@ -199,14 +193,12 @@ impl Journal {
         let Header::Sound { id, check } = read_header(&file)? else {
             return Err(std::io::Error::other("no sound journal header"));
         };
-        let direct = open_direct(&path, false);
         Ok(Journal {
             file,
             path,
             id,
             check,
             header_damage: None,
-            direct,
         })
     }
 
@@ -303,32 +295,12 @@ impl Journal {
         &self.path
     }
 
-    /// Writes `bytes` at `offset`, the end of the records so far, durably: whole records, or
-    /// zeros over the front of a record that failed. With direct writes what followed in the
-    /// file up to the end of their last block becomes zeros ([`direct`]).
-    pub fn append(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        match &mut self.direct {
-            Some(direct) => direct.write_at(&self.file, offset, bytes),
-            None => {
-                self.file.write_all_at(bytes, offset)?;
-                self.file.sync_data()
-            }
-        }
-    }
-
-    /// Whether [`Journal::append`] writes with `O_DIRECT | O_DSYNC`.
-    pub fn direct(&self) -> bool {
-        self.direct.is_some()
-    }
-
-    /// Writes `bytes` at `offset` through the page cache, not synced: for tests and the fuzz
-    /// targets ([`crate::fuzzing`]) that lay out a file.
+    /// Writes `bytes` (whole records) at `offset`; durable only after [`Journal::sync`].
     pub fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
         self.file.write_all_at(bytes, offset)
     }
 
-    /// `fdatasync`, for tests that lay out a file.
-    #[cfg(test)]
+    /// `fdatasync`: everything written so far is on the disk.
     pub fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()
     }
@@ -342,28 +314,6 @@ impl Journal {
             "records are written only after clear(), which writes a sound header"
         );
         self.check.seal(record, seq);
-    }
-}
-
-/// The journal at `path` opened again for [`Direct`] writes (`writable`: else for reading
-/// only, so that every write fails), or `None` where the filesystem refuses `O_DIRECT`.
-fn open_direct(path: &Path, writable: bool) -> Option<Direct> {
-    let flags = direct::flags()?;
-    match OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .custom_flags(flags)
-        .open(path)
-    {
-        Ok(file) => Some(Direct::new(file)),
-        Err(e) => {
-            tracing::info!(
-                path = %path.display(),
-                error = %e,
-                "the journal's filesystem refuses O_DIRECT: records are written through the page cache and fdatasync'ed"
-            );
-            None
-        }
     }
 }
 
