@@ -46,7 +46,7 @@ pub(super) fn enqueue(
         t.queue_pending -= 1;
         dead_letter(t, 1);
     }
-    t.queue_length_cache.put(user, length);
+    t.set_queue_length(user, length)?;
     Ok(())
 }
 
@@ -80,11 +80,22 @@ pub(super) fn dequeue_delivered(
 ) -> Result<(), OpError> {
     entries.sort_unstable();
     entries.dedup();
-    let mut run: Option<(u64, u64)> = None;
-    for key in &entries {
-        if t.queue.remove(key).map_err(wr)?.is_none() {
-            continue;
+    let (Some(first), Some(last)) = (entries.first().copied(), entries.last().copied()) else {
+        return Ok(());
+    };
+    let removed = if t.queue_pending <= SWEEP_FACTOR * entries.len() as u64 + SWEEP_SLACK {
+        sweep(t, &entries, first, last)?
+    } else {
+        let mut removed = Vec::with_capacity(entries.len());
+        for key in entries {
+            if t.queue.remove(key).map_err(wr)?.is_some() {
+                removed.push(key);
+            }
         }
+        removed
+    };
+    let mut run: Option<(u64, u64)> = None;
+    for key in &removed {
         run = match run {
             Some((user, gone)) if user == key.0 => Some((user, gone + 1)),
             Some((user, gone)) => {
@@ -100,10 +111,44 @@ pub(super) fn dequeue_delivered(
     Ok(())
 }
 
+/// One sweep over the queue from the first of the delivered entries to the last is used while
+/// the whole queue holds at most this many entries per entry removed (plus [`SWEEP_SLACK`]),
+/// so that it never reads far more than it removes.
+const SWEEP_FACTOR: u64 = 4;
+const SWEEP_SLACK: u64 = 4096;
+
+/// Removes `sorted` (sorted, distinct) in one pass over the range they span; answers those
+/// that were there, in order. redb rewrites a leaf once per pass for all the entries it
+/// removes from it, where a `remove` per key rebuilds it per key whenever the leaf is small
+/// (a short queue, the usual case: entries go as soon as they are delivered), which was the
+/// larger part of the writer's work for a group message's 99 removals.
+fn sweep(
+    t: &mut Tables<'_>,
+    sorted: &[QueueKey],
+    first: QueueKey,
+    last: QueueKey,
+) -> Result<Vec<QueueKey>, OpError> {
+    let mut removed = Vec::with_capacity(sorted.len());
+    let mut wanted = sorted.iter().copied().peekable();
+    t.queue
+        .retain_in(first..=last, |key, _| {
+            // Both in key order: skip the wanted keys that are not in the table.
+            while wanted.next_if(|w| *w < key).is_some() {}
+            if wanted.next_if_eq(&key).is_some() {
+                removed.push(key);
+                false
+            } else {
+                true
+            }
+        })
+        .map_err(wr)?;
+    Ok(removed)
+}
+
 fn shorten(t: &mut Tables<'_>, user: u64, gone: u64) -> Result<(), OpError> {
     let left = t.queue_length(user)?.saturating_sub(gone);
     // Written back at the end of the batch; a length of 0 removes the row.
-    t.queue_length_cache.put(user, left);
+    t.set_queue_length(user, left)?;
     t.queue_pending = t.queue_pending.saturating_sub(gone);
     Ok(())
 }
@@ -163,18 +208,24 @@ mod tests {
     use crate::store::tables::{META, QUEUE, QUEUE_LENGTHS, meta};
     use crate::store::testing::test_message;
 
-    #[test]
-    fn entries_past_retention_become_dead_letters() {
+    /// A fresh database holding one conversation, created by user 1 with `others`.
+    fn conversation_of_1_with(others: Vec<u64>) -> (tempfile::TempDir, Database) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Database::create(dir.path().join("q.redb")).expect("db");
         let new = NewConversation {
             creator: 1,
-            participants: vec![2],
+            participants: others,
             property: None,
             booking: None,
             subject: None,
         };
         run_batch(&db, vec![unanswered(Op::CreateConversation(new))]);
+        (dir, db)
+    }
+
+    #[test]
+    fn entries_past_retention_become_dead_letters() {
+        let (_dir, db) = conversation_of_1_with(vec![2]);
         // Two messages, then the retention boundary, then one more.
         let mut boundary = 0;
         for priority in [Priority::Low, Priority::High, Priority::Normal] {
@@ -195,6 +246,77 @@ mod tests {
         assert_eq!(rows.meta(meta::DEAD_LETTERS), Some(2));
         assert_eq!(rows.meta(meta::QUEUE_PENDING), Some(1));
         assert_eq!(rows.length(2), Some(1));
+    }
+
+    /// A batch writes each user's queue length back once, at its end, and not at all when it
+    /// ends where it began; an expiry writes the lengths back half-way through a batch, so a
+    /// length that then returns to what the table held before must still be written.
+    #[test]
+    fn a_length_written_half_way_through_a_batch_and_changed_back_is_written_again() {
+        let (_dir, db) = conversation_of_1_with(vec![2]);
+        let rank = Priority::Normal.rank();
+        // User 2's queue: empty, then one entry, written back by the expiry (which expires
+        // nothing), then empty again.
+        run_batch(
+            &db,
+            vec![
+                unanswered(Op::AppendMessage(test_message(1, 1, Priority::Normal))),
+                unanswered(Op::Expire(0)),
+                unanswered(Op::Dequeue(vec![(2, rank, 1)])),
+            ],
+        );
+        let rows = Rows::read(&db);
+        assert_eq!(rows.queue, vec![]);
+        assert_eq!(rows.length(2), None);
+        assert_eq!(rows.meta(meta::QUEUE_PENDING), Some(0));
+
+        // One delivered and one new in the same batch: the length is what it was.
+        run_batch(
+            &db,
+            vec![unanswered(Op::AppendMessage(test_message(
+                1,
+                1,
+                Priority::Normal,
+            )))],
+        );
+        run_batch(
+            &db,
+            vec![
+                unanswered(Op::Dequeue(vec![(2, rank, 2)])),
+                unanswered(Op::AppendMessage(test_message(1, 1, Priority::Normal))),
+            ],
+        );
+        let rows = Rows::read(&db);
+        assert_eq!(rows.queue, vec![(2, rank, 3)]);
+        assert_eq!(rows.length(2), Some(1));
+    }
+
+    /// Against a long queue, delivered entries are removed one by one rather than in one
+    /// sweep over the range they span (which would read the entries in between): the same
+    /// entries go, and the lengths follow.
+    #[test]
+    fn delivered_entries_leave_a_long_queue_with_the_right_lengths() {
+        let (_dir, db) = conversation_of_1_with(vec![2, 3]);
+        // 2,100 messages: 4,200 entries, more than a sweep is allowed to read for three.
+        let messages = (0..2_100)
+            .map(|_| unanswered(Op::AppendMessage(test_message(1, 1, Priority::Normal))))
+            .collect();
+        run_batch(&db, messages);
+        let rank = Priority::Normal.rank();
+        let delivered = vec![(3, rank, 2_000), (2, rank, 7), (2, rank, 7), (9, rank, 1)];
+        run_batch(&db, vec![unanswered(Op::Dequeue(delivered))]);
+
+        let rows = Rows::read(&db);
+        assert_eq!(rows.queue.len(), 4_198);
+        assert!(!rows.queue.contains(&(2, rank, 7)));
+        assert!(!rows.queue.contains(&(3, rank, 2_000)));
+        assert!(rows.queue.contains(&(2, rank, 8)));
+        assert!(rows.queue.contains(&(3, rank, 7)));
+        assert_eq!(
+            (rows.length(2), rows.length(3), rows.length(9)),
+            (Some(2_099), Some(2_099), None)
+        );
+        assert_eq!(rows.meta(meta::QUEUE_PENDING), Some(4_198));
     }
 
     /// What the queue tables hold after a test's batches.
@@ -232,16 +354,7 @@ mod tests {
     /// user's length and the total follow.
     #[test]
     fn delivered_entries_in_any_order_leave_the_right_lengths() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Database::create(dir.path().join("q.redb")).expect("db");
-        let group = NewConversation {
-            creator: 1,
-            participants: vec![2, 3, 4],
-            property: None,
-            booking: None,
-            subject: None,
-        };
-        run_batch(&db, vec![unanswered(Op::CreateConversation(group))]);
+        let (_dir, db) = conversation_of_1_with(vec![2, 3, 4]);
         // Messages 1 to 3 from user 1: an entry each for users 2, 3 and 4.
         for _ in 0..3 {
             let new = test_message(1, 1, Priority::Normal);

@@ -17,6 +17,15 @@ use crate::store::tables::{
     QUEUE_LENGTHS, READ_STEPS, USERNAMES, USERS, meta,
 };
 
+/// A user's queue length as a batch sees it: what it is now, and what the table holds (0: no
+/// row). A batch that adds as many entries as it removes, as a group message's does while the
+/// previous message's delivered entries go, leaves the row as it was and writes nothing.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::store) struct QueueLength {
+    now: u64,
+    stored: u64,
+}
+
 /// The tables of one write transaction, plus the id counters it advances.
 pub(in crate::store) struct Tables<'txn> {
     /// The unindexed tail, shared with the next batches (appends push, a fold empties it once
@@ -49,7 +58,7 @@ pub(in crate::store) struct Tables<'txn> {
     /// three tables inside a batch goes through these, so they never disagree with the tables.
     pub(super) conversation_cache: WriteBack<u64, ConversationRecord>,
     pub(super) membership_cache: WriteBack<(u64, u64), MembershipRecord>,
-    pub(super) queue_length_cache: WriteBack<u64, u64>,
+    pub(super) queue_length_cache: WriteBack<u64, QueueLength>,
     /// Messages appended in this transaction, for fan-out once it commits.
     pub(in crate::store) stored: Vec<StoredMessage>,
     /// Queue lengths written back, as (user, non-empty), for the writer's set of users with
@@ -145,11 +154,15 @@ impl<'txn> Tables<'txn> {
             self.memberships.insert(key, encode(record)?.as_slice())?;
         }
         for (user, length) in self.queue_length_cache.take_dirty() {
-            self.queue_changes.push((user, *length > 0));
-            if *length == 0 {
+            if length.now == length.stored {
+                continue;
+            }
+            length.stored = length.now;
+            self.queue_changes.push((user, length.now > 0));
+            if length.now == 0 {
                 self.queue_lengths.remove(user)?;
             } else {
-                self.queue_lengths.insert(user, *length)?;
+                self.queue_lengths.insert(user, length.now)?;
             }
         }
         Ok(())
@@ -222,10 +235,33 @@ impl<'txn> Tables<'txn> {
     /// those removals with stale lengths.
     pub(super) fn queue_length(&mut self, user: u64) -> Result<u64, OpError> {
         let table = &self.queue_lengths;
-        let found = self
-            .queue_length_cache
-            .get(user, || Ok(table.get(user).map_err(wr)?.map(|v| v.value())))?;
-        Ok(found.copied().unwrap_or(0))
+        let found = self.queue_length_cache.get(user, || {
+            Ok(table.get(user).map_err(wr)?.map(|v| QueueLength {
+                now: v.value(),
+                stored: v.value(),
+            }))
+        })?;
+        Ok(found.map_or(0, |length| length.now))
+    }
+
+    /// Sets `user`'s queue length, written back at the end of the batch (a length of 0
+    /// removes the row).
+    pub(super) fn set_queue_length(&mut self, user: u64, length: u64) -> Result<(), OpError> {
+        if let Some(cached) = self.queue_length_cache.get_mut(user) {
+            cached.now = length;
+            return Ok(());
+        }
+        // No row, or not read by this batch yet (the callers read it first): the stored
+        // length is what the table holds.
+        let stored = self.queue_length(user)?;
+        self.queue_length_cache.put(
+            user,
+            QueueLength {
+                now: length,
+                stored,
+            },
+        );
+        Ok(())
     }
 
     pub(in crate::store) fn save_counters(&mut self) -> Result<(), StoreError> {

@@ -71,10 +71,10 @@ impl<K: Ord + Copy, V> WriteBack<K, V> {
 
     /// The changed records, in key order (sorted inserts are the cheapest for the B-tree);
     /// they count as clean afterwards.
-    pub(super) fn take_dirty(&mut self) -> impl Iterator<Item = (K, &V)> {
+    pub(super) fn take_dirty(&mut self) -> impl Iterator<Item = (K, &mut V)> {
         self.entries.iter_mut().filter_map(|(key, cached)| {
             let dirty = std::mem::replace(&mut cached.dirty, false);
-            match (&cached.value, dirty) {
+            match (&mut cached.value, dirty) {
                 (Some(value), true) => Some((*key, value)),
                 _ => None,
             }
