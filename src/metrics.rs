@@ -66,7 +66,8 @@ pub struct Metrics {
     /// Requests folded into one commit.
     pub commit_batch_size: Histogram,
     /// Messages one batch moved from the history tail into the history and client-id indexes
-    /// (`store::history`): bounded, so no batch stalls the writer for the whole tail.
+    /// (`store::history`): a chunk under small batches, so no batch stalls the writer for the
+    /// whole tail; more after a batch that alone added more, so the tail stays bounded.
     pub history_fold_size: Histogram,
     /// From a message's commit to its frame being written to a recipient's socket.
     pub delivery_seconds: Histogram,

@@ -9,8 +9,9 @@
 //! idempotency for the tail from memory). Every message id up to `name_value["indexed_to"]`
 //! is in both indexes; the ids above it, the *tail*, are found in `msgid_message`, whose keys
 //! only grow. Once the tail holds [`FOLD_AT`] messages, the writer folds its oldest
-//! [`FOLD_CHUNK`] into the indexes within a batch, and the next chunk when it holds `FOLD_AT`
-//! again: each leaf is then written once per chunk instead of once per commit. Not the whole
+//! [`FOLD_CHUNK`] (more if the batch alone added more: [`fold_count`]) into the indexes within
+//! a batch, and the next chunk when it holds `FOLD_AT` again: each leaf is then written once
+//! per chunk instead of once per commit. Not the whole
 //! tail at once: at 5,000 messages/s that stalled the writer for ~1 ms (several on a busy
 //! machine) every 0.2 s, and every request waiting behind that batch with it (measured:
 //! `docs/PERFORMANCE.md`, "Open loop: the tail"). The fold's progress is `indexed_to` itself,
@@ -33,10 +34,25 @@ use super::tables::MESSAGES;
 /// records (plus one batch) to find a conversation's newest messages.
 pub const FOLD_AT: usize = 1024;
 
-/// The most messages one batch folds: the tail's oldest, the rest left for the batches after
-/// it. A quarter of [`FOLD_AT`]: a fold's stall is a quarter of a whole tail's, and each
-/// chunk still holds several entries per busy conversation's leaf.
+/// What a batch folds of a tail that reached [`FOLD_AT`] under small batches: the tail's
+/// oldest, the rest left for the batches after it. A quarter of `FOLD_AT`: a fold's stall is
+/// a quarter of a whole tail's, and each chunk still holds several entries per busy
+/// conversation's leaf.
 pub const FOLD_CHUNK: usize = 256;
+
+/// How many of a tail of `len` messages the batch that made it folds: none under
+/// [`FOLD_AT`]; from there, all but `FOLD_AT - FOLD_CHUNK` of them. That is one chunk when
+/// batches are small, and more when one batch added more than a chunk, so however large the
+/// batches the tail never holds more than `FOLD_AT` plus one batch (a fixed chunk per batch
+/// let it grow without bound under batches of more than a chunk, and every history read
+/// scans the whole tail).
+pub fn fold_count(len: usize) -> usize {
+    if len < FOLD_AT {
+        0
+    } else {
+        len - (FOLD_AT - FOLD_CHUNK)
+    }
+}
 
 /// The messages above the indexed id, as (conversation, message id), in id order.
 pub type Tail = Vec<(u64, u64)>;
@@ -361,6 +377,52 @@ mod fold_tests {
             "tail rebuilt at start"
         );
         thread.finish(store.writer()).await;
+    }
+
+    /// Batches larger than a fold's chunk must not let the tail outgrow `FOLD_AT`: readers
+    /// scan the whole tail on every history read, and the writer keeps it in memory.
+    #[tokio::test]
+    async fn large_batches_leave_the_tail_under_the_fold_threshold() {
+        use crate::store::engine::WriterOptions;
+
+        let temp = TempStore::new();
+        let (store, thread) = temp.open_with(WriterOptions::standalone(4096));
+        let writer = store.writer();
+        let a = writer
+            .create_conversation(one_to_one(1, 2))
+            .await
+            .expect("a")
+            .id;
+        // Submitted before any answer is awaited: while one batch commits, the next hundreds
+        // queue up, so most batches hold far more than a chunk.
+        let mut pending = Vec::new();
+        for _ in 0..4 * FOLD_AT {
+            pending.push(
+                writer
+                    .submit_append(text(&store, a, None))
+                    .await
+                    .expect("submit"),
+            );
+        }
+        let mut last = 0;
+        for append in pending {
+            let MessageAppended::Stored { id, .. } = append.done().await.expect("append") else {
+                panic!("stored")
+            };
+            last = last.max(id);
+        }
+        let indexed_to = store
+            .read(|r| r.meta(meta::INDEXED_TO))
+            .await
+            .expect("meta");
+        assert!(
+            last - indexed_to < FOLD_AT as u64,
+            "{} messages left in the tail after the last batch",
+            last - indexed_to
+        );
+        let (back, ..) = seen(&store, a).await;
+        assert_eq!(back.len(), 4 * FOLD_AT);
+        thread.finish(writer).await;
     }
 
     /// A version 1 file indexed every message at append: after the upgrade no message is

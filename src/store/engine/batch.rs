@@ -14,7 +14,7 @@ use super::ids;
 use crate::model::MessageRecord;
 use crate::store::StoreError;
 use crate::store::damage::DamagedRecords;
-use crate::store::history::{FOLD_AT, FOLD_CHUNK, scan_tail};
+use crate::store::history::{fold_count, scan_tail};
 use crate::store::ops::{Answer, OpError, StoredMessage, Tables, WriteError, WriterTail};
 use crate::store::records::decode;
 use crate::store::tables::{MESSAGES, META, meta};
@@ -98,9 +98,10 @@ pub(in crate::store) fn commit_batch(
             }
             // The oldest part of the tail only: a fold of all of it stalled every request
             // waiting behind this batch (docs/PERFORMANCE.md, "Open loop: the tail").
-            if tables.tail_len() >= FOLD_AT {
-                folded_count = FOLD_CHUNK.min(tables.tail_len());
-                folded = Some(tables.fold_tail(FOLD_CHUNK)?);
+            let count = fold_count(tables.tail_len());
+            if count > 0 {
+                folded_count = count;
+                folded = Some(tables.fold_tail(count)?);
             }
             tables.flush()?;
             tables.save_counters()?;
